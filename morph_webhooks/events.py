@@ -1,0 +1,211 @@
+"""Turning one request (headers and raw body) into a validated :class:`MorphEvent`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .models import Opportunity
+from .serializers import (
+    OPPORTUNITY_MODEL,
+    EnvelopeSerializer,
+    HeadersSerializer,
+    OpportunityFieldsSerializer,
+    OpportunitySerializer,
+)
+
+# Deeper JSON is refused: nothing Morph sends comes close, and it would strain the encoders later.
+MAX_DEPTH = 64
+
+# Morph's header names; "x-conector-id" is Morph's own spelling, the correct one is accepted too.
+CONNECTOR_HEADERS = ("x-conector-id", "x-connector-id")
+OPPORTUNITY_FIELDS = frozenset(OpportunityFieldsSerializer._declared_fields)
+HEADER_NAMES = {"connector_id": CONNECTOR_HEADERS[0], "owner_id": "x-owner-id", "idempotency_key": "x-idempotency-key"}
+
+
+@dataclass(frozen=True)
+class MorphEvent:
+    """One validated Morph webhook event.
+
+    ``changes`` holds the :class:`~morph_webhooks.models.Opportunity` field values that the
+    payload sets (only those present in it); ``payload`` is the JSON body as Morph sent it.
+    """
+
+    type: str
+    connector_id: str
+    owner_id: str
+    idempotency_key: str
+    remote_id: str
+    payload: Mapping[str, Any]
+    remote_created_at: datetime | None = None
+    remote_updated_at: datetime | None = None
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.type.partition("::")[0]
+
+    @property
+    def action(self) -> str:
+        return self.type.partition("::")[2]
+
+
+class InvalidEvent(Exception):
+    """The request can never be valid. ``errors`` maps each bad field (a dotted path or a header
+    name) to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
+    """Validate headers (lower-case names) and body together, reporting every problem at once."""
+    errors: dict[str, list[str]] = {}
+    header_values = _read_headers(headers, errors)
+    try:
+        payload = load_json(body)
+    except InvalidEvent as exc:
+        raise InvalidEvent(errors | exc.errors) from None
+
+    envelope = EnvelopeSerializer(data=payload)
+    if not envelope.is_valid():
+        errors |= flatten_errors(envelope.errors)
+    data = payload.get("data")
+    if isinstance(data, dict) and OPPORTUNITY_MODEL in (data.get("model"), str(payload.get("event")).partition("::")[0]):
+        # Checked even when the envelope is wrong, so that one answer names every bad field.
+        opportunity = OpportunitySerializer(data=data)
+        if not opportunity.is_valid():
+            errors |= flatten_errors(opportunity.errors, prefix="data")
+        elif not errors:
+            return _opportunity_event(header_values, envelope.validated_data, opportunity.validated_data, payload)
+    if errors:
+        raise InvalidEvent(errors)
+    return MorphEvent(
+        type=envelope.validated_data["event"],
+        remote_id=envelope.validated_data["data"]["id"],
+        payload=payload,
+        **header_values,
+    )
+
+
+def _opportunity_event(
+    header_values: dict[str, str],
+    envelope: dict[str, Any],
+    data: dict[str, Any],
+    payload: dict[str, Any],
+) -> MorphEvent:
+    changes = {name: _stored_value(name, value) for name, value in (data.get("fields") or {}).items()}
+    sent_fields = payload["data"].get("fields") or {}
+    extra = {key: value for key, value in sent_fields.items() if key not in OPPORTUNITY_FIELDS}
+    if extra:
+        changes["extra_fields"] = extra
+    if "rawResource" in data:
+        changes["raw_resource"] = data["rawResource"]
+    if "warnings" in data:
+        changes["warnings"] = payload["data"]["warnings"] or []
+    return MorphEvent(
+        type=envelope["event"],
+        remote_id=envelope["data"]["id"],
+        payload=payload,
+        remote_created_at=data["createdAt"],
+        remote_updated_at=data["updatedAt"],
+        changes=changes,
+        **header_values,
+    )
+
+
+def _stored_value(name: str, value: Any) -> Any:
+    # null clears a field; columns that cannot hold NULL get their empty value instead.
+    model_field = Opportunity._meta.get_field(name)
+    return model_field.get_default() if value is None and not model_field.null else value
+
+
+def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> dict[str, str]:
+    connector = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), None)
+    data = {"connector_id": connector, "owner_id": headers.get("x-owner-id"), "idempotency_key": headers.get("x-idempotency-key")}
+    serializer = HeadersSerializer(data={key: value for key, value in data.items() if value is not None})
+    if serializer.is_valid():
+        return dict(serializer.validated_data)
+    for name, messages in serializer.errors.items():
+        errors[HEADER_NAMES[name]] = [str(message) for message in messages]
+    return {}
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a JSON body strictly: what passes here can be stored in any database."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent({"body": [f"Not valid UTF-8 (byte {exc.start})."]}) from None
+    if not text.strip():
+        raise InvalidEvent({"body": ["Empty body; expected a JSON object."]})
+    try:
+        payload = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent({"body": [f"Not valid JSON: {exc}"]}) from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent({"body": [f"Expected a JSON object, got {type(payload).__name__}."]})
+    _check_storable(payload)
+    return payload
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _check_storable(payload: dict[str, Any]) -> None:
+    """Refuse text that PostgreSQL cannot store (NUL, lone surrogates) and excessive nesting."""
+    stack: list[tuple[str, Any, int]] = [("", payload, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidEvent({path or "body": [f"Nested deeper than {MAX_DEPTH} levels."]})
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else key
+                _check_text(child, key)
+                stack.append((child, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", item, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(path, value)
+
+
+def _check_text(path: str, text: str) -> None:
+    if "\x00" in text:
+        raise InvalidEvent({path: ["Contains a NUL character, which cannot be stored."]})
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent({path: ["Contains an unpaired surrogate, which cannot be stored."]}) from None
+
+
+def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error structure as ``{"data.fields.amount": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            for path, messages in flatten_errors(value, name).items():
+                flat.setdefault(path, []).extend(messages)
+    elif isinstance(errors, list) and errors and all(isinstance(item, str) for item in errors):
+        flat[prefix or "body"] = [str(item) for item in errors]
+    elif isinstance(errors, list):
+        for index, value in enumerate(errors):
+            if value:
+                flat |= flatten_errors(value, f"{prefix}.{index}")
+    return flat

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+# Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
+ID_LENGTH = 255
+
+
+class OpportunityQuerySet(models.QuerySet["Opportunity"]):
+    def alive(self) -> OpportunityQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+    def deleted(self) -> OpportunityQuerySet:
+        return self.filter(deleted_at__isnull=False)
+
+
+class Opportunity(models.Model):
+    """The local copy of one CRM opportunity, as last described by Morph.
+
+    ``owner_id`` is Morph's connection owner (the tenant); ``crm_owner_id`` is the CRM user who
+    owns the opportunity (Morph's ``fields.owner``).
+    """
+
+    connector_id = models.CharField(max_length=ID_LENGTH)
+    owner_id = models.CharField(max_length=ID_LENGTH)
+    remote_id = models.CharField(max_length=ID_LENGTH)
+
+    name = models.CharField(max_length=250, blank=True, default="")
+    amount = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    stage_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    pipeline_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    crm_owner_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    contact_ids = models.JSONField(default=list, blank=True)
+    company_ids = models.JSONField(default=list, blank=True)
+    engagement_ids = models.JSONField(default=list, blank=True)
+    extra_fields = models.JSONField(
+        default=dict, blank=True, help_text=_("Fields Morph sent that this model has no column for.")
+    )
+    raw_resource = models.JSONField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    remote_created_at = models.DateTimeField()
+    remote_updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OpportunityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("opportunity")
+        verbose_name_plural = _("opportunities")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector_id", "owner_id", "remote_id"],
+                name="morph_webhooks_opportunity_unique_remote",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
+            models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
+            models.Index(fields=["remote_updated_at"], name="morph_opp_remote_updated_idx"),
+            models.Index(
+                fields=["deleted_at"], condition=Q(deleted_at__isnull=False), name="morph_opp_deleted_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.remote_id
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class Outcome(models.TextChoices):
+    """What became of one delivery. The first three are also what an idempotency key records."""
+
+    PROCESSED = "processed", _("processed")
+    STALE = "stale", _("stale")
+    IGNORED = "ignored", _("ignored")
+    DUPLICATE = "duplicate", _("duplicate")
+    REJECTED = "rejected", _("rejected")
+    FAILED = "failed", _("failed")
+
+
+class IdempotencyKey(models.Model):
+    """One ``x-idempotency-key`` that was handled, scoped to its connector and owner.
+
+    The row is written in the same transaction that applies the event, so it exists exactly when
+    the event's effects do; the unique constraint is what makes a concurrent twin a duplicate.
+    """
+
+    connector_id = models.CharField(max_length=ID_LENGTH)
+    owner_id = models.CharField(max_length=ID_LENGTH)
+    key = models.CharField(max_length=ID_LENGTH)
+    event = models.CharField(max_length=ID_LENGTH)
+    remote_id = models.CharField(max_length=ID_LENGTH)
+    outcome = models.CharField(
+        max_length=16,
+        choices=[(o.value, o.label) for o in (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED)],
+    )
+    deliveries = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector_id", "owner_id", "key"], name="morph_webhooks_idempotencykey_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["first_seen_at"], name="morph_key_first_seen_idx"),
+            models.Index(fields=["outcome"], name="morph_key_outcome_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class WebhookDelivery(models.Model):
+    """One authenticated request to the endpoint, as it arrived, and what became of it."""
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    path = models.TextField(help_text=_("The request path and query, with secrets removed."))
+    headers = models.JSONField(default=dict, help_text=_("Request headers, with secrets removed."))
+    body = models.TextField(blank=True)
+
+    connector_id = models.CharField(max_length=ID_LENGTH, blank=True)
+    owner_id = models.CharField(max_length=ID_LENGTH, blank=True)
+    idempotency_key = models.CharField(max_length=ID_LENGTH, blank=True)
+    event = models.CharField(max_length=ID_LENGTH, blank=True)
+    remote_id = models.CharField(max_length=ID_LENGTH, blank=True)
+
+    status = models.CharField(max_length=16, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField()
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        permissions = [("reprocess_webhookdelivery", _("Can reprocess webhook deliveries"))]
+        indexes = [
+            models.Index(fields=["received_at"], name="morph_delivery_received_idx"),
+            models.Index(fields=["status", "received_at"], name="morph_delivery_status_idx"),
+            models.Index(
+                fields=["connector_id", "owner_id", "idempotency_key"], name="morph_delivery_key_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event or 'request'} {self.idempotency_key}".strip()

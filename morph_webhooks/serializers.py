@@ -1,0 +1,163 @@
+"""DRF serializers for what Morph sends: headers, the event envelope and an opportunity.
+
+Morph's documentation and its real payloads disagree (see README, "What Morph sends"); these
+accept both shapes and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import ID_LENGTH
+
+OPPORTUNITY_MODEL = "crmOpportunity"
+OPPORTUNITY_ACTIONS = ("created", "updated", "deleted")
+# Morph event types are "<model>::<action>"; models other than opportunities are acknowledged.
+EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+)$")
+
+
+class HeadersSerializer(serializers.Serializer[Any]):
+    connector_id = serializers.CharField(max_length=ID_LENGTH)
+    owner_id = serializers.CharField(max_length=ID_LENGTH)
+    idempotency_key = serializers.CharField(max_length=ID_LENGTH)
+
+
+class IdField(serializers.CharField):
+    """A Morph id: a non-empty string; numeric ids from CRMs such as Pipedrive become strings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=ID_LENGTH, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, float):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class ReferenceField(IdField):
+    """A reference to another Morph resource, reduced to its id.
+
+    Morph documents a bare id string but sends ``{"object": "resourceRef", "model", "id"}``, or the
+    expanded resource (``"object": "resource"`` with its ``fields``). All three are accepted.
+    """
+
+    default_error_messages = {
+        "invalid_object": 'Expected "object" to be "resourceRef" or "resource".',
+        "missing_id": 'A reference object needs an "id".',
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, dict):
+            if data.get("object", "resourceRef") not in ("resourceRef", "resource"):
+                self.fail("invalid_object")
+            if "id" not in data:
+                self.fail("missing_id")
+            data = data["id"]
+        return super().to_internal_value(data)
+
+
+class AmountField(serializers.DecimalField):
+    """Morph documents the amount as a string and sends a number: either is accepted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=24, decimal_places=6, min_value=Decimal(0), **kwargs)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, bool) or not isinstance(data, (int, float, str)):
+            self.fail("invalid")
+        if isinstance(data, float):
+            # repr() is the shortest text that reads back as the same float: 19.99, not 19.98999...
+            data = repr(data)
+        return super().to_internal_value(data)
+
+    def validate_precision(self, value: Decimal) -> Decimal:
+        # CRMs keep more decimals than money needs; rounding them beats refusing the whole event.
+        whole_digits = self.max_digits - self.decimal_places  # type: ignore[operator]
+        if value and value.adjusted() >= whole_digits:
+            self.fail("max_whole_digits", max_whole_digits=whole_digits)
+        return value
+
+
+class TimestampField(serializers.DateTimeField):
+    def __init__(self, **kwargs: Any) -> None:
+        # Morph sends UTC ("...Z"); a timestamp without an offset is read as UTC too.
+        super().__init__(default_timezone=dt.timezone.utc, **kwargs)
+
+
+class WarningSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(max_length=ID_LENGTH, trim_whitespace=False)
+    message = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
+
+
+class ResourceSerializer(serializers.Serializer[Any]):
+    """The parts of ``data`` every Morph resource has."""
+
+    object = serializers.ChoiceField(choices=["resource"])
+    model = serializers.CharField(max_length=ID_LENGTH)
+    id = IdField()
+
+
+class EnvelopeSerializer(serializers.Serializer[Any]):
+    event = serializers.CharField(max_length=ID_LENGTH)
+    data = ResourceSerializer()
+
+    def validate_event(self, value: str) -> str:
+        match = EVENT_TYPE.match(value)
+        if match is None:
+            raise serializers.ValidationError('Expected "<model>::<action>", e.g. "crmOpportunity::created".')
+        if match["model"] == OPPORTUNITY_MODEL and match["action"] not in OPPORTUNITY_ACTIONS:
+            choices = ", ".join(f"{OPPORTUNITY_MODEL}::{action}" for action in OPPORTUNITY_ACTIONS)
+            raise serializers.ValidationError(f"Expected one of {choices}.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        model = attrs["event"].partition("::")[0]
+        if attrs["data"]["model"] != model:
+            raise serializers.ValidationError({"data": {"model": [f'Expected "{model}" for a {attrs["event"]} event.']}})
+        return attrs
+
+
+class OpportunityFieldsSerializer(serializers.Serializer[Any]):
+    """``data.fields`` of a crmOpportunity. Every field is optional; ``source`` is the model field."""
+
+    name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)
+    amount = AmountField(allow_null=True)
+    currency = serializers.RegexField(
+        r"^[A-Za-z]{3}$",
+        allow_null=True,
+        error_messages={"invalid": "Expected a 3-letter currency code."},
+    )
+    stage = ReferenceField(source="stage_id", allow_null=True)
+    pipeline = ReferenceField(source="pipeline_id", allow_null=True)
+    owner = ReferenceField(source="crm_owner_id", allow_null=True)
+    contacts = serializers.ListField(child=ReferenceField(), source="contact_ids", allow_null=True)
+    companies = serializers.ListField(child=ReferenceField(), source="company_ids", allow_null=True)
+    engagements = serializers.ListField(child=ReferenceField(), source="engagement_ids", allow_null=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+    def validate_currency(self, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+
+class OpportunitySerializer(serializers.Serializer[Any]):
+    """``data`` of a crmOpportunity event, beyond what :class:`ResourceSerializer` checks."""
+
+    createdAt = TimestampField()
+    updatedAt = TimestampField()
+    rawResource = serializers.JSONField(required=False, allow_null=True)
+    warnings = WarningSerializer(many=True, required=False, allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # "fields" cannot be declared as an attribute: it is the name of Serializer.fields.
+        fields = super().get_fields()
+        fields["fields"] = OpportunityFieldsSerializer(required=False, allow_null=True)
+        return fields

@@ -1,0 +1,95 @@
+"""Helpers for testing code that receives Morph events, without Morph.
+
+``opportunity_event`` builds a body shaped like what Morph really sends; ``morph_headers`` the
+headers that go with it; ``post_event`` sends both to the endpoint with Django's test client.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from django.test import Client
+from django.urls import reverse
+
+from .conf import conf
+
+
+def reference(model: str, remote_id: str) -> dict[str, str]:
+    return {"object": "resourceRef", "model": model, "id": remote_id}
+
+
+def timestamp(value: datetime) -> str:
+    """Morph's format: UTC with milliseconds and a Z, as JavaScript's toISOString() writes it."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def opportunity_event(
+    action: str = "created",
+    remote_id: str = "opp_1",
+    *,
+    updated_at: datetime | str = "2025-03-06T09:15:04.596Z",
+    created_at: datetime | str = "2025-03-06T09:05:04.596Z",
+    fields: dict[str, Any] | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """A ``crmOpportunity::<action>`` body. ``fields`` replaces the default fields entirely."""
+    if fields is None:
+        fields = {
+            "name": "Acme renewal",
+            "amount": 12500,
+            "currency": "EUR",
+            "stage": reference("crmStage", "stage_qualified"),
+            "pipeline": reference("crmPipeline", "pipeline_sales"),
+            "owner": reference("genericUser", "user_42"),
+            "contacts": [reference("genericContact", "contact_1")],
+            "companies": [reference("genericCompany", "company_1")],
+            "engagements": [],
+        }
+    return {
+        "event": f"crmOpportunity::{action}",
+        "data": {
+            "object": "resource",
+            "model": "crmOpportunity",
+            "id": remote_id,
+            "fields": fields,
+            "createdAt": timestamp(created_at) if isinstance(created_at, datetime) else created_at,
+            "updatedAt": timestamp(updated_at) if isinstance(updated_at, datetime) else updated_at,
+            "rawResource": None,
+            "warnings": [],
+            **data,
+        },
+    }
+
+
+def morph_headers(
+    idempotency_key: str | None = None, connector_id: str = "hubspot", owner_id: str = "tenant_1"
+) -> dict[str, str]:
+    return {
+        "x-conector-id": connector_id,
+        "x-owner-id": owner_id,
+        "x-idempotency-key": idempotency_key or uuid.uuid4().hex,
+    }
+
+
+def post_event(
+    client: Client,
+    payload: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    secret: str | None = None,
+    path: str | None = None,
+) -> Any:
+    """POST ``payload`` (a dict, or bytes sent as they are) to the endpoint, authenticated with
+    the first configured secret unless ``secret`` is given."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload)
+    secret = secret if secret is not None else next(iter(conf.SECRETS), "")
+    auth = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return client.post(
+        path or reverse("morph_webhooks:receive"),
+        data=body,
+        content_type="application/json",
+        headers={**morph_headers(), **(headers or {}), **auth},
+    )

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from .views import ReceiveView
+
+app_name = "morph_webhooks"
+
+urlpatterns = [
+    path("", ReceiveView.as_view(), name="receive"),
+]

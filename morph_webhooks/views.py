@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
+from django.http import HttpRequest, QueryDict
+from rest_framework import exceptions, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .auth import TOKEN_PARAMETER, SharedSecretAuthentication
+from .conf import conf
+from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
+from .models import ID_LENGTH, Outcome, WebhookDelivery
+from .processing import http_status_for, process_event
+
+logger = logging.getLogger(__name__)
+
+# Never written to the request log.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+class AlwaysJSON(BaseContentNegotiation):
+    """Morph's Accept header is no reason to refuse an event: answer JSON whatever it asks for."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return None
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
+        return (renderers[0], renderers[0].media_type)
+
+
+class ReceiveView(APIView):
+    """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
+
+    http_method_names = ["post"]
+    authentication_classes = [SharedSecretAuthentication]
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJSON
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        view = super().as_view(**initkwargs)
+        # The view commits the request log even when processing rolls back, so it must not run
+        # inside ATOMIC_REQUESTS' transaction; Morph has no session for LoginRequiredMiddleware.
+        return login_not_required(transaction.non_atomic_requests(view))
+
+    def get_exception_handler(self) -> Any:
+        return handle_exception
+
+    def post(self, request: Request) -> Response:
+        delivery = new_delivery(request._request)
+        try:
+            body = read_body(request._request)
+            delivery.body = printable(body)
+            check_content_type(request._request)
+            event = parse_event(delivery.headers, body)
+        except (InvalidEvent, exceptions.APIException) as exc:
+            response = error_response(exc)
+            # Rejected requests are logged for the admin but consume no idempotency key.
+            delivery.status = Outcome.REJECTED
+            delivery.http_status = response.status_code
+            delivery.error = json.dumps(response.data)
+            delivery.save()
+            return response
+        delivery.event, delivery.remote_id = event.type, event.remote_id
+        result = process_event(event, delivery)
+        return Response({"status": result.status})
+
+
+def new_delivery(request: HttpRequest) -> WebhookDelivery:
+    headers = {name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS}
+    query = QueryDict(mutable=True)
+    query.update(request.GET)
+    query.pop(TOKEN_PARAMETER, None)
+    connector_id = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), "")
+    return WebhookDelivery(
+        remote_addr=request.META.get("REMOTE_ADDR") or None,
+        path=request.path + (f"?{query.urlencode()}" if query else ""),
+        headers=headers,
+        # Header values of rejected requests may be anything; keep them within the columns.
+        connector_id=connector_id[:ID_LENGTH],
+        owner_id=headers.get("x-owner-id", "")[:ID_LENGTH],
+        idempotency_key=headers.get("x-idempotency-key", "")[:ID_LENGTH],
+    )
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """Read at most MAX_BODY_SIZE bytes: a larger body is refused without being held in memory."""
+    limit = conf.MAX_BODY_SIZE
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Body over {limit} bytes.")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Body over {limit} bytes.")
+    return body
+
+
+def check_content_type(request: HttpRequest) -> None:
+    content_type = request.content_type or ""
+    # Morph sends application/json; a missing type is tolerated, anything else is a mistake.
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise exceptions.UnsupportedMediaType(content_type, f'Expected "application/json", got "{content_type}".')
+
+
+def printable(body: bytes) -> str:
+    # The log keeps what arrived, in a form every database can store.
+    return body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def error_response(exc: Exception) -> Response:
+    if isinstance(exc, InvalidEvent):
+        return Response({"error": "invalid_event", "fields": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    assert isinstance(exc, exceptions.APIException)
+    response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=exc.status_code)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        response["WWW-Authenticate"] = SharedSecretAuthentication().authenticate_header(None)  # type: ignore[arg-type]
+    return response
+
+
+def handle_exception(exc: Exception, context: dict[str, Any]) -> Response:
+    """Every failure answers JSON: 4xx for the sender's mistakes, 5xx when Morph should retry."""
+    if isinstance(exc, exceptions.APIException):
+        return error_response(exc)
+    code = http_status_for(exc)
+    logger.exception("Morph webhook failed (%s)", code, exc_info=exc)
+    if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        return Response({"error": "unavailable", "detail": "Temporarily unavailable; retry later."}, status=code, headers={"Retry-After": "30"})
+    return Response({"error": "processing_failed", "detail": f"{type(exc).__name__} while processing the event."}, status=code)
