@@ -37,7 +37,9 @@ class SharedSecretAuthentication(authentication.BaseAuthentication):
             return AnonymousUser(), None
         candidate = presented_secret(request)
         if candidate is None:
-            raise exceptions.NotAuthenticated("Missing secret: pass ?token=<secret> or Authorization: Bearer <secret>.")
+            raise exceptions.NotAuthenticated(
+                "Missing secret: pass ?token=<secret> or Authorization: Bearer <secret>."
+            )
         if not is_valid_secret(candidate):
             raise exceptions.AuthenticationFailed("Invalid secret.")
         return AnonymousUser(), None

@@ -23,7 +23,11 @@ MAX_DEPTH = 64
 # Morph's header names; "x-conector-id" is Morph's own spelling, the correct one is accepted too.
 CONNECTOR_HEADERS = ("x-conector-id", "x-connector-id")
 OPPORTUNITY_FIELDS = frozenset(OpportunityFieldsSerializer._declared_fields)
-HEADER_NAMES = {"connector_id": CONNECTOR_HEADERS[0], "owner_id": "x-owner-id", "idempotency_key": "x-idempotency-key"}
+HEADER_NAMES = {
+    "connector_id": CONNECTOR_HEADERS[0],
+    "owner_id": "x-owner-id",
+    "idempotency_key": "x-idempotency-key",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class InvalidEvent(Exception):
         super().__init__(errors)
         self.errors = errors
 
+    @property
+    def detail(self) -> dict[str, Any]:
+        """The JSON body of the 400 answer."""
+        return {"error": "invalid_event", "fields": self.errors}
+
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     """Validate headers (lower-case names) and body together, reporting every problem at once."""
@@ -75,13 +84,18 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     if not envelope.is_valid():
         errors |= flatten_errors(envelope.errors)
     data = payload.get("data")
-    if isinstance(data, dict) and OPPORTUNITY_MODEL in (data.get("model"), str(payload.get("event")).partition("::")[0]):
+    if isinstance(data, dict) and OPPORTUNITY_MODEL in (
+        data.get("model"),
+        str(payload.get("event")).partition("::")[0],
+    ):
         # Checked even when the envelope is wrong, so that one answer names every bad field.
         opportunity = OpportunitySerializer(data=data)
         if not opportunity.is_valid():
             errors |= flatten_errors(opportunity.errors, prefix="data")
         elif not errors:
-            return _opportunity_event(header_values, envelope.validated_data, opportunity.validated_data, payload)
+            return _opportunity_event(
+                header_values, envelope.validated_data, opportunity.validated_data, payload
+            )
     if errors:
         raise InvalidEvent(errors)
     return MorphEvent(
@@ -126,7 +140,11 @@ def _stored_value(name: str, value: Any) -> Any:
 
 def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> dict[str, str]:
     connector = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), None)
-    data = {"connector_id": connector, "owner_id": headers.get("x-owner-id"), "idempotency_key": headers.get("x-idempotency-key")}
+    data = {
+        "connector_id": connector,
+        "owner_id": headers.get("x-owner-id"),
+        "idempotency_key": headers.get("x-idempotency-key"),
+    }
     serializer = HeadersSerializer(data={key: value for key, value in data.items() if value is not None})
     if serializer.is_valid():
         return dict(serializer.validated_data)

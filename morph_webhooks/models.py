@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -160,3 +163,11 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event or 'request'} {self.idempotency_key}".strip()
+
+    def reject(self, http_status: int, detail: Any) -> None:
+        """Record that the request can never be valid; no idempotency key is consumed."""
+        self.status = Outcome.REJECTED
+        self.http_status = http_status
+        self.error = json.dumps(detail)
+        self.processed_at = None
+        self.save()

@@ -14,7 +14,7 @@ from django.db import DatabaseError, IntegrityError, InterfaceError, Operational
 from django.db.models import F
 from django.utils import timezone
 
-from .events import MorphEvent
+from .events import InvalidEvent, MorphEvent, parse_event
 from .models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from .serializers import OPPORTUNITY_MODEL
 from .signals import opportunity_created, opportunity_deleted, opportunity_updated
@@ -173,3 +173,19 @@ def _record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
     except DatabaseError:
         # The database is what failed; the original error is what the caller needs to see.
         logger.exception("Could not record failed delivery %s", delivery.idempotency_key)
+
+
+def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
+    """Run a logged request through validation and :func:`process_event` again.
+
+    Returns ``None`` when the request is still invalid (the delivery stays rejected, with the
+    current error). An event already applied comes back as a duplicate, exactly as a re-sent one.
+    """
+    delivery.attempts += 1
+    try:
+        event = parse_event(delivery.headers, delivery.body.encode())
+    except InvalidEvent as exc:
+        delivery.reject(400, exc.detail)
+        return None
+    delivery.event, delivery.remote_id = event.type, event.remote_id
+    return process_event(event, delivery)

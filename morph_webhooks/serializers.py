@@ -118,7 +118,9 @@ class EnvelopeSerializer(serializers.Serializer[Any]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         model = attrs["event"].partition("::")[0]
         if attrs["data"]["model"] != model:
-            raise serializers.ValidationError({"data": {"model": [f'Expected "{model}" for a {attrs["event"]} event.']}})
+            raise serializers.ValidationError(
+                {"data": {"model": [f'Expected "{model}" for a {attrs["event"]} event.']}}
+            )
         return attrs
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,7 +16,7 @@ from rest_framework.views import APIView
 from .auth import TOKEN_PARAMETER, SharedSecretAuthentication
 from .conf import conf
 from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
-from .models import ID_LENGTH, Outcome, WebhookDelivery
+from .models import ID_LENGTH, WebhookDelivery
 from .processing import http_status_for, process_event
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,9 @@ class AlwaysJSON(BaseContentNegotiation):
     def select_parser(self, request: Request, parsers: Any) -> Any:
         return None
 
-    def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
+    def select_renderer(
+        self, request: Request, renderers: Any, format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         return (renderers[0], renderers[0].media_type)
 
 
@@ -71,11 +72,7 @@ class ReceiveView(APIView):
             event = parse_event(delivery.headers, body)
         except (InvalidEvent, exceptions.APIException) as exc:
             response = error_response(exc)
-            # Rejected requests are logged for the admin but consume no idempotency key.
-            delivery.status = Outcome.REJECTED
-            delivery.http_status = response.status_code
-            delivery.error = json.dumps(response.data)
-            delivery.save()
+            delivery.reject(response.status_code, response.data)
             return response
         delivery.event, delivery.remote_id = event.type, event.remote_id
         result = process_event(event, delivery)
@@ -83,7 +80,9 @@ class ReceiveView(APIView):
 
 
 def new_delivery(request: HttpRequest) -> WebhookDelivery:
-    headers = {name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS}
+    headers = {
+        name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS
+    }
     query = QueryDict(mutable=True)
     query.update(request.GET)
     query.pop(TOKEN_PARAMETER, None)
@@ -115,7 +114,9 @@ def check_content_type(request: HttpRequest) -> None:
     content_type = request.content_type or ""
     # Morph sends application/json; a missing type is tolerated, anything else is a mistake.
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise exceptions.UnsupportedMediaType(content_type, f'Expected "application/json", got "{content_type}".')
+        raise exceptions.UnsupportedMediaType(
+            content_type, f'Expected "application/json", got "{content_type}".'
+        )
 
 
 def printable(body: bytes) -> str:
@@ -125,7 +126,7 @@ def printable(body: bytes) -> str:
 
 def error_response(exc: Exception) -> Response:
     if isinstance(exc, InvalidEvent):
-        return Response({"error": "invalid_event", "fields": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
     assert isinstance(exc, exceptions.APIException)
     response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=exc.status_code)
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
@@ -140,5 +141,12 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response:
     code = http_status_for(exc)
     logger.exception("Morph webhook failed (%s)", code, exc_info=exc)
     if code == status.HTTP_503_SERVICE_UNAVAILABLE:
-        return Response({"error": "unavailable", "detail": "Temporarily unavailable; retry later."}, status=code, headers={"Retry-After": "30"})
-    return Response({"error": "processing_failed", "detail": f"{type(exc).__name__} while processing the event."}, status=code)
+        return Response(
+            {"error": "unavailable", "detail": "Temporarily unavailable; retry later."},
+            status=code,
+            headers={"Retry-After": "30"},
+        )
+    return Response(
+        {"error": "processing_failed", "detail": f"{type(exc).__name__} while processing the event."},
+        status=code,
+    )
