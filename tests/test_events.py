@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from morph_webhooks.events import InvalidEvent, parse_event
+from morph_webhooks.testing import morph_headers, opportunity_event, reference
+
+HEADERS = morph_headers("key-1")
+
+
+def parse(payload: Any, headers: dict[str, str] = HEADERS):
+    return parse_event(headers, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+
+def errors_of(payload: Any, headers: dict[str, str] = HEADERS) -> dict[str, list[str]]:
+    with pytest.raises(InvalidEvent) as info:
+        parse(payload, headers)
+    return info.value.errors
+
+
+def with_fields(**fields: Any) -> dict[str, Any]:
+    return opportunity_event(fields=fields)
+
+
+def test_event_carries_headers_and_payload():
+    payload = opportunity_event("updated", "opp_9")
+    event = parse(payload)
+
+    assert (event.type, event.connector_id, event.owner_id, event.idempotency_key, event.remote_id) == (
+        "crmOpportunity::updated", "hubspot", "tenant_1", "key-1", "opp_9"
+    )
+    assert event.payload == payload
+
+
+@pytest.mark.parametrize(
+    ("amount", "stored"),
+    [
+        (12500, Decimal("12500")),
+        (19.99, Decimal("19.99")),
+        ("1234.5", Decimal("1234.5")),
+        ("0", Decimal("0")),
+        # What an empty CRM amount often looks like: no amount, not an error.
+        ("", None),
+        (0.1234567, Decimal("0.123457")),
+        (None, None),
+    ],
+)
+def test_amount_as_number_or_numeric_string(amount, stored):
+    assert parse(with_fields(amount=amount)).changes["amount"] == stored
+
+
+@pytest.mark.parametrize("amount", [-1, "-0.01", "abc", True, [1], {"v": 1}, "NaN", "Infinity", "1e400", 1e30])
+def test_amount_rejected(amount):
+    assert "data.fields.amount" in errors_of(with_fields(amount=amount))
+
+
+@pytest.mark.parametrize("name", ["", "x" * 251, True, ["x"], {"x": 1}])
+def test_name_rejected(name):
+    assert "data.fields.name" in errors_of(with_fields(name=name))
+
+
+@pytest.mark.parametrize("name", ["x", "x" * 250, "  spaced  ", "Crème brûlée 🍮"])
+def test_name_accepted(name):
+    assert parse(with_fields(name=name)).changes["name"] == name
+
+
+def test_currency_is_three_letters_stored_upper_case():
+    assert parse(with_fields(currency="eur")).changes["currency"] == "EUR"
+    for bad in ("EURO", "EU", "12$", 978):
+        assert "data.fields.currency" in errors_of(with_fields(currency=bad))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        reference("crmStage", "won"),
+        {"object": "resource", "model": "crmStage", "id": "won", "fields": {"name": "Won"}},
+        {"id": "won"},
+        "won",
+    ],
+)
+def test_reference_shapes(value):
+    changes = parse(with_fields(stage=value, pipeline=value, owner=value, contacts=[value, value])).changes
+    assert (changes["stage_id"], changes["pipeline_id"], changes["crm_owner_id"], changes["contact_ids"]) == ("won", "won", "won", ["won", "won"])
+
+
+def test_numeric_reference_id_becomes_a_string():
+    assert parse(with_fields(owner=75938210)).changes["crm_owner_id"] == "75938210"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path"),
+    [
+        ("stage", {"object": "resourceRef", "model": "crmStage"}, "data.fields.stage"),
+        ("stage", {"object": "weird", "id": "1"}, "data.fields.stage"),
+        ("stage", "", "data.fields.stage"),
+        ("stage", "x" * 256, "data.fields.stage"),
+        ("stage", 1.5, "data.fields.stage"),
+        ("owner", ["a"], "data.fields.owner"),
+        ("contacts", "c1", "data.fields.contacts"),
+        ("companies", [reference("genericCompany", "ok"), {"no": "id"}], "data.fields.companies.1"),
+    ],
+)
+def test_reference_rejected(field, value, path):
+    assert path in errors_of(with_fields(**{field: value}))
+
+
+def test_only_fields_present_are_changes():
+    assert set(parse(with_fields(name="x")).changes) == {"name", "raw_resource", "warnings"}
+    payload = opportunity_event()
+    del payload["data"]["fields"], payload["data"]["rawResource"], payload["data"]["warnings"]
+    assert parse(payload).changes == {}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (lambda p: p.update(event="crmOpportunity::merged"), "event"),
+        (lambda p: p.update(event="crmOpportunity"), "event"),
+        (lambda p: p.pop("event"), "event"),
+        (lambda p: p.update(event="genericContact::created"), "data.model"),
+        (lambda p: p.pop("data"), "data"),
+        (lambda p: p.update(data="x"), "data"),
+        (lambda p: p["data"].update(object="resourceRef"), "data.object"),
+        (lambda p: p["data"].update(model="crmDeal"), "data.model"),
+        (lambda p: p["data"].pop("id"), "data.id"),
+        (lambda p: p["data"].update(id=""), "data.id"),
+        (lambda p: p["data"].update(createdAt="yesterday"), "data.createdAt"),
+        (lambda p: p["data"].pop("updatedAt"), "data.updatedAt"),
+        (lambda p: p["data"].update(updatedAt="2025-13-45T00:00:00Z"), "data.updatedAt"),
+        (lambda p: p["data"].update(fields=[]), "data.fields"),
+        (lambda p: p["data"].update(warnings=[{"message": "no code"}]), "data.warnings.0.code"),
+        (lambda p: p["data"].update(warnings="x"), "data.warnings"),
+    ],
+)
+def test_envelope_rules(mutate, path):
+    payload = copy.deepcopy(opportunity_event())
+    mutate(payload)
+    assert path in errors_of(payload)
+
+
+def test_every_bad_field_is_named_at_once():
+    payload = opportunity_event(fields={"amount": -1, "currency": "EURO"})
+    payload["data"]["object"] = "x"
+    errors = errors_of(payload, headers={"x-owner-id": "t"})
+
+    assert set(errors) == {"x-conector-id", "x-idempotency-key", "data.object", "data.fields.amount", "data.fields.currency"}
+
+
+def test_naive_timestamp_is_read_as_utc():
+    event = parse(opportunity_event(updated_at="2025-03-06T09:15:04"))
+    assert event.remote_updated_at.isoformat() == "2025-03-06T09:15:04+00:00"
+
+
+def test_offset_timestamp_is_converted_to_utc():
+    event = parse(opportunity_event(updated_at="2025-03-06T10:15:04+01:00"))
+    assert event.remote_updated_at.isoformat() == "2025-03-06T09:15:04+00:00"
+
+
+@pytest.mark.parametrize(
+    ("headers", "name"),
+    [
+        ({"x-owner-id": "t", "x-idempotency-key": "k"}, "x-conector-id"),
+        ({"x-conector-id": "c", "x-idempotency-key": "k"}, "x-owner-id"),
+        ({"x-conector-id": "c", "x-owner-id": "t"}, "x-idempotency-key"),
+        ({"x-conector-id": "c", "x-owner-id": "t", "x-idempotency-key": "k" * 256}, "x-idempotency-key"),
+        ({"x-conector-id": " ", "x-owner-id": "t", "x-idempotency-key": "k"}, "x-conector-id"),
+    ],
+)
+def test_headers_required_and_bounded(headers, name):
+    assert name in errors_of(opportunity_event(), headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"),
+    [
+        (b"", "body", "Empty"),
+        (b"not json", "body", "Not valid JSON"),
+        (b"[1, 2]", "body", "JSON object"),
+        (b'"text"', "body", "JSON object"),
+        (b"\xff\xfe{}", "body", "UTF-8"),
+        (b'{"event": "a", "event": "b"}', "body", "duplicate key 'event'"),
+        (b'{"amount": NaN}', "body", "NaN"),
+        (b'{"amount": Infinity}', "body", "Infinity"),
+        (b'{"data": {"fields": {"name": "a\\u0000b"}}}', "data.fields.name", "NUL"),
+        (b'{"data": {"k\\u0000": 1}}', "data.k\x00", "NUL"),
+        (b'{"data": {"rawResource": ["\\ud800"]}}', "data.rawResource.0", "surrogate"),
+        (b"[" * 100_000 + b"]" * 100_000, "body", ""),
+        (b'{"a":' * 70 + b"1" + b"}" * 70, "a.a.a", "Nested deeper"),
+    ],
+)
+def test_hostile_bodies_are_named_errors(body, path, fragment):
+    errors = errors_of(body)
+    matching = [key for key in errors if key.startswith(path)]
+    assert matching, errors
+    assert fragment in " ".join(errors[matching[0]])

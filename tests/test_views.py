@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import io
+import json
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from morph_webhooks.views import PayloadTooLarge, read_body
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "test-secret-0123456789abcdef"
+URL = "/webhooks/morph/"
+
+# Morph's own example request, placeholders replaced by real values.
+MORPH_EXAMPLE = """{
+  "event": "crmOpportunity::created",
+  "data": {
+    "object": "resource",
+    "model": "crmOpportunity",
+    "id": "19045678901",
+    "fields": {
+      "name": "Enterprise plan - Globex",
+      "amount": 48000,
+      "currency": "USD",
+      "stage": {"object": "resourceRef", "model": "crmStage", "id": "appointmentscheduled"},
+      "pipeline": {"object": "resourceRef", "model": "crmPipeline", "id": "default"},
+      "owner": {"object": "resourceRef", "model": "genericUser", "id": "75938210"},
+      "contacts": [{"object": "resourceRef", "model": "genericContact", "id": "501"}],
+      "companies": [{"object": "resourceRef", "model": "genericCompany", "id": "9001"}],
+      "engagements": [{"object": "resourceRef", "model": "genericEngagement", "id": "e-77"}]
+    },
+    "createdAt": "2025-03-06T09:05:04.596Z",
+    "updatedAt": "2025-03-06T09:15:04.596Z",
+    "rawResource": null,
+    "warnings": []
+  }
+}"""
+
+
+def raw_post(client: Client, body: bytes | str, *, path: str = URL, content_type: str = "application/json", **headers: str):
+    return client.post(path, data=body, content_type=content_type, headers={**morph_headers(), **headers})
+
+
+def test_morph_example_request_is_stored(client):
+    response = raw_post(client, MORPH_EXAMPLE, path=f"{URL}?token={SECRET}", **{"x-conector-id": "hubspot", "x-owner-id": "acme", "x-idempotency-key": "hubspot-19045678901-1741252504596"})
+
+    assert (response.status_code, response.json()) == (200, {"status": "processed"})
+    opportunity = Opportunity.objects.get()
+    assert (opportunity.remote_id, opportunity.name, str(opportunity.amount)) == ("19045678901", "Enterprise plan - Globex", "48000.000000")
+    assert (opportunity.stage_id, opportunity.pipeline_id, opportunity.crm_owner_id) == ("appointmentscheduled", "default", "75938210")
+    assert (opportunity.contact_ids, opportunity.company_ids, opportunity.engagement_ids) == (["501"], ["9001"], ["e-77"])
+    delivery = WebhookDelivery.objects.get()
+    assert json.loads(delivery.body) == json.loads(MORPH_EXAMPLE)
+    assert (delivery.status, delivery.http_status, delivery.connector_id, delivery.owner_id) == ("processed", 200, "hubspot", "acme")
+    assert delivery.remote_addr == "127.0.0.1"
+
+
+def test_connector_header_in_correct_spelling_is_accepted(client):
+    headers = morph_headers()
+    headers["x-connector-id"] = headers.pop("x-conector-id")
+    response = post_event(client, opportunity_event(), headers=headers)
+
+    assert response.status_code == 200
+    assert Opportunity.objects.get().connector_id == "hubspot"
+
+
+class TestAuthentication:
+    def test_bearer_header(self, client):
+        response = raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}")
+        assert response.status_code == 200
+
+    def test_token_in_url_is_kept_out_of_the_log(self, client):
+        response = raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}&source=morph")
+
+        assert response.status_code == 200
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.path == "/webhooks/morph/?source=morph"
+        assert SECRET not in json.dumps(delivery.headers) + delivery.path
+
+    def test_authorization_header_is_kept_out_of_the_log(self, client):
+        raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Cookie="sessionid=abc")
+
+        headers = WebhookDelivery.objects.get().headers
+        assert "authorization" not in headers and "cookie" not in headers
+        assert headers["x-conector-id"] == "hubspot"
+
+    @pytest.mark.parametrize(
+        "auth",
+        [
+            {},
+            {"Authorization": "Bearer wrong-secret"},
+            {"Authorization": f"Basic {SECRET}"},
+            {"Authorization": f"Bearer {SECRET}x"},
+            {"Authorization": f"Bearer {SECRET[:-1]}"},
+        ],
+    )
+    def test_wrong_or_missing_secret_is_401_and_stores_nothing(self, client, auth):
+        response = raw_post(client, json.dumps(opportunity_event()), **auth)
+
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert response.json()["error"] in ("not_authenticated", "authentication_failed")
+        assert WebhookDelivery.objects.count() == IdempotencyKey.objects.count() == Opportunity.objects.count() == 0
+
+    def test_wrong_token_in_url_is_401(self, client):
+        assert raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token=nope").status_code == 401
+
+    def test_several_secrets_for_rotation(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": ["old-secret-0123456789abcdef", "new-secret-0123456789abcdef"]}
+
+        for secret in settings.MORPH_WEBHOOKS["SECRETS"]:
+            assert raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {secret}").status_code == 200
+        assert raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}").status_code == 401
+
+    def test_auth_is_checked_before_the_body_is_read(self, client):
+        response = raw_post(client, b"not json", content_type="text/plain")
+        assert response.status_code == 401
+        assert WebhookDelivery.objects.count() == 0
+
+    @override_settings(MORPH_WEBHOOKS={"SECRETS": [], "ALLOW_UNAUTHENTICATED": True})
+    def test_explicit_opt_out_accepts_requests_without_secret(self, client):
+        assert raw_post(client, json.dumps(opportunity_event())).status_code == 200
+
+    @override_settings(MORPH_WEBHOOKS={"SECRETS": []})
+    def test_no_secret_configured_rejects_everything(self, client):
+        assert raw_post(client, json.dumps(opportunity_event()), Authorization="Bearer ").status_code == 401
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete", "options"])
+def test_only_post_is_allowed(client, method):
+    response = getattr(client, method)(f"{URL}?token={SECRET}")
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_csrf_is_not_required(client):
+    csrf_client = Client(enforce_csrf_checks=True)
+    assert post_event(csrf_client, opportunity_event()).status_code == 200
+
+
+def test_route_name():
+    assert reverse("morph_webhooks:receive") == URL
+
+
+def test_any_accept_header_gets_json(client):
+    response = raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Accept="text/html")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+
+
+class TestBodySize:
+    @pytest.fixture(autouse=True)
+    def small_limit(self, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "MAX_BODY_SIZE": 2000}
+
+    def test_declared_length_over_the_limit_is_413(self, client):
+        response = post_event(client, opportunity_event(rawResource={"padding": "x" * 3000}))
+
+        assert response.status_code == 413
+        assert response.json()["error"] == "payload_too_large"
+        delivery = WebhookDelivery.objects.get()
+        assert (delivery.status, delivery.http_status, delivery.body) == ("rejected", 413, "")
+        assert Opportunity.objects.count() == 0
+
+    def test_undeclared_length_is_read_only_up_to_the_limit(self, rf):
+        request = rf.generic("POST", URL, content_type="application/json")
+        request.META["CONTENT_LENGTH"] = ""
+        request._stream = stream = io.BytesIO(b"x" * 10_000)
+
+        with pytest.raises(PayloadTooLarge):
+            read_body(request)
+        assert stream.tell() == 2001
+
+    def test_body_within_the_limit_is_accepted(self, client):
+        assert post_event(client, opportunity_event()).status_code == 200
+
+
+def test_non_json_content_type_is_415_and_logged(client):
+    response = raw_post(client, json.dumps(opportunity_event()), content_type="application/x-www-form-urlencoded", Authorization=f"Bearer {SECRET}")
+
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+    assert WebhookDelivery.objects.get().status == "rejected"
+
+
+def test_invalid_event_is_400_logged_and_consumes_no_key(client, send):
+    response = send(opportunity_event(fields={"amount": -5}), key="k1")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_event", "fields": {"data.fields.amount": ["Ensure this value is greater than or equal to 0."]}}
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.http_status, delivery.idempotency_key) == ("rejected", 400, "k1")
+    assert "data.fields.amount" in delivery.error
+    assert IdempotencyKey.objects.count() == Opportunity.objects.count() == 0
+
+    # The same key with a valid body is then processed: the rejection did not consume it.
+    assert send(opportunity_event(), key="k1").json() == {"status": "processed"}
+
+
+def test_database_unreachable_is_503_json(client):
+    with mock.patch("morph_webhooks.views.process_event", side_effect=OperationalError("could not connect")):
+        response = post_event(client, opportunity_event())
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+    assert response["Retry-After"]
+
+
+@override_settings(
+    MIDDLEWARE=[*__import__("tests.settings", fromlist=["MIDDLEWARE"]).MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
+)
+def test_works_behind_login_required_middleware(client):
+    assert post_event(client, opportunity_event()).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_works_with_atomic_requests(client, settings):
+    from django.db import connection
+    from morph_webhooks.signals import opportunity_created
+
+    settings.DATABASES["default"]["ATOMIC_REQUESTS"] = True
+    connection.settings_dict["ATOMIC_REQUESTS"] = True
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
+    try:
+        failed = post_event(client, opportunity_event(), headers={"x-idempotency-key": "k"})
+    finally:
+        opportunity_created.disconnect(dispatch_uid="broken")
+        connection.settings_dict["ATOMIC_REQUESTS"] = False
+    # The failure is logged even though the request would otherwise have run in one transaction.
+    assert failed.status_code == 500
+    assert WebhookDelivery.objects.get().status == "failed"
