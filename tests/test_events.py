@@ -32,7 +32,11 @@ def test_event_carries_headers_and_payload():
     event = parse(payload)
 
     assert (event.type, event.connector_id, event.owner_id, event.idempotency_key, event.remote_id) == (
-        "crmOpportunity::updated", "hubspot", "tenant_1", "key-1", "opp_9"
+        "crmOpportunity::updated",
+        "hubspot",
+        "tenant_1",
+        "key-1",
+        "opp_9",
     )
     assert event.payload == payload
 
@@ -54,7 +58,9 @@ def test_amount_as_number_or_numeric_string(amount, stored):
     assert parse(with_fields(amount=amount)).changes["amount"] == stored
 
 
-@pytest.mark.parametrize("amount", [-1, "-0.01", "abc", True, [1], {"v": 1}, "NaN", "Infinity", "1e400", 1e30])
+@pytest.mark.parametrize(
+    "amount", [-1, "-0.01", "abc", True, [1], {"v": 1}, "NaN", "Infinity", "1e400", 1e30]
+)
 def test_amount_rejected(amount):
     assert "data.fields.amount" in errors_of(with_fields(amount=amount))
 
@@ -86,7 +92,12 @@ def test_currency_is_three_letters_stored_upper_case():
 )
 def test_reference_shapes(value):
     changes = parse(with_fields(stage=value, pipeline=value, owner=value, contacts=[value, value])).changes
-    assert (changes["stage_id"], changes["pipeline_id"], changes["crm_owner_id"], changes["contact_ids"]) == ("won", "won", "won", ["won", "won"])
+    assert (changes["stage_id"], changes["pipeline_id"], changes["crm_owner_id"], changes["contact_ids"]) == (
+        "won",
+        "won",
+        "won",
+        ["won", "won"],
+    )
 
 
 def test_numeric_reference_id_becomes_a_string():
@@ -149,7 +160,13 @@ def test_every_bad_field_is_named_at_once():
     payload["data"]["object"] = "x"
     errors = errors_of(payload, headers={"x-owner-id": "t"})
 
-    assert set(errors) == {"x-conector-id", "x-idempotency-key", "data.object", "data.fields.amount", "data.fields.currency"}
+    assert set(errors) == {
+        "x-conector-id",
+        "x-idempotency-key",
+        "data.object",
+        "data.fields.amount",
+        "data.fields.currency",
+    }
 
 
 def test_naive_timestamp_is_read_as_utc():

@@ -27,9 +27,17 @@ def test_created_then_duplicate_is_applied_once(send, sent_signals):
     assert Opportunity.objects.count() == 1
     assert sent_signals.names == ["created"]
     key = IdempotencyKey.objects.get()
-    assert (key.deliveries, key.outcome, key.event, key.remote_id) == (2, "processed", "crmOpportunity::created", "opp_1")
+    assert (key.deliveries, key.outcome, key.event, key.remote_id) == (
+        2,
+        "processed",
+        "crmOpportunity::created",
+        "opp_1",
+    )
     assert key.last_seen_at > key.first_seen_at
-    assert list(WebhookDelivery.objects.order_by("pk").values_list("status", flat=True)) == ["processed", "duplicate"]
+    assert list(WebhookDelivery.objects.order_by("pk").values_list("status", flat=True)) == [
+        "processed",
+        "duplicate",
+    ]
 
 
 def test_signal_arguments(send, sent_signals):
@@ -48,15 +56,33 @@ def test_signal_arguments(send, sent_signals):
 
 
 def test_fields_are_stored_as_morph_sends_them(send):
-    send(opportunity_event("created", rawResource={"hs_object_id": "123", "nested": {"a": [1, 2]}}, warnings=[{"code": "w1", "message": "m"}]))
+    send(
+        opportunity_event(
+            "created",
+            rawResource={"hs_object_id": "123", "nested": {"a": [1, 2]}},
+            warnings=[{"code": "w1", "message": "m"}],
+        )
+    )
 
     opportunity = Opportunity.objects.get()
     assert opportunity.name == "Acme renewal"
     assert opportunity.amount == Decimal("12500")
     assert opportunity.currency == "EUR"
-    assert (opportunity.stage_id, opportunity.pipeline_id, opportunity.crm_owner_id) == ("stage_qualified", "pipeline_sales", "user_42")
-    assert (opportunity.contact_ids, opportunity.company_ids, opportunity.engagement_ids) == (["contact_1"], ["company_1"], [])
-    assert (opportunity.connector_id, opportunity.owner_id, opportunity.remote_id) == ("hubspot", "tenant_1", "opp_1")
+    assert (opportunity.stage_id, opportunity.pipeline_id, opportunity.crm_owner_id) == (
+        "stage_qualified",
+        "pipeline_sales",
+        "user_42",
+    )
+    assert (opportunity.contact_ids, opportunity.company_ids, opportunity.engagement_ids) == (
+        ["contact_1"],
+        ["company_1"],
+        [],
+    )
+    assert (opportunity.connector_id, opportunity.owner_id, opportunity.remote_id) == (
+        "hubspot",
+        "tenant_1",
+        "opp_1",
+    )
     assert opportunity.raw_resource == {"hs_object_id": "123", "nested": {"a": [1, 2]}}
     assert opportunity.warnings == [{"code": "w1", "message": "m"}]
     assert opportunity.remote_created_at == datetime(2025, 3, 6, 9, 5, 4, 596000, tzinfo=timezone.utc)
@@ -66,11 +92,17 @@ def test_fields_are_stored_as_morph_sends_them(send):
 
 def test_update_changes_only_the_fields_it_carries(send, sent_signals):
     send(opportunity_event("created", updated_at=at(0)))
-    response = send(opportunity_event("updated", updated_at=at(1), fields={"stage": "stage_won", "amount": "13000.5"}))
+    response = send(
+        opportunity_event("updated", updated_at=at(1), fields={"stage": "stage_won", "amount": "13000.5"})
+    )
 
     assert response.json() == {"status": "processed"}
     opportunity = Opportunity.objects.get()
-    assert (opportunity.stage_id, opportunity.amount, opportunity.name) == ("stage_won", Decimal("13000.5"), "Acme renewal")
+    assert (opportunity.stage_id, opportunity.amount, opportunity.name) == (
+        "stage_won",
+        Decimal("13000.5"),
+        "Acme renewal",
+    )
     assert opportunity.remote_updated_at == at(1)
     assert sent_signals.names == ["created", "updated"]
     assert sent_signals.calls[1][1]["created"] is False
@@ -78,10 +110,21 @@ def test_update_changes_only_the_fields_it_carries(send, sent_signals):
 
 def test_null_clears_a_field(send):
     send(opportunity_event("created", updated_at=at(0)))
-    send(opportunity_event("updated", updated_at=at(1), fields={"amount": None, "stage": None, "contacts": None, "name": None}))
+    send(
+        opportunity_event(
+            "updated",
+            updated_at=at(1),
+            fields={"amount": None, "stage": None, "contacts": None, "name": None},
+        )
+    )
 
     opportunity = Opportunity.objects.get()
-    assert (opportunity.amount, opportunity.stage_id, opportunity.contact_ids, opportunity.name) == (None, "", [], "")
+    assert (opportunity.amount, opportunity.stage_id, opportunity.contact_ids, opportunity.name) == (
+        None,
+        "",
+        [],
+        "",
+    )
 
 
 def test_unknown_fields_are_kept(send):
@@ -174,9 +217,21 @@ def test_newer_event_restores_a_deleted_row(send, sent_signals, action):
 
 
 def test_keys_are_scoped_by_connector_and_owner(send, sent_signals):
-    send(opportunity_event("created", "a"), key="same", headers={"x-conector-id": "hubspot", "x-owner-id": "t1"})
-    send(opportunity_event("created", "a"), key="same", headers={"x-conector-id": "salesforce", "x-owner-id": "t1"})
-    send(opportunity_event("created", "a"), key="same", headers={"x-conector-id": "hubspot", "x-owner-id": "t2"})
+    send(
+        opportunity_event("created", "a"),
+        key="same",
+        headers={"x-conector-id": "hubspot", "x-owner-id": "t1"},
+    )
+    send(
+        opportunity_event("created", "a"),
+        key="same",
+        headers={"x-conector-id": "salesforce", "x-owner-id": "t1"},
+    )
+    send(
+        opportunity_event("created", "a"),
+        key="same",
+        headers={"x-conector-id": "hubspot", "x-owner-id": "t2"},
+    )
 
     assert IdempotencyKey.objects.count() == 3
     assert Opportunity.objects.count() == 3
@@ -184,7 +239,10 @@ def test_keys_are_scoped_by_connector_and_owner(send, sent_signals):
 
 
 def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
-    payload = {"event": "genericContact::created", "data": {"object": "resource", "model": "genericContact", "id": "c1", "fields": {"x": 1}}}
+    payload = {
+        "event": "genericContact::created",
+        "data": {"object": "resource", "model": "genericContact", "id": "c1", "fields": {"x": 1}},
+    }
     first = send(payload, key="k")
     again = send(payload, key="k")
 

@@ -5,11 +5,12 @@ import json
 from unittest import mock
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 from morph_webhooks.views import PayloadTooLarge, read_body
 
@@ -44,21 +45,54 @@ MORPH_EXAMPLE = """{
 }"""
 
 
-def raw_post(client: Client, body: bytes | str, *, path: str = URL, content_type: str = "application/json", **headers: str):
+def raw_post(
+    client: Client,
+    body: bytes | str,
+    *,
+    path: str = URL,
+    content_type: str = "application/json",
+    **headers: str,
+):
     return client.post(path, data=body, content_type=content_type, headers={**morph_headers(), **headers})
 
 
 def test_morph_example_request_is_stored(client):
-    response = raw_post(client, MORPH_EXAMPLE, path=f"{URL}?token={SECRET}", **{"x-conector-id": "hubspot", "x-owner-id": "acme", "x-idempotency-key": "hubspot-19045678901-1741252504596"})
+    response = raw_post(
+        client,
+        MORPH_EXAMPLE,
+        path=f"{URL}?token={SECRET}",
+        **{
+            "x-conector-id": "hubspot",
+            "x-owner-id": "acme",
+            "x-idempotency-key": "hubspot-19045678901-1741252504596",
+        },
+    )
 
     assert (response.status_code, response.json()) == (200, {"status": "processed"})
     opportunity = Opportunity.objects.get()
-    assert (opportunity.remote_id, opportunity.name, str(opportunity.amount)) == ("19045678901", "Enterprise plan - Globex", "48000.000000")
-    assert (opportunity.stage_id, opportunity.pipeline_id, opportunity.crm_owner_id) == ("appointmentscheduled", "default", "75938210")
-    assert (opportunity.contact_ids, opportunity.company_ids, opportunity.engagement_ids) == (["501"], ["9001"], ["e-77"])
+    assert (opportunity.remote_id, opportunity.name, str(opportunity.amount)) == (
+        "19045678901",
+        "Enterprise plan - Globex",
+        "48000.000000",
+    )
+    assert (opportunity.stage_id, opportunity.pipeline_id, opportunity.crm_owner_id) == (
+        "appointmentscheduled",
+        "default",
+        "75938210",
+    )
+    assert (opportunity.contact_ids, opportunity.company_ids, opportunity.engagement_ids) == (
+        ["501"],
+        ["9001"],
+        ["e-77"],
+    )
     delivery = WebhookDelivery.objects.get()
     assert json.loads(delivery.body) == json.loads(MORPH_EXAMPLE)
-    assert (delivery.status, delivery.http_status, delivery.connector_id, delivery.owner_id) == ("processed", 200, "hubspot", "acme")
+    assert (delivery.status, delivery.http_status, delivery.connector_id, delivery.owner_id) == (
+        "processed",
+        200,
+        "hubspot",
+        "acme",
+    )
     assert delivery.remote_addr == "127.0.0.1"
 
 
@@ -77,7 +111,9 @@ class TestAuthentication:
         assert response.status_code == 200
 
     def test_token_in_url_is_kept_out_of_the_log(self, client):
-        response = raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}&source=morph")
+        response = raw_post(
+            client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}&source=morph"
+        )
 
         assert response.status_code == 200
         delivery = WebhookDelivery.objects.get()
@@ -85,7 +121,9 @@ class TestAuthentication:
         assert SECRET not in json.dumps(delivery.headers) + delivery.path
 
     def test_authorization_header_is_kept_out_of_the_log(self, client):
-        raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Cookie="sessionid=abc")
+        raw_post(
+            client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Cookie="sessionid=abc"
+        )
 
         headers = WebhookDelivery.objects.get().headers
         assert "authorization" not in headers and "cookie" not in headers
@@ -107,7 +145,12 @@ class TestAuthentication:
         assert response.status_code == 401
         assert response["WWW-Authenticate"].startswith("Bearer")
         assert response.json()["error"] in ("not_authenticated", "authentication_failed")
-        assert WebhookDelivery.objects.count() == IdempotencyKey.objects.count() == Opportunity.objects.count() == 0
+        assert (
+            WebhookDelivery.objects.count()
+            == IdempotencyKey.objects.count()
+            == Opportunity.objects.count()
+            == 0
+        )
 
     def test_wrong_token_in_url_is_401(self, client):
         assert raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token=nope").status_code == 401
@@ -116,8 +159,16 @@ class TestAuthentication:
         settings.MORPH_WEBHOOKS = {"SECRETS": ["old-secret-0123456789abcdef", "new-secret-0123456789abcdef"]}
 
         for secret in settings.MORPH_WEBHOOKS["SECRETS"]:
-            assert raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {secret}").status_code == 200
-        assert raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}").status_code == 401
+            assert (
+                raw_post(
+                    client, json.dumps(opportunity_event()), Authorization=f"Bearer {secret}"
+                ).status_code
+                == 200
+            )
+        assert (
+            raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}").status_code
+            == 401
+        )
 
     def test_auth_is_checked_before_the_body_is_read(self, client):
         response = raw_post(client, b"not json", content_type="text/plain")
@@ -151,7 +202,9 @@ def test_route_name():
 
 
 def test_any_accept_header_gets_json(client):
-    response = raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Accept="text/html")
+    response = raw_post(
+        client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Accept="text/html"
+    )
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -185,7 +238,12 @@ class TestBodySize:
 
 
 def test_non_json_content_type_is_415_and_logged(client):
-    response = raw_post(client, json.dumps(opportunity_event()), content_type="application/x-www-form-urlencoded", Authorization=f"Bearer {SECRET}")
+    response = raw_post(
+        client,
+        json.dumps(opportunity_event()),
+        content_type="application/x-www-form-urlencoded",
+        Authorization=f"Bearer {SECRET}",
+    )
 
     assert response.status_code == 415
     assert response.json()["error"] == "unsupported_media_type"
@@ -196,7 +254,10 @@ def test_invalid_event_is_400_logged_and_consumes_no_key(client, send):
     response = send(opportunity_event(fields={"amount": -5}), key="k1")
 
     assert response.status_code == 400
-    assert response.json() == {"error": "invalid_event", "fields": {"data.fields.amount": ["Ensure this value is greater than or equal to 0."]}}
+    assert response.json() == {
+        "error": "invalid_event",
+        "fields": {"data.fields.amount": ["Ensure this value is greater than or equal to 0."]},
+    }
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.http_status, delivery.idempotency_key) == ("rejected", 400, "k1")
     assert "data.fields.amount" in delivery.error
@@ -215,18 +276,13 @@ def test_database_unreachable_is_503_json(client):
     assert response["Retry-After"]
 
 
-@override_settings(
-    MIDDLEWARE=[*__import__("tests.settings", fromlist=["MIDDLEWARE"]).MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
-)
-def test_works_behind_login_required_middleware(client):
+def test_works_behind_login_required_middleware(client, settings):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
     assert post_event(client, opportunity_event()).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
 def test_works_with_atomic_requests(client, settings):
-    from django.db import connection
-    from morph_webhooks.signals import opportunity_created
-
     settings.DATABASES["default"]["ATOMIC_REQUESTS"] = True
     connection.settings_dict["ATOMIC_REQUESTS"] = True
 

@@ -1,0 +1,30 @@
+# The quickstart is two commands: `make run` (the example project) and `make test` (the suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	@# A known login for the example only; never do this in a real project.
+	@DJANGO_SUPERUSER_PASSWORD=admin $(BIN)/python manage.py createsuperuser --noinput \
+		--username admin --email admin@example.com >/dev/null 2>&1 || true
+	@echo "Admin: http://127.0.0.1:8000/admin/ (admin / admin)."
+	@echo "Send example events from another shell: $(BIN)/python manage.py send_example_events"
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -1,0 +1,81 @@
+"""Exact SQL statement counts per delivery: the cost does not grow with the payload."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from morph_webhooks.testing import opportunity_event, reference
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements run, savepoints included; BEGIN and COMMIT are left out because
+    whether they are logged depends on the backend and the Django version."""
+    captured: list[str] = []
+    with CaptureQueriesContext(connection) as context:
+        yield captured
+    captured.extend(q["sql"] for q in context.captured_queries if q["sql"].upper() not in ("BEGIN", "COMMIT"))
+
+
+def small_event(action: str, minutes: int):
+    return opportunity_event(action, updated_at=T0 + timedelta(minutes=minutes))
+
+
+def big_event(action: str, minutes: int):
+    fields = {
+        "name": "Big",
+        "contacts": [reference("genericContact", f"c{i}") for i in range(500)],
+        "companies": [reference("genericCompany", f"co{i}") for i in range(200)],
+    }
+    raw = {f"p{i}": "v" * 50 for i in range(500)}
+    return opportunity_event(
+        action, updated_at=T0 + timedelta(minutes=minutes), fields=fields, rawResource=raw
+    )
+
+
+def verbs(sql: list[str]) -> list[str]:
+    return [" ".join(statement.split()[:3]) for statement in sql]
+
+
+@pytest.mark.parametrize("make_event", [small_event, big_event])
+def test_statements_per_delivery(send, make_event):
+    with statements() as new:
+        assert send(make_event("created", 0), key="k1").json() == {"status": "processed"}
+    with statements() as duplicate:
+        assert send(make_event("created", 0), key="k1").json() == {"status": "duplicate"}
+    with statements() as update:
+        assert send(make_event("updated", 1), key="k2").json() == {"status": "processed"}
+    with statements() as stale:
+        assert send(make_event("updated", 0), key="k3").json() == {"status": "stale"}
+
+    # redelivery check, row lock, key claim, opportunity write, delivery log
+    assert verbs(new) == [
+        'UPDATE "morph_webhooks_idempotencykey" SET',
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
+        'INSERT INTO "morph_webhooks_idempotencykey"',
+        'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+    assert "FOR UPDATE" in new[1] or connection.vendor == "sqlite"
+    assert verbs(duplicate) == [
+        'UPDATE "morph_webhooks_idempotencykey" SET',
+        'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+    assert len(update) == 5 and verbs(update)[3] == 'UPDATE "morph_webhooks_opportunity" SET'
+    assert len(stale) == 4
+
+
+def test_rejected_request_is_one_statement(send):
+    with statements() as sql:
+        assert send(opportunity_event(fields={"amount": -1})).status_code == 400
+    assert verbs(sql) == ['INSERT INTO "morph_webhooks_webhookdelivery"']
