@@ -1,0 +1,114 @@
+"""Concurrent deliveries on PostgreSQL, over real connections (one per thread)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
+    ),
+]
+
+T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
+
+
+def deliver_all(requests: list[tuple[dict[str, Any], str]], workers: int) -> list[dict[str, Any]]:
+    """Post every (payload, key) from ``workers`` threads released at once; return the answers."""
+    barrier = threading.Barrier(workers)
+
+    def worker(chunk: list[tuple[dict[str, Any], str]]) -> list[tuple[int, dict[str, Any]]]:
+        client = Client()
+        answers = []
+        try:
+            barrier.wait()
+            for payload, key in chunk:
+                response = post_event(client, payload, headers=morph_headers(key))
+                answers.append((response.status_code, response.json()))
+        finally:
+            connection.close()
+        return answers
+
+    chunks = [requests[index::workers] for index in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        results = [answer for answers in pool.map(worker, chunks) for answer in answers]
+    assert all(code == 200 for code, _ in results), results
+    return [body for _, body in results]
+
+
+def test_simultaneous_deliveries_of_one_key_process_once(sent_signals):
+    answers = deliver_all([(opportunity_event("created"), "same-key")] * 20, workers=20)
+
+    assert Counter(answer["status"] for answer in answers) == {"processed": 1, "duplicate": 19}
+    assert sent_signals.names == ["created"]
+    key = IdempotencyKey.objects.get()
+    assert key.deliveries == 20
+    assert Opportunity.objects.count() == 1
+    assert WebhookDelivery.objects.count() == 20
+
+
+def test_shuffled_parallel_updates_end_with_the_newest(sent_signals):
+    minutes = list(range(120))
+    random.Random(7).shuffle(minutes)
+    requests = [
+        (
+            opportunity_event(
+                "updated", updated_at=T0 + timedelta(minutes=m), fields={"stage": f"s{m}", "amount": m}
+            ),
+            f"k{m}",
+        )
+        for m in minutes
+    ]
+    answers = deliver_all(requests, workers=8)
+
+    opportunity = Opportunity.objects.get()
+    assert (opportunity.stage_id, opportunity.amount, opportunity.remote_updated_at) == (
+        "s119",
+        119,
+        T0 + timedelta(minutes=119),
+    )
+    processed = sum(answer["status"] == "processed" for answer in answers)
+    assert processed + sum(answer["status"] == "stale" for answer in answers) == 120
+    # Each applied update sent its signal once, and the applied ones went forward in time.
+    assert len(sent_signals.calls) == processed
+    keys = [kwargs["event"].idempotency_key for _, kwargs in sent_signals.calls]
+    assert len(set(keys)) == len(keys)
+    applied = [kwargs["event"].remote_updated_at for _, kwargs in sent_signals.calls]
+    assert applied == sorted(applied)
+    assert IdempotencyKey.objects.count() == 120
+
+
+@pytest.mark.parametrize(("delete_at", "ends_deleted"), [(30, False), (45, True)])
+def test_delete_racing_updates(sent_signals, delete_at, ends_deleted):
+    requests = [
+        (
+            opportunity_event("updated", updated_at=T0 + timedelta(minutes=m), fields={"stage": f"s{m}"}),
+            f"u{m}",
+        )
+        for m in range(40)
+    ]
+    requests.append(
+        (opportunity_event("deleted", updated_at=T0 + timedelta(minutes=delete_at), fields={}), "delete")
+    )
+    random.Random(delete_at).shuffle(requests)
+    deliver_all(requests, workers=8)
+
+    opportunity = Opportunity.objects.get()
+    assert opportunity.is_deleted is ends_deleted
+    assert opportunity.remote_updated_at == T0 + timedelta(minutes=max(39, delete_at))
+    if not ends_deleted:
+        assert opportunity.stage_id == "s39"
