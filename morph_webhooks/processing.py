@@ -10,7 +10,15 @@ import logging
 import traceback
 from dataclasses import dataclass
 
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -168,6 +176,11 @@ def _record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
     delivery.http_status = http_status_for(exc)
     delivery.error = "".join(traceback.format_exception(exc))
     delivery.processed_at = None
+    connection = connections[router.db_for_write(WebhookDelivery)]
+    if not connection.in_atomic_block and connection.connection is not None and not connection.is_usable():
+        # The connection died mid-transaction (server restart, failover, killed backend): a new
+        # one can still record why, as Django would open at the next request anyway.
+        connection.close()
     try:
         delivery.save()
     except DatabaseError:

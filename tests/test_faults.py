@@ -1,0 +1,124 @@
+"""Faults on a real PostgreSQL server: an unreachable database, a lock timeout, a dropped
+connection in the middle of a transaction. Morph must be told to retry, and nothing half-written
+may remain."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection, connections
+from django.test import Client
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.signals import opportunity_updated
+from morph_webhooks.testing import opportunity_event, post_event
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
+    ),
+]
+
+UPDATE = opportunity_event("updated", updated_at="2025-03-07T00:00:00Z", fields={"stage": "won"})
+
+
+@pytest.fixture
+def stored(client: Client) -> Opportunity:
+    assert (
+        post_event(client, opportunity_event("created"), headers={"x-idempotency-key": "create"}).status_code
+        == 200
+    )
+    return Opportunity.objects.get()
+
+
+@pytest.fixture
+def unreachable_database() -> Iterator[None]:
+    connection.close()
+    port = connection.settings_dict["PORT"]
+    connection.settings_dict["PORT"] = "1"  # nothing listens there
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+
+def test_database_unreachable_is_503(client, unreachable_database):
+    response = post_event(client, UPDATE)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+    assert response["Retry-After"]
+
+
+def test_lock_timeout_is_503_and_the_retry_succeeds(client, stored, sent_signals):
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_row_lock() -> None:
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(
+                    "SELECT 1 FROM morph_webhooks_opportunity WHERE id = %s FOR UPDATE", [stored.pk]
+                )
+                locked.set()
+                release.wait(10)
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_row_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
+    finally:
+        release.set()
+        holder.join()
+
+    assert response.status_code == 503
+    assert Opportunity.objects.get().stage_id == "stage_qualified"
+    assert not IdempotencyKey.objects.filter(key="k1").exists()
+    failed = WebhookDelivery.objects.get(idempotency_key="k1")
+    assert (failed.status, failed.http_status) == ("failed", 503)
+    assert "lock timeout" in failed.error
+
+    assert post_event(client, UPDATE, headers={"x-idempotency-key": "k1"}).json() == {"status": "processed"}
+    assert Opportunity.objects.get().stage_id == "won"
+    assert sent_signals.names == ["updated"]
+
+
+def test_connection_dropped_mid_transaction_leaves_nothing_and_the_retry_succeeds(client, stored):
+    def kill_my_connection(**kwargs) -> None:
+        # Another session terminates this one, as a crashed worker or a failover would.
+        pid = connection.connection.info.backend_pid
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            other.close()
+
+    opportunity_updated.connect(kill_my_connection, weak=False, dispatch_uid="kill")
+    try:
+        response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
+    finally:
+        opportunity_updated.disconnect(dispatch_uid="kill")
+    connection.close()  # what Django does at the end of every request
+
+    assert response.status_code == 503
+    assert Opportunity.objects.get().stage_id == "stage_qualified"
+    assert not IdempotencyKey.objects.filter(key="k1").exists()
+    # The failure is still on record, written over a fresh connection.
+    failed = WebhookDelivery.objects.get(idempotency_key="k1")
+    assert (failed.status, failed.http_status) == ("failed", 503)
+
+    assert post_event(client, UPDATE, headers={"x-idempotency-key": "k1"}).json() == {"status": "processed"}
+    assert Opportunity.objects.get().stage_id == "won"
