@@ -1,48 +1,137 @@
-"""Shared-secret authentication for the endpoint.
+"""Who may call the endpoint.
 
-Morph signs nothing and only lets users configure a URL, so the secret travels in the URL
-(``?token=...``) or, from senders that can set headers, as ``Authorization: Bearer ...``.
+Morph signs nothing and only lets users configure a URL, so the usual credential is a shared
+secret in the URL (``?token=...``, or ``https://morph:<secret>@host/...`` as HTTP Basic). Senders
+that can set headers may use ``Authorization: Bearer ...``. A gateway in front of Morph may sign
+requests the Standard Webhooks way instead. Optionally, only some networks may call at all.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
+import ipaddress
+import time
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from rest_framework import authentication, exceptions
+from django.http import HttpRequest
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from .body import read_body
 from .conf import conf
 
 TOKEN_PARAMETER = "token"
+SIGNING_SECRET_PREFIX = "whsec_"
 
 
 def presented_secret(request: Request) -> str | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        # The user name carries nothing: the password is the secret.
+        return decoded.partition(":")[2]
     return request.query_params.get(TOKEN_PARAMETER) or None
 
 
-def is_valid_secret(candidate: str) -> bool:
-    # Compare against every secret (no early exit) in constant time, so timing reveals nothing.
-    matches = [hmac.compare_digest(candidate.encode(), secret.encode()) for secret in conf.SECRETS if secret]
-    return any(matches)
+def matches_any(candidate: bytes, secrets: list[bytes]) -> bool:
+    # Compare with every secret (no early exit), each in constant time.
+    results = [hmac.compare_digest(candidate, secret) for secret in secrets]
+    return any(results)
 
 
-class SharedSecretAuthentication(authentication.BaseAuthentication):
+def signing_key(secret: str) -> bytes:
+    """A Standard Webhooks secret is ``whsec_`` followed by the base64 of the key."""
+    encoded = secret.removeprefix(SIGNING_SECRET_PREFIX)
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+
+
+def verify_signature(headers: Any, body: bytes, now: float | None = None) -> None:
+    """Check Standard Webhooks headers against the raw body; raise AuthenticationFailed if wrong."""
+    message_id = headers.get("webhook-id", "")
+    timestamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not (message_id and timestamp and signatures):
+        raise exceptions.AuthenticationFailed("Missing webhook-id, webhook-timestamp or webhook-signature.")
+    if not timestamp.isdigit():
+        raise exceptions.AuthenticationFailed("webhook-timestamp is not a Unix timestamp.")
+    now = time.time() if now is None else now
+    # The window limits how long a captured request can be replayed.
+    if abs(now - int(timestamp)) > conf.SIGNATURE_TOLERANCE:
+        raise exceptions.AuthenticationFailed("webhook-timestamp is outside the tolerance window.")
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    expected = [
+        hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+        for secret in conf.SIGNING_SECRETS
+        if secret
+    ]
+    for candidate in signatures.split():
+        version, _, encoded = candidate.partition(",")
+        if version != "v1":
+            continue
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            continue
+        if matches_any(signature, expected):
+            return
+    raise exceptions.AuthenticationFailed("No valid signature.")
+
+
+class MorphAuthentication(authentication.BaseAuthentication):
+    """A shared secret (URL token, Bearer or Basic), or a Standard Webhooks signature."""
+
     def authenticate(self, request: Request) -> tuple[Any, Any]:
-        if not conf.SECRETS and conf.ALLOW_UNAUTHENTICATED:
+        secrets = [secret for secret in conf.SECRETS if secret]
+        if not secrets and not conf.SIGNING_SECRETS and conf.ALLOW_UNAUTHENTICATED:
             return AnonymousUser(), None
         candidate = presented_secret(request)
-        if candidate is None:
-            raise exceptions.NotAuthenticated(
-                "Missing secret: pass ?token=<secret> or Authorization: Bearer <secret>."
-            )
-        if not is_valid_secret(candidate):
-            raise exceptions.AuthenticationFailed("Invalid secret.")
-        return AnonymousUser(), None
+        if candidate is not None and secrets:
+            if not matches_any(candidate.encode(), [secret.encode() for secret in secrets]):
+                raise exceptions.AuthenticationFailed("Invalid secret.")
+            return AnonymousUser(), None
+        if conf.SIGNING_SECRETS and "webhook-signature" in request.headers:
+            verify_signature(request.headers, read_body(request._request))
+            return AnonymousUser(), None
+        raise exceptions.NotAuthenticated(
+            "Missing credentials: pass ?token=<secret> or an Authorization header."
+        )
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="morph-webhooks"'
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The caller's address: REMOTE_ADDR, or the entry of X-Forwarded-For that the last of
+    ``FORWARDED_PROXIES`` trusted proxies added. Entries further left are the caller's to forge."""
+    proxies = conf.FORWARDED_PROXIES
+    if proxies <= 0:
+        return request.META.get("REMOTE_ADDR") or None
+    forwarded = [
+        part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()
+    ]
+    return forwarded[-proxies] if len(forwarded) >= proxies else None
+
+
+class FromAllowedNetwork(permissions.BasePermission):
+    message = "Requests from this address are not accepted."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not conf.ALLOWED_NETWORKS:
+            return True
+        try:
+            address = ipaddress.ip_address(client_address(request._request) or "")
+        except ValueError:
+            return False
+        return any(
+            address in ipaddress.ip_network(network, strict=False) for network in conf.ALLOWED_NETWORKS
+        )

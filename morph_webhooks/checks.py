@@ -1,28 +1,38 @@
 from __future__ import annotations
 
+import binascii
+import ipaddress
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
+from .auth import signing_key
 from .conf import conf
 
 # Shorter secrets are within reach of guessing over the network.
 MIN_SECRET_LENGTH = 24
+LIST_SETTINGS = ("SECRETS", "SIGNING_SECRETS", "ALLOWED_NETWORKS", "ALLOWED_CONNECTORS", "ALLOWED_OWNERS")
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
-    raw = getattr(settings, "MORPH_WEBHOOKS", {}).get("SECRETS", [])
-    if not isinstance(raw, (str, list, tuple)) or not all(isinstance(secret, str) for secret in conf.SECRETS):
+    configured = getattr(settings, "MORPH_WEBHOOKS", {})
+    wrong = [
+        name
+        for name in LIST_SETTINGS
+        if not isinstance(value := configured.get(name, []), (str, list, tuple))
+        or not all(isinstance(item, str) for item in ([value] if isinstance(value, str) else value))
+    ]
+    if wrong:
         return [
-            Error(
-                "MORPH_WEBHOOKS['SECRETS'] must be a list of strings.",
-                id="morph_webhooks.E002",
-            )
+            Error(f"MORPH_WEBHOOKS['{name}'] must be a list of strings.", id="morph_webhooks.E002")
+            for name in wrong
         ]
+
     secrets = [secret for secret in conf.SECRETS if secret]
+    signing_secrets = [secret for secret in conf.SIGNING_SECRETS if secret]
     messages: list[CheckMessage] = []
-    if not secrets and not conf.ALLOW_UNAUTHENTICATED:
+    if not secrets and not signing_secrets and not conf.ALLOW_UNAUTHENTICATED:
         messages.append(
             Error(
                 "No secret is configured for the Morph webhook endpoint.",
@@ -33,7 +43,30 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                 id="morph_webhooks.E001",
             )
         )
-    if not secrets and conf.ALLOW_UNAUTHENTICATED and not settings.DEBUG:
+    for network in conf.ALLOWED_NETWORKS:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            messages.append(
+                Error(
+                    f"MORPH_WEBHOOKS['ALLOWED_NETWORKS'] has an invalid network: {network!r}.",
+                    id="morph_webhooks.E003",
+                )
+            )
+    for index, secret in enumerate(signing_secrets):
+        try:
+            valid = bool(signing_key(secret))
+        except binascii.Error:
+            valid = False
+        if not valid:
+            messages.append(
+                Error(
+                    f"MORPH_WEBHOOKS['SIGNING_SECRETS'][{index}] is not a Standard Webhooks secret.",
+                    hint='Expected "whsec_" followed by base64.',
+                    id="morph_webhooks.E004",
+                )
+            )
+    if not secrets and not signing_secrets and conf.ALLOW_UNAUTHENTICATED and not settings.DEBUG:
         messages.append(
             Warning(
                 "The Morph webhook endpoint accepts unauthenticated requests while DEBUG is off.",

@@ -5,16 +5,26 @@ Reading on access (rather than once at import) keeps ``override_settings`` worki
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
     "SECRETS": [],
+    "SIGNING_SECRETS": [],
+    "SIGNATURE_TOLERANCE": 300,
     "ALLOW_UNAUTHENTICATED": False,
+    "ALLOWED_NETWORKS": [],
+    "FORWARDED_PROXIES": 0,
+    "ALLOWED_CONNECTORS": [],
+    "ALLOWED_OWNERS": [],
     "MAX_BODY_SIZE": 1024 * 1024,
 }
+
+
+def _strings(value: Any) -> list[str]:
+    # A lone string is a common slip; reading it as a list of characters would be a disaster.
+    return [value] if isinstance(value, str) else list(value)
 
 
 class Settings:
@@ -22,14 +32,36 @@ class Settings:
         return getattr(settings, "MORPH_WEBHOOKS", {}).get(name, DEFAULTS[name])
 
     @property
-    def SECRETS(self) -> Sequence[str]:
-        secrets = self._get("SECRETS")
-        # A lone string is a common slip; treating it as a list of characters would be a disaster.
-        return [secrets] if isinstance(secrets, str) else list(secrets)
+    def SECRETS(self) -> list[str]:
+        return _strings(self._get("SECRETS"))
+
+    @property
+    def SIGNING_SECRETS(self) -> list[str]:
+        return _strings(self._get("SIGNING_SECRETS"))
+
+    @property
+    def SIGNATURE_TOLERANCE(self) -> int:
+        return int(self._get("SIGNATURE_TOLERANCE"))
 
     @property
     def ALLOW_UNAUTHENTICATED(self) -> bool:
         return bool(self._get("ALLOW_UNAUTHENTICATED"))
+
+    @property
+    def ALLOWED_NETWORKS(self) -> list[str]:
+        return _strings(self._get("ALLOWED_NETWORKS"))
+
+    @property
+    def FORWARDED_PROXIES(self) -> int:
+        return int(self._get("FORWARDED_PROXIES"))
+
+    @property
+    def ALLOWED_CONNECTORS(self) -> list[str]:
+        return _strings(self._get("ALLOWED_CONNECTORS"))
+
+    @property
+    def ALLOWED_OWNERS(self) -> list[str]:
+        return _strings(self._get("ALLOWED_OWNERS"))
 
     @property
     def MAX_BODY_SIZE(self) -> int:

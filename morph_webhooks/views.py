@@ -13,9 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import TOKEN_PARAMETER, SharedSecretAuthentication
+from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, client_address
+from .body import read_body
 from .conf import conf
-from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
+from .events import CONNECTOR_HEADERS, InvalidEvent, MorphEvent, parse_event
 from .models import ID_LENGTH, WebhookDelivery
 from .processing import http_status_for, process_event
 
@@ -23,11 +24,6 @@ logger = logging.getLogger(__name__)
 
 # Never written to the request log.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "payload_too_large"
 
 
 class AlwaysJSON(BaseContentNegotiation):
@@ -46,8 +42,8 @@ class ReceiveView(APIView):
     """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
 
     http_method_names = ["post"]
-    authentication_classes = [SharedSecretAuthentication]
-    permission_classes: list[Any] = []
+    authentication_classes = [MorphAuthentication]
+    permission_classes = [FromAllowedNetwork]
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
     renderer_classes = [JSONRenderer]
@@ -70,6 +66,7 @@ class ReceiveView(APIView):
             delivery.body = printable(body)
             check_content_type(request._request)
             event = parse_event(delivery.headers, body)
+            check_allowed(event)
         except (InvalidEvent, exceptions.APIException) as exc:
             response = error_response(exc)
             delivery.reject(response.status_code, response.data)
@@ -88,7 +85,7 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
     query.pop(TOKEN_PARAMETER, None)
     connector_id = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), "")
     return WebhookDelivery(
-        remote_addr=request.META.get("REMOTE_ADDR") or None,
+        remote_addr=client_address(request),
         path=request.path + (f"?{query.urlencode()}" if query else ""),
         headers=headers,
         # Header values of rejected requests may be anything; keep them within the columns.
@@ -98,16 +95,11 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
     )
 
 
-def read_body(request: HttpRequest) -> bytes:
-    """Read at most MAX_BODY_SIZE bytes: a larger body is refused without being held in memory."""
-    limit = conf.MAX_BODY_SIZE
-    declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Body over {limit} bytes.")
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"Body over {limit} bytes.")
-    return body
+def check_allowed(event: MorphEvent) -> None:
+    if conf.ALLOWED_CONNECTORS and event.connector_id not in conf.ALLOWED_CONNECTORS:
+        raise exceptions.PermissionDenied(f"Connector {event.connector_id!r} is not accepted here.")
+    if conf.ALLOWED_OWNERS and event.owner_id not in conf.ALLOWED_OWNERS:
+        raise exceptions.PermissionDenied(f"Owner {event.owner_id!r} is not accepted here.")
 
 
 def check_content_type(request: HttpRequest) -> None:
@@ -130,7 +122,7 @@ def error_response(exc: Exception) -> Response:
     assert isinstance(exc, exceptions.APIException)
     response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=exc.status_code)
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        response["WWW-Authenticate"] = SharedSecretAuthentication().authenticate_header(None)  # type: ignore[arg-type]
+        response["WWW-Authenticate"] = MorphAuthentication().authenticate_header(None)  # type: ignore[arg-type]
     return response
 
 

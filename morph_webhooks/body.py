@@ -1,0 +1,31 @@
+"""Reading the request body once, within ``MAX_BODY_SIZE``."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from rest_framework import exceptions, status
+
+from .conf import conf
+
+_CACHE = "_morph_webhooks_body"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The raw body, read at most once (signature checks and parsing both need it). A body over
+    the limit is refused without being held in memory, whatever its declared length."""
+    if hasattr(request, _CACHE):
+        return getattr(request, _CACHE)
+    limit = conf.MAX_BODY_SIZE
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Body over {limit} bytes.")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Body over {limit} bytes.")
+    setattr(request, _CACHE, body)
+    return body

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from django.test import Client
+from standardwebhooks import Webhook
+
+from morph_webhooks.checks import check_settings
+from morph_webhooks.models import Opportunity, WebhookDelivery
+from morph_webhooks.testing import morph_headers, opportunity_event
+
+pytestmark = pytest.mark.django_db
+
+URL = "/webhooks/morph/"
+SECRET = "test-secret-0123456789abcdef"
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"a signing key of thirty-two byte").decode()
+OTHER_SIGNING_SECRET = "whsec_" + base64.b64encode(b"another key, used during rotation").decode()
+
+
+def post(client: Client, body: bytes, *, path: str = URL, **headers: str):
+    return client.post(
+        path, data=body, content_type="application/json", headers={**morph_headers(), **headers}
+    )
+
+
+def signed_headers(
+    secret: str, body: bytes, *, message_id: str = "msg_1", at: float | None = None
+) -> dict[str, str]:
+    """Signed by the reference implementation, so the two agree on the format."""
+    timestamp = datetime.fromtimestamp(at if at is not None else time.time(), tz=timezone.utc)
+    signature = Webhook(secret).sign(message_id, timestamp, body.decode())
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+class TestStandardWebhooksSignatures:
+    @pytest.fixture(autouse=True)
+    def signing(self, settings):
+        settings.MORPH_WEBHOOKS = {"SIGNING_SECRETS": [SIGNING_SECRET, OTHER_SIGNING_SECRET]}
+
+    @pytest.mark.parametrize("secret", [SIGNING_SECRET, OTHER_SIGNING_SECRET])
+    def test_signature_from_the_reference_implementation_is_accepted(self, client, secret):
+        body = json.dumps(opportunity_event()).encode()
+        response = post(client, body, **signed_headers(secret, body))
+
+        assert response.json() == {"status": "processed"}
+
+    def test_our_verification_agrees_with_the_reference_one(self):
+        from morph_webhooks.auth import verify_signature
+
+        body = b'{"any": "bytes"}'
+        headers = signed_headers(SIGNING_SECRET, body)
+        Webhook(SIGNING_SECRET).verify(body, headers)  # the reference accepts it...
+        verify_signature(headers, body)  # ...and so do we
+
+    def test_one_of_several_signatures_is_enough(self, client):
+        body = json.dumps(opportunity_event()).encode()
+        headers = signed_headers(SIGNING_SECRET, body)
+        headers["webhook-signature"] = "v1,AAAA v2,whatever " + headers["webhook-signature"]
+        assert post(client, body, **headers).status_code == 200
+
+    @pytest.mark.parametrize(
+        "tamper",
+        [
+            lambda h, b: (h, b.replace(b"Acme", b"Evil")),  # body changed after signing
+            lambda h, b: ({**h, "webhook-id": "msg_2"}, b),  # id changed
+            lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b),
+            lambda h, b: ({**h, "webhook-signature": "v1,not-base64!"}, b),
+            lambda h, b: ({**h, "webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}, b),
+            lambda h, b: ({k: v for k, v in h.items() if k != "webhook-id"}, b),
+            lambda h, b: ({**h, "webhook-timestamp": "soon"}, b),
+        ],
+    )
+    def test_tampered_requests_are_401_and_store_nothing(self, client, tamper):
+        body = json.dumps(opportunity_event()).encode()
+        headers, body = tamper(signed_headers(SIGNING_SECRET, body), body)
+
+        assert post(client, body, **headers).status_code == 401
+        assert WebhookDelivery.objects.count() == Opportunity.objects.count() == 0
+
+    def test_signed_by_an_unknown_key_is_401(self, client):
+        body = json.dumps(opportunity_event()).encode()
+        unknown = "whsec_" + base64.b64encode(b"someone else's key").decode()
+        assert post(client, body, **signed_headers(unknown, body)).status_code == 401
+
+    @pytest.mark.parametrize("skew", [-301, 301])
+    def test_outside_the_tolerance_window_is_401(self, client, skew):
+        body = json.dumps(opportunity_event()).encode()
+        response = post(client, body, **signed_headers(SIGNING_SECRET, body, at=time.time() + skew))
+
+        assert response.status_code == 401
+        assert "tolerance" in response.json()["detail"]
+
+    def test_tolerance_is_configurable(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SIGNING_SECRETS": [SIGNING_SECRET], "SIGNATURE_TOLERANCE": 3600}
+        body = json.dumps(opportunity_event()).encode()
+        assert (
+            post(client, body, **signed_headers(SIGNING_SECRET, body, at=time.time() - 1800)).status_code
+            == 200
+        )
+
+    def test_unsigned_request_is_401(self, client):
+        assert post(client, json.dumps(opportunity_event()).encode()).status_code == 401
+
+
+class TestBasicAuth:
+    def credentials(self, user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def test_secret_as_basic_password(self, client):
+        response = post(
+            client, json.dumps(opportunity_event()).encode(), Authorization=self.credentials("morph", SECRET)
+        )
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Basic " + base64.b64encode(b"morph:wrong").decode(),
+            "Basic %%%",
+            "Basic " + base64.b64encode(SECRET.encode()).decode(),
+        ],
+    )
+    def test_wrong_basic_credentials_are_401(self, client, header):
+        assert post(client, json.dumps(opportunity_event()).encode(), Authorization=header).status_code == 401
+
+
+class TestAllowedNetworks:
+    def test_request_from_an_allowed_network(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8", "127.0.0.0/8"]}
+        assert (
+            post(client, json.dumps(opportunity_event()).encode(), path=f"{URL}?token={SECRET}").status_code
+            == 200
+        )
+
+    def test_request_from_elsewhere_is_403_and_stores_nothing(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8"]}
+        response = post(client, json.dumps(opportunity_event()).encode(), path=f"{URL}?token={SECRET}")
+
+        assert response.status_code == 403
+        assert WebhookDelivery.objects.count() == 0
+
+    def test_forwarded_for_is_ignored_unless_configured(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8"]}
+        response = post(
+            client,
+            json.dumps(opportunity_event()).encode(),
+            path=f"{URL}?token={SECRET}",
+            **{"X-Forwarded-For": "10.1.2.3"},
+        )
+        assert response.status_code == 403
+
+    def test_forwarded_for_added_by_a_trusted_proxy(self, client, settings):
+        settings.MORPH_WEBHOOKS = {
+            "SECRETS": [SECRET],
+            "ALLOWED_NETWORKS": ["10.0.0.0/8"],
+            "FORWARDED_PROXIES": 1,
+        }
+        # The caller forged the first entry; the proxy appended the real address last.
+        allowed = post(
+            client,
+            json.dumps(opportunity_event()).encode(),
+            path=f"{URL}?token={SECRET}",
+            **{"X-Forwarded-For": "192.0.2.1, 10.1.2.3"},
+        )
+        forged = post(
+            client,
+            json.dumps(opportunity_event()).encode(),
+            path=f"{URL}?token={SECRET}",
+            **{"X-Forwarded-For": "10.1.2.3, 192.0.2.1"},
+        )
+
+        assert (allowed.status_code, forged.status_code) == (200, 403)
+        assert WebhookDelivery.objects.get().remote_addr == "10.1.2.3"
+
+
+class TestAllowedConnectorsAndOwners:
+    @pytest.fixture(autouse=True)
+    def allow(self, settings):
+        settings.MORPH_WEBHOOKS = {
+            "SECRETS": [SECRET],
+            "ALLOWED_CONNECTORS": ["hubspot"],
+            "ALLOWED_OWNERS": ["tenant_1"],
+        }
+
+    def test_allowed(self, client):
+        assert (
+            post(
+                client, json.dumps(opportunity_event()).encode(), Authorization=f"Bearer {SECRET}"
+            ).status_code
+            == 200
+        )
+
+    @pytest.mark.parametrize("headers", [{"x-conector-id": "salesforce"}, {"x-owner-id": "tenant_2"}])
+    def test_others_are_403_and_logged_as_rejected(self, client, headers):
+        response = post(
+            client, json.dumps(opportunity_event()).encode(), Authorization=f"Bearer {SECRET}", **headers
+        )
+
+        assert response.status_code == 403
+        assert WebhookDelivery.objects.get().status == "rejected"
+        assert Opportunity.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"SIGNING_SECRETS": [SIGNING_SECRET]}, []),
+        ({"SIGNING_SECRETS": ["whsec_!!!"]}, ["morph_webhooks.E004"]),
+        ({"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8", "not-a-network"]}, ["morph_webhooks.E003"]),
+        ({"SECRETS": [SECRET], "ALLOWED_OWNERS": "tenant_1"}, []),
+        ({"SECRETS": [SECRET], "ALLOWED_CONNECTORS": [1]}, ["morph_webhooks.E002"]),
+    ],
+)
+def test_checks_for_security_settings(settings, value, expected):
+    settings.MORPH_WEBHOOKS = value
+    assert [message.id for message in check_settings()] == expected
