@@ -16,7 +16,6 @@ import ipaddress
 import time
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
@@ -91,6 +90,9 @@ class MorphAuthentication(authentication.BaseAuthentication):
     """A shared secret (URL token, Bearer or Basic), or a Standard Webhooks signature."""
 
     def authenticate(self, request: Request) -> tuple[Any, Any]:
+        # Imported here so that this module can be imported before the app registry is ready.
+        from django.contrib.auth.models import AnonymousUser
+
         secrets = [secret for secret in conf.SECRETS if secret]
         if not secrets and not conf.SIGNING_SECRETS and conf.ALLOW_UNAUTHENTICATED:
             return AnonymousUser(), None

@@ -59,17 +59,31 @@ def process_event(event: MorphEvent, delivery: WebhookDelivery | None = None) ->
     delivery is saved as failed with the traceback, and the exception propagates.
     """
     try:
-        for _ in range(ATTEMPTS):
-            try:
-                with transaction.atomic():
-                    return _apply(event, delivery)
-            except _Collision:
-                continue
-        raise ConcurrentDeliveryError(f"gave up after {ATTEMPTS} collisions with concurrent deliveries")
+        return _apply_with_retries(event, delivery)
     except Exception as exc:
         if delivery is not None:
             _record_failure(delivery, exc)
         raise
+
+
+def _apply_with_retries(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
+    for _ in range(ATTEMPTS):
+        result = None
+        try:
+            with transaction.atomic():
+                result = _apply(event, delivery)
+        except _Collision:
+            continue
+        except Exception as exc:
+            if result is None or isinstance(exc, DatabaseError):
+                raise
+            # Committed: only a receiver's transaction.on_commit callback failed afterwards.
+            # Answering 500 would make Morph retry an event that is already stored.
+            logger.exception(
+                "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
+            )
+        return result
+    raise ConcurrentDeliveryError(f"gave up after {ATTEMPTS} collisions with concurrent deliveries")
 
 
 def http_status_for(exc: BaseException) -> int:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
@@ -59,13 +60,22 @@ class ReceiveView(APIView):
     def get_exception_handler(self) -> Any:
         return handle_exception
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+        super().initial(request, *args, **kwargs)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        log_request(request._request, response, time.monotonic() - getattr(self, "started", time.monotonic()))
+        return response
+
     def post(self, request: Request) -> Response:
         delivery = new_delivery(request._request)
         try:
             body = read_body(request._request)
             delivery.body = printable(body)
             check_content_type(request._request)
-            event = parse_event(delivery.headers, body)
+            event = parse_event(request_headers(request._request), body)
             check_allowed(event)
         except (InvalidEvent, exceptions.APIException) as exc:
             response = error_response(exc)
@@ -76,10 +86,14 @@ class ReceiveView(APIView):
         return Response({"status": result.status})
 
 
-def new_delivery(request: HttpRequest) -> WebhookDelivery:
-    headers = {
+def request_headers(request: HttpRequest) -> dict[str, str]:
+    return {
         name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS
     }
+
+
+def new_delivery(request: HttpRequest) -> WebhookDelivery:
+    headers = {storable(name): storable(value) for name, value in request_headers(request).items()}
     query = QueryDict(mutable=True)
     query.update(request.GET)
     query.pop(TOKEN_PARAMETER, None)
@@ -109,11 +123,21 @@ def check_content_type(request: HttpRequest) -> None:
         raise exceptions.UnsupportedMediaType(
             content_type, f'Expected "application/json", got "{content_type}".'
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Decompressing would let a small request expand past MAX_BODY_SIZE; Morph never compresses.
+        raise exceptions.UnsupportedMediaType(
+            content_type, f'Content-Encoding "{encoding}" is not accepted; send the body uncompressed.'
+        )
+
+
+def storable(text: str) -> str:
+    # The log keeps what arrived, in a form every database can store (no NUL, valid UTF-8).
+    return text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
 
 
 def printable(body: bytes) -> str:
-    # The log keeps what arrived, in a form every database can store.
-    return body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return storable(body.decode("utf-8", errors="replace"))
 
 
 def error_response(exc: Exception) -> Response:
@@ -124,6 +148,23 @@ def error_response(exc: Exception) -> Response:
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         response["WWW-Authenticate"] = MorphAuthentication().authenticate_header(None)  # type: ignore[arg-type]
     return response
+
+
+def log_request(request: HttpRequest, response: Response, seconds: float) -> None:
+    """One line per request, without secrets; header values are quoted with %r so that a
+    hostile value cannot forge log lines."""
+    data = response.data if isinstance(response.data, dict) else {}
+    headers = request_headers(request)
+    logger.log(
+        logging.INFO if response.status_code < 400 else logging.WARNING,
+        "Morph webhook %s %s key=%r connector=%r owner=%r %.1fms",
+        response.status_code,
+        data.get("status") or data.get("error", ""),
+        headers.get("x-idempotency-key", "")[:ID_LENGTH],
+        next((headers[name] for name in CONNECTOR_HEADERS if name in headers), "")[:ID_LENGTH],
+        headers.get("x-owner-id", "")[:ID_LENGTH],
+        seconds * 1000,
+    )
 
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response:

@@ -278,3 +278,35 @@ def test_receiver_error_rolls_back_everything_and_answers_500(send):
     retried = send(opportunity_event("updated", updated_at=at(1), fields={"stage": "won"}), key="k1")
     assert retried.json() == {"status": "processed"}
     assert Opportunity.objects.get().stage_id == "won"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(send, caplog):
+    from django.db import transaction
+
+    def later(**kwargs):
+        transaction.on_commit(lambda: 1 / 0)
+
+    opportunity_updated.connect(later, weak=False, dispatch_uid="later")
+    try:
+        response = send(opportunity_event("updated"), key="k1")
+    finally:
+        opportunity_updated.disconnect(dispatch_uid="later")
+
+    assert response.json() == {"status": "processed"}
+    assert WebhookDelivery.objects.get().status == "processed"
+    assert "on_commit callback failed" in caplog.text
+
+
+def test_one_log_line_per_request_without_secrets(send, caplog):
+    caplog.set_level("INFO", logger="morph_webhooks")
+    send(opportunity_event(), key="k1")
+    send(opportunity_event(), key="k1")
+    send(opportunity_event(fields={"amount": -1}), key="k2")
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "morph_webhooks.views"]
+    assert len(lines) == 3
+    assert lines[0].startswith("Morph webhook 200 processed key='k1' connector='hubspot' owner='tenant_1'")
+    assert lines[1].startswith("Morph webhook 200 duplicate key='k1'")
+    assert lines[2].startswith("Morph webhook 400 invalid_event key='k2'")
+    assert "test-secret" not in caplog.text
