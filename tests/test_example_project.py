@@ -1,0 +1,193 @@
+"""The example project, run as a user runs it: manage.py in subprocesses, against a live runserver.
+
+The suite's own settings (tests.settings) do not install the example app, so everything here runs
+in child processes with DJANGO_SETTINGS_MODULE=example_project.settings and a throwaway SQLite
+file. Only 127.0.0.1 is ever contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Variables the example reads; the developer's own values must not change what is tested.
+EXAMPLE_VARIABLES = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "MORPH_WEBHOOKS_SECRET")
+DEV_SECRET = "dev-only-morph-webhook-secret-change-me"
+
+ACME, GLOBEX, INITECH = "Acme Corp - annual renewal", "Globex - 250 seat expansion", "Initech - pilot project"
+CREATED, UPDATED, DELETED = "crmOpportunity::created", "crmOpportunity::updated", "crmOpportunity::deleted"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "example.sqlite3"
+
+
+@pytest.fixture
+def env(db_path: Path) -> dict[str, str]:
+    environ = {name: value for name, value in os.environ.items() if name not in EXAMPLE_VARIABLES}
+    environ.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        # Overrides a DATABASE_URL meant for the suite (CI points it at PostgreSQL).
+        DATABASE_URL=f"sqlite:///{db_path}",
+        PYTHONUNBUFFERED="1",
+    )
+    return environ
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A migrated example project served by runserver; yields its endpoint URL and its log file."""
+    migrate = manage(env, "migrate", "--no-input")
+    assert migrate.returncode == 0, migrate.stderr
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_listening(port, process, log_path)
+            yield f"http://127.0.0.1:{port}/webhooks/morph/", log_path
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"runserver exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"runserver did not listen on port {port} within 20 s:\n{log_path.read_text()}")
+
+
+def test_check_passes_and_migrations_are_complete(env: dict[str, str]) -> None:
+    check = manage(env, "check", "--fail-level", "WARNING")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    missing = manage(env, "makemigrations", "stage_history", "--check", "--dry-run")
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+
+
+def test_send_example_events_to_a_live_server(
+    env: dict[str, str], server: tuple[str, Path], db_path: Path
+) -> None:
+    url, log_path = server
+
+    sent = manage(env, "send_example_events", "--url", url)
+
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    answers = [line.rpartition("-> ")[2] for line in sent.stdout.splitlines() if "-> " in line]
+    assert all(answer.startswith("200 ") for answer in answers), sent.stdout
+    statuses = Counter(json.loads(answer.removeprefix("200 "))["status"] for answer in answers)
+    assert statuses == {"processed": 9, "duplicate": 1, "stale": 1, "ignored": 1}
+    assert "Sent 12 events: 9 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
+
+    with sqlite3.connect(db_path) as db:
+        opportunities = db.execute(
+            "SELECT name, stage_id, amount, currency, deleted_at IS NOT NULL FROM morph_webhooks_opportunity"
+        ).fetchall()
+        history = db.execute(
+            "SELECT o.name, s.from_stage_id, s.to_stage_id, s.event FROM stage_history_stagechange s"
+            " JOIN morph_webhooks_opportunity o ON o.id = s.opportunity_id ORDER BY s.id"
+        ).fetchall()
+        globex_changed_at, globex_updated_at = db.execute(
+            "SELECT s.changed_at, o.remote_updated_at FROM stage_history_stagechange s"
+            " JOIN morph_webhooks_opportunity o ON o.id = s.opportunity_id"
+            " WHERE o.name = ? ORDER BY s.id DESC LIMIT 1",
+            [GLOBEX],
+        ).fetchone()
+
+    assert sorted(opportunities) == [
+        (ACME, "presentationscheduled", 52500, "EUR", 0),
+        (GLOBEX, "closedwon", 91000, "USD", 0),
+        (INITECH, "appointmentscheduled", 9900, "GBP", 1),
+    ]
+    # The duplicate, the stale update and the amount-only update recorded nothing.
+    assert history == [
+        (ACME, "", "appointmentscheduled", CREATED),
+        (GLOBEX, "", "qualifiedtobuy", CREATED),
+        (INITECH, "", "appointmentscheduled", CREATED),
+        (ACME, "appointmentscheduled", "qualifiedtobuy", UPDATED),
+        (ACME, "qualifiedtobuy", "presentationscheduled", UPDATED),
+        (GLOBEX, "qualifiedtobuy", "contractsent", UPDATED),
+        (GLOBEX, "contractsent", "closedwon", UPDATED),
+        (INITECH, "appointmentscheduled", "(deleted)", DELETED),
+    ]
+    assert globex_changed_at == globex_updated_at
+
+    server_log = log_path.read_text()
+    # Written by the on_commit callback, so the transaction did commit.
+    assert f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon" in server_log
+    assert "token=[redacted]" in server_log
+    assert DEV_SECRET not in server_log
+
+
+def test_send_example_events_without_a_server(env: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}/webhooks/morph/"
+
+    sent = manage(env, "send_example_events", "--url", url)
+
+    assert sent.returncode != 0
+    assert "Traceback" not in sent.stderr
+    assert f"Could not reach {url}" in sent.stderr
+    assert "python manage.py runserver" in sent.stderr
+
+
+def test_secrets_come_from_the_environment(env: dict[str, str]) -> None:
+    env["MORPH_WEBHOOKS_SECRET"] = " first-secret-0123456789abcdef , ,second-secret-0123456789abcdef,"
+    shown = manage(env, "shell", "-c", "from django.conf import settings; print(settings.MORPH_WEBHOOKS)")
+
+    assert shown.returncode == 0, shown.stderr
+    assert "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef']}" in shown.stdout
+
+
+def test_debug_off_refuses_the_development_defaults(env: dict[str, str]) -> None:
+    env["DJANGO_DEBUG"] = "0"
+
+    refused = manage(env, "check")
+
+    assert refused.returncode != 0
+    assert "DEBUG is off but a public development default is in use" in refused.stderr
