@@ -22,6 +22,7 @@ from rest_framework.request import Request
 
 from .body import read_body
 from .conf import conf
+from .events import MorphEvent
 
 TOKEN_PARAMETER = "token"
 SIGNING_SECRET_PREFIX = "whsec_"
@@ -110,6 +111,13 @@ class MorphAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="morph-webhooks"'
+
+
+def check_allowed(event: MorphEvent) -> None:
+    if conf.ALLOWED_CONNECTORS and event.connector_id not in conf.ALLOWED_CONNECTORS:
+        raise exceptions.PermissionDenied(f"Connector {event.connector_id!r} is not accepted here.")
+    if conf.ALLOWED_OWNERS and event.owner_id not in conf.ALLOWED_OWNERS:
+        raise exceptions.PermissionDenied(f"Owner {event.owner_id!r} is not accepted here.")
 
 
 def client_address(request: HttpRequest) -> str | None:

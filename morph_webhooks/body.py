@@ -18,8 +18,9 @@ class PayloadTooLarge(exceptions.APIException):
 def read_body(request: HttpRequest) -> bytes:
     """The raw body, read at most once (signature checks and parsing both need it). A body over
     the limit is refused without being held in memory, whatever its declared length."""
-    if hasattr(request, _CACHE):
-        return getattr(request, _CACHE)
+    cached: bytes | None = getattr(request, _CACHE, None)
+    if cached is not None:
+        return cached
     limit = conf.MAX_BODY_SIZE
     declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isdigit() and int(declared) > limit:

@@ -6,7 +6,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
+
+from django.db import models
 
 from .models import Opportunity
 from .serializers import (
@@ -55,6 +57,12 @@ class MorphEvent:
     @property
     def action(self) -> str:
         return self.type.partition("::")[2]
+
+
+class Headers(TypedDict):
+    connector_id: str
+    owner_id: str
+    idempotency_key: str
 
 
 class InvalidEvent(Exception):
@@ -107,7 +115,7 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
 
 
 def _opportunity_event(
-    header_values: dict[str, str],
+    header_values: Headers,
     envelope: dict[str, Any],
     data: dict[str, Any],
     payload: dict[str, Any],
@@ -135,10 +143,11 @@ def _opportunity_event(
 def _stored_value(name: str, value: Any) -> Any:
     # null clears a field; columns that cannot hold NULL get their empty value instead.
     model_field = Opportunity._meta.get_field(name)
+    assert isinstance(model_field, models.Field)
     return model_field.get_default() if value is None and not model_field.null else value
 
 
-def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> dict[str, str]:
+def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> Headers:
     connector = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), None)
     data = {
         "connector_id": connector,
@@ -147,10 +156,16 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> d
     }
     serializer = HeadersSerializer(data={key: value for key, value in data.items() if value is not None})
     if serializer.is_valid():
-        return dict(serializer.validated_data)
+        valid = serializer.validated_data
+        return Headers(
+            connector_id=valid["connector_id"],
+            owner_id=valid["owner_id"],
+            idempotency_key=valid["idempotency_key"],
+        )
     for name, messages in serializer.errors.items():
         errors[HEADER_NAMES[name]] = [str(message) for message in messages]
-    return {}
+    # Never used: the errors recorded above stop parse_event before an event is built.
+    return Headers(connector_id="", owner_id="", idempotency_key="")
 
 
 def load_json(body: bytes) -> Any:
@@ -162,7 +177,7 @@ def load_json(body: bytes) -> Any:
     if not text.strip():
         raise InvalidEvent({"body": ["Empty body; expected a JSON object."]})
     try:
-        payload = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+        payload = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent({"body": [f"Not valid JSON: {exc}"]}) from None
     if not isinstance(payload, dict):
@@ -171,13 +186,13 @@ def load_json(body: bytes) -> Any:
     return payload
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
-        raise ValueError(f"duplicate key {duplicate!r}")
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
     return result
 
 

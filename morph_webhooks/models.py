@@ -58,12 +58,14 @@ class Opportunity(models.Model):
         verbose_name = _("opportunity")
         verbose_name_plural = _("opportunities")
         constraints = [
+            # remote_id first: the same index then serves the admin's search by Morph id.
             models.UniqueConstraint(
-                fields=["connector_id", "owner_id", "remote_id"],
+                fields=["remote_id", "connector_id", "owner_id"],
                 name="morph_webhooks_opportunity_unique_remote",
             ),
         ]
         indexes = [
+            models.Index(fields=["connector_id"], name="morph_opp_connector_idx"),
             models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
             models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
             models.Index(fields=["remote_updated_at"], name="morph_opp_remote_updated_idx"),
@@ -115,8 +117,9 @@ class IdempotencyKey(models.Model):
         verbose_name = _("idempotency key")
         verbose_name_plural = _("idempotency keys")
         constraints = [
+            # key first: the same index then serves the admin's search by key.
             models.UniqueConstraint(
-                fields=["connector_id", "owner_id", "key"], name="morph_webhooks_idempotencykey_unique"
+                fields=["key", "connector_id", "owner_id"], name="morph_webhooks_idempotencykey_unique"
             ),
         ]
         indexes = [
@@ -156,9 +159,8 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["received_at"], name="morph_delivery_received_idx"),
             models.Index(fields=["status", "received_at"], name="morph_delivery_status_idx"),
-            models.Index(
-                fields=["connector_id", "owner_id", "idempotency_key"], name="morph_delivery_key_idx"
-            ),
+            models.Index(fields=["idempotency_key"], name="morph_delivery_key_idx"),
+            models.Index(fields=["remote_id"], name="morph_delivery_remote_idx"),
         ]
 
     def __str__(self) -> str:

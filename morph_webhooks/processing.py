@@ -21,7 +21,9 @@ from django.db import (
 )
 from django.db.models import F
 from django.utils import timezone
+from rest_framework.exceptions import PermissionDenied
 
+from .auth import check_allowed
 from .events import InvalidEvent, MorphEvent, parse_event
 from .models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from .serializers import OPPORTUNITY_MODEL
@@ -202,17 +204,28 @@ def _record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
         logger.exception("Could not record failed delivery %s", delivery.idempotency_key)
 
 
+# Refusals of the request itself (too large: no body was kept; not JSON): nothing to re-read.
+REFUSED_REQUESTS = (413, 415)
+
+
 def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
     """Run a logged request through validation and :func:`process_event` again.
 
     Returns ``None`` when the request is still invalid (the delivery stays rejected, with the
     current error). An event already applied comes back as a duplicate, exactly as a re-sent one.
     """
+    if delivery.http_status in REFUSED_REQUESTS:
+        return None
     delivery.attempts += 1
     try:
         event = parse_event(delivery.headers, delivery.body.encode())
+        # The same policy as the endpoint: a replay must not let in what a request could not.
+        check_allowed(event)
     except InvalidEvent as exc:
         delivery.reject(400, exc.detail)
+        return None
+    except PermissionDenied as exc:
+        delivery.reject(403, {"error": "permission_denied", "detail": exc.detail})
         return None
     delivery.event, delivery.remote_id = event.type, event.remote_id
     return process_event(event, delivery)

@@ -104,7 +104,8 @@ class ResourceSerializer(serializers.Serializer[Any]):
 
 class EnvelopeSerializer(serializers.Serializer[Any]):
     event = serializers.CharField(max_length=ID_LENGTH)
-    data = ResourceSerializer()
+    # DRF's metaclass moves declared fields off the class, so this does not hide Serializer.data.
+    data = ResourceSerializer()  # type: ignore[assignment]
 
     def validate_event(self, value: str) -> str:
         match = EVENT_TYPE.match(value)

@@ -14,10 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, client_address
+from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
 from .body import read_body
-from .conf import conf
-from .events import CONNECTOR_HEADERS, InvalidEvent, MorphEvent, parse_event
+from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
 from .models import ID_LENGTH, WebhookDelivery
 from .processing import http_status_for, process_event
 
@@ -107,13 +106,6 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
         owner_id=headers.get("x-owner-id", "")[:ID_LENGTH],
         idempotency_key=headers.get("x-idempotency-key", "")[:ID_LENGTH],
     )
-
-
-def check_allowed(event: MorphEvent) -> None:
-    if conf.ALLOWED_CONNECTORS and event.connector_id not in conf.ALLOWED_CONNECTORS:
-        raise exceptions.PermissionDenied(f"Connector {event.connector_id!r} is not accepted here.")
-    if conf.ALLOWED_OWNERS and event.owner_id not in conf.ALLOWED_OWNERS:
-        raise exceptions.PermissionDenied(f"Owner {event.owner_id!r} is not accepted here.")
 
 
 def check_content_type(request: HttpRequest) -> None:

@@ -10,10 +10,10 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from morph_webhooks.body import PayloadTooLarge, read_body
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from morph_webhooks.body import PayloadTooLarge, read_body
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,391 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.contrib.messages import constants
+from django.db.models import Model
+from django.forms.models import model_to_dict
+from django.test import Client
+from django.urls import reverse
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
+from morph_webhooks.processing import reprocess_delivery
+from morph_webhooks.signals import opportunity_created
+from morph_webhooks.testing import opportunity_event
+
+from .factories import T0, IdempotencyKeyFactory, OpportunityFactory, WebhookDeliveryFactory
+
+pytestmark = pytest.mark.django_db
+
+OPPORTUNITIES = "admin:morph_webhooks_opportunity_changelist"
+KEYS = "admin:morph_webhooks_idempotencykey_changelist"
+DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
+FACTORIES = [OpportunityFactory, IdempotencyKeyFactory, WebhookDeliveryFactory]
+
+
+def admin_url(obj: Model, view: str) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj.pk])
+
+
+def listed(client: Client, changelist: str, query: str = "") -> list[Any]:
+    response = client.get(f"{reverse(changelist)}?{query}")
+    assert response.status_code == 200
+    # A filter value the admin does not understand redirects with ?e=1 instead of filtering.
+    assert "e=1" not in response.request["QUERY_STRING"]
+    return list(response.context["cl"].result_list)
+
+
+def filter_titles(client: Client, changelist: str) -> list[str]:
+    return [str(spec.title) for spec in client.get(reverse(changelist)).context["cl"].filter_specs]
+
+
+def reprocess(client: Client, *deliveries: WebhookDelivery) -> Any:
+    return client.post(
+        reverse(DELIVERIES),
+        {"action": "reprocess", "index": 0, "_selected_action": [d.pk for d in deliveries]},
+        follow=True,
+    )
+
+
+def messages_of(response: Any) -> list[tuple[int, str]]:
+    return [(message.level, str(message)) for message in response.context["messages"]]
+
+
+def action_names(response: Any) -> list[str]:
+    form = response.context["action_form"]
+    return [] if form is None else [name for name, _ in form.fields["action"].choices if name]
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    # pytest-django's admin gets a hashed password; hashing costs more than most tests here.
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", None)
+
+
+# Pages
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_changelist_and_change_view_render(admin_client, factory):
+    first, second = factory(), factory()
+
+    response = admin_client.get(reverse(f"admin:morph_webhooks_{first._meta.model_name}_changelist"))
+    assert response.status_code == 200
+    assert {row.pk for row in response.context["cl"].result_list} == {first.pk, second.pk}
+    assert str(first) in response.content.decode()
+
+    response = admin_client.get(admin_url(first, "change"))
+    assert response.status_code == 200
+    assert response.context["original"] == first
+    assert str(first) in response.content.decode()
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_read_only(admin_client, factory):
+    obj = factory()
+    before = model_to_dict(obj)
+
+    assert admin_client.get(reverse(f"admin:morph_webhooks_{obj._meta.model_name}_add")).status_code == 403
+    change = admin_client.get(admin_url(obj, "change"))
+    assert 'name="_save"' not in change.content.decode()
+    changed = {"name": "x", "key": "x", "remote_id": "x", "status": "failed"}
+    assert admin_client.post(admin_url(obj, "change"), changed).status_code == 403
+    assert admin_client.post(admin_url(obj, "delete"), {"post": "yes"}).status_code == 403
+
+    obj.refresh_from_db()
+    assert model_to_dict(obj) == before
+    changelist = admin_client.get(reverse(f"admin:morph_webhooks_{obj._meta.model_name}_changelist"))
+    assert "delete_selected" not in action_names(changelist)
+
+
+# Opportunity
+
+
+def test_opportunity_columns(admin_client):
+    OpportunityFactory(name="Big", amount=Decimal("12500"), currency="EUR")
+    OpportunityFactory(name="Precise", amount=Decimal("0.125"), currency="USD")
+    OpportunityFactory(name="Unpriced", amount=None, currency="")  # must not break the page
+    OpportunityFactory(name="Gone", deleted_at=T0)
+
+    content = admin_client.get(reverse(OPPORTUNITIES)).content.decode()
+
+    assert "12,500.00 EUR" in content
+    assert "0.125 USD" in content
+    assert content.count('alt="True"') == 1  # the "deleted" column of "Gone"
+
+
+def test_opportunity_ordering_is_latest_update_first(admin_client):
+    old = OpportunityFactory(remote_updated_at=T0)
+    new = OpportunityFactory(remote_updated_at=T0 + timedelta(days=1))
+
+    assert listed(admin_client, OPPORTUNITIES) == [new, old]
+
+
+def test_opportunity_filters_and_search(admin_client):
+    won = OpportunityFactory(name="Won deal", stage_id="stage_won", remote_id="opp_won")
+    open_ = OpportunityFactory(name="Open deal", connector_id="pipedrive", pipeline_id="pipeline_b")
+    gone = OpportunityFactory(name="Gone deal", deleted_at=T0)
+
+    assert filter_titles(admin_client, OPPORTUNITIES) == [
+        "connector id",
+        "stage id",
+        "pipeline id",
+        "deleted",
+    ]
+
+    assert listed(admin_client, OPPORTUNITIES, "stage_id=stage_won") == [won]
+    assert listed(admin_client, OPPORTUNITIES, "connector_id=pipedrive") == [open_]
+    assert listed(admin_client, OPPORTUNITIES, "pipeline_id=pipeline_b") == [open_]
+    assert listed(admin_client, OPPORTUNITIES, "deleted=yes") == [gone]
+    assert set(listed(admin_client, OPPORTUNITIES, "deleted=no")) == {won, open_}
+    assert listed(admin_client, OPPORTUNITIES, "q=open") == [open_]
+    assert listed(admin_client, OPPORTUNITIES, "q=opp_won") == [won]
+    # Remote ids match exactly: a prefix finds nothing.
+    assert listed(admin_client, OPPORTUNITIES, "q=opp_wo") == []
+
+
+def test_opportunity_json_is_pretty_and_escaped(admin_client):
+    opportunity = OpportunityFactory(
+        name="<script>alert('name')</script>",
+        raw_resource={"name": "<script>alert(1)</script>", "city": "Zürich"},
+        extra_fields={"custom": "<b>bold</b>"},
+        warnings=[{"code": "w1"}],
+    )
+
+    content = admin_client.get(admin_url(opportunity, "change")).content.decode()
+
+    assert "<script>alert" not in content
+    assert "<b>bold" not in content
+    raw = "{\n  &quot;city&quot;: &quot;Zürich&quot;,\n  &quot;name&quot;: &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;\n}"
+    assert f"<pre>{raw}</pre>" in content
+    assert "<pre>{\n  &quot;custom&quot;: &quot;&lt;b&gt;bold&lt;/b&gt;&quot;\n}</pre>" in content
+    assert "<pre>[\n  {\n    &quot;code&quot;: &quot;w1&quot;\n  }\n]</pre>" in content
+    assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in content
+
+
+# Idempotency keys
+
+
+def test_idempotency_key_filter_and_search(admin_client):
+    processed = IdempotencyKeyFactory(key="k-processed", remote_id="opp_a")
+    stale = IdempotencyKeyFactory(key="k-stale", remote_id="opp_b", outcome=Outcome.STALE)
+
+    assert filter_titles(admin_client, KEYS) == ["outcome"]
+
+    assert listed(admin_client, KEYS, "outcome=stale") == [stale]
+    assert listed(admin_client, KEYS, "q=k-processed") == [processed]
+    assert listed(admin_client, KEYS, "q=opp_b") == [stale]
+
+
+# Deliveries
+
+
+def test_delivery_filters_and_search(admin_client):
+    ok = WebhookDeliveryFactory(idempotency_key="key-ok", remote_id="opp_ok")
+    bad = WebhookDeliveryFactory(status=Outcome.REJECTED, http_status=400, idempotency_key="key-bad")
+
+    assert filter_titles(admin_client, DELIVERIES) == ["status", "http status"]
+
+    assert listed(admin_client, DELIVERIES, "status=rejected") == [bad]
+    assert listed(admin_client, DELIVERIES, "http_status=200") == [ok]
+    assert listed(admin_client, DELIVERIES, "q=key-bad") == [bad]
+    assert listed(admin_client, DELIVERIES, "q=opp_ok") == [ok]
+
+
+def test_delivery_list_leaves_bodies_unloaded(admin_client):
+    WebhookDeliveryFactory()
+
+    [row] = listed(admin_client, DELIVERIES)
+
+    assert {"body", "headers", "error"} <= row.get_deferred_fields()
+
+
+def test_delivery_body_headers_and_error_are_pretty_and_escaped(admin_client):
+    delivery = WebhookDeliveryFactory(
+        payload=opportunity_event(fields={"name": "<script>alert(1)</script>"}),
+        idempotency_key="<i>key</i>",
+        status=Outcome.FAILED,
+        http_status=500,
+        error="Traceback (most recent call last):\n  <boom>",
+    )
+
+    content = admin_client.get(admin_url(delivery, "change")).content.decode()
+
+    assert "<script>" not in content
+    assert "<i>key" not in content
+    assert "  &quot;event&quot;: &quot;crmOpportunity::created&quot;" in content
+    assert "&quot;name&quot;: &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in content
+    assert "  &quot;x-idempotency-key&quot;: &quot;&lt;i&gt;key&lt;/i&gt;&quot;" in content
+    assert "<pre>Traceback (most recent call last):\n  &lt;boom&gt;</pre>" in content
+
+
+def test_delivery_body_that_is_not_json_is_shown_as_sent(admin_client):
+    garbage = WebhookDeliveryFactory(body="<script>not json", status=Outcome.REJECTED, http_status=400)
+    # Re-encoding would keep only one of the two values the sender wrote.
+    twice = WebhookDeliveryFactory(
+        body='{"event": "a", "event": "b"}', status=Outcome.REJECTED, http_status=400
+    )
+
+    assert (
+        "<pre>&lt;script&gt;not json</pre>" in admin_client.get(admin_url(garbage, "change")).content.decode()
+    )
+    content = admin_client.get(admin_url(twice, "change")).content.decode()
+    assert "<pre>{&quot;event&quot;: &quot;a&quot;, &quot;event&quot;: &quot;b&quot;}</pre>" in content
+
+
+# Reprocess action
+
+
+def test_reprocess_applies_a_failed_delivery(admin_client):
+    delivery = WebhookDeliveryFactory(
+        remote_id="opp_7", status=Outcome.FAILED, http_status=500, error="Traceback: database down"
+    )
+
+    response = reprocess(admin_client, delivery)
+
+    assert messages_of(response) == [(constants.SUCCESS, "Reprocessed 1 delivery: 1 processed.")]
+    opportunity = Opportunity.objects.get()
+    assert (opportunity.remote_id, opportunity.name) == ("opp_7", "Acme renewal")
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status, delivery.error, delivery.attempts) == (
+        "processed",
+        200,
+        "",
+        2,
+    )
+    assert delivery.processed_at is not None
+    assert IdempotencyKey.objects.get().key == delivery.idempotency_key
+
+
+def test_reprocess_of_an_applied_event_is_a_duplicate(admin_client, send, sent_signals):
+    assert send(opportunity_event("created"), key="k1").json() == {"status": "processed"}
+    delivery = WebhookDelivery.objects.get()
+    before = Opportunity.objects.values().get()
+
+    response = reprocess(admin_client, delivery)
+
+    assert messages_of(response) == [(constants.SUCCESS, "Reprocessed 1 delivery: 1 duplicate.")]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("duplicate", 2)
+    assert IdempotencyKey.objects.get().deliveries == 2
+    assert Opportunity.objects.values().get() == before
+    assert sent_signals.names == ["created"]
+
+
+def test_reprocess_leaves_an_invalid_delivery_rejected(admin_client):
+    delivery = WebhookDeliveryFactory(body="{not json", status=Outcome.REJECTED, http_status=400, error="")
+
+    response = reprocess(admin_client, delivery)
+
+    assert messages_of(response) == [(constants.WARNING, "Reprocessed 1 delivery: 1 rejected.")]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status, delivery.attempts) == ("rejected", 400, 2)
+    assert json.loads(delivery.error)["fields"]["body"][0].startswith("Not valid JSON")
+    assert not Opportunity.objects.exists()
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_reprocess_counts_every_outcome(admin_client, send):
+    send(opportunity_event("created", "opp_applied"), key="k-applied")
+    applied = WebhookDelivery.objects.get()
+    failed = WebhookDeliveryFactory(remote_id="opp_new", status=Outcome.FAILED, http_status=500)
+    invalid = WebhookDeliveryFactory(body="[]", status=Outcome.REJECTED, http_status=400)
+
+    response = reprocess(admin_client, applied, failed, invalid)
+
+    assert messages_of(response) == [
+        (constants.WARNING, "Reprocessed 3 deliveries: 1 processed, 1 duplicate, 1 rejected.")
+    ]
+    assert set(Opportunity.objects.values_list("remote_id", flat=True)) == {"opp_applied", "opp_new"}
+
+
+@pytest.fixture
+def explode_on_boom():
+    def receiver(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id == "opp_boom":
+            raise RuntimeError("receiver exploded")
+
+    opportunity_created.connect(receiver, weak=False, dispatch_uid="test-admin-boom")
+    yield
+    opportunity_created.disconnect(dispatch_uid="test-admin-boom")
+
+
+@pytest.mark.usefixtures("explode_on_boom")
+def test_reprocess_failure_does_not_stop_the_others(admin_client):
+    boom = WebhookDeliveryFactory(remote_id="opp_boom", status=Outcome.FAILED, http_status=500)
+    fine = WebhookDeliveryFactory(remote_id="opp_fine", status=Outcome.FAILED, http_status=500)
+
+    response = reprocess(admin_client, boom, fine)
+
+    assert messages_of(response) == [(constants.WARNING, "Reprocessed 2 deliveries: 1 processed, 1 failed.")]
+    boom.refresh_from_db()
+    fine.refresh_from_db()
+    assert (boom.status, boom.http_status, boom.attempts) == ("failed", 500, 2)
+    assert "RuntimeError: receiver exploded" in boom.error
+    assert fine.status == "processed"
+    # The failed event left nothing behind: neither its opportunity nor its key.
+    assert list(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_fine"]
+    assert list(IdempotencyKey.objects.values_list("remote_id", flat=True)) == ["opp_fine"]
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    user = django_user_model.objects.create_user("staff", password=None, is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookdelivery"))
+    client.force_login(user)
+    return user
+
+
+def test_reprocess_needs_its_permission(client, staff):
+    delivery = WebhookDeliveryFactory(status=Outcome.FAILED, http_status=500)
+
+    response = client.get(reverse(DELIVERIES))
+    assert response.status_code == 200
+    assert "reprocess" not in action_names(response)
+    assert reprocess(client, delivery).status_code == 200
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert not Opportunity.objects.exists()
+
+    staff.user_permissions.add(Permission.objects.get(codename="reprocess_webhookdelivery"))
+
+    assert "reprocess" in action_names(client.get(reverse(DELIVERIES)))
+    assert messages_of(reprocess(client, delivery)) == [
+        (constants.SUCCESS, "Reprocessed 1 delivery: 1 processed.")
+    ]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("processed", 2)
+    assert Opportunity.objects.filter(remote_id=delivery.remote_id).exists()
+
+
+def test_reprocess_applies_the_endpoint_policy(admin_client, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "ALLOWED_CONNECTORS": ["salesforce"]}
+    delivery = WebhookDeliveryFactory(status="rejected", http_status=403)
+
+    reprocess_delivery(delivery)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status) == ("rejected", 403)
+    assert "permission_denied" in delivery.error
+    assert Opportunity.objects.count() == 0
+
+
+@pytest.mark.parametrize("http_status", [413, 415])
+def test_refused_requests_are_not_reprocessed(http_status):
+    delivery = WebhookDeliveryFactory(status="rejected", http_status=http_status, error="original")
+
+    assert reprocess_delivery(delivery) is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status, delivery.error, delivery.attempts) == (
+        "rejected",
+        http_status,
+        "original",
+        1,
+    )
+    assert Opportunity.objects.count() == 0
