@@ -19,6 +19,15 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_CONNECTORS": [],
     "ALLOWED_OWNERS": [],
     "MAX_BODY_SIZE": 1024 * 1024,
+    "PROCESSING": "sync",
+    "TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
+    "MAX_ATTEMPTS": 5,
+    "RETRY_DELAY": 10,
+    "MAX_RETRY_DELAY": 3600,
+    "PENDING_TIMEOUT": 600,
+    "KEY_RETENTION_DAYS": 30,
+    "DELIVERY_RETENTION_DAYS": 30,
 }
 
 
@@ -66,6 +75,47 @@ class Settings:
     @property
     def MAX_BODY_SIZE(self) -> int:
         return int(self._get("MAX_BODY_SIZE"))
+
+
+    @property
+    def PROCESSING(self) -> str:
+        return str(self._get("PROCESSING"))
+
+    @property
+    def DEFERRED(self) -> bool:
+        return self.PROCESSING == "deferred"
+
+    @property
+    def TASK_BACKEND(self) -> str:
+        return str(self._get("TASK_BACKEND"))
+
+    @property
+    def TASK_QUEUE(self) -> str:
+        return str(self._get("TASK_QUEUE"))
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        return int(self._get("MAX_ATTEMPTS"))
+
+    @property
+    def RETRY_DELAY(self) -> float:
+        return float(self._get("RETRY_DELAY"))
+
+    @property
+    def MAX_RETRY_DELAY(self) -> float:
+        return float(self._get("MAX_RETRY_DELAY"))
+
+    @property
+    def PENDING_TIMEOUT(self) -> float:
+        return float(self._get("PENDING_TIMEOUT"))
+
+    @property
+    def KEY_RETENTION_DAYS(self) -> int:
+        return int(self._get("KEY_RETENTION_DAYS"))
+
+    @property
+    def DELIVERY_RETENTION_DAYS(self) -> int:
+        return int(self._get("DELIVERY_RETENTION_DAYS"))
 
 
 conf = Settings()

@@ -83,14 +83,22 @@ class Opportunity(models.Model):
 
 
 class Outcome(models.TextChoices):
-    """What became of one delivery. The first three are also what an idempotency key records."""
+    """What became of one delivery. An idempotency key records one of KEY_OUTCOMES."""
 
+    QUEUED = "queued", _("queued")
     PROCESSED = "processed", _("processed")
     STALE = "stale", _("stale")
     IGNORED = "ignored", _("ignored")
     DUPLICATE = "duplicate", _("duplicate")
     REJECTED = "rejected", _("rejected")
     FAILED = "failed", _("failed")
+    DEAD = "dead", _("dead")
+
+
+KEY_OUTCOMES = (Outcome.QUEUED, Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED)
+# Deliveries accepted in deferred mode whose event a worker has yet to apply: their key is
+# claimed (outcome "queued") and waits for them.
+PENDING = (Outcome.QUEUED, Outcome.DEAD)
 
 
 class IdempotencyKey(models.Model):
@@ -107,7 +115,7 @@ class IdempotencyKey(models.Model):
     remote_id = models.CharField(max_length=ID_LENGTH)
     outcome = models.CharField(
         max_length=16,
-        choices=[(o.value, o.label) for o in (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED)],
+        choices=[(outcome.value, outcome.label) for outcome in KEY_OUTCOMES],
     )
     deliveries = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(auto_now_add=True)
@@ -150,6 +158,9 @@ class WebhookDelivery(models.Model):
     http_status = models.PositiveSmallIntegerField()
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=1)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("Deferred mode: when a worker is due to (re)try it.")
+    )
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -160,6 +171,12 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["received_at"], name="morph_delivery_received_idx"),
             models.Index(fields=["status", "received_at"], name="morph_delivery_status_idx"),
             models.Index(fields=["idempotency_key"], name="morph_delivery_key_idx"),
+            # The sweeper's question: which queued deliveries are overdue?
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="queued"),
+                name="morph_delivery_pending_idx",
+            ),
             models.Index(fields=["remote_id"], name="morph_delivery_remote_idx"),
         ]
 

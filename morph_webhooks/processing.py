@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import (
     DatabaseError,
@@ -24,10 +26,11 @@ from django.utils import timezone
 from rest_framework.exceptions import PermissionDenied
 
 from .auth import check_allowed
+from .conf import conf
 from .events import InvalidEvent, MorphEvent, parse_event
-from .models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
+from .models import PENDING, IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from .serializers import OPPORTUNITY_MODEL
-from .signals import opportunity_created, opportunity_deleted, opportunity_updated
+from .signals import delivery_failed, opportunity_created, opportunity_deleted, opportunity_updated
 
 logger = logging.getLogger(__name__)
 
@@ -53,39 +56,60 @@ class _Collision(Exception):
     pass
 
 
+class _AlreadyApplied(Exception):
+    pass
+
+
 def process_event(event: MorphEvent, delivery: WebhookDelivery | None = None) -> Result:
     """Apply ``event`` exactly once, in ``updatedAt`` order, and record the outcome on ``delivery``.
 
     Runs in its own transaction: the idempotency key, the opportunity, the delivery record and
     whatever signal receivers write are committed together or not at all. On failure the
-    delivery is saved as failed with the traceback, and the exception propagates.
+    delivery is saved as failed (or, in deferred mode, scheduled for a retry) with the
+    traceback, and the exception propagates.
     """
+    return _run(_apply, event, delivery)
+
+
+def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    """Deferred mode: claim the key, record the delivery as queued and enqueue a task that will
+    call :func:`process_event`, all in one transaction. A duplicate is answered at once."""
+    return _run(_queue, event, delivery)
+
+
+def _run(
+    body: Callable[[MorphEvent, WebhookDelivery | None], Result],
+    event: MorphEvent,
+    delivery: WebhookDelivery | None,
+) -> Result:
+    # What the delivery was before this run: a rolled-back run's changes to it never happened.
+    status_before = delivery.status if delivery is not None else ""
     try:
-        return _apply_with_retries(event, delivery)
+        for _ in range(ATTEMPTS):
+            result = None
+            try:
+                with transaction.atomic():
+                    result = body(event, delivery)
+            except _Collision:
+                continue
+            except _AlreadyApplied:
+                # Another run of this very delivery (a task delivered twice) got there first.
+                return Result(Outcome.DUPLICATE)
+            except Exception as exc:
+                if result is None or isinstance(exc, DatabaseError):
+                    raise
+                # Committed: only a receiver's transaction.on_commit callback failed afterwards.
+                # Answering 500 would make Morph retry an event that is already stored.
+                logger.exception(
+                    "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
+                )
+            return result
+        raise ConcurrentDeliveryError(f"gave up after {ATTEMPTS} collisions with concurrent deliveries")
     except Exception as exc:
         if delivery is not None:
+            delivery.status = status_before
             _record_failure(delivery, exc)
         raise
-
-
-def _apply_with_retries(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
-    for _ in range(ATTEMPTS):
-        result = None
-        try:
-            with transaction.atomic():
-                result = _apply(event, delivery)
-        except _Collision:
-            continue
-        except Exception as exc:
-            if result is None or isinstance(exc, DatabaseError):
-                raise
-            # Committed: only a receiver's transaction.on_commit callback failed afterwards.
-            # Answering 500 would make Morph retry an event that is already stored.
-            logger.exception(
-                "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
-            )
-        return result
-    raise ConcurrentDeliveryError(f"gave up after {ATTEMPTS} collisions with concurrent deliveries")
 
 
 def http_status_for(exc: BaseException) -> int:
@@ -93,11 +117,29 @@ def http_status_for(exc: BaseException) -> int:
     return 503 if isinstance(exc, (OperationalError, InterfaceError, ConcurrentDeliveryError)) else 500
 
 
-def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
+def _queue(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
+    assert delivery is not None
     if _count_redelivery(event):
         return _finish(delivery, Result(Outcome.DUPLICATE))
+    _claim(event, Outcome.QUEUED)
+    delivery.status = Outcome.QUEUED
+    delivery.http_status = 200
+    delivery.attempts = 0
+    delivery.next_attempt_at = timezone.now()
+    delivery.save()
+    from .tasks import enqueue_delivery
+
+    enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
+    # A queued delivery's key was claimed when it arrived: it is this run's to settle.
+    queued = delivery is not None and delivery.status in PENDING
+    if not queued and _count_redelivery(event):
+        return _finish(delivery, Result(Outcome.DUPLICATE))
     if event.model != OPPORTUNITY_MODEL:
-        _claim(event, Outcome.IGNORED)
+        _claim(event, Outcome.IGNORED, queued)
         return _finish(delivery, Result(Outcome.IGNORED))
 
     # The row lock orders concurrent events for one opportunity; the key's unique index orders
@@ -108,10 +150,10 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
         .first()
     )
     if opportunity is not None and not _supersedes(event, opportunity):
-        _claim(event, Outcome.STALE)
+        _claim(event, Outcome.STALE, queued)
         return _finish(delivery, Result(Outcome.STALE, opportunity))
 
-    _claim(event, Outcome.PROCESSED)
+    _claim(event, Outcome.PROCESSED, queued)
     created = opportunity is None
     if opportunity is None:
         opportunity = Opportunity(
@@ -136,7 +178,14 @@ def _count_redelivery(event: MorphEvent) -> bool:
     return updated > 0
 
 
-def _claim(event: MorphEvent, outcome: Outcome) -> None:
+def _claim(event: MorphEvent, outcome: Outcome, queued: bool = False) -> None:
+    key = IdempotencyKey.objects.filter(
+        connector_id=event.connector_id, owner_id=event.owner_id, key=event.idempotency_key
+    )
+    # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
+    # second waits, then finds the key settled and changes nothing.
+    if queued and key.filter(outcome=Outcome.QUEUED).update(outcome=outcome):
+        return
     try:
         IdempotencyKey.objects.create(
             connector_id=event.connector_id,
@@ -148,7 +197,7 @@ def _claim(event: MorphEvent, outcome: Outcome) -> None:
         )
     except IntegrityError as exc:
         # A concurrent twin committed first: the next attempt counts this one as its duplicate.
-        raise _Collision from exc
+        raise (_AlreadyApplied if queued else _Collision) from exc
 
 
 def _supersedes(event: MorphEvent, opportunity: Opportunity) -> bool:
@@ -182,26 +231,59 @@ def _finish(delivery: WebhookDelivery | None, result: Result) -> Result:
         delivery.status = result.status
         delivery.http_status = 200
         delivery.error = ""
+        delivery.next_attempt_at = None
         delivery.processed_at = timezone.now()
         delivery.save()
     return result
 
 
 def _record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
-    delivery.status = Outcome.FAILED
-    delivery.http_status = http_status_for(exc)
-    delivery.error = "".join(traceback.format_exception(exc))
-    delivery.processed_at = None
     connection = connections[router.db_for_write(WebhookDelivery)]
     if not connection.in_atomic_block and connection.connection is not None and not connection.is_usable():
         # The connection died mid-transaction (server restart, failover, killed backend): a new
         # one can still record why, as Django would open at the next request anyway.
         connection.close()
     try:
-        delivery.save()
+        if delivery.status == Outcome.QUEUED:
+            _schedule_retry(delivery, exc)
+        else:
+            delivery.status = Outcome.FAILED
+            delivery.http_status = http_status_for(exc)
+            delivery.error = _traceback(exc)
+            delivery.processed_at = None
+            delivery.save()
     except DatabaseError:
         # The database is what failed; the original error is what the caller needs to see.
         logger.exception("Could not record failed delivery %s", delivery.idempotency_key)
+
+
+def _schedule_retry(delivery: WebhookDelivery, exc: Exception) -> None:
+    """Deferred mode: try again after an exponential backoff, or give up after MAX_ATTEMPTS."""
+    # Outside deferred mode (a queued delivery reprocessed by hand) nothing would run a retry.
+    dead = not conf.DEFERRED or delivery.attempts >= conf.MAX_ATTEMPTS
+    delay = min(conf.RETRY_DELAY * 2 ** max(delivery.attempts - 1, 0), conf.MAX_RETRY_DELAY)
+    delivery.error = _traceback(exc)
+    delivery.status = Outcome.DEAD if dead else Outcome.QUEUED
+    delivery.next_attempt_at = None if dead else timezone.now() + timedelta(seconds=delay)
+    # Only while still queued: a concurrent run of the same delivery may have succeeded meanwhile.
+    updated = WebhookDelivery.objects.filter(pk=delivery.pk, status=Outcome.QUEUED).update(
+        status=delivery.status,
+        error=delivery.error,
+        attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at,
+    )
+    if not updated:
+        return
+    if dead:
+        delivery_failed.send(sender=WebhookDelivery, delivery=delivery, exception=exc)
+    else:
+        from .tasks import enqueue_delivery
+
+        enqueue_delivery(delivery, run_after=delivery.next_attempt_at)
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 # Refusals of the request itself (too large: no body was kept; not JSON): nothing to re-read.
@@ -209,23 +291,60 @@ REFUSED_REQUESTS = (413, 415)
 
 
 def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
-    """Run a logged request through validation and :func:`process_event` again.
+    """Run a logged request through validation and processing again.
 
     Returns ``None`` when the request is still invalid (the delivery stays rejected, with the
     current error). An event already applied comes back as a duplicate, exactly as a re-sent one.
+    In deferred mode the delivery is queued for a worker again rather than processed here.
     """
     if delivery.http_status in REFUSED_REQUESTS:
         return None
-    delivery.attempts += 1
     try:
         event = parse_event(delivery.headers, delivery.body.encode())
         # The same policy as the endpoint: a replay must not let in what a request could not.
         check_allowed(event)
     except InvalidEvent as exc:
+        delivery.attempts += 1
         delivery.reject(400, exc.detail)
         return None
     except PermissionDenied as exc:
+        delivery.attempts += 1
         delivery.reject(403, {"error": "permission_denied", "detail": exc.detail})
         return None
     delivery.event, delivery.remote_id = event.type, event.remote_id
+    if delivery.status in PENDING:
+        if conf.DEFERRED:
+            return _requeue(delivery)
+        delivery.status = Outcome.QUEUED
+    elif conf.DEFERRED:
+        return queue_event(event, delivery)
+    delivery.attempts += 1
     return process_event(event, delivery)
+
+
+def _requeue(delivery: WebhookDelivery) -> Result:
+    from .tasks import enqueue_delivery
+
+    with transaction.atomic():
+        delivery.status = Outcome.QUEUED
+        delivery.attempts = 0
+        delivery.next_attempt_at = timezone.now()
+        delivery.save(update_fields=["status", "attempts", "next_attempt_at", "event", "remote_id"])
+        enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def run_delivery(delivery_id: int) -> Outcome | None:
+    """What a worker does with one queued delivery. Returns the outcome, or None when there was
+    nothing to do (already settled by another run, or gone)."""
+    delivery = WebhookDelivery.objects.filter(pk=delivery_id, status=Outcome.QUEUED).first()
+    if delivery is None:
+        return None
+    delivery.attempts += 1
+    try:
+        event = parse_event(delivery.headers, delivery.body.encode())
+    except InvalidEvent as exc:
+        # Valid when it arrived; only a change of the app's rules can make it invalid now.
+        delivery.reject(400, exc.detail)
+        return Outcome.REJECTED
+    return process_event(event, delivery).status

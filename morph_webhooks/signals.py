@@ -21,3 +21,9 @@ from django.dispatch import Signal
 opportunity_created = Signal()
 opportunity_updated = Signal()
 opportunity_deleted = Signal()
+
+# Deferred mode: a delivery failed MAX_ATTEMPTS times and was marked dead; nothing retries it any
+# more until someone reprocesses it. Sent with ``sender=WebhookDelivery`` and keyword arguments
+# ``delivery`` (the dead WebhookDelivery, whose ``error`` holds the last traceback) and
+# ``exception`` (the last exception). Sent after the failure was recorded, outside any transaction.
+delivery_failed = Signal()

@@ -16,9 +16,10 @@ from rest_framework.views import APIView
 
 from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
 from .body import read_body
+from .conf import conf
 from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
 from .models import ID_LENGTH, WebhookDelivery
-from .processing import http_status_for, process_event
+from .processing import http_status_for, process_event, queue_event
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class ReceiveView(APIView):
             delivery.reject(response.status_code, response.data)
             return response
         delivery.event, delivery.remote_id = event.type, event.remote_id
-        result = process_event(event, delivery)
+        # Deferred: only claim, record and enqueue here; a worker runs process_event.
+        result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
         return Response({"status": result.status})
 
 

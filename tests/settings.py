@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import dj_database_url
+import django
 
 SECRET_KEY = "NOTASECRET"
 DEBUG = False
@@ -22,7 +23,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "rest_framework",
+    "django_tasks_db",
+    "django_rq",
     "morph_webhooks",
+    "tests.worker_app",
 ]
 
 MIDDLEWARE = [
@@ -52,4 +56,15 @@ TEMPLATES = [
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-MORPH_WEBHOOKS = {"SECRETS": ["test-secret-0123456789abcdef"]}
+MORPH_WEBHOOKS = {
+    "SECRETS": ["test-secret-0123456789abcdef"],
+    # Worker processes started by the tests run with these settings too (tests/workers.py).
+    "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+    "MAX_ATTEMPTS": int(os.environ.get("MORPH_WEBHOOKS_MAX_ATTEMPTS", "5")),
+    "RETRY_DELAY": float(os.environ.get("MORPH_WEBHOOKS_RETRY_DELAY", "10")),
+}
+
+# Deferred-mode tests pick a backend; workers started by the tests read it from the environment.
+IMMEDIATE = "django.tasks.backends.immediate.ImmediateBackend" if django.VERSION >= (6,) else "django_tasks.backends.immediate.ImmediateBackend"
+TASKS = {"default": {"BACKEND": os.environ.get("MORPH_WEBHOOKS_TASK_BACKEND", IMMEDIATE)}}
+RQ_QUEUES = {"default": {"URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")}}

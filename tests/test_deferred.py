@@ -1,0 +1,170 @@
+"""Deferred mode in process: the endpoint claims, records and enqueues; run_delivery applies."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.processing import reprocess_delivery, run_delivery
+from morph_webhooks.signals import delivery_failed, opportunity_created
+from morph_webhooks.tasks import sweep
+from morph_webhooks.testing import opportunity_event
+
+pytestmark = pytest.mark.django_db
+
+DB_BACKEND = "django_tasks_db.DatabaseBackend"
+
+
+@pytest.fixture(autouse=True)
+def deferred(settings):
+    settings.MORPH_WEBHOOKS = {
+        **settings.MORPH_WEBHOOKS,
+        "PROCESSING": "deferred",
+        "MAX_ATTEMPTS": 3,
+        "RETRY_DELAY": 10,
+    }
+    settings.TASKS = {"default": {"BACKEND": DB_BACKEND}}
+
+
+def task_ids() -> list[int]:
+    return [result.args_kwargs["args"][0] for result in DBTaskResult.objects.order_by("enqueued_at")]
+
+
+def test_endpoint_queues_and_a_worker_run_applies_once(send, sent_signals):
+    response = send(opportunity_event(), key="k1")
+
+    assert response.json() == {"status": "queued"}
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("queued", 0)
+    assert IdempotencyKey.objects.get().outcome == "queued"
+    assert task_ids() == [delivery.pk]
+    assert Opportunity.objects.count() == 0 and sent_signals.names == []
+
+    assert run_delivery(delivery.pk) == "processed"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("processed", 1, None)
+    assert IdempotencyKey.objects.get().outcome == "processed"
+    assert Opportunity.objects.get().name == "Acme renewal"
+    assert sent_signals.names == ["created"]
+
+    # The same task delivered again finds nothing to do.
+    assert run_delivery(delivery.pk) is None
+    assert sent_signals.names == ["created"]
+
+
+def test_duplicate_is_answered_without_a_second_task(send):
+    send(opportunity_event(), key="k1")
+    again = send(opportunity_event(), key="k1")
+
+    assert again.json() == {"status": "duplicate"}
+    assert len(task_ids()) == 1
+    assert IdempotencyKey.objects.get().deliveries == 2
+
+
+def test_ordering_guard_applies_in_workers(send):
+    send(opportunity_event("updated", updated_at="2025-03-06T10:00:00Z", fields={"stage": "new"}), key="new")
+    send(opportunity_event("updated", updated_at="2025-03-06T09:00:00Z", fields={"stage": "old"}), key="old")
+
+    assert [run_delivery(pk) for pk in task_ids()] == ["processed", "stale"]
+    assert Opportunity.objects.get().stage_id == "new"
+
+
+def test_rolled_back_request_leaves_no_task(send):
+    from morph_webhooks.tasks import process_delivery
+
+    def explode(**kwargs):
+        raise RuntimeError("after the task row was written")
+
+    signal = process_delivery.get_backend().__class__  # the backend sends task_enqueued
+    from django_tasks_db.compat import task_enqueued
+
+    task_enqueued.connect(explode, sender=signal, weak=False, dispatch_uid="explode")
+    try:
+        response = send(opportunity_event(), key="k1")
+    finally:
+        task_enqueued.disconnect(sender=signal, dispatch_uid="explode")
+
+    assert response.status_code == 500
+    assert DBTaskResult.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+    assert WebhookDelivery.objects.get().status == "failed"
+
+
+def test_failures_retry_with_backoff_then_die(send):
+    failures = []
+    dead = []
+
+    def broken(**kwargs):
+        raise RuntimeError("CRM is down")
+
+    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
+    delivery_failed.connect(lambda **kwargs: dead.append(kwargs), weak=False, dispatch_uid="dead")
+    try:
+        send(opportunity_event(), key="k1")
+        delivery = WebhookDelivery.objects.get()
+        for _ in range(3):
+            before = timezone.now()
+            with pytest.raises(RuntimeError):
+                run_delivery(delivery.pk)
+            delivery.refresh_from_db()
+            failures.append(
+                (
+                    delivery.status,
+                    delivery.attempts,
+                    delivery.next_attempt_at and (delivery.next_attempt_at - before),
+                )
+            )
+    finally:
+        opportunity_created.disconnect(dispatch_uid="broken")
+        delivery_failed.disconnect(dispatch_uid="dead")
+
+    statuses = [(status, attempts) for status, attempts, _ in failures]
+    assert statuses == [("queued", 1), ("queued", 2), ("dead", 3)]
+    delays = [delay for _, _, delay in failures[:2]]
+    assert timedelta(seconds=9) < delays[0] <= timedelta(seconds=11)
+    assert timedelta(seconds=19) < delays[1] <= timedelta(seconds=21)
+    assert "CRM is down" in delivery.error
+    assert len(task_ids()) == 3  # the first, then one per retry, each to run after its backoff
+    # The retries wait for their backoff: a worker does not pick them up before.
+    assert [
+        r.task_result.task.run_after is not None for r in DBTaskResult.objects.order_by("enqueued_at")
+    ] == [False, True, True]
+    assert len(dead) == 1 and dead[0]["delivery"].pk == delivery.pk
+    assert str(dead[0]["exception"]) == "CRM is down"
+    assert Opportunity.objects.count() == 0
+    assert IdempotencyKey.objects.get().outcome == "queued"  # still waiting for its event
+
+    # Reprocessing a dead delivery queues it again; once the receiver is fixed it is applied.
+    assert reprocess_delivery(delivery).status == "queued"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("queued", 0)
+    assert run_delivery(delivery.pk) == "processed"
+    assert Opportunity.objects.count() == 1
+
+
+def test_sweeper_requeues_overdue_deliveries_once(send):
+    send(opportunity_event(), key="k1")
+    delivery = WebhookDelivery.objects.get()
+
+    assert sweep() == 0  # not overdue yet
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert sweep() == 1
+    assert sweep() == 0  # the first sweep pushed it back
+    assert task_ids() == [delivery.pk, delivery.pk]
+    # Both tasks run; the event is applied once.
+    assert [run_delivery(pk) for pk in task_ids()] == ["processed", None]
+
+
+def test_sync_mode_processes_a_leftover_queued_delivery(send, settings):
+    send(opportunity_event(), key="k1")
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "sync"}
+
+    result = reprocess_delivery(WebhookDelivery.objects.get())
+
+    assert result.status == "processed"
+    assert IdempotencyKey.objects.get().outcome == "processed"
+    assert WebhookDelivery.objects.get().status == "processed"

@@ -1,0 +1,186 @@
+"""Deferred mode with real worker processes on PostgreSQL: django-tasks-db's ``db_worker`` and
+RQ's worker on Redis. The endpoint runs in the test process; workers are separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.tasks import sweep
+from morph_webhooks.testing import opportunity_event
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = {"db": "django_tasks_db.DatabaseBackend", "rq": "django_tasks_rq.RQBackend"}
+
+
+def redis_is_up() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url("redis://127.0.0.1:6379/15").ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["db", "rq"])
+def backend(request, settings) -> Iterator[str]:
+    if request.param == "rq":
+        if not redis_is_up():
+            pytest.skip("needs Redis on 127.0.0.1:6379")
+        import redis
+
+        redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": BACKENDS[request.param]}}
+    yield request.param
+
+
+@pytest.fixture
+def signal_file(tmp_path: Path) -> Path:
+    path = tmp_path / "signals.txt"
+    path.touch()
+    return path
+
+
+def worker_env(backend: str, **extra: str) -> dict[str, str]:
+    database = connection.settings_dict
+    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": url,
+        "MORPH_WEBHOOKS_PROCESSING": "deferred",
+        "MORPH_WEBHOOKS_TASK_BACKEND": BACKENDS[backend],
+        **extra,
+    }
+
+
+def worker_command(backend: str) -> list[str]:
+    if backend == "db":
+        return [
+            sys.executable,
+            "-m",
+            "django",
+            "db_worker",
+            "--batch",
+            "--no-startup-delay",
+            "--interval",
+            "0.1",
+        ]
+    # RQ must run jobs with the backend's Job class, which knows how to call a Task.
+    return [
+        sys.executable,
+        "-m",
+        "django",
+        "rqworker",
+        "default",
+        "--burst",
+        "--job-class",
+        "django_tasks_rq.backend.Job",
+    ]
+
+
+def run_worker(backend: str, **env: str) -> None:
+    """Run a worker until the queue is empty; it must exit cleanly."""
+    completed = subprocess.run(
+        worker_command(backend),
+        env=worker_env(backend, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_queued_then_processed_by_a_worker_process(send, backend, signal_file):
+    answers = [send(opportunity_event("created", f"opp_{i}"), key=f"k{i}").json() for i in range(5)]
+    answers.append(send(opportunity_event("created", "opp_0"), key="k0").json())
+
+    assert answers == [{"status": "queued"}] * 5 + [{"status": "duplicate"}]
+    assert Opportunity.objects.count() == 0
+
+    run_worker(backend, MORPH_TEST_SIGNAL_FILE=str(signal_file))
+
+    assert Opportunity.objects.count() == 5
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"processed", "duplicate"}
+    assert set(IdempotencyKey.objects.values_list("outcome", flat=True)) == {"processed"}
+    assert sorted(signal_file.read_text().splitlines()) == [f"created k{i}" for i in range(5)]
+
+
+def test_worker_killed_mid_task_is_processed_later_once(send, backend, signal_file, tmp_path):
+    stall = tmp_path / "stalled.pid"
+    send(opportunity_event(), key="k1")
+    env = {"MORPH_TEST_SIGNAL_FILE": str(signal_file), "MORPH_TEST_STALL_FILE": str(stall)}
+    worker = subprocess.Popen(
+        worker_command(backend),
+        env=worker_env(backend, **env),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(stall.exists)
+        # Kill the process inside the transaction (for RQ, the work horse that runs the job).
+        os.kill(int(stall.read_text()), signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "queued"
+    assert Opportunity.objects.count() == 0
+    assert signal_file.read_text() == ""
+
+    assert sweep(older_than=0) == 1
+    run_worker(backend, **env)
+
+    delivery.refresh_from_db()
+    assert delivery.status == "processed"
+    assert Opportunity.objects.count() == 1
+    assert signal_file.read_text().splitlines() == ["created k1"]
+
+
+def test_retries_with_backoff_end_in_dead(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": BACKENDS["db"]}}
+    send(opportunity_event(), key="k1")
+    env = {"MORPH_TEST_FAIL": "1", "MORPH_WEBHOOKS_MAX_ATTEMPTS": "3", "MORPH_WEBHOOKS_RETRY_DELAY": "0.2"}
+    seen = []
+    deadline = time.monotonic() + 60
+    # A batch worker leaves when nothing is due; each retry falls due after its backoff.
+    while (delivery := WebhookDelivery.objects.get()).status != "dead":
+        seen.append((delivery.status, delivery.attempts))
+        assert time.monotonic() < deadline, seen
+        run_worker("db", **env)
+        time.sleep(0.3)
+
+    assert (delivery.attempts, delivery.next_attempt_at) == (3, None)
+    assert "receiver failure requested by the test" in delivery.error
+    assert Opportunity.objects.count() == 0
+    assert ("queued", 1) in seen and ("queued", 2) in seen

@@ -1,0 +1,52 @@
+"""Receivers for worker processes started by the tests, switched on by environment variables:
+a worker cannot share the test's in-memory receivers, so it reports through files."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.apps import AppConfig
+from django.db import transaction
+
+from morph_webhooks import signals
+
+
+def append(line: str) -> None:
+    with Path(os.environ["MORPH_TEST_SIGNAL_FILE"]).open("a") as file:
+        file.write(line)
+
+
+def record(name: str) -> Any:
+    def receiver(instance: Any, event: Any, **kwargs: Any) -> None:
+        # Only what commits is written: a killed worker's rolled-back event leaves no line.
+        transaction.on_commit(partial(append, f"{name} {event.idempotency_key}\n"))
+
+    return receiver
+
+
+def stall(instance: Any, event: Any, **kwargs: Any) -> None:
+    marker = Path(os.environ["MORPH_TEST_STALL_FILE"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(120)  # the test kills the worker meanwhile
+
+
+def fail(**kwargs: Any) -> None:
+    raise RuntimeError("receiver failure requested by the test")
+
+
+class WorkerAppConfig(AppConfig):
+    name = "tests.worker_app"
+
+    def ready(self) -> None:
+        if os.environ.get("MORPH_TEST_SIGNAL_FILE"):
+            for name in ("created", "updated", "deleted"):
+                getattr(signals, f"opportunity_{name}").connect(record(name), weak=False)
+        if os.environ.get("MORPH_TEST_STALL_FILE"):
+            signals.opportunity_created.connect(stall, weak=False)
+        if os.environ.get("MORPH_TEST_FAIL"):
+            signals.opportunity_created.connect(fail, weak=False)
