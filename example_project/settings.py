@@ -8,6 +8,8 @@ works with no setup. Environment variables override the defaults:
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated (default: localhost only).
 - ``DATABASE_URL``: e.g. ``postgres://user:password@localhost:5432/morph`` (default: SQLite in
   ``example_project/db.sqlite3``).
+- ``MORPH_WEBHOOKS_PROCESSING``: ``sync`` (default) or ``deferred`` (run ``python manage.py
+  db_worker`` beside the server to apply the queued events).
 - ``MORPH_WEBHOOKS_SECRET``: the shared secret(s) Morph sends in ``?token=``, comma-separated so
   an old and a new secret can both be accepted while rotating. Required when DEBUG is off.
 """
@@ -44,7 +46,14 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 # Unset means "use the development secret". Set but empty means "no secret", which the app's
 # system check reports as an error rather than silently falling back to a public secret.
 _morph_secrets = env_list("MORPH_WEBHOOKS_SECRET")
-MORPH_WEBHOOKS = {"SECRETS": [DEV_MORPH_WEBHOOKS_SECRET] if _morph_secrets is None else _morph_secrets}
+MORPH_WEBHOOKS = {
+    "SECRETS": [DEV_MORPH_WEBHOOKS_SECRET] if _morph_secrets is None else _morph_secrets,
+    # "sync" applies each event in the request; "deferred" queues it for `manage.py db_worker`.
+    "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+}
+
+# The database task backend: its queue commits with the webhook, its worker is db_worker.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or DEV_MORPH_WEBHOOKS_SECRET in MORPH_WEBHOOKS["SECRETS"]):
     raise ImproperlyConfigured(
@@ -63,6 +72,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_tasks_db",
     "morph_webhooks",
     "example_project.stage_history",
 ]

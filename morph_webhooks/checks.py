@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import binascii
 import ipaddress
+from importlib.util import find_spec
 from typing import Any
 
 from django.conf import settings
@@ -10,9 +11,15 @@ from django.core.checks import CheckMessage, Error, Warning
 from .auth import signing_key
 from .conf import conf
 
+# Morph may retry a delivery for days; a key forgotten sooner lets a late retry through.
+MIN_KEY_DAYS = 7
 # Shorter secrets are within reach of guessing over the network.
 MIN_SECRET_LENGTH = 24
 LIST_SETTINGS = ("SECRETS", "SIGNING_SECRETS", "ALLOWED_NETWORKS", "ALLOWED_CONNECTORS", "ALLOWED_OWNERS")
+
+
+def tasks_framework_available() -> bool:
+    return any(find_spec(name) is not None for name in ("django.tasks", "django_tasks"))
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
@@ -72,6 +79,28 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                 "The Morph webhook endpoint accepts unauthenticated requests while DEBUG is off.",
                 hint="ALLOW_UNAUTHENTICATED is meant for local development; configure SECRETS.",
                 id="morph_webhooks.W001",
+            )
+        )
+    if conf.PROCESSING not in ("sync", "deferred"):
+        messages.append(
+            Error(
+                f"MORPH_WEBHOOKS['PROCESSING'] is {conf.PROCESSING!r}; expected 'sync' or 'deferred'.",
+                id="morph_webhooks.E005",
+            )
+        )
+    if conf.DEFERRED and not tasks_framework_available():
+        messages.append(
+            Error(
+                "Deferred processing needs Django's Tasks framework.",
+                hint="Use Django 6, or install the backport: pip install 'morph-webhooks[tasks]'.",
+                id="morph_webhooks.E006",
+            )
+        )
+    if conf.KEY_RETENTION_DAYS < MIN_KEY_DAYS:
+        messages.append(
+            Warning(
+                f"KEY_RETENTION_DAYS is under {MIN_KEY_DAYS} days, less than Morph may keep retrying.",
+                id="morph_webhooks.W003",
             )
         )
     if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):

@@ -50,3 +50,22 @@ def test_check_is_registered_with_the_framework(settings):
     settings.MORPH_WEBHOOKS = {}
     with pytest.raises(SystemCheckError, match="morph_webhooks.E001"):
         call_command("check", tags=["security"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"PROCESSING": "deferred"}, []),
+        ({"PROCESSING": "later"}, ["morph_webhooks.E005"]),
+        ({"KEY_RETENTION_DAYS": 3}, ["morph_webhooks.W003"]),
+    ],
+)
+def test_processing_settings(settings, value, expected):
+    settings.MORPH_WEBHOOKS = {"SECRETS": ["a-long-random-secret-0123456789"], **value}
+    assert [message.id for message in check_settings()] == expected
+
+
+def test_deferred_without_a_tasks_framework(settings, monkeypatch):
+    monkeypatch.setattr("morph_webhooks.checks.find_spec", lambda name: None)
+    settings.MORPH_WEBHOOKS = {"SECRETS": ["a-long-random-secret-0123456789"], "PROCESSING": "deferred"}
+    assert [message.id for message in check_settings()] == ["morph_webhooks.E006"]

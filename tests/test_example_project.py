@@ -176,12 +176,16 @@ def test_send_example_events_without_a_server(env: dict[str, str]) -> None:
     assert "python manage.py runserver" in sent.stderr
 
 
-def test_secrets_come_from_the_environment(env: dict[str, str]) -> None:
+def test_settings_come_from_the_environment(env: dict[str, str]) -> None:
     env["MORPH_WEBHOOKS_SECRET"] = " first-secret-0123456789abcdef , ,second-secret-0123456789abcdef,"
+    env["MORPH_WEBHOOKS_PROCESSING"] = "deferred"
     shown = manage(env, "shell", "-c", "from django.conf import settings; print(settings.MORPH_WEBHOOKS)")
 
     assert shown.returncode == 0, shown.stderr
-    assert "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef']}" in shown.stdout
+    assert (
+        "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred'}"
+        in shown.stdout
+    )
 
 
 def test_debug_off_refuses_the_development_defaults(env: dict[str, str]) -> None:

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Model, QuerySet
+from django.utils import timezone
+
+from ...checks import MIN_KEY_DAYS
+from ...conf import conf
+from ...models import PENDING, IdempotencyKey, Outcome, WebhookDelivery
+
+
+class Command(BaseCommand):
+    help = "Delete idempotency keys and logged deliveries older than their retention, in small batches."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--keys-days", type=int, help="Keep keys this many days (default: KEY_RETENTION_DAYS)."
+        )
+        parser.add_argument(
+            "--deliveries-days",
+            type=int,
+            help="Keep deliveries this many days (default: DELIVERY_RETENTION_DAYS).",
+        )
+        parser.add_argument("--batch-size", type=int, default=1000, help="Rows per DELETE (default: 1000).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        key_days = options["keys_days"] if options["keys_days"] is not None else conf.KEY_RETENTION_DAYS
+        delivery_days = (
+            options["deliveries_days"]
+            if options["deliveries_days"] is not None
+            else conf.DELIVERY_RETENTION_DAYS
+        )
+        if key_days < MIN_KEY_DAYS:
+            raise CommandError(f"Keys must be kept at least {MIN_KEY_DAYS} days, as long as Morph may retry.")
+        now = timezone.now()
+        # What is still waiting for a worker is never pruned, however old.
+        keys = IdempotencyKey.objects.filter(first_seen_at__lt=now - timedelta(days=key_days)).exclude(
+            outcome=Outcome.QUEUED
+        )
+        deliveries = WebhookDelivery.objects.filter(
+            received_at__lt=now - timedelta(days=delivery_days)
+        ).exclude(status__in=PENDING)
+        for label, queryset in (("idempotency keys", keys), ("deliveries", deliveries)):
+            if options["dry_run"]:
+                self.stdout.write(f"Would delete {queryset.count()} {label}.")
+            else:
+                self.stdout.write(f"Deleted {delete_in_batches(queryset, options['batch_size'])} {label}.")
+
+
+def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
+    """Short transactions, each over a slice of primary keys, so no lock is held for long."""
+    model: type[Model] = queryset.model
+    deleted = 0
+    while True:
+        batch = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return deleted
+        deleted += model._default_manager.filter(pk__in=batch).delete()[0]

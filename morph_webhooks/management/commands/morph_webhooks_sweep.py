@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ...tasks import sweep
+
+
+class Command(BaseCommand):
+    help = (
+        "Deferred mode: enqueue again the queued deliveries overdue by more than PENDING_TIMEOUT "
+        "(lost tasks, crashed workers). Safe to run from cron, and concurrently."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--older-than", type=float, help="Seconds overdue (default: PENDING_TIMEOUT).")
+
+    def handle(self, *args: Any, older_than: float | None, **options: Any) -> None:
+        count = sweep(older_than)
+        self.stdout.write(f"Enqueued {count} overdue deliveries again.")

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+
+from .factories import IdempotencyKeyFactory, WebhookDeliveryFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def age(model, pks, days: float, field: str) -> None:
+    model.objects.filter(pk__in=pks).update(**{field: timezone.now() - timedelta(days=days)})
+
+
+class TestReprocess:
+    def test_by_status_in_arrival_order_with_progress(self):
+        failed = [WebhookDeliveryFactory(status="failed") for _ in range(3)]
+        WebhookDeliveryFactory(status="rejected")
+
+        output = run("morph_webhooks_reprocess", "--status", "failed", "--progress-every", "2")
+
+        assert "2/3" in output and "3/3 3 processed" in output
+        assert {d.status for d in WebhookDelivery.objects.filter(pk__in=[d.pk for d in failed])} == {
+            "processed"
+        }
+        assert WebhookDelivery.objects.filter(status="rejected").count() == 1
+
+    def test_by_id_and_time_range(self):
+        # Two deliveries of one event: Morph retried it after the first failed.
+        old, recent = (
+            WebhookDeliveryFactory(status="failed", idempotency_key="same", remote_id="opp_x")
+            for _ in range(2)
+        )
+        age(WebhookDelivery, [old.pk], 2, "received_at")
+
+        run("morph_webhooks_reprocess", "--since", (timezone.now() - timedelta(days=1)).isoformat())
+
+        old.refresh_from_db(), recent.refresh_from_db()
+        assert (old.status, recent.status) == ("failed", "processed")
+        run("morph_webhooks_reprocess", str(old.pk))
+        old.refresh_from_db()
+        assert old.status == "duplicate"  # same key and event as `recent`, already applied
+
+    def test_dry_run_changes_nothing(self):
+        delivery = WebhookDeliveryFactory(status="failed")
+
+        output = run("morph_webhooks_reprocess", "--status", "failed", "--dry-run")
+
+        assert f"{delivery.pk} " in output and "Would reprocess 1 deliveries." in output
+        assert WebhookDelivery.objects.get().status == "failed"
+        assert Opportunity.objects.count() == 0
+
+    def test_needs_a_selection(self):
+        with pytest.raises(CommandError, match="Name the deliveries"):
+            run("morph_webhooks_reprocess")
+
+
+class TestPrune:
+    def test_deletes_old_rows_in_batches_and_keeps_pending_ones(self):
+        old_keys = [IdempotencyKeyFactory(key=f"old{i}") for i in range(5)]
+        queued_key = IdempotencyKeyFactory(key="queued", outcome="queued")
+        recent_key = IdempotencyKeyFactory(key="recent")
+        age(IdempotencyKey, [k.pk for k in [*old_keys, queued_key]], 40, "first_seen_at")
+        old_deliveries = [WebhookDeliveryFactory() for _ in range(3)]
+        queued_delivery = WebhookDeliveryFactory(status="queued")
+        recent_delivery = WebhookDeliveryFactory()
+        age(WebhookDelivery, [d.pk for d in [*old_deliveries, queued_delivery]], 40, "received_at")
+
+        with CaptureQueriesContext(connection) as queries:
+            output = run("morph_webhooks_prune", "--batch-size", "2")
+
+        deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+        assert len(deletes) == 3 + 2  # ceil(5 / 2) batches of keys, ceil(3 / 2) of deliveries
+        assert "Deleted 5 idempotency keys." in output and "Deleted 3 deliveries." in output
+        assert set(IdempotencyKey.objects.values_list("key", flat=True)) == {queued_key.key, recent_key.key}
+        assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {
+            queued_delivery.pk,
+            recent_delivery.pk,
+        }
+
+    def test_retention_is_configurable_and_dry_run_deletes_nothing(self, settings):
+        key = IdempotencyKeyFactory()
+        age(IdempotencyKey, [key.pk], 10, "first_seen_at")
+
+        assert "Would delete 1 idempotency keys." in run(
+            "morph_webhooks_prune", "--keys-days", "8", "--dry-run"
+        )
+        assert IdempotencyKey.objects.count() == 1
+        assert "Deleted 0 idempotency keys." in run("morph_webhooks_prune")  # default: 30 days
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "KEY_RETENTION_DAYS": 9}
+        assert "Deleted 1 idempotency keys." in run("morph_webhooks_prune")
+
+    def test_refuses_to_forget_keys_morph_may_still_retry(self):
+        with pytest.raises(CommandError, match="at least 7 days"):
+            run("morph_webhooks_prune", "--keys-days", "3")
+
+
+def test_sweep_command(settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    delivery = WebhookDeliveryFactory(status="queued", next_attempt_at=timezone.now() - timedelta(hours=1))
+
+    assert "Enqueued 1 overdue deliveries again." in run("morph_webhooks_sweep")
+    assert "Enqueued 0 overdue deliveries again." in run("morph_webhooks_sweep")
+    delivery.refresh_from_db()
+    assert delivery.next_attempt_at > timezone.now() - timedelta(minutes=1)
