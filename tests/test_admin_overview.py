@@ -1,0 +1,434 @@
+"""The admin's overview page: deliveries per hour and outcome, latest failures, open pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils.timezone import localtime
+
+from morph_webhooks.admin import OVERVIEW_FAILURES, WebhookDeliveryAdmin
+from morph_webhooks.models import Outcome, WebhookDelivery
+
+from .factories import T0, OpportunityFactory, WebhookDeliveryFactory
+
+pytestmark = pytest.mark.django_db
+
+OVERVIEW = "admin:morph_webhooks_webhookdelivery_overview"
+DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
+OUTCOMES = ["processed", "duplicate", "stale", "ignored", "rejected", "failed"]
+# Twenty past noon: the current hour (12:00) is partial, the window starts at 13:00 the day before.
+NOW = datetime(2025, 3, 6, 12, 20, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    # pytest-django's admin gets a hashed password; hashing costs more than most tests here.
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", None)
+
+
+@pytest.fixture
+def frozen() -> Iterator[None]:
+    # Fixed, so that a test running across the turn of an hour still finds its rows in place.
+    with mock.patch("django.utils.timezone.now", return_value=NOW):
+        yield
+
+
+def delivery(at: datetime, status: str = Outcome.PROCESSED, **kwargs: Any) -> WebhookDelivery:
+    obj = WebhookDeliveryFactory(status=status, **kwargs)
+    # received_at is auto_now_add: only an update can set it.
+    WebhookDelivery.objects.filter(pk=obj.pk).update(received_at=at)
+    obj.refresh_from_db()
+    return obj
+
+
+def overview(client: Client) -> Any:
+    response = client.get(reverse(OVERVIEW))
+    assert response.status_code == 200
+    return response
+
+
+def table(response: Any) -> list[tuple[str, dict[str, int], int]]:
+    """The hours, newest first: local start, the counts that are not zero, the total."""
+    return [
+        (
+            f"{localtime(hour.start):%H:%M}",
+            {outcome: count for outcome, count in hour.counts if count},
+            hour.total,
+        )
+        for hour in response.context["hours"]
+    ]
+
+
+def stages(response: Any) -> list[tuple[str, list[tuple[str, int, str]]]]:
+    return [
+        (stage.stage_id, [(t.currency, t.count, t.amount) for t in stage.currencies])
+        for stage in response.context["stages"]
+    ]
+
+
+# Deliveries per hour
+
+
+@pytest.mark.usefixtures("frozen")
+def test_renders_with_no_data(admin_client):
+    response = overview(admin_client)
+
+    content = response.content.decode()
+    assert "0 deliveries in the last 24 hours" in content
+    assert "None: every delivery was accepted." in content
+    assert "No open opportunities." in content
+    assert len(response.context["hours"]) == 24
+    assert all(hour.total == 0 for hour in response.context["hours"])
+    assert [t for t in response.templates if t.name == "admin/base_site.html"]
+
+
+@pytest.mark.usefixtures("frozen")
+def test_one_column_per_outcome_from_fine_to_trouble(admin_client):
+    columns = [outcome for outcome, _ in overview(admin_client).context["outcomes"]]
+
+    assert sorted(columns) == sorted(Outcome.values)
+    assert [c for c in columns if c in OUTCOMES] == OUTCOMES
+    assert columns.index("ignored") < columns.index("rejected")
+
+
+@pytest.mark.usefixtures("frozen")
+def test_deliveries_per_hour_by_outcome(admin_client):
+    at = datetime(2025, 3, 6, tzinfo=timezone.utc)
+    delivery(at.replace(hour=12, minute=5))
+    delivery(at.replace(hour=12, minute=19, second=59))
+    delivery(at.replace(hour=12, minute=10), Outcome.FAILED, http_status=500)
+    delivery(at.replace(hour=10, minute=59, second=59), Outcome.DUPLICATE)
+    delivery(at.replace(hour=10), Outcome.REJECTED, http_status=400)
+    delivery(at.replace(hour=3, minute=30), Outcome.IGNORED)
+    delivery(datetime(2025, 3, 5, 13, tzinfo=timezone.utc), Outcome.STALE)  # the first hour shown
+    delivery(datetime(2025, 3, 5, 12, 59, 59, tzinfo=timezone.utc))  # a day and more ago
+
+    response = overview(admin_client)
+
+    rows = table(response)
+    assert len(rows) == 24
+    assert rows[0] == ("12:00", {"processed": 2, "failed": 1}, 3)
+    assert rows[1] == ("11:00", {}, 0)
+    assert rows[2] == ("10:00", {"duplicate": 1, "rejected": 1}, 2)
+    assert rows[9] == ("03:00", {"ignored": 1}, 1)
+    assert rows[23] == ("13:00", {"stale": 1}, 1)
+    assert sum(total for *_, total in rows) == 7
+    assert {outcome: count for outcome, count in response.context["outcome_totals"] if count} == {
+        "processed": 2,
+        "duplicate": 1,
+        "stale": 1,
+        "ignored": 1,
+        "rejected": 1,
+        "failed": 1,
+    }
+
+    content = response.content.decode()
+    assert "7 deliveries in the last 24 hours" in content
+    assert '<th scope="row">2025-03-06 12:00</th>' in content
+    assert '<th scope="row">2025-03-05 13:00</th>' in content
+    assert '<td class="morph-count morph-trouble" data-outcome="failed">1</td>' in content
+    # The column headers filter the delivery list by that outcome.
+    assert f'href="{reverse(DELIVERIES)}?status=failed"' in content
+    # The busiest hour's bar is full width; another is in proportion, and no count is invisible.
+    assert '<span class="morph-processed morph-w67" title="2 processed">' in content
+    assert '<span class="morph-failed morph-w33" title="1 failed">' in content
+    assert '<span class="morph-stale morph-w33" title="1 stale">' in content
+
+
+def test_hours_start_on_the_local_hour(admin_client, settings):
+    # India is UTC+5:30: its hours start at half past the UTC hour.
+    settings.TIME_ZONE = "Asia/Kolkata"
+    with mock.patch("django.utils.timezone.now", return_value=NOW):  # 17:50 IST
+        delivery(datetime(2025, 3, 6, 11, 40, tzinfo=timezone.utc))  # 17:10 IST
+        delivery(datetime(2025, 3, 6, 11, 29, tzinfo=timezone.utc), Outcome.FAILED)  # 16:59 IST
+        delivery(datetime(2025, 3, 5, 12, 29, tzinfo=timezone.utc))  # 17:59 IST yesterday: too old
+        rows = table(overview(admin_client))
+
+    assert rows[:3] == [("17:00", {"processed": 1}, 1), ("16:00", {"failed": 1}, 1), ("15:00", {}, 0)]
+    assert rows[-1] == ("18:00", {}, 0)
+    assert sum(total for *_, total in rows) == 2
+
+
+def test_hours_across_a_daylight_saving_change(admin_client, settings):
+    # New York moved its clocks from 02:00 to 03:00 on 9 March 2025 (07:00 UTC): the row before
+    # 03:00 is 01:00, and each of the 24 rows is still one real hour.
+    settings.TIME_ZONE = "America/New_York"
+    now = datetime(2025, 3, 9, 9, 20, tzinfo=timezone.utc)  # 05:20 EDT
+    with mock.patch("django.utils.timezone.now", return_value=now):
+        delivery(datetime(2025, 3, 9, 6, 30, tzinfo=timezone.utc))  # 01:30 EST
+        delivery(datetime(2025, 3, 9, 7, 10, tzinfo=timezone.utc), Outcome.FAILED)  # 03:10 EDT
+        delivery(datetime(2025, 3, 8, 10, 10, tzinfo=timezone.utc), Outcome.STALE)  # 05:10 EST
+        rows = table(overview(admin_client))
+
+    assert rows[:4] == [
+        ("05:00", {}, 0),
+        ("04:00", {}, 0),
+        ("03:00", {"failed": 1}, 1),
+        ("01:00", {"processed": 1}, 1),
+    ]
+    assert rows[-1] == ("05:00", {"stale": 1}, 1)  # the first hour shown
+    assert sum(total for *_, total in rows) == 3
+
+
+# Latest failures
+
+
+@pytest.mark.usefixtures("frozen")
+def test_latest_failures_link_to_their_deliveries(admin_client):
+    delivery(T0, Outcome.PROCESSED, remote_id="opp_fine")
+    old = delivery(T0, Outcome.FAILED, http_status=500, remote_id="opp_old")
+    failed = delivery(
+        T0 + timedelta(hours=1),
+        Outcome.FAILED,
+        http_status=500,
+        remote_id="opp_<b>boom</b>",
+        error="Traceback (most recent call last):\n  File ...\nRuntimeError: <receiver> exploded\n\n",
+    )
+    rejected = delivery(
+        T0 + timedelta(hours=2),
+        Outcome.REJECTED,
+        http_status=400,
+        error='{"error": "invalid_event", "fields": {"data.fields.amount": ["A valid number is required."]}}',
+    )
+    delivery(T0 + timedelta(hours=3), Outcome.DUPLICATE)
+
+    response = overview(admin_client)
+
+    failures = response.context["failures"]
+    assert [f.delivery for f in failures] == [rejected, failed, old]
+    assert [f.summary for f in failures] == [
+        '{"error": "invalid_event", "fields": {"data.fields.amount": ["A valid number is required."]}}',
+        "RuntimeError: <receiver> exploded",
+        "",
+    ]
+    content = response.content.decode()
+    for obj in (rejected, failed, old):
+        url = reverse("admin:morph_webhooks_webhookdelivery_change", args=[obj.pk])
+        assert f'<a href="{url}">' in content
+    assert "Failed (500)" in content
+    assert "Rejected (400)" in content
+    # Everything the sender or a traceback wrote is escaped.
+    assert "<b>boom" not in content
+    assert escape("opp_<b>boom</b>") in content
+    assert escape("RuntimeError: <receiver> exploded") in content
+
+
+@pytest.mark.usefixtures("frozen")
+def test_latest_failures_are_limited(admin_client):
+    # Twenty rows are enough to see whether something is wrong, and keep the page small.
+    deliveries = [
+        delivery(T0 + timedelta(minutes=i), Outcome.FAILED, http_status=500, error="x" * 5000)
+        for i in range(OVERVIEW_FAILURES + 1)
+    ]
+
+    failures = overview(admin_client).context["failures"]
+
+    assert [f.delivery for f in failures] == deliveries[:0:-1]
+    # Only the end of each error is loaded, and less of it shown.
+    assert "error" in failures[0].delivery.get_deferred_fields()
+    assert len(failures[0].delivery.error_tail) == 300
+    assert failures[0].summary == "x" * 159 + "…"
+
+
+# Opportunities
+
+
+@pytest.mark.usefixtures("frozen")
+def test_opportunities_by_stage_and_currency(admin_client):
+    OpportunityFactory(stage_id="stage_a", currency="EUR", amount=Decimal("100.50"))
+    OpportunityFactory(stage_id="stage_a", currency="EUR", amount=Decimal("200"))
+    OpportunityFactory(stage_id="stage_a", currency="EUR", amount=None)  # counted, adds nothing
+    OpportunityFactory(stage_id="stage_a", currency="USD", amount=Decimal("10"))
+    OpportunityFactory(stage_id="stage_b", currency="EUR", amount=Decimal("1000.125"))
+    OpportunityFactory(stage_id="stage_b", currency="EUR", amount=Decimal("5000"), deleted_at=T0)  # gone
+    OpportunityFactory(stage_id="", currency="", amount=None)
+
+    response = overview(admin_client)
+
+    assert stages(response) == [
+        ("stage_a", [("EUR", 3, "300.50 EUR"), ("USD", 1, "10.00 USD")]),
+        ("stage_b", [("EUR", 1, "1,000.125 EUR")]),
+        ("", [("", 1, "")]),
+    ]
+    assert [(t.currency, t.count, t.amount) for t in response.context["currency_totals"]] == [
+        ("", 1, ""),
+        ("EUR", 4, "1,300.625 EUR"),
+        ("USD", 1, "10.00 USD"),
+    ]
+    content = response.content.decode()
+    assert "1,300.625 EUR" in content
+    assert "(no stage)" in content
+    # Each stage links to the opportunity list filtered to it, without deleted opportunities.
+    opportunities = reverse("admin:morph_webhooks_opportunity_changelist")
+    assert f'<a href="{opportunities}?stage_id=stage_a&amp;deleted=no">stage_a</a>' in content
+    listed = admin_client.get(f"{opportunities}?stage_id=stage_a&deleted=no")
+    assert listed.status_code == 200
+    assert len(listed.context["cl"].result_list) == 4
+
+
+@pytest.mark.usefixtures("frozen")
+def test_stage_ids_are_escaped(admin_client):
+    OpportunityFactory(stage_id="<script>alert(1)</script>&x", currency="EUR")
+
+    content = overview(admin_client).content.decode()
+
+    assert "<script>alert" not in content
+    assert ">&lt;script&gt;alert(1)&lt;/script&gt;&amp;x</a>" in content
+    assert "?stage_id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x&amp;deleted=no" in content
+
+
+# Access
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    user = django_user_model.objects.create_user("staff", password=None, is_staff=True)
+    client.force_login(user)
+    return user
+
+
+def grant(user: Any, *codenames: str) -> None:
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+
+
+@pytest.mark.usefixtures("frozen")
+def test_staff_without_view_permission_is_refused(client, staff):
+    grant(staff, "view_opportunity")
+
+    assert client.get(reverse(OVERVIEW)).status_code == 403
+
+
+@pytest.mark.usefixtures("frozen")
+def test_anonymous_and_non_staff_are_sent_to_log_in(client, django_user_model):
+    response = client.get(reverse(OVERVIEW))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+    user = django_user_model.objects.create_user("someone", password=None)
+    grant(user, "view_webhookdelivery")
+    client.force_login(user)
+    response = client.get(reverse(OVERVIEW))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+@pytest.mark.usefixtures("frozen")
+def test_opportunities_need_their_own_view_permission(client, staff):
+    OpportunityFactory(stage_id="stage_secret", amount=Decimal("999"))
+    delivery(NOW, Outcome.FAILED, http_status=500)
+    grant(staff, "view_webhookdelivery")
+
+    response = overview(client)
+    assert not response.context["show_opportunities"]
+    content = response.content.decode()
+    assert "stage_secret" not in content
+    assert "Open opportunities by stage" not in content
+    assert "1 delivery in the last 24 hours" in content
+
+    grant(staff, "view_opportunity")
+    response = overview(client)
+    assert response.context["show_opportunities"]
+    assert "999.00 EUR" in response.content.decode()
+
+
+@pytest.mark.usefixtures("frozen")
+def test_linked_from_the_delivery_list(admin_client, client, staff):
+    url = reverse(OVERVIEW)
+
+    assert f'<a href="{url}">Overview</a>' in admin_client.get(reverse(DELIVERIES)).content.decode()
+    grant(staff, "view_webhookdelivery")
+    assert f'<a href="{url}">Overview</a>' in client.get(reverse(DELIVERIES)).content.decode()
+
+
+@pytest.mark.usefixtures("frozen")
+def test_works_on_a_site_without_the_opportunity_admin(rf, admin_user):
+    site = admin.AdminSite(name="deliveries_only")
+    site.register(WebhookDelivery, WebhookDeliveryAdmin)
+    delivery(NOW, Outcome.FAILED, http_status=500)
+    request = rf.get("/")
+    request.user = admin_user
+
+    response = site.get_model_admin(WebhookDelivery).overview_view(request)
+
+    assert not response.context_data["show_opportunities"]
+    assert "1 delivery in the last 24 hours" in response.render().content.decode()
+
+
+def test_registered_before_the_change_view():
+    # "overview/" would otherwise be read as the primary key of a delivery.
+    urls = admin.site.get_model_admin(WebhookDelivery).get_urls()
+    assert isinstance(admin.site.get_model_admin(WebhookDelivery), WebhookDeliveryAdmin)
+    assert urls[0].name == "morph_webhooks_webhookdelivery_overview"
+
+
+# Cost
+
+
+def fill(hours: int, per_hour: int, opportunities: int) -> None:
+    for hour in range(hours):
+        for i in range(per_hour):
+            delivery(NOW - timedelta(hours=hour, minutes=i), OUTCOMES[i % len(OUTCOMES)], http_status=200)
+    for i in range(opportunities):
+        OpportunityFactory(stage_id=f"stage_{i % 4}", currency=["EUR", "USD", "GBP"][i % 3])
+
+
+@pytest.mark.usefixtures("frozen")
+@pytest.mark.parametrize(("hours", "per_hour", "opportunities"), [(0, 0, 0), (1, 1, 1), (24, 6, 30)])
+def test_query_count_does_not_grow_with_the_data(
+    admin_client, django_assert_num_queries, hours, per_hour, opportunities
+):
+    fill(hours, per_hour, opportunities)
+
+    # The session, the user, the hourly counts, the latest failures, the opportunities.
+    with django_assert_num_queries(5):
+        overview(admin_client)
+
+
+@pytest.mark.usefixtures("frozen")
+@pytest.mark.parametrize(("hours", "per_hour", "opportunities"), [(0, 0, 0), (24, 6, 30)])
+def test_query_count_for_staff(client, staff, django_assert_num_queries, hours, per_hour, opportunities):
+    grant(staff, "view_webhookdelivery", "view_opportunity")
+    fill(hours, per_hour, opportunities)
+
+    # As for a superuser, plus the user's and their groups' permissions, loaded once.
+    with django_assert_num_queries(7):
+        overview(client)
+
+
+@pytest.mark.usefixtures("frozen")
+def test_styles_keep_to_a_strict_content_security_policy(admin_client, settings):
+    csp = pytest.importorskip("django.utils.csp", reason="Content Security Policy support is Django 6.0+")
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csp.ContentSecurityPolicyMiddleware"]
+    settings.SECURE_CSP = {"style-src": [csp.CSP.SELF, csp.CSP.NONCE]}
+    settings.TEMPLATES = [
+        {
+            **settings.TEMPLATES[0],
+            "OPTIONS": {
+                **settings.TEMPLATES[0]["OPTIONS"],
+                "context_processors": [
+                    *settings.TEMPLATES[0]["OPTIONS"]["context_processors"],
+                    "django.template.context_processors.csp",
+                ],
+            },
+        }
+    ]
+    delivery(NOW, Outcome.FAILED, http_status=500)
+
+    response = overview(admin_client)
+
+    content = response.content.decode()
+    # No style attributes, which the policy would drop; the style element carries the nonce.
+    assert " style=" not in content
+    [nonce] = [part for part in response["Content-Security-Policy"].split() if part.startswith("'nonce-")]
+    assert f'<style nonce="{nonce[7:-1]}">' in content
+    assert '<span class="morph-failed morph-w100" title="1 failed">' in content

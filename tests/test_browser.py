@@ -1,0 +1,292 @@
+"""The admin end to end, in headless Chromium: what a person sees after Morph has called.
+
+Uses Debian's ``chromium`` and ``chromium-driver`` (``scripts/install-browser.sh``) and is skipped
+without them; nothing is ever downloaded. The browser and the webhooks only talk to the live
+server on 127.0.0.1. A screenshot of each step is saved in ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import django.contrib.admin
+import pytest
+from django.conf import settings
+from django.test.utils import override_settings
+from django.urls import reverse
+
+from morph_webhooks.models import Opportunity, WebhookDelivery
+from morph_webhooks.signals import opportunity_created
+from morph_webhooks.testing import morph_headers, opportunity_event, reference
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason=f"needs {CHROMIUM} and {CHROMEDRIVER}: run scripts/install-browser.sh",
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static"
+WIDTH, HEIGHT = 1280, 900
+WAIT = 10  # seconds; every wait ends as soon as its condition holds
+
+CHROMIUM_ARGUMENTS = [
+    "--headless=new",
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-dev-shm-usage",  # containers have a small /dev/shm
+    f"--window-size={WIDTH},{HEIGHT}",
+    # No traffic but to the live server: no background services, no proxy, and no name but
+    # 127.0.0.1 resolves.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-features=Translate,OptimizationHints,MediaRouter,PasswordLeakDetection",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-proxy-server",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--password-store=basic",
+]
+
+ACME = "Acme renewal"
+GLOBEX = "Globex expansion"
+FLAKY = "Initech pilot"
+
+
+@pytest.fixture
+def live_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """pytest-django's live server, on 127.0.0.1 and serving the admin's CSS and JavaScript.
+
+    tests.settings leave out django.contrib.staticfiles, and pytest-django's own fixture is
+    session-wide, started before any per-test setting could apply. This one serves the admin's
+    static directory for this test only, so that the screenshots show the admin as people see it.
+    """
+    from pytest_django.live_server_helper import LiveServer
+
+    static = {"STATIC_URL": "/static/", "STATIC_ROOT": str(ADMIN_STATIC)}
+    if "django.contrib.staticfiles" in settings.INSTALLED_APPS:
+        static = {"STATIC_URL": settings.STATIC_URL or "/static/"}
+    with override_settings(**static):
+        server = LiveServer("127.0.0.1")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    # The driver's path is given, so Selenium Manager is not consulted; offline in case it were.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in CHROMIUM_ARGUMENTS:
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_experimental_option(
+        "prefs", {"credentials_enable_service": False, "profile.password_manager_enabled": False}
+    )
+    service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def screenshot(browser: WebDriver) -> Any:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str) -> Path:
+        # The whole page, not just the window: grow the window to the page, then put it back.
+        # The window's size includes what is not page, hence the difference between the two.
+        height, chrome = browser.execute_script(
+            "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
+        )
+        browser.set_window_size(WIDTH, max(HEIGHT, min(int(height) + int(chrome), 5000)))
+        path = SCREENSHOTS / f"{name}.png"
+        assert browser.save_screenshot(str(path)), f"could not save {path}"
+        browser.set_window_size(WIDTH, HEIGHT)
+        return path
+
+    return save
+
+
+@pytest.fixture
+def receiver_down() -> Iterator[None]:
+    """Until the test disconnects it, a receiver fails for the Initech opportunity, as a project's
+    own code might (a bug, a database it writes to being down)."""
+
+    def receiver(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id == "opp_initech":
+            raise RuntimeError("forecast service unavailable")
+
+    opportunity_created.connect(receiver, weak=False, dispatch_uid="test-browser-flaky")
+    yield
+    opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
+
+
+def post_webhook(base_url: str, payload: Any, key: str) -> tuple[int, dict[str, Any]]:
+    """POST an event as Morph does: JSON, the secret in the URL, Morph's headers."""
+    secret = settings.MORPH_WEBHOOKS["SECRETS"][0]
+    request = urllib.request.Request(
+        f"{base_url}/webhooks/morph/?{urlencode({'token': secret})}",
+        data=json.dumps(payload).encode(),
+        headers={**morph_headers(key), "Content-Type": "application/json"},
+        method="POST",
+    )
+    # No proxy, whatever the environment says: the live server is on this machine.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=WAIT) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+def rows(browser: WebDriver) -> list[WebElement]:
+    return browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+
+
+def row_with(browser: WebDriver, text: str) -> WebElement:
+    [row] = [row for row in rows(browser) if text in row.text]
+    return row
+
+
+def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver_down):
+    wait = WebDriverWait(browser, WAIT)
+    base = live_server.url
+
+    # Log in through the form.
+    browser.get(f"{base}{reverse('admin:login')}?next={reverse('admin:index')}")
+    browser.find_element(By.ID, "id_username").send_keys(admin_user.username)
+    browser.find_element(By.ID, "id_password").send_keys("password")  # pytest-django's admin_user
+    browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
+    wait.until(EC.presence_of_element_located((By.ID, "user-tools")))
+    assert "Site administration" in browser.title
+    assert browser.find_element(By.CSS_SELECTOR, "#content-main").is_displayed()
+    screenshot("01-logged-in")
+
+    # Morph calls: two opportunities in different stages, one invalid event, and one whose
+    # receiver fails.
+    acme = opportunity_event("created", "opp_acme")
+    globex = opportunity_event(
+        "created",
+        "opp_globex",
+        fields={
+            "name": GLOBEX,
+            "amount": 48000,
+            "currency": "usd",
+            "stage": reference("crmStage", "stage_won"),
+            "pipeline": reference("crmPipeline", "pipeline_sales"),
+        },
+    )
+    invalid = opportunity_event("created", "opp_invalid", fields={"name": "Broken", "amount": "lots"})
+    flaky = opportunity_event(
+        "created",
+        "opp_initech",
+        fields={"name": FLAKY, "amount": 9900.5, "currency": "EUR", "stage": "stage_qualified"},
+    )
+    assert post_webhook(base, acme, "browser-acme") == (200, {"status": "processed"})
+    assert post_webhook(base, globex, "browser-globex") == (200, {"status": "processed"})
+    status, answer = post_webhook(base, invalid, "browser-invalid")
+    assert (status, answer["error"], list(answer["fields"])) == (400, "invalid_event", ["data.fields.amount"])
+    status, answer = post_webhook(base, flaky, "browser-initech")
+    assert (status, answer["error"]) == (500, "processing_failed")
+
+    # The opportunities arrived.
+    browser.find_element(By.LINK_TEXT, "Opportunities").click()
+    wait.until(EC.presence_of_element_located((By.LINK_TEXT, ACME)))
+    assert sorted(row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)) == [ACME, GLOBEX]
+    assert "48,000.00 USD" in row_with(browser, GLOBEX).text
+    screenshot("02-opportunities")
+
+    # Filter by stage.
+    filters = browser.find_element(By.ID, "changelist-filter")
+    filters.find_element(By.LINK_TEXT, "stage_won").click()
+    wait.until(EC.url_contains("stage_id=stage_won"))
+    wait.until(lambda driver: len(rows(driver)) == 1)
+    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [GLOBEX]
+    screenshot("03-filtered-by-stage")
+
+    # The request log: every request, with its outcome.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}")
+    wait.until(lambda driver: len(rows(driver)) == 4)
+    assert "rejected" in row_with(browser, "browser-invalid").text
+    assert "failed" in row_with(browser, "browser-initech").text
+    screenshot("04-deliveries")
+
+    # One request in full, its body pretty-printed.
+    row_with(browser, "browser-globex").find_element(By.CSS_SELECTOR, "th a").click()
+    body = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-body_json pre")))
+    assert f'"name": "{GLOBEX}"' in body.text
+    assert '\n  "event": "crmOpportunity::created"' in body.text
+    screenshot("05-delivery-body")
+
+    # The failing receiver is fixed; reprocess the failed delivery from the list.
+    opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
+    browser.back()
+    wait.until(lambda driver: len(rows(driver)) == 4)
+    row_with(browser, "browser-initech").find_element(By.NAME, "_selected_action").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_visible_text("Reprocess selected deliveries")
+    browser.find_element(By.CSS_SELECTOR, "#changelist-form button[name=index]").click()
+    message = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    assert message.text == "Reprocessed 1 delivery: 1 processed."
+    assert "processed" in row_with(browser, "browser-initech").text
+    assert Opportunity.objects.filter(name=FLAKY).exists()
+    assert WebhookDelivery.objects.get(idempotency_key="browser-initech").attempts == 2
+    screenshot("06-reprocessed")
+
+    # The overview, linked from the request log.
+    # By its address: the admin's CSS writes the object tools' labels in capitals.
+    overview = reverse("admin:morph_webhooks_webhookdelivery_overview")
+    browser.find_element(By.CSS_SELECTOR, f'.object-tools a[href="{overview}"]').click()
+    caption = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#deliveries-per-hour caption")))
+    assert caption.get_attribute("textContent") == "4 deliveries in the last 24 hours"  # shown in capitals
+    totals = {
+        cell.get_attribute("data-outcome"): int(cell.text)
+        for cell in browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tfoot td[data-outcome]")
+    }
+    assert {outcome: count for outcome, count in totals.items() if count} == {
+        "processed": 3,
+        "rejected": 1,
+        "total": 4,
+    }
+    failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
+    assert "Rejected (400)" in failures
+    assert "browser-invalid" in failures
+    pipeline = browser.find_element(By.CSS_SELECTOR, "#opportunities-by-stage").text
+    assert "stage_qualified EUR 2 22,400.50 EUR" in pipeline
+    assert "stage_won USD 1 48,000.00 USD" in pipeline
+    screenshot("07-overview")
