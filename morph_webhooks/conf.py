@@ -76,7 +76,6 @@ class Settings:
     def MAX_BODY_SIZE(self) -> int:
         return int(self._get("MAX_BODY_SIZE"))
 
-
     @property
     def PROCESSING(self) -> str:
         return str(self._get("PROCESSING"))

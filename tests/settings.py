@@ -65,6 +65,10 @@ MORPH_WEBHOOKS = {
 }
 
 # Deferred-mode tests pick a backend; workers started by the tests read it from the environment.
-IMMEDIATE = "django.tasks.backends.immediate.ImmediateBackend" if django.VERSION >= (6,) else "django_tasks.backends.immediate.ImmediateBackend"
+IMMEDIATE = (
+    "django.tasks.backends.immediate.ImmediateBackend"
+    if django.VERSION >= (6,)
+    else "django_tasks.backends.immediate.ImmediateBackend"
+)
 TASKS = {"default": {"BACKEND": os.environ.get("MORPH_WEBHOOKS_TASK_BACKEND", IMMEDIATE)}}
 RQ_QUEUES = {"default": {"URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")}}
