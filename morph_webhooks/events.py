@@ -147,8 +147,13 @@ def _stored_value(name: str, value: Any) -> Any:
     return model_field.get_default() if value is None and not model_field.null else value
 
 
+def connector_header(headers: Mapping[str, str]) -> str | None:
+    """The connector id from Morph's misspelled header or the correctly spelled one."""
+    return next((headers[name] for name in CONNECTOR_HEADERS if name in headers), None)
+
+
 def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> Headers:
-    connector = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), None)
+    connector = connector_header(headers)
     data = {
         "connector_id": connector,
         "owner_id": headers.get("x-owner-id"),

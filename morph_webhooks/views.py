@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
 from .body import read_body
 from .conf import conf
-from .events import CONNECTOR_HEADERS, InvalidEvent, parse_event
+from .events import InvalidEvent, connector_header, parse_event
 from .models import ID_LENGTH, WebhookDelivery
 from .processing import http_status_for, process_event, queue_event
 
@@ -98,7 +98,7 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
     query = QueryDict(mutable=True)
     query.update(request.GET)
     query.pop(TOKEN_PARAMETER, None)
-    connector_id = next((headers[name] for name in CONNECTOR_HEADERS if name in headers), "")
+    connector_id = connector_header(headers) or ""
     return WebhookDelivery(
         remote_addr=client_address(request),
         path=request.path + (f"?{query.urlencode()}" if query else ""),
@@ -155,7 +155,7 @@ def log_request(request: HttpRequest, response: Response, seconds: float) -> Non
         response.status_code,
         data.get("status") or data.get("error", ""),
         headers.get("x-idempotency-key", "")[:ID_LENGTH],
-        next((headers[name] for name in CONNECTOR_HEADERS if name in headers), "")[:ID_LENGTH],
+        (connector_header(headers) or "")[:ID_LENGTH],
         headers.get("x-owner-id", "")[:ID_LENGTH],
         seconds * 1000,
     )
