@@ -1,0 +1,1 @@
+"""Throughput, latency, flat-cost, admin and memory benchmarks of morph_webhooks (see run.py)."""
