@@ -58,7 +58,7 @@ class Opportunity(models.Model):
         verbose_name = _("opportunity")
         verbose_name_plural = _("opportunities")
         constraints = [
-            # remote_id first: the same index then serves the admin's search by Morph id.
+            # All three columns are given in every lookup; their order does not matter for uniqueness.
             models.UniqueConstraint(
                 fields=["remote_id", "connector_id", "owner_id"],
                 name="morph_webhooks_opportunity_unique_remote",
@@ -125,7 +125,7 @@ class IdempotencyKey(models.Model):
         verbose_name = _("idempotency key")
         verbose_name_plural = _("idempotency keys")
         constraints = [
-            # key first: the same index then serves the admin's search by key.
+            # Keys are only unique per connector and owner.
             models.UniqueConstraint(
                 fields=["key", "connector_id", "owner_id"], name="morph_webhooks_idempotencykey_unique"
             ),
