@@ -55,6 +55,12 @@ def signing_key(secret: str) -> bytes:
     return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
 
 
+def signature(secret: str, message_id: str, timestamp: str, body: bytes) -> bytes:
+    """The Standard Webhooks v1 signature of a request (before base64)."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+
+
 def verify_signature(headers: Any, body: bytes, now: float | None = None) -> None:
     """Check Standard Webhooks headers against the raw body; raise AuthenticationFailed if wrong."""
     message_id = headers.get("webhook-id", "")
@@ -68,21 +74,16 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
     # The window limits how long a captured request can be replayed.
     if abs(now - int(timestamp)) > conf.SIGNATURE_TOLERANCE:
         raise exceptions.AuthenticationFailed("webhook-timestamp is outside the tolerance window.")
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    expected = [
-        hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
-        for secret in conf.SIGNING_SECRETS
-        if secret
-    ]
+    expected = [signature(secret, message_id, timestamp, body) for secret in conf.SIGNING_SECRETS if secret]
     for candidate in signatures.split():
         version, _, encoded = candidate.partition(",")
         if version != "v1":
             continue
         try:
-            signature = base64.b64decode(encoded, validate=True)
+            presented = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             continue
-        if matches_any(signature, expected):
+        if matches_any(presented, expected):
             return
     raise exceptions.AuthenticationFailed("No valid signature.")
 

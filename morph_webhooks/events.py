@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from django.db import models
@@ -145,6 +145,11 @@ def _stored_value(name: str, value: Any) -> Any:
     model_field = Opportunity._meta.get_field(name)
     assert isinstance(model_field, models.Field)
     return model_field.get_default() if value is None and not model_field.null else value
+
+
+def format_timestamp(value: datetime) -> str:
+    """Morph's format: UTC with milliseconds and a Z, as JavaScript's toISOString() writes it."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def connector_header(headers: Mapping[str, str]) -> str | None:

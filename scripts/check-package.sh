@@ -13,12 +13,18 @@ rm -rf dist
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet dist/*.whl
+wheel=$(ls dist/*.whl)
+"$work/venv/bin/pip" install --quiet "$wheel[testing]"
 "$work/venv/bin/python" - <<'PY'
 import importlib.resources as resources
 
 package = resources.files("morph_webhooks")
-for name in ("py.typed", "migrations/0001_initial.py", "templates/morph_webhooks/admin/overview.html"):
+for name in (
+    "py.typed",
+    "migrations/0001_initial.py",
+    "templates/morph_webhooks/admin/overview.html",
+    "testing/factories.py",
+):
     assert package.joinpath(name).is_file(), f"{name} is missing from the wheel"
 PY
 
@@ -60,9 +66,14 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 
 from morph_webhooks.testing import opportunity_event, post_event
+from morph_webhooks.testing.factories import OpportunityFactory
 
 setup_test_environment()
 response = post_event(Client(), opportunity_event())
 assert response.json() == {"status": "processed"}, response.content
 print("The installed wheel received an event:", response.json())
+print("and its factories made:", OpportunityFactory())
 PY
+url=$("$work/venv/bin/python" -m django morph_webhooks_url https://example.com)
+test "$url" = "https://example.com/webhooks/morph/?token=package-check-secret-0123456789"
+echo "and printed Morph's URL: $url"

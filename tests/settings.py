@@ -72,3 +72,7 @@ IMMEDIATE = (
 )
 TASKS = {"default": {"BACKEND": os.environ.get("MORPH_WEBHOOKS_TASK_BACKEND", IMMEDIATE)}}
 RQ_QUEUES = {"default": {"URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")}}
+
+# Django 6.1 deprecates sending mail without MAILERS; the test environment swaps the backend for
+# an in-memory one whatever it is. Earlier versions ignore the setting.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}

@@ -17,8 +17,8 @@ from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookD
 from morph_webhooks.processing import reprocess_delivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import opportunity_event
-
-from .factories import T0, IdempotencyKeyFactory, OpportunityFactory, WebhookDeliveryFactory
+from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
+from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory, WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
 

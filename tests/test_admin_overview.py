@@ -18,8 +18,8 @@ from django.utils.timezone import localtime
 
 from morph_webhooks.admin import OVERVIEW_FAILURES, WebhookDeliveryAdmin
 from morph_webhooks.models import Outcome, WebhookDelivery
-
-from .factories import T0, OpportunityFactory, WebhookDeliveryFactory
+from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
+from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
 

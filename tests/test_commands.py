@@ -10,8 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-
-from .factories import IdempotencyKeyFactory, WebhookDeliveryFactory
+from morph_webhooks.testing.factories import IdempotencyKeyFactory, WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the example reads; the developer's own values must not change what is tested.
@@ -66,6 +71,13 @@ def free_port() -> int:
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A migrated example project served by runserver; yields its endpoint URL and its log file."""
+    with serve(env, tmp_path) as (site, log_path):
+        yield f"{site}/webhooks/morph/", log_path
+
+
+@contextmanager
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Migrate and run the example project; yields its site URL and its log file."""
     migrate = manage(env, "migrate", "--no-input")
     assert migrate.returncode == 0, migrate.stderr
     port = free_port()
@@ -80,14 +92,18 @@ def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
         )
         try:
             wait_until_listening(port, process, log_path)
-            yield f"http://127.0.0.1:{port}/webhooks/morph/", log_path
+            yield f"http://127.0.0.1:{port}", log_path
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until_listening(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -195,3 +211,62 @@ def test_debug_off_refuses_the_development_defaults(env: dict[str, str]) -> None
 
     assert refused.returncode != 0
     assert "DEBUG is off but a public development default is in use" in refused.stderr
+
+
+def test_webhook_url_and_check_against_the_running_example(
+    env: dict[str, str], tmp_path: Path, db_path: Path
+) -> None:
+    with serve(env, tmp_path) as (site, _):
+        url = manage(env, "morph_webhooks_url", site)
+        check = manage(env, "morph_webhooks_check", site)
+
+    assert url.returncode == 0 and url.stdout == f"{site}/webhooks/morph/?token={DEV_SECRET}\n", url.stderr
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "OK: delivery 1 was authenticated, validated and processed (ignored)." in check.stdout
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT event, status FROM morph_webhooks_webhookdelivery").fetchall() == [
+            ("genericContact::created", "ignored")
+        ]
+        assert db.execute("SELECT COUNT(*) FROM morph_webhooks_opportunity").fetchone() == (0,)
+
+
+def test_check_in_deferred_mode_needs_a_worker(env: dict[str, str], tmp_path: Path) -> None:
+    env["MORPH_WEBHOOKS_PROCESSING"] = "deferred"
+    with serve(env, tmp_path) as (site, _):
+        alone = manage(env, "morph_webhooks_check", site, "--wait", "1")
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-startup-delay"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with_worker = manage(env, "morph_webhooks_check", site)
+        finally:
+            stop(worker)
+
+    assert alone.returncode == 1
+    assert "Still queued after 1 s: no worker is processing queue 'default'" in alone.stderr
+    assert with_worker.returncode == 0, with_worker.stdout + with_worker.stderr
+    assert "Queued; waiting up to 30 s for a worker..." in with_worker.stdout
+    assert "processed (ignored)." in with_worker.stdout
+
+
+@pytest.mark.django_db
+def test_check_run_with_settings_other_than_the_servers(env: dict[str, str], tmp_path: Path) -> None:
+    # The command runs here, with the suite's settings; the server is the example project.
+    with serve(env, tmp_path) as (site, _):
+        with override_settings(MORPH_WEBHOOKS={"SECRETS": ["another-secret-0123456789abcdef"]}):
+            wrong_secret = check_error(site)
+        with override_settings(MORPH_WEBHOOKS={"SECRETS": [DEV_SECRET]}):
+            other_database = check_error(site)
+
+    assert "The running server does not accept this project's secret" in wrong_secret
+    assert "this database has no record of the request" in other_database
+
+
+def check_error(site: str) -> str:
+    with pytest.raises(CommandError) as error:
+        call_command("morph_webhooks_check", site, stdout=StringIO())
+    return str(error.value)

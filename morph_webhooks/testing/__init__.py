@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from django.test import Client
 from django.urls import reverse
 
-from .conf import conf
+from ..conf import conf
+from ..events import format_timestamp as timestamp
 
 
 def reference(model: str, remote_id: str) -> dict[str, str]:
     return {"object": "resourceRef", "model": model, "id": remote_id}
-
-
-def timestamp(value: datetime) -> str:
-    """Morph's format: UTC with milliseconds and a Z, as JavaScript's toISOString() writes it."""
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def opportunity_event(

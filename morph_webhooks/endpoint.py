@@ -1,0 +1,58 @@
+"""The endpoint's address as Morph must be given it: the site's URL, the path where the project
+includes ``morph_webhooks.urls``, and the secret as ``?token=`` (Morph only lets users set a URL).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit
+
+from django.urls import NoReverseMatch, reverse
+
+from .auth import TOKEN_PARAMETER
+from .conf import conf
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class EndpointError(ValueError):
+    """The endpoint's URL cannot be made from this site URL or these settings."""
+
+
+def endpoint_url(site_url: str) -> str:
+    """``site_url`` (scheme, host and any prefix the project is served under) plus the path of
+    the receiving view."""
+    parts = urlsplit(site_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError(f"{site_url!r} is not a site URL: give one such as https://crm.example.com.")
+    if parts.query or parts.fragment:
+        raise EndpointError(f"{site_url!r} has a query or fragment: give the site's URL only.")
+    try:
+        path = reverse("morph_webhooks:receive")
+    except NoReverseMatch:
+        raise EndpointError(
+            'The project\'s URLconf does not include morph_webhooks.urls: add path("webhooks/morph/", '
+            'include("morph_webhooks.urls")) to it.'
+        ) from None
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+
+
+def webhook_url(site_url: str) -> str:
+    """The URL to paste in Morph: the endpoint with the first of ``SECRETS`` as its token (the
+    first is the current one while secrets rotate). Without secrets it only works when the
+    endpoint accepts unauthenticated requests."""
+    url = endpoint_url(site_url)
+    secret = next((secret for secret in conf.SECRETS if secret), None)
+    if secret is not None:
+        return f"{url}?{urlencode({TOKEN_PARAMETER: secret})}"
+    if conf.SIGNING_SECRETS:
+        raise EndpointError(
+            "MORPH_WEBHOOKS['SECRETS'] is empty. Morph cannot sign requests (SIGNING_SECRETS are for a "
+            "gateway in front of it): add a secret to SECRETS for Morph's URL."
+        )
+    if conf.ALLOW_UNAUTHENTICATED:
+        return url
+    raise EndpointError("MORPH_WEBHOOKS['SECRETS'] is empty: add a secret, the URL's token.")
+
+
+def is_local(url: str) -> bool:
+    return urlsplit(url).hostname in LOCAL_HOSTS

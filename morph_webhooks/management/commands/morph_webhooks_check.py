@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from ...auth import signature
+from ...conf import conf
+from ...endpoint import EndpointError, endpoint_url, webhook_url
+from ...events import format_timestamp
+from ...models import Outcome, WebhookDelivery
+
+# A well-formed event for a model the app does not store: it goes through authentication,
+# validation, the idempotency key and processing (or a worker), yet changes no opportunity and
+# sends no signal that a project's receivers would act on.
+CHECK_EVENT = "genericContact::created"
+CHECK_ID = "morph-webhooks-check"
+
+# What an answer from the app itself means, by its "error" code.
+APP_PROBLEMS = {
+    "not_authenticated": (
+        "The request reached the app without its token: something in front of Django (a proxy, a "
+        "rewrite rule) drops the query string or the Authorization header."
+    ),
+    "authentication_failed": (
+        "The running server does not accept this project's secret: its MORPH_WEBHOOKS['SECRETS'] (or "
+        "SIGNING_SECRETS) differ from those of the settings this command runs with."
+    ),
+    "unavailable": (
+        "The app could not use its database (down, or a lock held too long). The server's log says which."
+    ),
+    "processing_failed": (
+        "Processing raised an exception, often in a signal receiver: the delivery's error in the "
+        "admin has the traceback."
+    ),
+}
+
+# What an answer that did not come from the app means, by HTTP status.
+SERVER_PROBLEMS = {
+    400: "The server refused the request before the app saw it; most often its ALLOWED_HOSTS lacks this host.",
+    403: "Something in front of the app refused the request (a proxy, firewall or middleware rule).",
+    404: (
+        "Nothing is routed at this path: include morph_webhooks.urls in the server's URLconf, and give "
+        "the URL the project is served at, with any prefix."
+    ),
+    405: "Another view answers at this path and does not accept POST.",
+    413: "A proxy in front of Django limits the body size below what Morph sends.",
+    500: "The server failed before the app could answer: see the server's log.",
+    502: "A proxy could not reach the Django server behind it.",
+    504: "A proxy could not reach the Django server behind it.",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the configuration end to end: post a test event to the running endpoint on SITE_URL "
+        f"the way Morph does, and report what happened. The event ({CHECK_EVENT}) is recorded in "
+        "the request log but changes no opportunity. Exits with status 1 when something is wrong."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "site_url", help="Where the running project is served, e.g. https://crm.example.com"
+        )
+        parser.add_argument(
+            "--connector", help="x-conector-id to send (default: the first ALLOWED_CONNECTORS, if any)."
+        )
+        parser.add_argument("--owner", help="x-owner-id to send (default: the first ALLOWED_OWNERS, if any).")
+        parser.add_argument("--timeout", type=float, default=10, help="Seconds to wait for an answer.")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=30,
+            help="Deferred mode: seconds to wait for a worker to process it.",
+        )
+
+    def handle(self, *args: Any, site_url: str, **options: Any) -> None:
+        key = f"{CHECK_ID}-{uuid.uuid4().hex}"
+        connector = options["connector"] or next(iter(conf.ALLOWED_CONNECTORS), CHECK_ID)
+        owner = options["owner"] or next(iter(conf.ALLOWED_OWNERS), CHECK_ID)
+        body = json.dumps(check_event(key)).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "x-conector-id": connector,
+            "x-owner-id": owner,
+            "x-idempotency-key": key,
+        }
+        try:
+            if any(conf.SECRETS) or not conf.SIGNING_SECRETS:
+                url = webhook_url(site_url)  # the secret in the URL, exactly as Morph sends it
+            else:
+                url = endpoint_url(site_url)  # a signing gateway: sign as it would
+                headers |= signed_headers(key, body)
+        except EndpointError as exc:
+            raise CommandError(str(exc)) from exc
+
+        def masked(text: str) -> str:
+            # Neither the URL's token nor a redirect's copy of it is shown.
+            query = urlsplit(url).query
+            return text.replace(query, "token=<secret>") if query else text
+
+        self.stdout.write(f"POST {masked(url)}\n  {CHECK_EVENT}, x-idempotency-key {key}")
+        status, answer, seconds = post(url, body, headers, options["timeout"])
+        answer = masked(answer)
+        self.stdout.write(f"Answer: {status} {shorten(answer)} ({seconds * 1000:.0f} ms)")
+        data = json_object(answer)
+        if status != 200:
+            raise CommandError(diagnose(status, data, answer))
+        if data is None or data.get("status") not in (Outcome.IGNORED, Outcome.QUEUED):
+            raise CommandError("The answer is not the app's: is another application served at this URL?")
+
+        delivery = WebhookDelivery.objects.filter(
+            idempotency_key=key, connector_id=connector, owner_id=owner
+        ).first()
+        if delivery is None:
+            raise CommandError(
+                "The endpoint answered, but this database has no record of the request: the running "
+                "server uses another database than the settings this command runs with."
+            )
+        if delivery.status == Outcome.QUEUED:
+            self.stdout.write(f"Queued; waiting up to {options['wait']:g} s for a worker...")
+            delivery = wait_for_worker(delivery, options["wait"])
+        if delivery.status == Outcome.QUEUED and delivery.error:
+            raise CommandError(
+                f"A worker ran delivery {delivery.pk} and failed; it retries at {delivery.next_attempt_at}: "
+                f"{last_line(delivery.error)}"
+            )
+        if delivery.status == Outcome.QUEUED:
+            raise CommandError(
+                f"Still queued after {options['wait']:g} s: no worker is processing queue "
+                f"{conf.TASK_QUEUE!r} of task backend {conf.TASK_BACKEND!r}. Start one (with the "
+                "database backend: manage.py db_worker) and check its log."
+            )
+        if delivery.status != Outcome.IGNORED:
+            raise CommandError(f"Delivery {delivery.pk} ended {delivery.status}: {last_line(delivery.error)}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"OK: delivery {delivery.pk} was authenticated, validated and processed ({delivery.status})."
+            )
+        )
+
+
+def check_event(key: str) -> dict[str, Any]:
+    now = format_timestamp(timezone.now())
+    return {
+        "event": CHECK_EVENT,
+        "data": {
+            "object": "resource",
+            "model": CHECK_EVENT.partition("::")[0],
+            "id": key,
+            "fields": {},
+            "createdAt": now,
+            "updatedAt": now,
+        },
+    }
+
+
+def signed_headers(message_id: str, body: bytes) -> dict[str, str]:
+    sent_at = str(int(time.time()))
+    signed = base64.b64encode(signature(conf.SIGNING_SECRETS[0], message_id, sent_at, body)).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": sent_at, "webhook-signature": f"v1,{signed}"}
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    # Morph posts to the URL it is given; a redirect is an answer to report, not to follow.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str, float]:
+    """POST and return the status, the answer's text and the time taken."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    opener = urllib.request.build_opener(_KeepRedirects())
+    started = time.monotonic()
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status, text = response.status, response.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        location = exc.headers.get("Location")
+        status, text = exc.code, (f"-> {location}" if location else exc.read(2000).decode(errors="replace"))
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandError(unreachable(url, getattr(exc, "reason", exc), timeout)) from exc
+    return status, text, time.monotonic() - started
+
+
+def shorten(answer: str) -> str:
+    # Error pages are long HTML documents: their title says enough.
+    title = re.search(r"<title>(.*?)</title>", answer, re.IGNORECASE | re.DOTALL)
+    text = f"(HTML) {title.group(1)}" if title else answer
+    return " ".join(text.split())[:300]
+
+
+def unreachable(url: str, reason: Any, timeout: float) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return f"Nothing listens at {url.partition('?')[0]}: is the server running, at this address?"
+    if isinstance(reason, socket.gaierror):
+        return f"The host of {url.partition('?')[0]} does not resolve: {reason}."
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"No answer within {timeout:g} s."
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed: {reason}."
+    return f"Could not post: {reason}."
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def diagnose(status: int, data: dict[str, Any] | None, answer: str) -> str:
+    if 300 <= status < 400:
+        return (
+            f"The server redirects ({answer}): give Morph the URL it redirects to (https? a trailing slash?)."
+        )
+    if data is None or "error" not in data:
+        return SERVER_PROBLEMS.get(status, f"Unexpected answer {status}.")
+    if data["error"] == "permission_denied":
+        return (
+            f"The app refused this sender: {data.get('detail')} (ALLOWED_NETWORKS / FORWARDED_PROXIES, "
+            "or ALLOWED_CONNECTORS / ALLOWED_OWNERS: pass --connector / --owner). Morph's requests "
+            "come from Morph's addresses, not this machine's."
+        )
+    return APP_PROBLEMS.get(str(data["error"]), f"The app refused the test event: {shorten(answer)}")
+
+
+def wait_for_worker(delivery: WebhookDelivery, seconds: float) -> WebhookDelivery:
+    deadline = time.monotonic() + seconds
+    while delivery.status == Outcome.QUEUED and not delivery.error and time.monotonic() < deadline:
+        time.sleep(0.2)
+        delivery.refresh_from_db()
+    return delivery
+
+
+def last_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1]

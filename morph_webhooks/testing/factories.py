@@ -1,0 +1,97 @@
+"""factory-boy factories for the app's models (``pip install 'morph-webhooks[testing]'``).
+
+They write rows directly, as fixtures for code that reads them; to test what happens when Morph
+sends an event, post one with :func:`morph_webhooks.testing.post_event` instead. The defaults
+match :mod:`morph_webhooks.testing`'s: connector ``hubspot``, owner ``tenant_1``, and a
+``remote_updated_at`` older than :func:`~morph_webhooks.testing.opportunity_event`'s default
+``updatedAt``, so that a default event posted for a factory-made opportunity applies.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+try:
+    from factory.declarations import LazyAttribute, LazyFunction, Sequence, Trait
+    from factory.django import DjangoModelFactory
+except ImportError as exc:
+    raise ImportError(
+        "morph_webhooks.testing.factories needs factory-boy: pip install 'morph-webhooks[testing]'"
+    ) from exc
+
+from django.utils import timezone as django_timezone
+
+from ..models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
+from . import morph_headers, opportunity_event
+
+# Before opportunity_event()'s default updatedAt (2025-03-06T09:15:04.596Z).
+REMOTE_TIMESTAMP = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
+SETTLED = (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED, Outcome.DUPLICATE)
+
+
+class OpportunityFactory(DjangoModelFactory[Opportunity]):
+    """An opportunity as a processed ``crmOpportunity::created`` leaves it.
+    ``OpportunityFactory(deleted=True)`` makes one that Morph reported deleted."""
+
+    class Meta:
+        model = Opportunity
+
+    class Params:
+        deleted = Trait(deleted_at=LazyFunction(django_timezone.now))
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    remote_id = Sequence(lambda n: f"opp_{n}")
+    name = Sequence(lambda n: f"Opportunity {n}")
+    amount = Decimal("12500")
+    currency = "EUR"
+    stage_id = "stage_qualified"
+    pipeline_id = "pipeline_sales"
+    crm_owner_id = "user_42"
+    remote_created_at = REMOTE_TIMESTAMP
+    remote_updated_at = REMOTE_TIMESTAMP
+
+
+class IdempotencyKeyFactory(DjangoModelFactory[IdempotencyKey]):
+    """A handled ``x-idempotency-key``: a delivery carrying it is answered ``duplicate``."""
+
+    class Meta:
+        model = IdempotencyKey
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    key = Sequence(lambda n: f"key_{n}")
+    event = "crmOpportunity::created"
+    remote_id = Sequence(lambda n: f"opp_{n}")
+    outcome = Outcome.PROCESSED
+
+
+class WebhookDeliveryFactory(DjangoModelFactory[WebhookDelivery]):
+    """A logged request carrying a valid ``crmOpportunity::<action>`` event for ``remote_id``,
+    as the endpoint records it: reprocessing it from the admin applies the event."""
+
+    class Meta:
+        model = WebhookDelivery
+
+    class Params:
+        action = "created"
+        payload = LazyAttribute(lambda o: opportunity_event(o.action, o.remote_id))
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    idempotency_key = Sequence(lambda n: f"delivery_key_{n}")
+    remote_id = Sequence(lambda n: f"opp_{n}")
+    event = LazyAttribute(lambda o: o.payload["event"])
+    path = "/webhooks/morph/"
+    headers = LazyAttribute(
+        lambda o: {
+            **morph_headers(o.idempotency_key, o.connector_id, o.owner_id),
+            "content-type": "application/json",
+        }
+    )
+    body = LazyAttribute(lambda o: json.dumps(o.payload))
+    status = Outcome.PROCESSED
+    http_status = 200
+    processed_at = LazyAttribute(lambda o: django_timezone.now() if o.status in SETTLED else None)

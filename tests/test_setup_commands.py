@@ -1,0 +1,215 @@
+"""morph_webhooks_url and morph_webhooks_check, against live servers on 127.0.0.1.
+
+Each check test starts its own server inside its settings, as some of them (SECURE_SSL_REDIRECT)
+are read once when the server's middleware is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import StringIO
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client, override_settings
+from pytest_django.live_server_helper import LiveServer
+
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.testing import opportunity_event
+
+SECRET = "test-secret-0123456789abcdef"
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def run(command: str, *args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(command, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def fails(command: str, *args: str) -> str:
+    with pytest.raises(CommandError) as error:
+        run(command, *args)
+    return str(error.value)
+
+
+def webhooks(**changes: Any) -> Any:
+    return override_settings(MORPH_WEBHOOKS={"SECRETS": [SECRET], **changes})
+
+
+@contextmanager
+def serving(**settings: Any) -> Iterator[str]:
+    """A live server of the test project, started with ``settings``; yields its site URL."""
+    # The live server serves static files and needs to know where (tests.settings has no STATIC_URL).
+    with override_settings(STATIC_URL="/static/", **settings):
+        server = LiveServer("127.0.0.1")
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestWebhookURL:
+    def test_prints_the_endpoint_with_the_token_and_nothing_else(self):
+        out, err = run("morph_webhooks_url", "https://crm.example.com")
+
+        assert out == f"https://crm.example.com/webhooks/morph/?token={SECRET}\n"
+        assert err == ""
+
+    @pytest.mark.django_db
+    def test_the_printed_url_authenticates_a_request_by_itself(self):
+        secret = "a b&c=d/+0123456789abcdefghij"  # survives the query string only if encoded
+        with webhooks(SECRETS=[secret]):
+            out, _ = run("morph_webhooks_url", "https://crm.example.com/")
+        url = urlsplit(out.strip())
+        assert url.path == "/webhooks/morph/" and secret not in url.query
+
+        with webhooks(SECRETS=[secret]):
+            response = Client().post(
+                f"{url.path}?{url.query}",
+                data=opportunity_event(),
+                content_type="application/json",
+                headers={"x-conector-id": "hubspot", "x-owner-id": "t", "x-idempotency-key": "k"},
+            )
+        assert response.json() == {"status": "processed"}
+
+    def test_keeps_the_site_prefix_and_hands_out_the_newest_secret(self):
+        with webhooks(SECRETS=["new-secret-0123456789abcdef", "old-secret-0123456789abcdef"]):
+            out, _ = run("morph_webhooks_url", "https://example.com/crm/")
+
+        assert out.strip() == "https://example.com/crm/webhooks/morph/?token=new-secret-0123456789abcdef"
+
+    def test_warns_when_the_token_would_cross_the_network_in_clear(self):
+        _, err = run("morph_webhooks_url", "http://crm.example.com")
+        assert "http" in err and "Use https" in err
+
+        _, err = run("morph_webhooks_url", "http://127.0.0.1:8000")
+        assert err == ""
+
+    def test_without_secrets(self):
+        with webhooks(SECRETS=[], ALLOW_UNAUTHENTICATED=True):
+            out, err = run("morph_webhooks_url", "https://crm.example.com")
+        assert out.strip() == "https://crm.example.com/webhooks/morph/"
+        assert "No token" in err
+
+        with webhooks(SECRETS=[]):
+            assert "['SECRETS'] is empty" in fails("morph_webhooks_url", "https://crm.example.com")
+        with webhooks(SECRETS=[], SIGNING_SECRETS=[SIGNING_SECRET]):
+            assert "Morph cannot sign requests" in fails("morph_webhooks_url", "https://crm.example.com")
+
+    @pytest.mark.parametrize(
+        ("site_url", "error"),
+        [
+            ("crm.example.com", "is not a site URL"),
+            ("ftp://crm.example.com", "is not a site URL"),
+            ("https://crm.example.com/?a=1", "has a query or fragment"),
+        ],
+    )
+    def test_refuses_what_is_not_a_site_url(self, site_url, error):
+        assert error in fails("morph_webhooks_url", site_url)
+
+    @override_settings(ROOT_URLCONF="tests.urls_without_app")
+    def test_says_when_the_app_is_not_routed(self):
+        assert 'include("morph_webhooks.urls")' in fails("morph_webhooks_url", "https://crm.example.com")
+
+
+@pytest.mark.django_db(transaction=True)
+class TestCheck:
+    def test_a_working_configuration(self, sent_signals):
+        with serving() as site:
+            out, _ = run("morph_webhooks_check", site)
+
+        delivery = WebhookDelivery.objects.get()
+        assert f"OK: delivery {delivery.pk} was authenticated, validated and processed (ignored)." in out
+        assert "Answer: 200" in out and SECRET not in out
+        assert (delivery.event, delivery.status, delivery.http_status) == (
+            "genericContact::created",
+            "ignored",
+            200,
+        )
+        assert IdempotencyKey.objects.get().outcome == "ignored"
+        # The check leaves the project's data and receivers alone.
+        assert not Opportunity.objects.exists()
+        assert sent_signals.calls == []
+
+    def test_a_signing_gateway(self):
+        with webhooks(SECRETS=[], SIGNING_SECRETS=[SIGNING_SECRET]), serving() as site:
+            out, _ = run("morph_webhooks_check", site)
+
+        assert "OK: delivery" in out
+        assert "webhook-signature" in WebhookDelivery.objects.get().headers
+
+    def test_connector_and_owner_allowlists(self):
+        with webhooks(ALLOWED_CONNECTORS=["hubspot"], ALLOWED_OWNERS=["acme"]), serving() as site:
+            assert "OK: delivery" in run("morph_webhooks_check", site)[0]
+            error = fails("morph_webhooks_check", site, "--connector", "pipedrive")
+
+        assert "Connector 'pipedrive' is not accepted here." in error and "--connector" in error
+        assert list(WebhookDelivery.objects.values_list("connector_id", "owner_id", "status")) == [
+            ("hubspot", "acme", "ignored"),
+            ("pipedrive", "acme", "rejected"),
+        ]
+
+    def test_a_refused_network(self):
+        with webhooks(ALLOWED_NETWORKS=["10.0.0.0/8"]), serving() as site:
+            error = fails("morph_webhooks_check", site)
+
+        assert "Requests from this address are not accepted." in error and "ALLOWED_NETWORKS" in error
+
+    def test_nothing_listening(self):
+        port = free_port()
+        error = fails("morph_webhooks_check", f"http://127.0.0.1:{port}", "--timeout", "2")
+
+        assert (
+            error
+            == f"Nothing listens at http://127.0.0.1:{port}/webhooks/morph/: is the server running, at this address?"
+        )
+
+    def test_a_wrong_path(self):
+        with serving() as site:
+            error = fails("morph_webhooks_check", f"{site}/crm")
+
+        assert error.startswith("Nothing is routed at this path")
+
+    def test_a_redirect_is_reported_without_the_token(self):
+        with serving(SECURE_SSL_REDIRECT=True) as site:
+            out = StringIO()
+            with pytest.raises(CommandError) as error:
+                call_command("morph_webhooks_check", site, stdout=out)
+
+        https = site.replace("http://", "https://")
+        assert f"The server redirects (-> {https}/webhooks/morph/?token=<secret>)" in str(error.value)
+        assert SECRET not in str(error.value) + out.getvalue()
+
+    def test_a_host_not_in_allowed_hosts(self):
+        with serving(ALLOWED_HOSTS=["crm.example.com"]) as site:
+            error = fails("morph_webhooks_check", site)
+
+        assert "ALLOWED_HOSTS" in error
+
+    def test_deferred_without_a_worker(self):
+        tasks = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+        with webhooks(PROCESSING="deferred"), serving(TASKS=tasks) as site:
+            error = fails("morph_webhooks_check", site, "--wait", "0.3")
+
+        assert error.startswith("Still queued after 0.3 s: no worker is processing queue 'default'")
+        assert WebhookDelivery.objects.get().status == "queued"
+
+    def test_deferred_with_a_worker(self):
+        # The immediate backend runs the task as soon as the delivery commits, as a fast worker would.
+        with webhooks(PROCESSING="deferred"), serving() as site:
+            out, _ = run("morph_webhooks_check", site)
+
+        assert '{"status":"queued"}' in out and "OK: delivery" in out
+        assert WebhookDelivery.objects.get().status == "ignored"

@@ -1,0 +1,131 @@
+"""The README's troubleshooting section quotes what users see: each quote is produced here, by
+the mistake the section attributes it to."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.test import Client, override_settings
+
+from morph_webhooks.management.commands import morph_webhooks_check
+from morph_webhooks.signals import opportunity_created
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "test-secret-0123456789abcdef"
+ENDPOINT = "/webhooks/morph/"
+
+
+def troubleshooting() -> str:
+    """The section as one line of text: quotes may be wrapped or set in code spans."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.partition("## Troubleshooting")[2].partition("\n## ")[0]
+    return " ".join(section.replace("`", "").split())
+
+
+def answer(response: Any) -> str:
+    """The part of an answer the README quotes: the detail, or the field errors of a 400."""
+    data = response.json()
+    return json.dumps(data["fields"]) if "fields" in data else data["detail"]
+
+
+def url_without_token(client: Client) -> str:
+    return answer(client.post(ENDPOINT, opportunity_event(), "application/json", headers=morph_headers()))
+
+
+def wrong_secret(client: Client) -> str:
+    return answer(post_event(client, opportunity_event(), secret="an-old-secret-0123456789abcdef"))
+
+
+def curl_form_encoded(client: Client) -> str:
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise.
+    response = client.post(
+        f"{ENDPOINT}?token={SECRET}",
+        json.dumps(opportunity_event()),
+        "application/x-www-form-urlencoded",
+        headers=morph_headers(),
+    )
+    return answer(response)
+
+
+def missing_morph_headers(client: Client) -> str:
+    return answer(client.post(f"{ENDPOINT}?token={SECRET}", opportunity_event(), "application/json"))
+
+
+def outside_allowed_networks(client: Client) -> str:
+    with override_settings(MORPH_WEBHOOKS={"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8"]}):
+        return answer(post_event(client, opportunity_event()))
+
+
+def connector_not_allowed(client: Client) -> str:
+    with override_settings(MORPH_WEBHOOKS={"SECRETS": [SECRET], "ALLOWED_CONNECTORS": ["hubspot"]}):
+        return answer(post_event(client, opportunity_event(), headers={"x-conector-id": "pipedrive"}))
+
+
+def receiver_raises(client: Client) -> str:
+    def broken(**kwargs: Any) -> None:
+        raise ValueError("receiver bug")
+
+    opportunity_created.connect(broken)
+    try:
+        return answer(post_event(client, opportunity_event()))
+    finally:
+        opportunity_created.disconnect(broken)
+
+
+def no_trailing_slash(client: Client) -> str:
+    response = post_event(client, opportunity_event(), path=ENDPOINT.rstrip("/"))
+    assert response.status_code == 301
+    return f"301 to {response['Location']}"
+
+
+def no_secret_configured(client: Client) -> str:
+    with override_settings(MORPH_WEBHOOKS={}):
+        return next(message.msg for message in run_checks() if message.id == "morph_webhooks.E001")
+
+
+@pytest.mark.parametrize(
+    ("mistake", "expected"),
+    [
+        (url_without_token, "Missing credentials: pass ?token=<secret> or an Authorization header."),
+        (wrong_secret, "Invalid secret."),
+        (curl_form_encoded, 'Expected "application/json", got "application/x-www-form-urlencoded".'),
+        (missing_morph_headers, '"x-conector-id": ["This field is required."]'),
+        (outside_allowed_networks, "Requests from this address are not accepted."),
+        (connector_not_allowed, "Connector 'pipedrive' is not accepted here."),
+        (receiver_raises, "ValueError while processing the event."),
+        (no_trailing_slash, f"301 to {ENDPOINT}"),
+        (no_secret_configured, "No secret is configured for the Morph webhook endpoint."),
+    ],
+)
+def test_the_quoted_error_is_what_the_mistake_produces(
+    client: Client, mistake: Callable[[Client], str], expected: str
+) -> None:
+    assert expected in mistake(client)
+    assert expected in troubleshooting()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        morph_webhooks_check.APP_PROBLEMS["authentication_failed"],
+        morph_webhooks_check.SERVER_PROBLEMS[400],
+        "this database has no record of the request",
+        "Still queued after",
+    ],
+)
+def test_the_quoted_check_messages_are_the_commands(message: str) -> None:
+    # How each is produced is tested in test_setup_commands and test_example_project.
+    source = " ".join(Path(morph_webhooks_check.__file__).read_text().split())
+    assert (
+        message in source
+        or message in morph_webhooks_check.APP_PROBLEMS.values()
+        or (message in morph_webhooks_check.SERVER_PROBLEMS.values())
+    )
+    assert message in troubleshooting()

@@ -1,0 +1,83 @@
+"""How a project tests its own receivers with morph_webhooks.testing: the README's example, run.
+
+The receiver below stands for one in the project's code; the test after it is the one the
+README shows, and the last test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.db import transaction
+
+from morph_webhooks.signals import opportunity_updated
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, reference
+from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def announce_won_deals(sender: Any, instance: Any, event: Any, created: bool, **kwargs: Any) -> None:
+    if "stage_id" in event.changes and instance.stage_id == "stage_won":
+        subject = f"Won: {instance.name}"
+        transaction.on_commit(lambda: mail.send_mail(subject, "", None, ["sales@example.com"]))
+
+
+@pytest.fixture(autouse=True)
+def receiver() -> Iterator[None]:
+    opportunity_updated.connect(announce_won_deals)
+    yield
+    opportunity_updated.disconnect(announce_won_deals)
+
+
+@pytest.mark.django_db
+def test_a_won_deal_is_announced_once(client, django_capture_on_commit_callbacks, mailoutbox):
+    deal = OpportunityFactory(name="Acme renewal", stage_id="stage_negotiation")
+    won = opportunity_event("updated", deal.remote_id, fields={"stage": reference("crmStage", "stage_won")})
+    headers = morph_headers(idempotency_key="event-1")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = post_event(client, won, headers=headers)
+        again = post_event(client, won, headers=headers)  # Morph delivers at least once
+
+    assert first.json() == {"status": "processed"}
+    assert again.json() == {"status": "duplicate"}
+    assert [message.subject for message in mailoutbox] == ["Won: Acme renewal"]
+
+
+@pytest.mark.django_db
+def test_factories_match_the_events_the_helpers_build(client):
+    deleted = OpportunityFactory(deleted=True)
+    assert deleted.is_deleted and not OpportunityFactory().is_deleted
+
+    # A handled key makes a delivery carrying it a duplicate.
+    IdempotencyKeyFactory(key="seen")
+    response = post_event(client, opportunity_event(), headers=morph_headers("seen"))
+    assert response.json() == {"status": "duplicate"}
+
+    # A factory-made opportunity is older than the default event, which therefore applies to it.
+    response = post_event(client, opportunity_event("updated", deleted.remote_id, fields={"name": "Back"}))
+    assert response.json() == {"status": "processed"}
+    deleted.refresh_from_db()
+    assert (deleted.name, deleted.is_deleted) == ("Back", False)
+
+
+def test_without_factory_boy_the_factories_say_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "factory.declarations", None)  # None: "not installed"
+    monkeypatch.delitem(sys.modules, "morph_webhooks.testing.factories")
+
+    with pytest.raises(ImportError, match=r"needs factory-boy: pip install 'morph-webhooks\[testing\]'"):
+        importlib.import_module("morph_webhooks.testing.factories")
+
+
+def test_the_readme_shows_this_example() -> None:
+    readme = README.read_text()
+    for example in (announce_won_deals, test_a_won_deal_is_announced_once):
+        assert inspect.getsource(example) in readme, f"README.md's example differs from {example.__name__}"
