@@ -176,6 +176,19 @@ class TestCheck:
             == f"Nothing listens at http://127.0.0.1:{port}/webhooks/morph/: is the server running, at this address?"
         )
 
+    def test_no_answer_in_time(self):
+        with socket.socket() as silent:  # accepts connections, never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            error = fails(
+                "morph_webhooks_check", f"http://127.0.0.1:{silent.getsockname()[1]}", "--timeout", "0.3"
+            )
+
+        assert error == "No answer within 0.3 s."
+
+    def test_a_site_url_it_cannot_use(self):
+        assert "is not a site URL" in fails("morph_webhooks_check", "crm.example.com")
+
     def test_a_wrong_path(self):
         with serving() as site:
             error = fails("morph_webhooks_check", f"{site}/crm")
