@@ -61,6 +61,13 @@ def signature(secret: str, message_id: str, timestamp: str, body: bytes) -> byte
     return hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
 
 
+def signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """The headers with which a gateway signs ``body`` the Standard Webhooks way, now."""
+    timestamp = str(int(time.time()))
+    encoded = base64.b64encode(signature(secret, message_id, timestamp, body)).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": timestamp, "webhook-signature": f"v1,{encoded}"}
+
+
 def verify_signature(headers: Any, body: bytes, now: float | None = None) -> None:
     """Check Standard Webhooks headers against the raw body; raise AuthenticationFailed if wrong."""
     message_id = headers.get("webhook-id", "")

@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 
 from morph_webhooks.checks import check_settings
 from morph_webhooks.models import Opportunity, WebhookDelivery
-from morph_webhooks.testing import morph_headers, opportunity_event
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +51,16 @@ class TestStandardWebhooksSignatures:
         response = post(client, body, **signed_headers(secret, body))
 
         assert response.json() == {"status": "processed"}
+
+    def test_post_event_signs_when_only_signing_secrets_are_set(self, client):
+        response = post_event(client, opportunity_event())
+
+        assert response.json() == {"status": "processed"}
+        delivery = WebhookDelivery.objects.get()
+        signed = {
+            name: delivery.headers[name] for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        }
+        Webhook(SIGNING_SECRET).verify(delivery.body, signed)  # the reference agrees with our signing
 
     def test_our_verification_agrees_with_the_reference_one(self):
         from morph_webhooks.auth import verify_signature

@@ -14,6 +14,7 @@ from typing import Any
 from django.test import Client
 from django.urls import reverse
 
+from ..auth import signature_headers
 from ..conf import conf
 from ..events import format_timestamp as timestamp
 
@@ -76,16 +77,24 @@ def post_event(
     *,
     headers: dict[str, str] | None = None,
     secret: str | None = None,
+    signing_secret: str | None = None,
     path: str | None = None,
 ) -> Any:
-    """POST ``payload`` (a dict, or bytes sent as they are) to the endpoint, authenticated with
-    the first configured secret unless ``secret`` is given."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload)
-    secret = secret if secret is not None else next(iter(conf.SECRETS), "")
-    auth = {"Authorization": f"Bearer {secret}"} if secret else {}
+    """POST ``payload`` (a dict, or bytes sent as they are) to the endpoint, authenticated as the
+    settings require: with ``secret`` or ``signing_secret`` when given, else with the first of
+    ``SECRETS`` as a Bearer token, else signed with the first of ``SIGNING_SECRETS``."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {**morph_headers(), **(headers or {})}
+    if secret is None and signing_secret is None:
+        secret = next((secret for secret in conf.SECRETS if secret), None)
+        signing_secret = next((secret for secret in conf.SIGNING_SECRETS if secret), None)
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    elif signing_secret:
+        headers |= signature_headers(signing_secret, headers["x-idempotency-key"], body)
     return client.post(
         path or reverse("morph_webhooks:receive"),
         data=body,
         content_type="application/json",
-        headers={**morph_headers(), **(headers or {}), **auth},
+        headers=headers,
     )

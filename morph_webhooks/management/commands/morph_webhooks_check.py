@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 import json
 import re
 import socket
@@ -15,7 +14,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ...auth import signature
+from ...auth import signature_headers
 from ...conf import conf
 from ...endpoint import EndpointError, endpoint_url, webhook_url
 from ...events import format_timestamp
@@ -101,7 +100,7 @@ class Command(BaseCommand):
                 url = webhook_url(site_url)  # the secret in the URL, exactly as Morph sends it
             else:
                 url = endpoint_url(site_url)  # a signing gateway: sign as it would
-                headers |= signed_headers(key, body)
+                headers |= signature_headers(conf.SIGNING_SECRETS[0], key, body)
         except EndpointError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -164,12 +163,6 @@ def check_event(key: str) -> dict[str, Any]:
             "updatedAt": now,
         },
     }
-
-
-def signed_headers(message_id: str, body: bytes) -> dict[str, str]:
-    sent_at = str(int(time.time()))
-    signed = base64.b64encode(signature(conf.SIGNING_SECRETS[0], message_id, sent_at, body)).decode()
-    return {"webhook-id": message_id, "webhook-timestamp": sent_at, "webhook-signature": f"v1,{signed}"}
 
 
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
