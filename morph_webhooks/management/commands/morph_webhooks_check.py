@@ -104,14 +104,9 @@ class Command(BaseCommand):
         except EndpointError as exc:
             raise CommandError(str(exc)) from exc
 
-        def masked(text: str) -> str:
-            # Neither the URL's token nor a redirect's copy of it is shown.
-            query = urlsplit(url).query
-            return text.replace(query, "token=<secret>") if query else text
-
-        self.stdout.write(f"POST {masked(url)}\n  {CHECK_EVENT}, x-idempotency-key {key}")
+        self.stdout.write(f"POST {masked(url, url)}\n  {CHECK_EVENT}, x-idempotency-key {key}")
         status, answer, seconds = post(url, body, headers, options["timeout"])
-        answer = masked(answer)
+        answer = masked(answer, url)
         self.stdout.write(f"Answer: {status} {shorten(answer)} ({seconds * 1000:.0f} ms)")
         data = json_object(answer)
         if status != 200:
@@ -185,6 +180,17 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tupl
     except (urllib.error.URLError, OSError) as exc:
         raise CommandError(unreachable(url, getattr(exc, "reason", exc), timeout)) from exc
     return status, text, time.monotonic() - started
+
+
+def masked(text: str, url: str) -> str:
+    """``text`` without the URL's token, as sent or decoded (a redirect's Location repeats it)."""
+    query = urlsplit(url).query
+    if query:
+        text = text.replace(query, "token=<secret>")
+    for secret in conf.SECRETS:
+        if secret:
+            text = text.replace(secret, "<secret>")
+    return text
 
 
 def shorten(answer: str) -> str:
