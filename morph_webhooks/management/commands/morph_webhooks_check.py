@@ -175,8 +175,12 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tupl
         with opener.open(request, timeout=timeout) as response:
             status, text = response.status, response.read(2000).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        location = exc.headers.get("Location")
-        status, text = exc.code, (f"-> {location}" if location else exc.read(2000).decode(errors="replace"))
+        with exc:  # an error answer is a response too, with a connection to close
+            location = exc.headers.get("Location")
+            status, text = (
+                exc.code,
+                (f"-> {location}" if location else exc.read(2000).decode(errors="replace")),
+            )
     except (urllib.error.URLError, OSError) as exc:
         raise CommandError(unreachable(url, getattr(exc, "reason", exc), timeout)) from exc
     return status, text, time.monotonic() - started
