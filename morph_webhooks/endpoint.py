@@ -4,14 +4,13 @@ includes ``morph_webhooks.urls``, and the secret as ``?token=`` (Morph only lets
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+import ipaddress
+from urllib.parse import quote, urlencode, urlsplit
 
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 from .auth import TOKEN_PARAMETER
 from .conf import conf
-
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class EndpointError(ValueError):
@@ -19,11 +18,23 @@ class EndpointError(ValueError):
 
 
 def endpoint_url(site_url: str) -> str:
-    """``site_url`` (scheme, host and any prefix the project is served under) plus the path of
-    the receiving view."""
-    parts = urlsplit(site_url)
+    """``site_url`` (scheme, host and any prefix the project is served under, FORCE_SCRIPT_NAME
+    included) plus the path of the receiving view within the project."""
+    try:
+        parts = urlsplit(site_url.strip())
+    except ValueError:  # an unbalanced [ or ] around an IPv6 address
+        raise EndpointError(
+            f"{site_url!r} is not a site URL: give one such as https://crm.example.com."
+        ) from None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise EndpointError(f"{site_url!r} has an invalid port.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointError(f"{site_url!r} is not a site URL: give one such as https://crm.example.com.")
+    if parts.username is not None or parts.password is not None:
+        # Credentials here would be printed and sent along; the token is what authenticates.
+        raise EndpointError("Give the site URL without a user name or password.")
     if parts.query or parts.fragment:
         raise EndpointError(f"{site_url!r} has a query or fragment: give the site's URL only.")
     try:
@@ -33,7 +44,10 @@ def endpoint_url(site_url: str) -> str:
             'The project\'s URLconf does not include morph_webhooks.urls: add path("webhooks/morph/", '
             'include("morph_webhooks.urls")) to it.'
         ) from None
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+    # reverse() starts with the script prefix (FORCE_SCRIPT_NAME); the site URL already has it.
+    within_project = path.removeprefix(get_script_prefix().rstrip("/"))
+    prefix = quote(parts.path.rstrip("/"), safe="/%")
+    return f"{parts.scheme}://{parts.netloc}{prefix}{within_project}"
 
 
 def webhook_url(site_url: str) -> str:
@@ -55,4 +69,10 @@ def webhook_url(site_url: str) -> str:
 
 
 def is_local(url: str) -> bool:
-    return urlsplit(url).hostname in LOCAL_HOSTS
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -7,6 +7,7 @@ file. Only 127.0.0.1 is ever contacted.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -264,6 +265,21 @@ def test_check_run_with_settings_other_than_the_servers(env: dict[str, str], tmp
 
     assert "The running server does not accept this project's secret" in wrong_secret
     assert "this database has no record of the request" in other_database
+
+
+@pytest.mark.django_db
+def test_check_run_with_settings_that_have_no_shared_secret(env: dict[str, str], tmp_path: Path) -> None:
+    signing_secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    with serve(env, tmp_path) as (site, _):
+        with override_settings(MORPH_WEBHOOKS={"ALLOW_UNAUTHENTICATED": True}):
+            without_secret = check_error(site)
+        with override_settings(MORPH_WEBHOOKS={"SIGNING_SECRETS": [signing_secret]}):
+            signed = check_error(site)
+
+    assert without_secret == (
+        "The running server wants a secret, and the settings this command runs with have none."
+    )
+    assert signed.startswith("The running server wants a shared secret")
 
 
 def check_error(site: str) -> str:

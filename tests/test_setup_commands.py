@@ -7,16 +7,19 @@ are read once when the server's middleware is built.
 from __future__ import annotations
 
 import base64
+import json
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
+from django.urls import set_script_prefix
 from pytest_django.live_server_helper import LiveServer
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
@@ -52,6 +55,16 @@ def serving(**settings: Any) -> Iterator[str]:
             yield server.url
         finally:
             server.stop()
+
+
+def spellings(secret: str) -> set[str]:
+    return {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
 
 
 def free_port() -> int:
@@ -94,8 +107,24 @@ class TestWebhookURL:
         _, err = run("morph_webhooks_url", "http://crm.example.com")
         assert "http" in err and "Use https" in err
 
-        _, err = run("morph_webhooks_url", "http://127.0.0.1:8000")
-        assert err == ""
+        for local in ("http://127.0.0.1:8000", "http://127.0.0.2", "http://[::1]:8000", "http://localhost"):
+            out, err = run("morph_webhooks_url", local)
+            assert (out.startswith(f"{local}/webhooks/morph/?token="), err) == (True, "")
+
+    def test_a_prefix_is_not_doubled_by_force_script_name(self):
+        # What Django does for FORCE_SCRIPT_NAME = "/crm" when a command starts.
+        set_script_prefix("/crm/")
+        try:
+            out, _ = run("morph_webhooks_url", "https://example.com/crm")
+        finally:
+            set_script_prefix("/")
+
+        assert out.strip() == f"https://example.com/crm/webhooks/morph/?token={SECRET}"
+
+    def test_a_prefix_is_quoted(self):
+        out, _ = run("morph_webhooks_url", "https://example.com/my app")
+
+        assert out.strip() == f"https://example.com/my%20app/webhooks/morph/?token={SECRET}"
 
     def test_without_secrets(self):
         with webhooks(SECRETS=[], ALLOW_UNAUTHENTICATED=True):
@@ -114,6 +143,9 @@ class TestWebhookURL:
             ("crm.example.com", "is not a site URL"),
             ("ftp://crm.example.com", "is not a site URL"),
             ("https://crm.example.com/?a=1", "has a query or fragment"),
+            ("https://morph:secret@crm.example.com", "without a user name or password"),
+            ("https://crm.example.com:http", "has an invalid port"),
+            ("http://[::1:8000", "is not a site URL"),
         ],
     )
     def test_refuses_what_is_not_a_site_url(self, site_url, error):
@@ -128,11 +160,11 @@ class TestWebhookURL:
 class TestCheck:
     def test_a_working_configuration(self, sent_signals):
         with serving() as site:
-            out, _ = run("morph_webhooks_check", site)
+            out, err = run("morph_webhooks_check", site)
 
         delivery = WebhookDelivery.objects.get()
         assert f"OK: delivery {delivery.pk} was authenticated, validated and processed (ignored)." in out
-        assert "Answer: 200" in out and SECRET not in out
+        assert "Answer: 200" in out and SECRET not in out + err
         assert (delivery.event, delivery.status, delivery.http_status) == (
             "genericContact::created",
             "ignored",
@@ -196,14 +228,51 @@ class TestCheck:
         assert error.startswith("Nothing is routed at this path")
 
     def test_a_redirect_is_reported_without_the_token(self):
-        with serving(SECURE_SSL_REDIRECT=True) as site:
+        secret = "s3cr+t/\u00e9&x=y 0123456789abcdefgh"  # spelled differently in a URL and in JSON
+        with webhooks(SECRETS=[secret]), serving(SECURE_SSL_REDIRECT=True) as site:
             out = StringIO()
             with pytest.raises(CommandError) as error:
                 call_command("morph_webhooks_check", site, stdout=out)
 
         https = site.replace("http://", "https://")
-        assert f"The server redirects (-> {https}/webhooks/morph/?token=<secret>)" in str(error.value)
-        assert SECRET not in str(error.value) + out.getvalue()
+        assert f"The server redirects (-> {https}/webhooks/morph/?...)" in str(error.value)
+        shown = str(error.value) + out.getvalue()
+        assert not [spelling for spelling in spellings(secret) if spelling.lower() in shown.lower()]
+
+    def test_a_server_that_does_not_speak_http(self):
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            port = server.getsockname()[1]
+
+            def answer_garbage() -> None:
+                connection, _ = server.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+            thread = threading.Thread(target=answer_garbage)
+            thread.start()
+            error = fails("morph_webhooks_check", f"http://127.0.0.1:{port}")
+            thread.join()
+
+        assert (
+            error
+            == f"What answers at http://127.0.0.1:{port}/webhooks/morph/ does not speak HTTP (BadStatusLine)."
+        )
+        assert SECRET not in error
+
+    @pytest.mark.parametrize(
+        ("option", "value", "error"),
+        [
+            ("--timeout", "0", "expected a positive number of seconds"),
+            ("--wait", "-1", "expected a positive number of seconds"),
+            ("--connector", "c" * 256, "expected 1 to 255 characters"),
+            ("--owner", "", "expected 1 to 255 characters"),
+        ],
+    )
+    def test_refuses_options_it_cannot_honour(self, option, value, error):
+        assert error in fails("morph_webhooks_check", "http://127.0.0.1:8000", f"{option}={value}")
 
     def test_a_host_not_in_allowed_hosts(self):
         with serving(ALLOWED_HOSTS=["crm.example.com"]) as site:

@@ -91,7 +91,7 @@ def post_event(
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
     elif signing_secret:
-        headers |= signature_headers(signing_secret, headers["x-idempotency-key"], body)
+        headers |= signature_headers(signing_secret, uuid.uuid4().hex, body)
     return client.post(
         path or reverse("morph_webhooks:receive"),
         data=body,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+import http.client
 import json
 import re
 import socket
@@ -9,7 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
@@ -18,7 +20,7 @@ from ...auth import signature_headers
 from ...conf import conf
 from ...endpoint import EndpointError, endpoint_url, webhook_url
 from ...events import format_timestamp
-from ...models import Outcome, WebhookDelivery
+from ...models import ID_LENGTH, Outcome, WebhookDelivery
 
 # A well-formed event for a model the app does not store: it goes through authentication,
 # validation, the idempotency key and processing (or a worker), yet changes no opportunity and
@@ -26,16 +28,30 @@ from ...models import Outcome, WebhookDelivery
 CHECK_EVENT = "genericContact::created"
 CHECK_ID = "morph-webhooks-check"
 
-# What an answer from the app itself means, by its "error" code.
+# What an answer from the app itself means, by its "error" code and what the command sent.
 APP_PROBLEMS = {
-    "not_authenticated": (
+    ("not_authenticated", "token"): (
         "The request reached the app without its token: something in front of Django (a proxy, a "
         "rewrite rule) drops the query string or the Authorization header."
     ),
-    "authentication_failed": (
+    ("not_authenticated", "signature"): (
+        "The running server wants a shared secret: its MORPH_WEBHOOKS['SECRETS'] differ from the "
+        "settings this command runs with, which have only SIGNING_SECRETS."
+    ),
+    ("not_authenticated", "nothing"): (
+        "The running server wants a secret, and the settings this command runs with have none."
+    ),
+    ("authentication_failed", "token"): (
         "The running server does not accept this project's secret: its MORPH_WEBHOOKS['SECRETS'] (or "
         "SIGNING_SECRETS) differ from those of the settings this command runs with."
     ),
+    ("authentication_failed", "signature"): (
+        "The running server does not accept this project's signature: its "
+        "MORPH_WEBHOOKS['SIGNING_SECRETS'] differ from those of the settings this command runs with, or "
+        "the two clocks differ by more than SIGNATURE_TOLERANCE."
+    ),
+}
+ANY_CREDENTIALS = {
     "unavailable": (
         "The app could not use its database (down, or a lock held too long). The server's log says which."
     ),
@@ -48,6 +64,7 @@ APP_PROBLEMS = {
 # What an answer that did not come from the app means, by HTTP status.
 SERVER_PROBLEMS = {
     400: "The server refused the request before the app saw it; most often its ALLOWED_HOSTS lacks this host.",
+    401: "Something in front of the app (a proxy with its own authentication) refused the request.",
     403: "Something in front of the app refused the request (a proxy, firewall or middleware rule).",
     404: (
         "Nothing is routed at this path: include morph_webhooks.urls in the server's URLconf, and give "
@@ -73,13 +90,19 @@ class Command(BaseCommand):
             "site_url", help="Where the running project is served, e.g. https://crm.example.com"
         )
         parser.add_argument(
-            "--connector", help="x-conector-id to send (default: the first ALLOWED_CONNECTORS, if any)."
+            "--connector",
+            type=header_value,
+            help=f"x-conector-id to send (default: the first ALLOWED_CONNECTORS, else {CHECK_ID}).",
         )
-        parser.add_argument("--owner", help="x-owner-id to send (default: the first ALLOWED_OWNERS, if any).")
-        parser.add_argument("--timeout", type=float, default=10, help="Seconds to wait for an answer.")
+        parser.add_argument(
+            "--owner",
+            type=header_value,
+            help=f"x-owner-id to send (default: the first ALLOWED_OWNERS, else {CHECK_ID}).",
+        )
+        parser.add_argument("--timeout", type=seconds, default=10, help="Seconds to wait for an answer.")
         parser.add_argument(
             "--wait",
-            type=float,
+            type=seconds,
             default=30,
             help="Deferred mode: seconds to wait for a worker to process it.",
         )
@@ -95,22 +118,24 @@ class Command(BaseCommand):
             "x-owner-id": owner,
             "x-idempotency-key": key,
         }
+        signing_secret = next((secret for secret in conf.SIGNING_SECRETS if secret), None)
         try:
-            if any(conf.SECRETS) or not conf.SIGNING_SECRETS:
+            if any(conf.SECRETS) or signing_secret is None:
                 url = webhook_url(site_url)  # the secret in the URL, exactly as Morph sends it
+                sent = "token" if any(conf.SECRETS) else "nothing"
             else:
                 url = endpoint_url(site_url)  # a signing gateway: sign as it would
-                headers |= signature_headers(conf.SIGNING_SECRETS[0], key, body)
+                headers |= signature_headers(signing_secret, key, body)
+                sent = "signature"
         except EndpointError as exc:
             raise CommandError(str(exc)) from exc
 
-        self.stdout.write(f"POST {masked(url, url)}\n  {CHECK_EVENT}, x-idempotency-key {key}")
-        status, answer, seconds = post(url, body, headers, options["timeout"])
-        answer = masked(answer, url)
-        self.stdout.write(f"Answer: {status} {shorten(answer)} ({seconds * 1000:.0f} ms)")
+        self.stdout.write(f"POST {masked(url)}\n  {CHECK_EVENT}, x-idempotency-key {key}")
+        status, answer, took = post(url, body, headers, options["timeout"])
+        self.stdout.write(f"Answer: {status} {shorten(answer)} ({took * 1000:.0f} ms)")
         data = json_object(answer)
         if status != 200:
-            raise CommandError(diagnose(status, data, answer))
+            raise CommandError(diagnose(status, data, answer, sent))
         if data is None or data.get("status") not in (Outcome.IGNORED, Outcome.QUEUED):
             raise CommandError("The answer is not the app's: is another application served at this URL?")
 
@@ -145,6 +170,20 @@ class Command(BaseCommand):
         )
 
 
+def header_value(text: str) -> str:
+    # Longer values are stored truncated, and the delivery could not be found again.
+    if not text or len(text) > ID_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected 1 to {ID_LENGTH} characters")
+    return text
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return value
+
+
 def check_event(key: str) -> dict[str, Any]:
     now = format_timestamp(timezone.now())
     return {
@@ -167,33 +206,42 @@ class _KeepRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str, float]:
-    """POST and return the status, the answer's text and the time taken."""
+    """POST and return the status, the answer's text (secrets masked) and the time taken."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(_KeepRedirects())
+    # Directly, as Morph does: neither through this machine's proxy nor after a redirect.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _KeepRedirects())
     started = time.monotonic()
     try:
-        with opener.open(request, timeout=timeout) as response:
-            status, text = response.status, response.read(2000).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        with exc:  # an error answer is a response too, with a connection to close
-            location = exc.headers.get("Location")
-            status, text = (
-                exc.code,
-                (f"-> {location}" if location else exc.read(2000).decode(errors="replace")),
-            )
-    except (urllib.error.URLError, OSError) as exc:
-        raise CommandError(unreachable(url, getattr(exc, "reason", exc), timeout)) from exc
-    return status, text, time.monotonic() - started
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                status, text = response.status, response.read(2000).decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            with exc:  # an error answer is a response too, with a connection to close
+                location = exc.headers.get("Location")
+                # A redirect's target repeats the token, in whatever encoding: never show its query.
+                shown = location.split("?")[0] + ("?..." if "?" in location else "") if location else ""
+                status, text = (
+                    exc.code,
+                    (f"-> {shown}" if location else exc.read(2000).decode(errors="replace")),
+                )
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise CommandError(masked(unreachable(url, getattr(exc, "reason", exc), timeout))) from exc
+    return status, masked(text), time.monotonic() - started
 
 
-def masked(text: str, url: str) -> str:
-    """``text`` without the URL's token, as sent or decoded (a redirect's Location repeats it)."""
-    query = urlsplit(url).query
-    if query:
-        text = text.replace(query, "token=<secret>")
-    for secret in conf.SECRETS:
-        if secret:
-            text = text.replace(secret, "<secret>")
+def masked(text: str) -> str:
+    """``text`` without the configured secrets, in any spelling an answer might echo them."""
+    for secret in filter(None, conf.SECRETS):
+        spellings = {
+            secret,
+            quote(secret, safe=""),
+            quote_plus(secret),
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+        }
+        for spelling in sorted(spellings, key=len, reverse=True):
+            # Percent-encoding may come back in either case.
+            text = re.sub(re.escape(spelling), "<secret>", text, flags=re.IGNORECASE)
     return text
 
 
@@ -205,15 +253,18 @@ def shorten(answer: str) -> str:
 
 
 def unreachable(url: str, reason: Any, timeout: float) -> str:
+    endpoint = url.split("?")[0]
     if isinstance(reason, ConnectionRefusedError):
-        return f"Nothing listens at {url.partition('?')[0]}: is the server running, at this address?"
+        return f"Nothing listens at {endpoint}: is the server running, at this address?"
     if isinstance(reason, socket.gaierror):
-        return f"The host of {url.partition('?')[0]} does not resolve: {reason}."
+        return f"The host of {endpoint} does not resolve: {reason}."
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return f"No answer within {timeout:g} s."
     if isinstance(reason, ssl.SSLError):
         return f"TLS failed: {reason}."
-    return f"Could not post: {reason}."
+    if isinstance(reason, http.client.HTTPException):
+        return f"What answers at {endpoint} does not speak HTTP ({type(reason).__name__})."
+    return f"Could not post to {endpoint}: {reason}."
 
 
 def json_object(text: str) -> dict[str, Any] | None:
@@ -224,20 +275,22 @@ def json_object(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def diagnose(status: int, data: dict[str, Any] | None, answer: str) -> str:
+def diagnose(status: int, data: dict[str, Any] | None, answer: str, sent: str) -> str:
     if 300 <= status < 400:
         return (
             f"The server redirects ({answer}): give Morph the URL it redirects to (https? a trailing slash?)."
         )
     if data is None or "error" not in data:
         return SERVER_PROBLEMS.get(status, f"Unexpected answer {status}.")
-    if data["error"] == "permission_denied":
+    error = str(data["error"])
+    if error == "permission_denied":
         return (
             f"The app refused this sender: {data.get('detail')} (ALLOWED_NETWORKS / FORWARDED_PROXIES, "
             "or ALLOWED_CONNECTORS / ALLOWED_OWNERS: pass --connector / --owner). Morph's requests "
             "come from Morph's addresses, not this machine's."
         )
-    return APP_PROBLEMS.get(str(data["error"]), f"The app refused the test event: {shorten(answer)}")
+    problem = APP_PROBLEMS.get((error, sent)) or ANY_CREDENTIALS.get(error)
+    return problem or f"The app refused the test event: {shorten(answer)}"
 
 
 def wait_for_worker(delivery: WebhookDelivery, seconds: float) -> WebhookDelivery:
