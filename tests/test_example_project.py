@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,7 @@ def test_send_example_events_to_a_live_server(
     assert statuses == {"processed": 9, "duplicate": 1, "stale": 1, "ignored": 1}
     assert "Sent 12 events: 9 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
 
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         opportunities = db.execute(
             "SELECT name, stage_id, amount, currency, deleted_at IS NOT NULL FROM morph_webhooks_opportunity"
         ).fetchall()
@@ -224,7 +224,7 @@ def test_webhook_url_and_check_against_the_running_example(
     assert url.returncode == 0 and url.stdout == f"{site}/webhooks/morph/?token={DEV_SECRET}\n", url.stderr
     assert check.returncode == 0, check.stdout + check.stderr
     assert "OK: delivery 1 was authenticated, validated and processed (ignored)." in check.stdout
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         assert db.execute("SELECT event, status FROM morph_webhooks_webhookdelivery").fetchall() == [
             ("genericContact::created", "ignored")
         ]
