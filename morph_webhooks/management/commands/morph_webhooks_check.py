@@ -118,15 +118,15 @@ class Command(BaseCommand):
             "x-owner-id": owner,
             "x-idempotency-key": key,
         }
-        signing_secret = next((secret for secret in conf.SIGNING_SECRETS if secret), None)
+        sent = "token" if any(conf.SECRETS) else "nothing"
+        signing_secret = next(filter(None, conf.SIGNING_SECRETS), None)
         try:
-            if any(conf.SECRETS) or signing_secret is None:
-                url = webhook_url(site_url)  # the secret in the URL, exactly as Morph sends it
-                sent = "token" if any(conf.SECRETS) else "nothing"
-            else:
+            if sent == "nothing" and signing_secret:
                 url = endpoint_url(site_url)  # a signing gateway: sign as it would
                 headers |= signature_headers(signing_secret, key, body)
                 sent = "signature"
+            else:
+                url = webhook_url(site_url)  # the secret in the URL, exactly as Morph sends it
         except EndpointError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -150,17 +150,8 @@ class Command(BaseCommand):
         if delivery.status == Outcome.QUEUED:
             self.stdout.write(f"Queued; waiting up to {options['wait']:g} s for a worker...")
             delivery = wait_for_worker(delivery, options["wait"])
-        if delivery.status == Outcome.QUEUED and delivery.error:
-            raise CommandError(
-                f"A worker ran delivery {delivery.pk} and failed; it retries at {delivery.next_attempt_at}: "
-                f"{last_line(delivery.error)}"
-            )
         if delivery.status == Outcome.QUEUED:
-            raise CommandError(
-                f"Still queued after {options['wait']:g} s: no worker is processing queue "
-                f"{conf.TASK_QUEUE!r} of task backend {conf.TASK_BACKEND!r}. Start one (with the "
-                "database backend: manage.py db_worker) and check its log."
-            )
+            raise CommandError(worker_problem(delivery, options["wait"]))
         if delivery.status != Outcome.IGNORED:
             raise CommandError(f"Delivery {delivery.pk} ended {delivery.status}: {last_line(delivery.error)}")
         self.stdout.write(
@@ -299,6 +290,19 @@ def wait_for_worker(delivery: WebhookDelivery, seconds: float) -> WebhookDeliver
         time.sleep(0.2)
         delivery.refresh_from_db()
     return delivery
+
+
+def worker_problem(delivery: WebhookDelivery, waited: float) -> str:
+    if delivery.error:
+        return (
+            f"A worker ran delivery {delivery.pk} and failed; it retries at {delivery.next_attempt_at}: "
+            f"{last_line(delivery.error)}"
+        )
+    return (
+        f"Still queued after {waited:g} s: no worker is processing queue {conf.TASK_QUEUE!r} of task "
+        f"backend {conf.TASK_BACKEND!r}. Start one (with the database backend: manage.py db_worker) "
+        "and check its log."
+    )
 
 
 def last_line(text: str) -> str:

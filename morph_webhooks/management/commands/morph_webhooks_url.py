@@ -25,9 +25,10 @@ class Command(BaseCommand):
             url = webhook_url(site_url)
         except EndpointError as exc:
             raise CommandError(str(exc)) from exc
-        if urlsplit(url).query == "":
+        parts = urlsplit(url)
+        if not parts.query:
             self.stderr.write(self.style.WARNING("No token: anyone who finds this URL can post events."))
-        elif urlsplit(url).scheme == "http" and not is_local(url):
+        elif parts.scheme == "http" and not is_local(url):
             self.stderr.write(
                 self.style.WARNING("This URL is http: the token would cross the network readable. Use https.")
             )
