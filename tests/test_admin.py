@@ -15,10 +15,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from morph_webhooks.admin import HTTPStatusFilter
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from morph_webhooks.processing import reprocess_delivery
 from morph_webhooks.signals import opportunity_created
-from morph_webhooks.testing import opportunity_event
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
 from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory, WebhookDeliveryFactory
 
@@ -202,6 +203,35 @@ def test_delivery_filters_and_search(admin_client):
     assert listed(admin_client, DELIVERIES, "q=key-bad") == [bad]
     assert listed(admin_client, DELIVERIES, "q=opp_ok") == [ok]
     assert listed(admin_client, DELIVERIES, "q=KEY-BAD") == []
+
+
+def test_the_http_status_filter_lists_every_status_the_endpoint_records(client, settings):
+    settings.MORPH_WEBHOOKS = {
+        **settings.MORPH_WEBHOOKS,
+        "ALLOWED_CONNECTORS": ["hubspot"],
+        "MAX_BODY_SIZE": 5000,
+    }
+
+    def broken(**kwargs: Any) -> None:
+        raise ValueError("receiver bug")
+
+    post_event(client, opportunity_event())  # 200
+    post_event(client, {"event": "crmOpportunity::created"})  # 400
+    post_event(client, opportunity_event(), headers={"x-conector-id": "pipedrive"})  # 403
+    post_event(client, opportunity_event(name="x" * 5000))  # 413
+    bearer = {"Authorization": f"Bearer {settings.MORPH_WEBHOOKS['SECRETS'][0]}"}
+    client.post(
+        reverse("morph_webhooks:receive"), "{}", "text/plain", headers={**morph_headers(), **bearer}
+    )  # 415
+    opportunity_created.connect(broken)
+    try:
+        post_event(client, opportunity_event("created", "opp_2"))  # 500
+    finally:
+        opportunity_created.disconnect(broken)
+
+    recorded = set(WebhookDelivery.objects.values_list("http_status", flat=True))
+    assert recorded == {200, 400, 403, 413, 415, 500}
+    assert recorded <= set(HTTPStatusFilter.STATUSES)
 
 
 def test_delivery_list_does_not_scan_the_log_for_its_filters(admin_client):
