@@ -141,6 +141,8 @@ def test_send_example_events_to_a_live_server(
     statuses = Counter(json.loads(answer.removeprefix("200 "))["status"] for answer in answers)
     assert statuses == {"processed": 9, "duplicate": 1, "stale": 1, "ignored": 1}
     assert "Sent 12 events: 9 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
+    # No login exists yet in this database: the command says how to make one.
+    assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         opportunities = db.execute(
@@ -180,6 +182,24 @@ def test_send_example_events_to_a_live_server(
     assert f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon" in server_log
     assert "token=[redacted]" in server_log
     assert DEV_SECRET not in server_log
+
+
+def test_send_example_events_names_the_login_make_run_created(
+    env: dict[str, str], server: tuple[str, Path]
+) -> None:
+    url, _ = server
+    # What `make run` does before starting the server.
+    created = manage(
+        {**env, "DJANGO_SUPERUSER_PASSWORD": "admin"},
+        *("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"),
+    )
+    assert created.returncode == 0, created.stderr
+
+    sent = manage(env, "send_example_events", "--url", url)
+
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "(log in as admin)." in sent.stdout
+    assert "createsuperuser" not in sent.stdout
 
 
 def test_send_example_events_without_a_server(env: dict[str, str]) -> None:

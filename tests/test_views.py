@@ -153,6 +153,15 @@ class TestAuthentication:
             == 0
         )
 
+    def test_an_authorization_header_is_the_credential_even_with_a_right_token(self, client):
+        # One credential per request: a wrong header is not rescued by the query string.
+        response = raw_post(
+            client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}", Authorization="Bearer wrong"
+        )
+
+        assert response.status_code == 401
+        assert response.json()["error"] == "authentication_failed"
+
     def test_wrong_token_in_url_is_401(self, client):
         assert raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token=nope").status_code == 401
 
@@ -191,6 +200,15 @@ def test_only_post_is_allowed(client, method):
 
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete", "options"])
+def test_any_method_without_credentials_is_401(client, method):
+    # Authentication comes first, as the README's table of answers says: a stranger learns nothing.
+    response = getattr(client, method)(URL)
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "not_authenticated"
 
 
 def test_csrf_is_not_required(client):

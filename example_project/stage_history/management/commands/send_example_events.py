@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from morph_webhooks.auth import TOKEN_PARAMETER
@@ -203,6 +204,20 @@ def with_token(url: str, secret: str | None) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+def login_hint() -> str:
+    """How to log in to the admin: the superusers this project's database already has (`make run`
+    creates admin / admin), or how to create one."""
+    superusers = list(
+        get_user_model()
+        .objects.filter(is_superuser=True, is_active=True)
+        .order_by("pk")
+        .values_list(get_user_model().USERNAME_FIELD, flat=True)[:3]
+    )
+    if not superusers:
+        return "create a login with: python manage.py createsuperuser"
+    return "log in as " + " or ".join(map(str, superusers))
+
+
 def answer_status(body: str) -> str:
     try:
         answer = json.loads(body)
@@ -289,6 +304,5 @@ class Command(BaseCommand):
         admin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/admin/", "", ""))
         self.stdout.write(
             self.style.SUCCESS("Every answer was as expected.")
-            + f" See the opportunities and their stage history at {admin}"
-            " (create a login with: python manage.py createsuperuser)."
+            + f" See the opportunities and their stage history at {admin} ({login_hint()})."
         )
