@@ -195,6 +195,8 @@ def test_settings_that_are_not_a_dict(settings, value):
             [],
         ),
         ({"default": {**DATABASE_TASKS["default"], "QUEUES": []}}, {"TASK_QUEUE": "webhooks"}, []),
+        # A backend that cannot be loaded is the tasks framework's own check to report.
+        ({"default": {"BACKEND": "nowhere.Backend"}}, {}, []),
         ({"default": {"BACKEND": IMMEDIATE}}, {}, ["morph_webhooks.W004"]),
         (
             {**DATABASE_TASKS, "inline": {"BACKEND": IMMEDIATE}},
