@@ -1,21 +1,29 @@
 from __future__ import annotations
 
 import binascii
+import difflib
 import ipaddress
+from collections.abc import Mapping
 from importlib.util import find_spec
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
 
 from .auth import signing_key
-from .conf import conf
+from .conf import DECLARED, STRINGS, Setting, conf
 
 # Morph may retry a delivery for days; a key forgotten sooner lets a late retry through.
 MIN_KEY_DAYS = 7
 # Shorter secrets are within reach of guessing over the network.
 MIN_SECRET_LENGTH = 24
-LIST_SETTINGS = ("SECRETS", "SIGNING_SECRETS", "ALLOWED_NETWORKS", "ALLOWED_CONNECTORS", "ALLOWED_OWNERS")
+# What deferred processing needs besides the tasks framework: a backend whose tasks a worker runs.
+DEFERRED_HINT = (
+    "Run the tasks on a worker: pip install 'morph-webhooks[tasks-db]', add 'django_tasks_db' to "
+    "INSTALLED_APPS, set TASKS = {'default': {'BACKEND': 'django_tasks_db.DatabaseBackend'}} and run "
+    "manage.py db_worker (or RQ: django-tasks-rq)."
+)
 
 
 def tasks_framework_available() -> bool:
@@ -24,18 +32,51 @@ def tasks_framework_available() -> bool:
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
     configured = getattr(settings, "MORPH_WEBHOOKS", {})
-    wrong = [
-        name
-        for name in LIST_SETTINGS
-        if not isinstance(value := configured.get(name, []), (str, list, tuple))
-        or not all(isinstance(item, str) for item in ([value] if isinstance(value, str) else value))
-    ]
-    if wrong:
+    if not isinstance(configured, Mapping):
         return [
-            Error(f"MORPH_WEBHOOKS['{name}'] must be a list of strings.", id="morph_webhooks.E002")
-            for name in wrong
+            Error(
+                f"MORPH_WEBHOOKS must be a dict, not {type(configured).__name__}.",
+                id="morph_webhooks.E010",
+            )
         ]
+    unknown = unknown_settings(configured)
+    invalid = [
+        invalid_setting(declaration, value)
+        for declaration in DECLARED.values()
+        if not declaration.is_valid(value := declaration.configured_value(configured))
+    ]
+    if invalid:
+        # The checks below read the settings, which refuse invalid values.
+        return unknown + invalid
+    return unknown + check_values()
 
+
+def unknown_settings(configured: Mapping[Any, Any]) -> list[CheckMessage]:
+    # A misspelt setting would otherwise be ignored without a word, its default silently in force.
+    return [
+        Error(
+            f"MORPH_WEBHOOKS has an unknown setting {name!r}.",
+            hint=(
+                f"Did you mean {close[0]!r}?"
+                if (close := difflib.get_close_matches(str(name), DECLARED, n=1))
+                else f"Known settings: {', '.join(DECLARED)}."
+            ),
+            id="morph_webhooks.E009",
+        )
+        for name in configured
+        if name not in DECLARED
+    ]
+
+
+def invalid_setting(declaration: Setting[Any], value: Any) -> CheckMessage:
+    if not declaration.kind.accepts(value):
+        problem_id = "morph_webhooks.E002" if declaration.kind is STRINGS else "morph_webhooks.E007"
+    else:
+        problem_id = "morph_webhooks.E005" if declaration.choices else "morph_webhooks.E008"
+    return Error(declaration.problem(value), id=problem_id)
+
+
+def check_values() -> list[CheckMessage]:
     secrets = [secret for secret in conf.SECRETS if secret]
     signing_secrets = [secret for secret in conf.SIGNING_SECRETS if secret]
     messages: list[CheckMessage] = []
@@ -81,21 +122,8 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                 id="morph_webhooks.W001",
             )
         )
-    if conf.PROCESSING not in ("sync", "deferred"):
-        messages.append(
-            Error(
-                f"MORPH_WEBHOOKS['PROCESSING'] is {conf.PROCESSING!r}; expected 'sync' or 'deferred'.",
-                id="morph_webhooks.E005",
-            )
-        )
-    if conf.DEFERRED and not tasks_framework_available():
-        messages.append(
-            Error(
-                "Deferred processing needs Django's Tasks framework.",
-                hint="Use Django 6, or install the backport: pip install 'morph-webhooks[tasks]'.",
-                id="morph_webhooks.E006",
-            )
-        )
+    if conf.DEFERRED:
+        messages += check_deferred()
     if conf.KEY_RETENTION_DAYS < MIN_KEY_DAYS:
         messages.append(
             Warning(
@@ -112,3 +140,67 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+def check_deferred() -> list[CheckMessage]:
+    if not tasks_framework_available():
+        return [
+            Error(
+                "Deferred processing needs Django's Tasks framework.",
+                hint=f"Use Django 6, or Django 5.2 with the django-tasks backport. {DEFERRED_HINT}",
+                id="morph_webhooks.E006",
+            )
+        ]
+    backends, immediate = configured_task_backends()
+    alias = conf.TASK_BACKEND
+    if alias not in backends:
+        return [
+            Error(
+                f"MORPH_WEBHOOKS['TASK_BACKEND'] is {alias!r}, which TASKS does not define.",
+                hint=f"Use one of {', '.join(map(repr, backends))}, or add {alias!r} to TASKS.",
+                id="morph_webhooks.E011",
+            )
+        ]
+    params = backends[alias]
+    messages: list[CheckMessage] = []
+    queues = params.get("QUEUES", ["default"])
+    # An empty QUEUES accepts any queue, as the tasks framework reads it.
+    if queues and conf.TASK_QUEUE not in queues:
+        messages.append(
+            Error(
+                f"MORPH_WEBHOOKS['TASK_QUEUE'] is {conf.TASK_QUEUE!r}, which TASKS[{alias!r}] does not list "
+                "in its QUEUES.",
+                id="morph_webhooks.E012",
+            )
+        )
+    if runs_in_the_request(params, immediate):
+        messages.append(
+            Warning(
+                f"Deferred processing runs on TASKS[{alias!r}], an ImmediateBackend: each event is "
+                "processed inside the request, which is nonetheless answered 'queued'.",
+                hint=DEFERRED_HINT,
+                id="morph_webhooks.W004",
+            )
+        )
+    return messages
+
+
+def configured_task_backends() -> tuple[Mapping[str, Any], type]:
+    """TASKS as the tasks framework reads it (its default when unset), and its ImmediateBackend."""
+    try:
+        from django.tasks import task_backends
+        from django.tasks.backends.immediate import ImmediateBackend
+    except ImportError:  # Django 5.2
+        from django_tasks import task_backends  # type: ignore[assignment,no-redef,import-not-found,unused-ignore]
+        from django_tasks.backends.immediate import (  # type: ignore[assignment,no-redef,import-not-found,unused-ignore]
+            ImmediateBackend,
+        )
+    return task_backends.settings, ImmediateBackend
+
+
+def runs_in_the_request(params: Mapping[str, Any], immediate: type) -> bool:
+    try:
+        backend = import_string(params["BACKEND"])
+    except (KeyError, ImportError):
+        return False  # the tasks framework's own checks name a backend that cannot be loaded
+    return isinstance(backend, type) and issubclass(backend, immediate)

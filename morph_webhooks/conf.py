@@ -1,120 +1,153 @@
-"""The app's settings, read from ``settings.MORPH_WEBHOOKS`` on every access.
+"""The app's settings, each declared once with its default, its type and its range.
 
-Reading on access (rather than once at import) keeps ``override_settings`` working in tests.
+Values are read from ``settings.MORPH_WEBHOOKS`` on every access (so ``override_settings`` works
+in tests) and checked on every access: a value of the wrong type or out of range raises
+ImproperlyConfigured naming the setting, rather than being coerced into something else
+(``bool("false")`` is True). The system checks report the same declarations at startup.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import reprlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-DEFAULTS: dict[str, Any] = {
-    "SECRETS": [],
-    "SIGNING_SECRETS": [],
-    "SIGNATURE_TOLERANCE": 300,
-    "ALLOW_UNAUTHENTICATED": False,
-    "ALLOWED_NETWORKS": [],
-    "FORWARDED_PROXIES": 0,
-    "ALLOWED_CONNECTORS": [],
-    "ALLOWED_OWNERS": [],
-    "MAX_BODY_SIZE": 1024 * 1024,
-    "PROCESSING": "sync",
-    "TASK_BACKEND": "default",
-    "TASK_QUEUE": "default",
-    "MAX_ATTEMPTS": 5,
-    "RETRY_DELAY": 10,
-    "MAX_RETRY_DELAY": 3600,
-    "PENDING_TIMEOUT": 600,
-    "KEY_RETENTION_DAYS": 30,
-    "DELIVERY_RETENTION_DAYS": 30,
-}
+T = TypeVar("T")
 
 
-def _strings(value: Any) -> list[str]:
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """What a setting's value must be, and how an accepted value is handed to the code."""
+
+    description: str
+    accepts: Callable[[object], bool]
+    normalise: Callable[[Any], T]
+
+
+def _is_strings(value: object) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+    )
+
+
+def _strings(value: str | list[str] | tuple[str, ...]) -> list[str]:
     # A lone string is a common slip; reading it as a list of characters would be a disaster.
     return [value] if isinstance(value, str) else list(value)
 
 
+def _is_integer(value: object) -> bool:
+    # bool is a subclass of int, but True is no count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_integer(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+BOOLEAN = Kind[bool]("True or False", lambda value: isinstance(value, bool), bool)
+INTEGER = Kind[int]("an integer", _is_integer, int)
+NUMBER = Kind[float]("a number", _is_number, float)
+STRING = Kind[str]("a string", lambda value: isinstance(value, str), str)
+STRINGS = Kind[list[str]]("a list of strings", _is_strings, _strings)
+
+
+def configured() -> Mapping[Any, Any]:
+    value = getattr(settings, "MORPH_WEBHOOKS", {})
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured(f"MORPH_WEBHOOKS must be a dict, not {type(value).__name__}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: read as ``conf.NAME`` (typed), checked by ``morph_webhooks.checks``."""
+
+    default: T
+    kind: Kind[T]
+    minimum: float | None = None  # the smallest value allowed
+    above: float | None = None  # every value allowed is greater than this
+    choices: tuple[T, ...] = ()
+    secret: bool = False  # never shown in a message
+    name: str = field(default="", init=False)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        # The attribute's name is the setting's name; frozen only against later changes.
+        object.__setattr__(self, "name", name)
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+
+    def __get__(self, instance: object, owner: type) -> Setting[T] | T:
+        if instance is None:
+            return self
+        value = self.configured_value(configured())
+        if not self.is_valid(value):
+            raise ImproperlyConfigured(self.problem(value))
+        return self.kind.normalise(value)
+
+    def configured_value(self, configured: Mapping[Any, Any]) -> Any:
+        return configured.get(self.name, self.default)
+
+    def in_range(self, value: Any) -> bool:
+        """Whether a value of the right kind is also one of the choices, and within bounds."""
+        return (
+            (not self.choices or value in self.choices)
+            and (self.minimum is None or value >= self.minimum)
+            and (self.above is None or value > self.above)
+        )
+
+    def is_valid(self, value: Any) -> bool:
+        return self.kind.accepts(value) and self.in_range(value)
+
+    def expected(self) -> str:
+        if self.choices:
+            return " or ".join(repr(choice) for choice in self.choices)
+        bounds = [f"of at least {self.minimum:g}"] if self.minimum is not None else []
+        bounds += [f"greater than {self.above:g}"] if self.above is not None else []
+        return " ".join([self.kind.description, *bounds])
+
+    def problem(self, value: Any) -> str:
+        shown = "" if self.secret else f", not {reprlib.repr(value)}"
+        return f"MORPH_WEBHOOKS['{self.name}'] must be {self.expected()}{shown}."
+
+
 class Settings:
-    def _get(self, name: str) -> Any:
-        return getattr(settings, "MORPH_WEBHOOKS", {}).get(name, DEFAULTS[name])
-
-    @property
-    def SECRETS(self) -> list[str]:
-        return _strings(self._get("SECRETS"))
-
-    @property
-    def SIGNING_SECRETS(self) -> list[str]:
-        return _strings(self._get("SIGNING_SECRETS"))
-
-    @property
-    def SIGNATURE_TOLERANCE(self) -> int:
-        return int(self._get("SIGNATURE_TOLERANCE"))
-
-    @property
-    def ALLOW_UNAUTHENTICATED(self) -> bool:
-        return bool(self._get("ALLOW_UNAUTHENTICATED"))
-
-    @property
-    def ALLOWED_NETWORKS(self) -> list[str]:
-        return _strings(self._get("ALLOWED_NETWORKS"))
-
-    @property
-    def FORWARDED_PROXIES(self) -> int:
-        return int(self._get("FORWARDED_PROXIES"))
-
-    @property
-    def ALLOWED_CONNECTORS(self) -> list[str]:
-        return _strings(self._get("ALLOWED_CONNECTORS"))
-
-    @property
-    def ALLOWED_OWNERS(self) -> list[str]:
-        return _strings(self._get("ALLOWED_OWNERS"))
-
-    @property
-    def MAX_BODY_SIZE(self) -> int:
-        return int(self._get("MAX_BODY_SIZE"))
-
-    @property
-    def PROCESSING(self) -> str:
-        return str(self._get("PROCESSING"))
+    # One line per setting; README's Configuration section documents each.
+    SECRETS = Setting([], STRINGS, secret=True)
+    SIGNING_SECRETS = Setting([], STRINGS, secret=True)
+    SIGNATURE_TOLERANCE = Setting(300, INTEGER, minimum=1)
+    ALLOW_UNAUTHENTICATED = Setting(False, BOOLEAN)
+    ALLOWED_NETWORKS = Setting([], STRINGS)
+    FORWARDED_PROXIES = Setting(0, INTEGER, minimum=0)
+    ALLOWED_CONNECTORS = Setting([], STRINGS)
+    ALLOWED_OWNERS = Setting([], STRINGS)
+    MAX_BODY_SIZE = Setting(1024 * 1024, INTEGER, minimum=1)
+    PROCESSING = Setting("sync", STRING, choices=("sync", "deferred"))
+    TASK_BACKEND = Setting("default", STRING)
+    TASK_QUEUE = Setting("default", STRING)
+    MAX_ATTEMPTS = Setting(5, INTEGER, minimum=1)
+    RETRY_DELAY = Setting(10.0, NUMBER, minimum=0)
+    MAX_RETRY_DELAY = Setting(3600.0, NUMBER, minimum=0)
+    PENDING_TIMEOUT = Setting(600.0, NUMBER, minimum=0)
+    LOCK_TIMEOUT = Setting(10.0, NUMBER, above=0)
+    KEY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
+    DELIVERY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
 
     @property
     def DEFERRED(self) -> bool:
         return self.PROCESSING == "deferred"
 
-    @property
-    def TASK_BACKEND(self) -> str:
-        return str(self._get("TASK_BACKEND"))
 
-    @property
-    def TASK_QUEUE(self) -> str:
-        return str(self._get("TASK_QUEUE"))
-
-    @property
-    def MAX_ATTEMPTS(self) -> int:
-        return int(self._get("MAX_ATTEMPTS"))
-
-    @property
-    def RETRY_DELAY(self) -> float:
-        return float(self._get("RETRY_DELAY"))
-
-    @property
-    def MAX_RETRY_DELAY(self) -> float:
-        return float(self._get("MAX_RETRY_DELAY"))
-
-    @property
-    def PENDING_TIMEOUT(self) -> float:
-        return float(self._get("PENDING_TIMEOUT"))
-
-    @property
-    def KEY_RETENTION_DAYS(self) -> int:
-        return int(self._get("KEY_RETENTION_DAYS"))
-
-    @property
-    def DELIVERY_RETENTION_DAYS(self) -> int:
-        return int(self._get("DELIVERY_RETENTION_DAYS"))
-
+DECLARED: dict[str, Setting[Any]] = {
+    name: value for name, value in vars(Settings).items() if isinstance(value, Setting)
+}
 
 conf = Settings()

@@ -232,3 +232,16 @@ class TestAllowedConnectorsAndOwners:
 def test_checks_for_security_settings(settings, value, expected):
     settings.MORPH_WEBHOOKS = value
     assert [message.id for message in check_settings()] == expected
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0", 1])
+def test_a_non_boolean_opt_out_never_opens_the_endpoint(client, settings, value):
+    # From an environment variable, "false" is a non-empty string: bool() of it is True.
+    settings.MORPH_WEBHOOKS = {"ALLOW_UNAUTHENTICATED": value}
+
+    response = post(client, json.dumps(opportunity_event()).encode())
+
+    assert response.status_code == 500
+    assert "ImproperlyConfigured" in response.json()["detail"]
+    assert not Opportunity.objects.exists()
+    assert not WebhookDelivery.objects.exists()
