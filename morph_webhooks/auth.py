@@ -20,7 +20,7 @@ from django.http import HttpRequest
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
-from .body import read_body
+from .body import ascii_number, read_body
 from .conf import conf
 from .events import MorphEvent
 
@@ -75,11 +75,12 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
     signatures = headers.get("webhook-signature", "")
     if not (message_id and timestamp and signatures):
         raise exceptions.AuthenticationFailed("Missing webhook-id, webhook-timestamp or webhook-signature.")
-    if not timestamp.isdigit():
+    signed_at = ascii_number(timestamp)
+    if signed_at is None:
         raise exceptions.AuthenticationFailed("webhook-timestamp is not a Unix timestamp.")
     now = time.time() if now is None else now
     # The window limits how long a captured request can be replayed.
-    if abs(now - int(timestamp)) > conf.SIGNATURE_TOLERANCE:
+    if abs(now - signed_at) > conf.SIGNATURE_TOLERANCE:
         raise exceptions.AuthenticationFailed("webhook-timestamp is outside the tolerance window.")
     expected = [signature(secret, message_id, timestamp, body) for secret in conf.SIGNING_SECRETS if secret]
     for candidate in signatures.split():

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -94,6 +95,18 @@ class TestStandardWebhooksSignatures:
 
         assert post(client, body, **headers).status_code == 401
         assert WebhookDelivery.objects.count() == Opportunity.objects.count() == 0
+
+    @pytest.mark.parametrize("timestamp", ["²", "¹²³", "1" * 10_000, "-1", "+1", " 1"])
+    def test_timestamp_not_in_ascii_digits_is_401_not_an_error(self, client, caplog, timestamp):
+        # "²".isdigit() is true and int("²") raises; int() refuses over 4,300 digits.
+        body = json.dumps(opportunity_event()).encode()
+        headers = {**signed_headers(SIGNING_SECRET, body), "webhook-timestamp": timestamp}
+
+        response = post(client, body, **headers)
+
+        assert response.status_code == 401
+        assert response.json()["detail"] == "webhook-timestamp is not a Unix timestamp."
+        assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
 
     def test_signed_by_an_unknown_key_is_401(self, client):
         body = json.dumps(opportunity_event()).encode()
