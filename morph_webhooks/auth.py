@@ -23,8 +23,8 @@ from rest_framework.request import Request
 from .body import ascii_number, read_body
 from .conf import conf
 from .events import MorphEvent
+from .redaction import TOKEN_PARAMETER
 
-TOKEN_PARAMETER = "token"
 SIGNING_SECRET_PREFIX = "whsec_"
 
 
