@@ -96,6 +96,17 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
     raise exceptions.AuthenticationFailed("No valid signature.")
 
 
+def consume_signed_message(headers: Any) -> None:
+    """A verified signature is good once: see SignedMessage for why the id and timestamp."""
+    # Imported here so that this module can be imported before the app registry is ready.
+    from .models import SignedMessage
+
+    if not SignedMessage.consume(headers["webhook-id"], headers["webhook-timestamp"]):
+        raise exceptions.AuthenticationFailed(
+            "This signed message was already received: a webhook-id and webhook-timestamp are accepted once."
+        )
+
+
 class MorphAuthentication(authentication.BaseAuthentication):
     """A shared secret (URL token, Bearer or Basic), or a Standard Webhooks signature."""
 
@@ -113,6 +124,7 @@ class MorphAuthentication(authentication.BaseAuthentication):
             return AnonymousUser(), None
         if conf.SIGNING_SECRETS and "webhook-signature" in request.headers:
             verify_signature(request.headers, read_body(request._request))
+            consume_signed_message(request.headers)
             return AnonymousUser(), None
         raise exceptions.NotAuthenticated(
             "Missing credentials: pass ?token=<secret> or an Authorization header."

@@ -112,6 +112,33 @@ class TestStandardWebhooksSignatures:
         assert response.json()["detail"] == "webhook-timestamp is not a Unix timestamp."
         assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
 
+    def test_a_signed_request_is_accepted_once(self, client):
+        body = json.dumps(opportunity_event()).encode()
+        signed = signed_headers(SIGNING_SECRET, body)
+        first = post(client, body, **signed)
+        # Whoever saw the request replays it into another tenant, under a new idempotency key:
+        # neither header is covered by the signature.
+        replayed = post(client, body, **{**morph_headers(owner_id="tenant_2"), **signed})
+
+        assert first.json() == {"status": "processed"}
+        assert replayed.status_code == 401
+        assert "already received" in replayed.json()["detail"]
+        assert list(Opportunity.objects.values_list("owner_id", flat=True)) == ["tenant_1"]
+        assert WebhookDelivery.objects.count() == 1
+
+    def test_a_retry_signed_again_with_the_same_id_is_accepted(self, client):
+        # Standard Webhooks senders retry a delivery with its webhook-id and a new timestamp.
+        body = json.dumps(opportunity_event()).encode()
+        key = morph_headers()["x-idempotency-key"]
+        first = post(
+            client,
+            body,
+            **{**signed_headers(SIGNING_SECRET, body, at=time.time() - 10), "x-idempotency-key": key},
+        )
+        retry = post(client, body, **{**signed_headers(SIGNING_SECRET, body), "x-idempotency-key": key})
+
+        assert (first.json(), retry.json()) == ({"status": "processed"}, {"status": "duplicate"})
+
     def test_signed_by_an_unknown_key_is_401(self, client):
         body = json.dumps(opportunity_event()).encode()
         unknown = "whsec_" + base64.b64encode(b"someone else's key").decode()
