@@ -130,11 +130,17 @@ USE_I18N = True
 # STATIC_ROOT and run collectstatic (or use WhiteNoise).
 STATIC_URL = "static/"
 
+# Morph puts the secret in the URL: Django's error reports (the DEBUG page, ADMINS' e-mails) and
+# the log lines below mask it. The web server's own access log is configured outside Django.
+DEFAULT_EXCEPTION_REPORTER = "morph_webhooks.redaction.ExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "morph_webhooks.redaction.SafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact_token": {"()": "example_project.log_filters.RedactToken"},
+        "redact_token": {"()": "morph_webhooks.redaction.RedactToken"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
     },
     "formatters": {
         "console": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
@@ -145,18 +151,27 @@ LOGGING = {
             "style": "{",
         },
     },
+    # Every handler masks the secret: a record reaches the handlers of its logger's ancestors,
+    # which a logger's own filters would not see.
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "console"},
+        "console": {"class": "logging.StreamHandler", "formatter": "console", "filters": ["redact_token"]},
         "django.server": {
             "class": "logging.StreamHandler",
             "formatter": "django.server",
             "filters": ["redact_token"],
+        },
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "filters": ["require_debug_false", "redact_token"],
         },
     },
     "loggers": {
         # What the app and the example receivers do, visible next to runserver's request log.
         "morph_webhooks": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "example_project": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Django's errors (django.request's tracebacks quote the URL), replacing its default
+        # handlers, which mask nothing.
+        "django": {"handlers": ["console", "mail_admins"], "level": "INFO", "propagate": False},
         # runserver's request log: Morph puts the secret in the URL, which must not be logged.
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
     },

@@ -33,6 +33,7 @@ from django.utils.translation import ngettext
 from .events import unique_keys
 from .models import IdempotencyKey, Opportunity, OpportunityQuerySet, Outcome, WebhookDelivery
 from .processing import reprocess_delivery
+from .redaction import redact_headers
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +462,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("headers"))
     def headers_json(self, obj: WebhookDelivery) -> SafeString:
-        return pretty_json(obj.headers)
+        # Rows stored before the request log masked the secret and dropped signatures.
+        return pretty_json(redact_headers(obj.headers))
 
     @admin.display(description=_("body"))
     def body_json(self, obj: WebhookDelivery) -> SafeString | None:

@@ -20,11 +20,11 @@ from django.http import HttpRequest
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
-from .body import read_body
+from .body import ascii_number, read_body
 from .conf import conf
 from .events import MorphEvent
+from .redaction import TOKEN_PARAMETER
 
-TOKEN_PARAMETER = "token"
 SIGNING_SECRET_PREFIX = "whsec_"
 
 
@@ -75,11 +75,12 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
     signatures = headers.get("webhook-signature", "")
     if not (message_id and timestamp and signatures):
         raise exceptions.AuthenticationFailed("Missing webhook-id, webhook-timestamp or webhook-signature.")
-    if not timestamp.isdigit():
+    signed_at = ascii_number(timestamp)
+    if signed_at is None:
         raise exceptions.AuthenticationFailed("webhook-timestamp is not a Unix timestamp.")
     now = time.time() if now is None else now
     # The window limits how long a captured request can be replayed.
-    if abs(now - int(timestamp)) > conf.SIGNATURE_TOLERANCE:
+    if abs(now - signed_at) > conf.SIGNATURE_TOLERANCE:
         raise exceptions.AuthenticationFailed("webhook-timestamp is outside the tolerance window.")
     expected = [signature(secret, message_id, timestamp, body) for secret in conf.SIGNING_SECRETS if secret]
     for candidate in signatures.split():
@@ -93,6 +94,17 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
         if matches_any(presented, expected):
             return
     raise exceptions.AuthenticationFailed("No valid signature.")
+
+
+def consume_signed_message(headers: Any) -> None:
+    """A verified signature is good once: see SignedMessage for why the id and timestamp."""
+    # Imported here so that this module can be imported before the app registry is ready.
+    from .models import SignedMessage
+
+    if not SignedMessage.consume(headers["webhook-id"], headers["webhook-timestamp"]):
+        raise exceptions.AuthenticationFailed(
+            "This signed message was already received: a webhook-id and webhook-timestamp are accepted once."
+        )
 
 
 class MorphAuthentication(authentication.BaseAuthentication):
@@ -112,6 +124,7 @@ class MorphAuthentication(authentication.BaseAuthentication):
             return AnonymousUser(), None
         if conf.SIGNING_SECRETS and "webhook-signature" in request.headers:
             verify_signature(request.headers, read_body(request._request))
+            consume_signed_message(request.headers)
             return AnonymousUser(), None
         raise exceptions.NotAuthenticated(
             "Missing credentials: pass ?token=<secret> or an Authorization header."

@@ -15,6 +15,12 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+def ascii_number(text: str, max_digits: int = 20) -> int | None:
+    """``text`` as a whole number when it is one in at most ``max_digits`` ASCII digits: ``isdigit``
+    also accepts "²", which ``int`` refuses, and ``int`` spends time on (or refuses) a huge one."""
+    return int(text) if len(text) <= max_digits and text.isascii() and text.isdigit() else None
+
+
 def read_body(request: HttpRequest) -> bytes:
     """The raw body, read at most once (signature checks and parsing both need it). A body over
     the limit is refused without being held in memory, whatever its declared length."""
@@ -22,8 +28,8 @@ def read_body(request: HttpRequest) -> bytes:
     if cached is not None:
         return cached
     limit = conf.MAX_BODY_SIZE
-    declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > limit:
+    declared = ascii_number(request.META.get("CONTENT_LENGTH") or "")
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Body over {limit} bytes.")
     body = request.read(limit + 1)
     if len(body) > limit:

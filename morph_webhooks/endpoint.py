@@ -9,8 +9,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 
-from .auth import TOKEN_PARAMETER
 from .conf import conf
+from .redaction import TOKEN_PARAMETER
 
 
 class EndpointError(ValueError):

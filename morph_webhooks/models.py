@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Any
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
@@ -190,3 +192,45 @@ class WebhookDelivery(models.Model):
         self.error = json.dumps(detail)
         self.processed_at = None
         self.save()
+
+
+class SignedMessage(models.Model):
+    """A Standard Webhooks message that was accepted: its ``webhook-id`` signed at its
+    ``webhook-timestamp``, which no request may present again.
+
+    The signature covers the id, the timestamp and the body, not Morph's headers, so a captured
+    signed request could otherwise be replayed, within ``SIGNATURE_TOLERANCE``, with another
+    ``x-owner-id`` (into another tenant) or another idempotency key. The id alone is not what is
+    single-use: a gateway retries a failed delivery with the same id, signed again at a new
+    timestamp, and that retry must get through; the pair is what one signature vouches for.
+    (Keying on the signature header instead would let a replay pass by reordering or dropping
+    one of several signatures.) Once the timestamp is outside the tolerance window the
+    signature fails anyway, so ``morph_webhooks_prune`` deletes the row.
+    """
+
+    digest = models.CharField(
+        max_length=64, unique=True, help_text=_("SHA-256 of webhook-id.webhook-timestamp.")
+    )
+    signed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("signed message")
+        verbose_name_plural = _("signed messages")
+        indexes = [models.Index(fields=["signed_at"], name="morph_signed_at_idx")]
+
+    def __str__(self) -> str:
+        return self.digest
+
+    @classmethod
+    def consume(cls, message_id: str, timestamp: str) -> bool:
+        """Record the message; False when it was recorded before. One INSERT, committed at once
+        (a request that then fails keeps it used: its retry comes with a new timestamp); of two
+        concurrent twins, the second waits on the unique index and then fails."""
+        digest = hashlib.sha256(f"{message_id}.{timestamp}".encode()).hexdigest()
+        signed_at = datetime.fromtimestamp(int(timestamp), tz=timezone.utc)
+        try:
+            with transaction.atomic():
+                cls.objects.create(digest=digest, signed_at=signed_at)
+        except IntegrityError:
+            return False
+        return True

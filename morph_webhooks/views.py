@@ -14,17 +14,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import TOKEN_PARAMETER, FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
+from .auth import FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
 from .body import read_body
 from .conf import conf
 from .events import InvalidEvent, connector_header, parse_event
 from .models import ID_LENGTH, WebhookDelivery
 from .processing import http_status_for, process_event, queue_event
+from .redaction import (
+    SECRET_HEADERS,
+    TOKEN_PARAMETER,
+    ExceptionReporter,
+    SafeExceptionReporterFilter,
+    forget_token,
+    redact,
+)
 
 logger = logging.getLogger(__name__)
-
-# Never written to the request log.
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 class AlwaysJSON(BaseContentNegotiation):
@@ -60,9 +65,17 @@ class ReceiveView(APIView):
     def get_exception_handler(self) -> Any:
         return handle_exception
 
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # Django's error reports (ADMINS' e-mails, the DEBUG page) take these from the request, so
+        # the endpoint's own failures mask the secret whatever the project's settings.
+        request.exception_reporter_filter = SafeExceptionReporterFilter()
+        request.exception_reporter_class = ExceptionReporter
+        return super().initialize_request(request, *args, **kwargs)
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.started = time.monotonic()
         super().initial(request, *args, **kwargs)
+        forget_token(request._request)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -94,7 +107,8 @@ def request_headers(request: HttpRequest) -> dict[str, str]:
 
 
 def new_delivery(request: HttpRequest) -> WebhookDelivery:
-    headers = {storable(name): storable(value) for name, value in request_headers(request).items()}
+    # A proxy may pass the original URL, secret included, in any header of its choosing.
+    headers = {storable(name): storable(redact(value)) for name, value in request_headers(request).items()}
     query = QueryDict(mutable=True)
     query.update(request.GET)
     query.pop(TOKEN_PARAMETER, None)

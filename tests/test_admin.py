@@ -274,6 +274,25 @@ def test_delivery_body_headers_and_error_are_pretty_and_escaped(admin_client):
     assert "<pre>Traceback (most recent call last):\n  &lt;boom&gt;</pre>" in content
 
 
+def test_delivery_headers_never_show_a_signature_or_the_secret(admin_client, settings):
+    # As rows stored before the request log masked them hold them.
+    delivery = WebhookDeliveryFactory()
+    secret = settings.MORPH_WEBHOOKS["SECRETS"][0]
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        headers={
+            **delivery.headers,
+            "webhook-signature": "v1,c2lnbmF0dXJl",
+            "x-original-url": f"/webhooks/morph/?token={secret}",
+        }
+    )
+
+    content = admin_client.get(admin_url(delivery, "change")).content.decode()
+
+    assert "webhook-signature" not in content and "c2lnbmF0dXJl" not in content
+    assert secret not in content
+    assert "/webhooks/morph/?token=[redacted]" in content
+
+
 def test_delivery_body_that_is_not_json_is_shown_as_sent(admin_client):
     garbage = WebhookDeliveryFactory(body="<script>not json", status=Outcome.REJECTED, http_status=400)
     # Re-encoding would keep only one of the two values the sender wrote.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -56,11 +57,15 @@ class TestStandardWebhooksSignatures:
         response = post_event(client, opportunity_event())
 
         assert response.json() == {"status": "processed"}
-        delivery = WebhookDelivery.objects.get()
-        signed = {
-            name: delivery.headers[name] for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
-        }
-        Webhook(SIGNING_SECRET).verify(delivery.body, signed)  # the reference agrees with our signing
+        # The log keeps which message it was, never its signature: that could be replayed.
+        headers = WebhookDelivery.objects.get().headers
+        assert "webhook-id" in headers and "webhook-signature" not in headers
+
+    def test_our_signing_agrees_with_the_reference_one(self):
+        from morph_webhooks.auth import signature_headers
+
+        body = b'{"any": "bytes"}'
+        Webhook(SIGNING_SECRET).verify(body, signature_headers(SIGNING_SECRET, "msg_1", body))
 
     def test_our_verification_agrees_with_the_reference_one(self):
         from morph_webhooks.auth import verify_signature
@@ -94,6 +99,45 @@ class TestStandardWebhooksSignatures:
 
         assert post(client, body, **headers).status_code == 401
         assert WebhookDelivery.objects.count() == Opportunity.objects.count() == 0
+
+    @pytest.mark.parametrize("timestamp", ["²", "¹²³", "1" * 10_000, "-1", "+1", " 1"])
+    def test_timestamp_not_in_ascii_digits_is_401_not_an_error(self, client, caplog, timestamp):
+        # "²".isdigit() is true and int("²") raises; int() refuses over 4,300 digits.
+        body = json.dumps(opportunity_event()).encode()
+        headers = {**signed_headers(SIGNING_SECRET, body), "webhook-timestamp": timestamp}
+
+        response = post(client, body, **headers)
+
+        assert response.status_code == 401
+        assert response.json()["detail"] == "webhook-timestamp is not a Unix timestamp."
+        assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+    def test_a_signed_request_is_accepted_once(self, client):
+        body = json.dumps(opportunity_event()).encode()
+        signed = signed_headers(SIGNING_SECRET, body)
+        first = post(client, body, **signed)
+        # Whoever saw the request replays it into another tenant, under a new idempotency key:
+        # neither header is covered by the signature.
+        replayed = post(client, body, **{**morph_headers(owner_id="tenant_2"), **signed})
+
+        assert first.json() == {"status": "processed"}
+        assert replayed.status_code == 401
+        assert "already received" in replayed.json()["detail"]
+        assert list(Opportunity.objects.values_list("owner_id", flat=True)) == ["tenant_1"]
+        assert WebhookDelivery.objects.count() == 1
+
+    def test_a_retry_signed_again_with_the_same_id_is_accepted(self, client):
+        # Standard Webhooks senders retry a delivery with its webhook-id and a new timestamp.
+        body = json.dumps(opportunity_event()).encode()
+        key = morph_headers()["x-idempotency-key"]
+        first = post(
+            client,
+            body,
+            **{**signed_headers(SIGNING_SECRET, body, at=time.time() - 10), "x-idempotency-key": key},
+        )
+        retry = post(client, body, **{**signed_headers(SIGNING_SECRET, body), "x-idempotency-key": key})
+
+        assert (first.json(), retry.json()) == ({"status": "processed"}, {"status": "duplicate"})
 
     def test_signed_by_an_unknown_key_is_401(self, client):
         body = json.dumps(opportunity_event()).encode()

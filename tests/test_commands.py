@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -9,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.models import IdempotencyKey, Opportunity, SignedMessage, WebhookDelivery
 from morph_webhooks.testing.factories import IdempotencyKeyFactory, WebhookDeliveryFactory
 
 pytestmark = pytest.mark.django_db
@@ -102,6 +103,17 @@ class TestPrune:
         assert "Deleted 0 idempotency keys." in run("morph_webhooks_prune")  # default: 30 days
         settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "KEY_RETENTION_DAYS": 9}
         assert "Deleted 1 idempotency keys." in run("morph_webhooks_prune")
+
+    def test_deletes_signed_messages_outside_the_tolerance_window(self, settings):
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "SIGNATURE_TOLERANCE": 300}
+        now = int(time.time())
+        for message_id, signed_at in (("expired", now - 301), ("recent", now - 299), ("ahead", now + 299)):
+            assert SignedMessage.consume(message_id, str(signed_at))
+
+        assert "Would delete 1 signed messages." in run("morph_webhooks_prune", "--dry-run")
+        assert "Deleted 1 signed messages." in run("morph_webhooks_prune")
+        assert SignedMessage.objects.count() == 2
+        assert not SignedMessage.consume("recent", str(now - 299))  # still single-use
 
     def test_refuses_to_forget_keys_morph_may_still_retry(self):
         with pytest.raises(CommandError, match="at least 7 days"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import threading
 from collections import Counter
@@ -13,6 +15,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from morph_webhooks.auth import signature_headers
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 
@@ -112,3 +115,30 @@ def test_delete_racing_updates(sent_signals, delete_at, ends_deleted):
     assert opportunity.remote_updated_at == T0 + timedelta(minutes=max(39, delete_at))
     if not ends_deleted:
         assert opportunity.stage_id == "s39"
+
+
+def test_simultaneous_replays_of_a_signed_request_are_accepted_once(settings):
+    signing_secret = "whsec_" + base64.b64encode(b"a signing key of thirty-two byte").decode()
+    settings.MORPH_WEBHOOKS = {"SIGNING_SECRETS": [signing_secret]}
+    body = json.dumps(opportunity_event()).encode()
+    signed = signature_headers(signing_secret, "msg_1", body)
+    barrier = threading.Barrier(10)
+
+    def replay(owner: int) -> int:
+        try:
+            barrier.wait()
+            response = Client().post(
+                "/webhooks/morph/",
+                data=body,
+                content_type="application/json",
+                headers={**morph_headers(owner_id=f"tenant_{owner}"), **signed},
+            )
+            return int(response.status_code)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(replay, range(10)))
+
+    assert Counter(statuses) == {200: 1, 401: 9}
+    assert Opportunity.objects.count() == WebhookDelivery.objects.count() == 1

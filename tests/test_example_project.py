@@ -15,6 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -200,6 +202,24 @@ def test_send_example_events_names_the_login_make_run_created(
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "(log in as admin)." in sent.stdout
     assert "createsuperuser" not in sent.stdout
+
+
+def test_a_post_without_the_trailing_slash_keeps_the_secret_out_of_the_console(
+    server: tuple[str, Path],
+) -> None:
+    url, log_path = server
+    # DEBUG is on: CommonMiddleware raises, quoting the URL, rather than redirect a POST.
+    request = urllib.request.Request(f"{url.rstrip('/')}?token={DEV_SECRET}", data=b"{}", method="POST")
+
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    page = error.value.read().decode()
+
+    server_log = log_path.read_text()
+    assert error.value.code == 500 and "RuntimeError" in page
+    assert "doesn't end in a slash" in server_log and "Traceback" in server_log
+    assert "token=[redacted]" in server_log and "token=[redacted]" in page
+    assert DEV_SECRET not in server_log and DEV_SECRET not in page
 
 
 def test_send_example_events_without_a_server(env: dict[str, str]) -> None:

@@ -180,7 +180,8 @@ class TestCheck:
             out, _ = run("morph_webhooks_check", site)
 
         assert "OK: delivery" in out
-        assert "webhook-signature" in WebhookDelivery.objects.get().headers
+        headers = WebhookDelivery.objects.get().headers
+        assert "webhook-id" in headers and "webhook-signature" not in headers
 
     def test_connector_and_owner_allowlists(self):
         with webhooks(ALLOWED_CONNECTORS=["hubspot"], ALLOWED_OWNERS=["acme"]), serving() as site:

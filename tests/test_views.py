@@ -252,8 +252,38 @@ class TestBodySize:
             read_body(request)
         assert stream.tell() == 2001
 
+    @pytest.mark.parametrize("declared", ["²", "1" * 5000])
+    def test_declared_length_that_is_no_number_is_not_trusted(self, rf, declared):
+        # "²".isdigit() is true and int("²") raises; int() refuses over 4,300 digits.
+        request = rf.generic("POST", URL, content_type="application/json")
+        request.META["CONTENT_LENGTH"] = declared
+        request._stream = io.BytesIO(b"{}")
+
+        assert read_body(request) == b"{}"
+
     def test_body_within_the_limit_is_accepted(self, client):
         assert post_event(client, opportunity_event()).status_code == 200
+
+
+def test_the_secret_is_masked_in_every_stored_header(client):
+    # Proxies pass the original URL on; any header may carry it.
+    url = f"{URL}?token={SECRET}&page=1"
+    proxies = dict.fromkeys(
+        ("X-Forwarded-Uri", "X-Original-URL", "X-Original-URI", "X-Envoy-Original-Path", "X-Custom"), url
+    )
+    response = raw_post(
+        client,
+        json.dumps(opportunity_event()),
+        path=url,
+        Referer=f"https://crm.example.com/?next=%2Fwebhooks%2Fmorph%2F%3Ftoken%3D{SECRET}",
+        **proxies,
+    )
+
+    assert response.json() == {"status": "processed"}
+    delivery = WebhookDelivery.objects.get()
+    assert SECRET not in json.dumps(delivery.headers) and SECRET not in delivery.path
+    assert delivery.headers["x-original-url"] == f"{URL}?token=[redacted]&page=1"
+    assert delivery.headers["x-custom"] == f"{URL}?token=[redacted]&page=1"
 
 
 def test_non_json_content_type_is_415_and_logged(client):

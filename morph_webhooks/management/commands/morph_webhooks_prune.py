@@ -9,11 +9,14 @@ from django.utils import timezone
 
 from ...checks import MIN_KEY_DAYS
 from ...conf import conf
-from ...models import PENDING, IdempotencyKey, Outcome, WebhookDelivery
+from ...models import PENDING, IdempotencyKey, Outcome, SignedMessage, WebhookDelivery
 
 
 class Command(BaseCommand):
-    help = "Delete idempotency keys and logged deliveries older than their retention, in small batches."
+    help = (
+        "Delete idempotency keys and logged deliveries older than their retention, and signed messages "
+        "outside SIGNATURE_TOLERANCE, in small batches."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -46,7 +49,13 @@ class Command(BaseCommand):
         deliveries = WebhookDelivery.objects.filter(
             received_at__lt=now - timedelta(days=delivery_days)
         ).exclude(status__in=PENDING)
-        for label, queryset in (("idempotency keys", keys), ("deliveries", deliveries)):
+        # A signature this old fails the timestamp check anyway: its record guards nothing.
+        signed = SignedMessage.objects.filter(signed_at__lt=now - timedelta(seconds=conf.SIGNATURE_TOLERANCE))
+        for label, queryset in (
+            ("idempotency keys", keys),
+            ("deliveries", deliveries),
+            ("signed messages", signed),
+        ):
             if options["dry_run"]:
                 self.stdout.write(f"Would delete {queryset.count()} {label}.")
             else:

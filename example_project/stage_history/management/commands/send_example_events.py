@@ -20,8 +20,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from morph_webhooks.auth import TOKEN_PARAMETER
 from morph_webhooks.conf import conf
+from morph_webhooks.redaction import TOKEN_PARAMETER
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, timestamp
 
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/morph/"

@@ -1,0 +1,141 @@
+"""Keeping the shared secret out of what the app stores and what a project logs or mails.
+
+Morph can only be given a URL, so the secret travels in its query string (``?token=...``), and
+everything that writes a URL down would keep it: the request log's proxy headers (X-Original-URL,
+Referer...), Django's error reports, runserver's request lines, a traceback quoting the URL.
+
+Logging is configured before the app registry is ready, so this module imports no models.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from pprint import pformat
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils.safestring import SafeString, mark_safe
+from django.views import debug
+
+from .conf import conf
+
+TOKEN_PARAMETER = "token"
+REDACTED = "[redacted]"
+# Never written to the request log or shown: credentials, and a signature that could be replayed.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "webhook-signature"})
+
+# A token= value wherever a URL or query string shows up, up to what ends it in a query, in
+# HTML (&amp;) or in a repr (quotes). Over-masking another "token=" is harmless.
+TOKEN_IN_TEXT = re.compile(rf"\b({TOKEN_PARAMETER}=)[^&#\s\"'<>]+", re.IGNORECASE)
+
+
+def configured_secrets() -> list[str]:
+    if not settings.configured:
+        return []
+    return [secret for secret in conf.SECRETS if isinstance(secret, str) and secret]
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """``text`` with every ``token=`` value masked, and the shared secrets (the configured ones
+    unless given) in every spelling a URL gives them: a percent-encoded parameter name
+    (``%74oken=``) or a URL nested in another one still carries the secret itself."""
+    text = TOKEN_IN_TEXT.sub(lambda match: match[1] + REDACTED, text)
+    for secret in configured_secrets() if secrets is None else secrets:
+        for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(spelling, REDACTED)
+    return text
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers as the request log keeps and shows them: no credentials, the secret masked in
+    every value (a proxy may forward the original URL in any header of its choosing)."""
+    return {name: redact(value) for name, value in headers.items() if name.lower() not in SECRET_HEADERS}
+
+
+def forget_token(request: HttpRequest) -> None:
+    """Mask the secret in the request's query once it has been checked: Django's error e-mails
+    show the URL and GET parameters through no filter (only through DEFAULT_EXCEPTION_REPORTER),
+    and error trackers read them too. Nothing needs the secret after authentication."""
+    if TOKEN_PARAMETER not in request.GET:
+        return
+    query = request.GET.copy()
+    query[TOKEN_PARAMETER] = REDACTED
+    request.GET = query  # type: ignore[assignment]  # the stubs type it read-only, Django lets it be set
+    request.META["QUERY_STRING"] = redact(request.META.get("QUERY_STRING", ""))
+
+
+class RedactToken(logging.Filter):
+    """Masks the secret in a record's message (its arguments included: runserver's request
+    line, a request's repr), its traceback (APPEND_SLASH's error quotes the URL) and its stack.
+    Attach it to handlers: a logger's filters do not see records propagated from its children."""
+
+    formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call is for the handler to report, not for this to raise
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set, so the masked text is what they write.
+            record.exc_text = self.formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class Shown:
+    """A value as an error report shows it, already masked."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class SafeExceptionReporterFilter(debug.SafeExceptionReporterFilter):
+    """Django's filter, plus the secret masked in every META value (the query string, RAW_URI,
+    a proxy's original URL, Referer) and in the frames' local variables (a request's repr)."""
+
+    def get_safe_request_meta(self, request: HttpRequest) -> dict[str, Any]:
+        meta = super().get_safe_request_meta(request)
+        return {name: redact(value) if isinstance(value, str) else value for name, value in meta.items()}
+
+    def cleanse_special_types(self, request: HttpRequest | None, value: Any) -> Any:
+        value = super().cleanse_special_types(request, value)
+        try:
+            shown = pformat(value)
+        except Exception:  # the report says what went wrong formatting it
+            return value
+        return Shown(redact(shown))
+
+
+class ExceptionReporter(debug.ExceptionReporter):
+    """Django's report with the secret masked where no filter reaches: the request's URL and
+    GET parameters, the exception's message, and then the whole text as a last pass."""
+
+    def get_traceback_data(self) -> dict[str, Any]:
+        data = super().get_traceback_data()
+        if "request_GET_items" in data:
+            data["request_GET_items"] = [
+                (name, REDACTED if name == TOKEN_PARAMETER else redact(value))
+                for name, value in data["request_GET_items"]
+            ]
+        return data
+
+    # Masking only replaces text with REDACTED, so what was safe HTML stays safe.
+    def get_traceback_html(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_html()))
+
+    def get_traceback_text(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_text()))

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.utils.log import AdminEmailHandler
+from django.views import debug
+
+from morph_webhooks.redaction import ExceptionReporter, RedactToken, SafeExceptionReporterFilter, redact
+from morph_webhooks.signals import opportunity_created
+from morph_webhooks.testing import morph_headers, opportunity_event
+
+SECRET = "test-secret-0123456789abcdef"
+URL = "/webhooks/morph/"
+# Where proxies and browsers repeat the URL, secret included.
+URL_HEADERS = {
+    "X-Original-URL": f"{URL}?token={SECRET}",
+    "X-Forwarded-Uri": f"{URL}?token={SECRET}",
+    "Referer": f"https://crm.example.com/?token={SECRET}",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "POST /webhooks/morph/?token=abc&x=1 HTTP/1.1",
+            "POST /webhooks/morph/?token=[redacted]&x=1 HTTP/1.1",
+        ),
+        ("token=abc", "token=[redacted]"),
+        (
+            "<WSGIRequest: POST '/webhooks/morph/?token=abc'>",
+            "<WSGIRequest: POST '/webhooks/morph/?token=[redacted]'>",
+        ),
+        ("?a=1&amp;token=abc&amp;b=2", "?a=1&amp;token=[redacted]&amp;b=2"),
+        ("csrftoken=abc; x_token=abc", "csrftoken=abc; x_token=abc"),
+        (f"?%74oken={SECRET}", "?%74oken=[redacted]"),  # Django decodes the name: still the secret
+        (f"Bearer {SECRET}", "Bearer [redacted]"),
+    ],
+)
+def test_redact(text, expected):
+    assert redact(text) == expected
+
+
+class TestRedactToken:
+    @pytest.fixture
+    def output(self) -> Iterator[io.StringIO]:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.addFilter(RedactToken())
+        logger = logging.getLogger("tests.redaction")
+        logger.addHandler(handler)
+        yield stream
+        logger.removeHandler(handler)
+
+    def test_masks_the_message_and_its_arguments(self, output, rf):
+        logger = logging.getLogger("tests.redaction")
+        logger.warning('"%s %s %s" %s', "POST", f"{URL}?token={SECRET}", "HTTP/1.1", 200)
+        logger.warning("Request %s", rf.post(f"{URL}?token={SECRET}"))
+
+        assert SECRET not in output.getvalue()
+        assert f'"POST {URL}?token=[redacted] HTTP/1.1" 200' in output.getvalue()
+        assert f"<WSGIRequest: POST '{URL}?token=[redacted]'>" in output.getvalue()
+
+    def test_masks_the_traceback_and_the_stack(self, output):
+        logger = logging.getLogger("tests.redaction")
+        try:
+            raise RuntimeError(f"Change your form to point to example.com{URL}?token={SECRET}")
+        except RuntimeError:
+            logger.exception("Internal Server Error: %s", URL, stack_info=True)
+
+        assert SECRET not in output.getvalue()
+        assert (
+            f"RuntimeError: Change your form to point to example.com{URL}?token=[redacted]"
+            in output.getvalue()
+        )
+
+    def test_a_malformed_call_is_left_to_the_handler(self):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("one",), None)
+        assert RedactToken().filter(record) is True
+
+
+def report(request: Any, reporter: type[debug.ExceptionReporter], is_email: bool = True) -> str:
+    url = request.get_full_path()  # noqa: F841 - a local variable the HTML report shows
+    try:
+        raise RuntimeError(f"failed at {url}")
+    except RuntimeError:
+        made = reporter(request, *sys.exc_info(), is_email=is_email)
+        return made.get_traceback_text() + made.get_traceback_html()
+
+
+def test_the_exception_reporter_and_filter_mask_the_secret(settings, rf):
+    request = rf.post(f"{URL}?token={SECRET}", headers={**URL_HEADERS, "Authorization": f"Bearer {SECRET}"})
+    assert SECRET in report(request, debug.ExceptionReporter)  # what Django shows on its own
+    settings.DEFAULT_EXCEPTION_REPORTER_FILTER = "morph_webhooks.redaction.SafeExceptionReporterFilter"
+
+    shown = report(request, ExceptionReporter)
+
+    assert SECRET not in shown
+    assert f"Request URL: http://testserver{URL}?token=[redacted]" in shown
+    assert "token = '[redacted]'" in shown  # GET
+    assert f"HTTP_X_ORIGINAL_URL = '{URL}?token=[redacted]'" in shown  # META
+
+
+def test_the_filter_alone_masks_meta_and_local_variables(rf):
+    request = rf.post(f"{URL}?token={SECRET}", headers=URL_HEADERS)
+    request.exception_reporter_filter = SafeExceptionReporterFilter()
+
+    shown = debug.ExceptionReporter(request, None, None, None).filter  # the one Django picks
+
+    meta = shown.get_safe_request_meta(request)
+    assert SECRET not in repr(meta) and meta["QUERY_STRING"] == "token=[redacted]"
+    assert (
+        repr(shown.cleanse_special_types(request, request)) == f"<WSGIRequest: POST '{URL}?token=[redacted]'>"
+    )
+    assert repr(shown.cleanse_special_types(request, {"url": URL_HEADERS["Referer"]})) == (
+        "{'url': 'https://crm.example.com/?token=[redacted]'}"
+    )
+
+
+@pytest.fixture
+def failing_receiver() -> Iterator[None]:
+    def receiver(**kwargs: Any) -> None:
+        raise RuntimeError("receiver failed")
+
+    opportunity_created.connect(receiver, weak=False, dispatch_uid="test-redaction-failing")
+    yield
+    opportunity_created.disconnect(dispatch_uid="test-redaction-failing")
+
+
+@pytest.fixture
+def html_mail_to_admins() -> Iterator[None]:
+    """Besides Django's default text e-mail, one with the HTML report attached."""
+    handler = AdminEmailHandler(include_html=True)
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("failing_receiver", "html_mail_to_admins")
+def test_error_mails_of_the_endpoint_never_show_the_secret(client, settings, mailoutbox):
+    # No DEFAULT_EXCEPTION_REPORTER(_FILTER): the endpoint protects itself.
+    settings.ADMINS = ["ops@example.com"]
+    response = client.post(
+        f"{URL}?token={SECRET}&page=1",
+        data=json.dumps(opportunity_event()),
+        content_type="application/json",
+        headers={**morph_headers(), **URL_HEADERS},
+    )
+
+    assert response.status_code == 500
+    assert len(mailoutbox) == 2
+    for message in mailoutbox:
+        assert isinstance(message, mail.EmailMultiAlternatives)
+        parts = [message.subject, message.body, *(content for content, _ in message.alternatives)]
+        parts += [str(attachment) for attachment in message.attachments]
+        assert SECRET not in "".join(str(part) for part in parts)
+        assert f"{URL}?token=[redacted]&page=1" in message.body
+    html = [str(content) for message in mailoutbox for content, _ in message.alternatives]
+    assert len(html) == 1 and "token=[redacted]" in html[0]
