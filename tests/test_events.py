@@ -320,3 +320,8 @@ def test_both_connector_spellings_must_agree():
 
     errors = errors_of(opportunity_event(), headers={**HEADERS, "x-connector-id": "pipedrive"})
     assert errors == {"x-connector-id": ["Differs from x-conector-id: send one connector id."]}
+
+
+def test_timestamp_digits_below_a_microsecond_are_dropped():
+    event = parse(opportunity_event(updated_at="2025-03-06T09:15:04.5961239Z"))
+    assert event.remote_updated_at.isoformat() == "2025-03-06T09:15:04.596123+00:00"
