@@ -194,8 +194,11 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> H
             owner_id=valid["owner_id"],
             idempotency_key=valid["idempotency_key"],
         )
+    # Named as sent: Morph's spelling, unless only the correct one came.
+    sent = next((name for name in CONNECTOR_HEADERS if name in headers), CONNECTOR_HEADERS[0])
+    names = {**HEADER_NAMES, "connector_id": sent}
     for name, messages in serializer.errors.items():
-        errors[HEADER_NAMES[name]] = [str(message) for message in messages]
+        errors[names[name]] = [str(message) for message in messages]
     # Never used: the errors recorded above stop parse_event before an event is built.
     return Headers(connector_id="", owner_id="", idempotency_key="")
 
