@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +31,12 @@ HEADER_NAMES = {
     "owner_id": "x-owner-id",
     "idempotency_key": "x-idempotency-key",
 }
+# What Morph puts in an event and in its ``data``; anything else is ignored and reported, not
+# refused: a key Morph adds tomorrow must not turn every event into a 400 that it retries forever.
+ENVELOPE_KEYS = frozenset({"event", "data"})
+RESOURCE_KEYS = frozenset(
+    {"object", "model", "id", "fields", "createdAt", "updatedAt", "remote", "rawResource", "warnings"}
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,8 @@ class MorphEvent:
     """One validated Morph webhook event.
 
     ``changes`` holds the :class:`~morph_webhooks.models.Opportunity` field values that the
-    payload sets (only those present in it); ``payload`` is the JSON body as Morph sent it.
+    payload sets (only those present in it); ``payload`` is the JSON body as Morph sent it;
+    ``ignored_keys`` names the keys of the envelope and of ``data`` that the app does not read.
     """
 
     type: str
@@ -49,6 +57,7 @@ class MorphEvent:
     remote_created_at: datetime | None = None
     remote_updated_at: datetime | None = None
     changes: Mapping[str, Any] = field(default_factory=dict)
+    ignored_keys: tuple[str, ...] = ()
 
     @property
     def model(self) -> str:
@@ -92,12 +101,10 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     if not envelope.is_valid():
         errors |= flatten_errors(envelope.errors)
     data = payload.get("data")
-    if isinstance(data, dict) and OPPORTUNITY_MODEL in (
-        data.get("model"),
-        str(payload.get("event")).partition("::")[0],
-    ):
+    model, _, action = str(payload.get("event")).partition("::")
+    if isinstance(data, dict) and OPPORTUNITY_MODEL in (data.get("model"), model):
         # Checked even when the envelope is wrong, so that one answer names every bad field.
-        opportunity = OpportunitySerializer(data=data)
+        opportunity = OpportunitySerializer(data=data, context={"action": action})
         if not opportunity.is_valid():
             errors |= flatten_errors(opportunity.errors, prefix="data")
         elif not errors:
@@ -110,7 +117,18 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
         type=envelope.validated_data["event"],
         remote_id=envelope.validated_data["data"]["id"],
         payload=payload,
+        ignored_keys=ignored_keys(payload),
         **header_values,
+    )
+
+
+def ignored_keys(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of the envelope and of ``data`` that Morph does not send: a typo such as
+    ``data.fileds`` must show up somewhere rather than vanish."""
+    data = payload["data"]
+    return (
+        *(key for key in payload if key not in ENVELOPE_KEYS),
+        *(f"data.{key}" for key in data if key not in RESOURCE_KEYS),
     )
 
 
@@ -136,6 +154,7 @@ def _opportunity_event(
         remote_created_at=data["createdAt"],
         remote_updated_at=data["updatedAt"],
         changes=changes,
+        ignored_keys=ignored_keys(payload),
         **header_values,
     )
 
@@ -159,6 +178,9 @@ def connector_header(headers: Mapping[str, str]) -> str | None:
 
 def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> Headers:
     connector = connector_header(headers)
+    if len({headers[name] for name in CONNECTOR_HEADERS if name in headers}) > 1:
+        # Picking one would file the event under a connector the sender may not have meant.
+        errors[CONNECTOR_HEADERS[1]] = [f"Differs from {CONNECTOR_HEADERS[0]}: send one connector id."]
     data = {
         "connector_id": connector,
         "owner_id": headers.get("x-owner-id"),
@@ -172,8 +194,11 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> H
             owner_id=valid["owner_id"],
             idempotency_key=valid["idempotency_key"],
         )
+    # Named as sent: Morph's spelling, unless only the correct one came.
+    sent = next((name for name in CONNECTOR_HEADERS if name in headers), CONNECTOR_HEADERS[0])
+    names = {**HEADER_NAMES, "connector_id": sent}
     for name, messages in serializer.errors.items():
-        errors[HEADER_NAMES[name]] = [str(message) for message in messages]
+        errors[names[name]] = [str(message) for message in messages]
     # Never used: the errors recorded above stop parse_event before an event is built.
     return Headers(connector_id="", owner_id="", idempotency_key="")
 
@@ -211,7 +236,8 @@ def _reject_constant(name: str) -> None:
 
 
 def _check_storable(payload: dict[str, Any]) -> None:
-    """Refuse text that PostgreSQL cannot store (NUL, lone surrogates) and excessive nesting."""
+    """Refuse what no database can store (NUL, lone surrogates, numbers beyond a double's range)
+    and excessive nesting."""
     stack: list[tuple[str, Any, int]] = [("", payload, 1)]
     while stack:
         path, value, depth = stack.pop()
@@ -226,6 +252,10 @@ def _check_storable(payload: dict[str, Any]) -> None:
             stack.extend((f"{path}.{index}", item, depth + 1) for index, item in enumerate(value))
         elif isinstance(value, str):
             _check_text(path, value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            # json reads a number beyond a double's range (1e400) as infinity, which no database
+            # column for JSON can store; integers of any length are kept exactly instead.
+            raise InvalidEvent({path: ["A number too large to store; send it as a string."]})
 
 
 def _check_text(path: str, text: str) -> None:

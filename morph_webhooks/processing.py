@@ -6,6 +6,7 @@ The endpoint, the admin's reprocess action and anything else that replays an eve
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Callable
@@ -120,7 +121,7 @@ def http_status_for(exc: BaseException) -> int:
 def _queue(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
     assert delivery is not None
     if _count_redelivery(event):
-        return _finish(delivery, Result(Outcome.DUPLICATE))
+        return _finish(event, delivery, Result(Outcome.DUPLICATE))
     _claim(event, Outcome.QUEUED)
     delivery.status = Outcome.QUEUED
     delivery.http_status = 200
@@ -137,10 +138,10 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
     # A queued delivery's key was claimed when it arrived: it is this run's to settle.
     queued = delivery is not None and delivery.status in PENDING
     if not queued and _count_redelivery(event):
-        return _finish(delivery, Result(Outcome.DUPLICATE))
+        return _finish(event, delivery, Result(Outcome.DUPLICATE))
     if event.model != OPPORTUNITY_MODEL:
         _claim(event, Outcome.IGNORED, queued)
-        return _finish(delivery, Result(Outcome.IGNORED))
+        return _finish(event, delivery, Result(Outcome.IGNORED))
 
     # The row lock orders concurrent events for one opportunity; the key's unique index orders
     # concurrent deliveries of one event.
@@ -151,7 +152,7 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
     )
     if opportunity is not None and not _supersedes(event, opportunity):
         _claim(event, Outcome.STALE, queued)
-        return _finish(delivery, Result(Outcome.STALE, opportunity))
+        return _finish(event, delivery, Result(Outcome.STALE, opportunity))
 
     _claim(event, Outcome.PROCESSED, queued)
     created = opportunity is None
@@ -168,7 +169,7 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
     else:
         opportunity.save()
     SIGNALS[event.action].send(sender=Opportunity, instance=opportunity, event=event, created=created)
-    return _finish(delivery, Result(Outcome.PROCESSED, opportunity, created))
+    return _finish(event, delivery, Result(Outcome.PROCESSED, opportunity, created))
 
 
 def _count_redelivery(event: MorphEvent) -> bool:
@@ -215,7 +216,11 @@ def _supersedes(event: MorphEvent, opportunity: Opportunity) -> bool:
 
 def _copy_event(event: MorphEvent, opportunity: Opportunity) -> None:
     # Only the fields present in the payload change: a partial update must not erase the rest.
+    # Fields without a column are merged key by key for the same reason (a null is kept as null,
+    # as a modelled field's null clears it).
     for name, value in event.changes.items():
+        if name == "extra_fields":
+            value = {**opportunity.extra_fields, **value}
         setattr(opportunity, name, value)
     assert event.remote_created_at is not None and event.remote_updated_at is not None
     opportunity.remote_created_at = event.remote_created_at
@@ -226,15 +231,25 @@ def _copy_event(event: MorphEvent, opportunity: Opportunity) -> None:
         opportunity.deleted_at = None
 
 
-def _finish(delivery: WebhookDelivery | None, result: Result) -> Result:
+def _finish(event: MorphEvent, delivery: WebhookDelivery | None, result: Result) -> Result:
     if delivery is not None:
         delivery.status = result.status
         delivery.http_status = 200
-        delivery.error = ""
+        delivery.error = _ignored_keys_note(event)
         delivery.next_attempt_at = None
         delivery.processed_at = timezone.now()
         delivery.save()
     return result
+
+
+def _ignored_keys_note(event: MorphEvent) -> str:
+    """What the delivery log shows of keys the app did not read: a typo such as ``data.fileds``
+    is found where the request is, not only in a log file."""
+    if not event.ignored_keys:
+        return ""
+    logger.warning("Morph event %r: ignored unknown keys %r", event.idempotency_key, event.ignored_keys)
+    message = "Not a key Morph sends; ignored."
+    return json.dumps({"warnings": {key: [message] for key in event.ignored_keys}})
 
 
 def _record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
@@ -286,8 +301,8 @@ def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
-# Refusals of the request itself (too large: no body was kept; not JSON): nothing to re-read.
-REFUSED_REQUESTS = (413, 415)
+# Refusals of the request itself (no length or too large: no body was kept; not JSON): nothing to re-read.
+REFUSED_REQUESTS = (411, 413, 415)
 
 
 def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:

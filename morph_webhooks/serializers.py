@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from rest_framework import serializers
@@ -17,14 +17,30 @@ from .models import ID_LENGTH
 
 OPPORTUNITY_MODEL = "crmOpportunity"
 OPPORTUNITY_ACTIONS = ("created", "updated", "deleted")
+# Morph documents ``fields`` as required. A delete needs none, but a create or an update without
+# them (a typo such as "fileds") would store or change nothing while answering "processed".
+ACTIONS_WITH_FIELDS = ("created", "updated")
+# What every database returns exactly from a decimal column (see AmountField).
+SIGNIFICANT_DIGITS = 15
 # Morph event types are "<model>::<action>"; models other than opportunities are acknowledged.
 EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+)$")
 
 
+def single_header_value(value: str) -> None:
+    # Servers join a header sent twice with commas: "tenant_1,tenant_2" is two values, not one id.
+    if "," in value:
+        raise serializers.ValidationError("Sent more than once, or contains a comma: send one value.")
+
+
+class HeaderField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=ID_LENGTH, validators=[single_header_value], **kwargs)
+
+
 class HeadersSerializer(serializers.Serializer[Any]):
-    connector_id = serializers.CharField(max_length=ID_LENGTH)
-    owner_id = serializers.CharField(max_length=ID_LENGTH)
-    idempotency_key = serializers.CharField(max_length=ID_LENGTH)
+    connector_id = HeaderField()
+    owner_id = HeaderField()
+    idempotency_key = HeaderField()
 
 
 class IdField(serializers.CharField):
@@ -64,8 +80,13 @@ class ReferenceField(IdField):
 class AmountField(serializers.DecimalField):
     """Morph documents the amount as a string and sends a number: either is accepted."""
 
+    # The model's column: numeric(24, 6).
+    MAX_DIGITS, DECIMAL_PLACES = 24, 6
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_digits=24, decimal_places=6, min_value=Decimal(0), **kwargs)
+        super().__init__(
+            max_digits=self.MAX_DIGITS, decimal_places=self.DECIMAL_PLACES, min_value=Decimal(0), **kwargs
+        )
 
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, (int, float, str)):
@@ -76,11 +97,18 @@ class AmountField(serializers.DecimalField):
         return super().to_internal_value(data)
 
     def validate_precision(self, value: Decimal) -> Decimal:
-        # CRMs keep more decimals than money needs; rounding them beats refusing the whole event.
-        whole_digits = self.max_digits - self.decimal_places  # type: ignore[operator]
-        if value and value.adjusted() >= whole_digits:
-            self.fail("max_whole_digits", max_whole_digits=whole_digits)
-        return value
+        # SQLite stores a decimal as a double, exact to 15 significant digits only; more would be
+        # read back as another number, or not at all. More whole digits than that are no money
+        # amount and are refused; decimals are rounded to what is left (at most decimal_places):
+        # CRMs keep more decimals than money needs, and rounding them beats refusing the event.
+        whole_digits = max(value.adjusted() + 1, 0) if value else 0
+        if whole_digits > SIGNIFICANT_DIGITS:
+            self.fail("max_whole_digits", max_whole_digits=SIGNIFICANT_DIGITS)
+        places = min(self.DECIMAL_PLACES, SIGNIFICANT_DIGITS - whole_digits)
+        rounded = value.quantize(Decimal(1).scaleb(-places), context=Context(prec=self.MAX_DIGITS))
+        if rounded.adjusted() >= SIGNIFICANT_DIGITS:  # 999999999999999.5 rounds up to 16 digits
+            self.fail("max_whole_digits", max_whole_digits=SIGNIFICANT_DIGITS)
+        return rounded
 
 
 class TimestampField(serializers.DateTimeField):
@@ -152,7 +180,8 @@ class OpportunityFieldsSerializer(serializers.Serializer[Any]):
 
 
 class OpportunitySerializer(serializers.Serializer[Any]):
-    """``data`` of a crmOpportunity event, beyond what :class:`ResourceSerializer` checks."""
+    """``data`` of a crmOpportunity event, beyond what :class:`ResourceSerializer` checks.
+    ``context["action"]`` is the event's action ("created", ...)."""
 
     createdAt = TimestampField()
     updatedAt = TimestampField()
@@ -162,5 +191,12 @@ class OpportunitySerializer(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # "fields" cannot be declared as an attribute: it is the name of Serializer.fields.
         fields = super().get_fields()
-        fields["fields"] = OpportunityFieldsSerializer(required=False, allow_null=True)
+        action = self.context.get("action")
+        required = action in ACTIONS_WITH_FIELDS
+        message = f"Required for a {OPPORTUNITY_MODEL}::{action} event; only a delete may leave it out."
+        fields["fields"] = OpportunityFieldsSerializer(
+            required=required,
+            allow_null=not required,
+            error_messages={"required": message, "null": message},
+        )
         return fields

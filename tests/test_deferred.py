@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -168,3 +169,13 @@ def test_sync_mode_processes_a_leftover_queued_delivery(send, settings):
     assert result.status == "processed"
     assert IdempotencyKey.objects.get().outcome == "processed"
     assert WebhookDelivery.objects.get().status == "processed"
+
+
+def test_number_beyond_a_double_is_refused_before_anything_is_queued(send):
+    body = json.dumps(opportunity_event(rawResource={"score": "SCORE"})).replace('"SCORE"', "-1e400")
+    response = send(body.encode(), key="k1")
+
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["data.rawResource.score"]
+    assert IdempotencyKey.objects.count() == 0 and task_ids() == []
+    assert send(opportunity_event(), key="k1").json() == {"status": "queued"}

@@ -123,7 +123,7 @@ def test_reference_rejected(field, value, path):
 
 def test_only_fields_present_are_changes():
     assert set(parse(with_fields(name="x")).changes) == {"name", "raw_resource", "warnings"}
-    payload = opportunity_event()
+    payload = opportunity_event("deleted")
     del payload["data"]["fields"], payload["data"]["rawResource"], payload["data"]["warnings"]
     assert parse(payload).changes == {}
 
@@ -216,3 +216,111 @@ def test_hostile_bodies_are_named_errors(body, path, fragment):
     matching = [key for key in errors if key.startswith(path)]
     assert matching, errors
     assert fragment in " ".join(errors[matching[0]])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (lambda d: d["fields"].update(amount="AMOUNT"), "data.fields.amount"),
+        (lambda d: d["fields"].update(hs_score="AMOUNT"), "data.fields.hs_score"),
+        (lambda d: d["fields"].update(hs_list=[1, "AMOUNT"]), "data.fields.hs_list.1"),
+        (lambda d: d["fields"].update(hs_object={"v": {"w": "AMOUNT"}}), "data.fields.hs_object.v.w"),
+        (lambda d: d.update(rawResource={"score": "AMOUNT"}), "data.rawResource.score"),
+        (lambda d: d.update(warnings=[{"code": "x", "message": "AMOUNT"}]), "data.warnings.0.message"),
+        (lambda d: d.update(id="AMOUNT"), "data.id"),
+    ],
+)
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e999"])
+def test_numbers_beyond_a_double_are_named_errors(mutate, path, number):
+    payload = opportunity_event()
+    mutate(payload["data"])
+    # json.dumps cannot write 1e400 (it has no float for it), so the number goes in as text.
+    body = json.dumps(payload).replace('"AMOUNT"', number).encode()
+
+    assert errors_of(body) == {path: ["A number too large to store; send it as a string."]}
+
+
+def test_integers_of_any_length_are_kept_exactly():
+    huge = 10**400 + 1
+    event = parse(with_fields(hs_big=huge, hs_negative=-huge))
+    assert event.changes["extra_fields"] == {"hs_big": huge, "hs_negative": -huge}
+
+
+@pytest.mark.parametrize(
+    ("amount", "stored"),
+    [
+        (999999999999999, Decimal("999999999999999")),
+        ("123456789012.3456789", Decimal("123456789012.346")),
+        (123456789.12345678, Decimal("123456789.123457")),
+        ("0.0000004", Decimal("0")),
+    ],
+)
+def test_amount_keeps_at_most_15_significant_digits(amount, stored):
+    assert parse(with_fields(amount=amount)).changes["amount"] == stored
+
+
+@pytest.mark.parametrize("amount", [999999999999999999, 1e15, "1000000000000000", "999999999999999.5"])
+def test_amount_beyond_15_whole_digits_is_rejected(amount):
+    assert errors_of(with_fields(amount=amount)) == {
+        "data.fields.amount": ["Ensure that there are no more than 15 digits before the decimal point."]
+    }
+
+
+@pytest.mark.parametrize("action", ["created", "updated"])
+@pytest.mark.parametrize("fields", ["missing", None])
+def test_created_or_updated_without_fields_is_rejected(action, fields):
+    payload = opportunity_event(action)
+    if fields == "missing":
+        payload["data"]["fileds"] = payload["data"].pop("fields")
+    else:
+        payload["data"]["fields"] = fields
+
+    assert errors_of(payload) == {
+        "data.fields": [f"Required for a crmOpportunity::{action} event; only a delete may leave it out."]
+    }
+
+
+@pytest.mark.parametrize("fields", ["missing", None, {}])
+def test_deleted_needs_no_fields(fields):
+    payload = opportunity_event("deleted")
+    if fields == "missing":
+        del payload["data"]["fields"]
+    else:
+        payload["data"]["fields"] = fields
+
+    assert parse(payload).changes == {"raw_resource": None, "warnings": []}
+
+
+def test_keys_morph_does_not_send_are_named_as_ignored():
+    payload = opportunity_event(fileds={"name": "typo"}, remote={"id": "1"})
+    payload["extra"] = 1
+    assert parse(payload).ignored_keys == ("extra", "data.fileds")
+    assert parse(opportunity_event()).ignored_keys == ()
+    contact = copy.deepcopy(payload)
+    contact["event"], contact["data"]["model"] = "genericContact::created", "genericContact"
+    assert parse(contact).ignored_keys == ("extra", "data.fileds")
+
+
+@pytest.mark.parametrize("name", ["x-conector-id", "x-connector-id", "x-owner-id", "x-idempotency-key"])
+def test_header_sent_twice_is_rejected(name):
+    # Servers join repeated header lines with a comma (gunicorn and Django's WSGI handler alike).
+    headers = {**HEADERS, name: "tenant_1,tenant_2"}
+    if name == "x-connector-id":
+        del headers["x-conector-id"]
+
+    assert errors_of(opportunity_event(), headers=headers) == {
+        name: ["Sent more than once, or contains a comma: send one value."]
+    }
+
+
+def test_both_connector_spellings_must_agree():
+    same = parse(opportunity_event(), headers={**HEADERS, "x-connector-id": "hubspot"})
+    assert same.connector_id == "hubspot"
+
+    errors = errors_of(opportunity_event(), headers={**HEADERS, "x-connector-id": "pipedrive"})
+    assert errors == {"x-connector-id": ["Differs from x-conector-id: send one connector id."]}
+
+
+def test_timestamp_digits_below_a_microsecond_are_dropped():
+    event = parse(opportunity_event(updated_at="2025-03-06T09:15:04.5961239Z"))
+    assert event.remote_updated_at.isoformat() == "2025-03-06T09:15:04.596123+00:00"

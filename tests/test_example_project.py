@@ -8,6 +8,7 @@ file. Only 127.0.0.1 is ever contacted.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from io import StringIO
 from pathlib import Path
@@ -78,8 +79,18 @@ def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield f"{site}/webhooks/morph/", log_path
 
 
+def runserver(port: int) -> list[str]:
+    return [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+
+
+def gunicorn(port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "example_project.wsgi", "--bind", f"127.0.0.1:{port}"]
+
+
 @contextmanager
-def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def serve(
+    env: dict[str, str], tmp_path: Path, command: Callable[[int], list[str]] = runserver
+) -> Iterator[tuple[str, Path]]:
     """Migrate and run the example project; yields its site URL and its log file."""
     migrate = manage(env, "migrate", "--no-input")
     assert migrate.returncode == 0, migrate.stderr
@@ -87,7 +98,7 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            command(port),
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -113,13 +124,13 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes], log_path: 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"runserver exited with {process.returncode}:\n{log_path.read_text()}")
+            pytest.fail(f"The server exited with {process.returncode}:\n{log_path.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    pytest.fail(f"runserver did not listen on port {port} within 20 s:\n{log_path.read_text()}")
+    pytest.fail(f"The server did not listen on port {port} within 20 s:\n{log_path.read_text()}")
 
 
 def test_check_passes_and_migrations_are_complete(env: dict[str, str]) -> None:
@@ -220,6 +231,46 @@ def test_a_post_without_the_trailing_slash_keeps_the_secret_out_of_the_console(
     assert "doesn't end in a slash" in server_log and "Traceback" in server_log
     assert "token=[redacted]" in server_log and "token=[redacted]" in page
     assert DEV_SECRET not in server_log and DEV_SECRET not in page
+
+
+def post_chunked(site: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` in 64 KiB chunks without a Content-Length, as some proxies forward requests."""
+    host, _, port = site.removeprefix("http://").partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+        headers = {
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            "x-conector-id": "hubspot",
+            "x-owner-id": "tenant_1",
+            "x-idempotency-key": f"chunked-{len(body)}",
+        }
+        connection.request(
+            "POST", f"/webhooks/morph/?token={DEV_SECRET}", body=chunks, headers=headers, encode_chunked=True
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_chunked_body_is_read_by_gunicorn_and_refused_by_runserver(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    event = {
+        "event": "genericContact::created",
+        "data": {"object": "resource", "model": "genericContact", "id": "c1", "fields": {}},
+    }
+    body = json.dumps(event).encode()
+    too_large = body + b" " * (1024 * 1024)
+    with serve(env, tmp_path, gunicorn) as (site, log_path):
+        assert post_chunked(site, body) == (200, {"status": "ignored"}), log_path.read_text()
+        assert post_chunked(site, too_large)[0] == 413
+    with serve(env, tmp_path) as (site, _):
+        status, answer = post_chunked(site, body)
+
+    assert (status, answer["error"]) == (411, "length_required")
 
 
 def test_send_example_events_without_a_server(env: dict[str, str]) -> None:

@@ -10,9 +10,11 @@ import math
 from typing import Any
 
 import pytest
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from morph_webhooks.events import InvalidEvent, parse_event
 from morph_webhooks.models import IdempotencyKey, Opportunity
 from morph_webhooks.testing import morph_headers, opportunity_event
 
@@ -24,8 +26,32 @@ PROPERTY = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
+
+class RawNumber(str):
+    """A number written into the body as it is: json.dumps has no float for 1e400."""
+
+
+# Beyond a double's range: Python's json reads them as infinity.
+non_finite = st.builds(
+    lambda sign, mantissa, exponent: RawNumber(f"{sign}{mantissa}e{exponent}"),
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["1", "9.99", "1.7976931348623157"]),
+    st.integers(min_value=309, max_value=100_000),
+)
+# Integers longer than any machine type; still exact JSON that every database keeps.
+huge_integers = st.integers(min_value=20, max_value=4000).flatmap(
+    lambda digits: st.integers(min_value=10 ** (digits - 1), max_value=10**digits - 1)
+) | st.integers(max_value=-(10**20))
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.just("\x00") | st.just("\ud800")
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.just("\x00")
+    | st.just("\ud800")
+    | non_finite
+    | huge_integers
 )
 json_values = st.recursive(
     scalars,
@@ -60,7 +86,22 @@ def counts() -> tuple[int, int]:
 def encode(value: Any) -> bytes:
     # Python's encoder writes NaN/Infinity and lone surrogates; Morph's JSON parser would not,
     # but an attacker may send them: that is the point.
-    return json.dumps(value, allow_nan=True).encode("utf-8", errors="surrogatepass")
+    raw: list[str] = []
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, RawNumber):
+            raw.append(item)
+            return f"@@raw-{len(raw) - 1}@@"
+        if isinstance(item, dict):
+            return {key: mark(child) for key, child in item.items()}
+        if isinstance(item, list):
+            return [mark(child) for child in item]
+        return item
+
+    text = json.dumps(mark(value), allow_nan=True)
+    for index, number in enumerate(raw):
+        text = text.replace(f'"@@raw-{index}@@"', number)
+    return text.encode("utf-8", errors="surrogatepass")
 
 
 @PROPERTY
@@ -96,17 +137,66 @@ EVENT_PATHS = paths(EVENT)
 @PROPERTY
 @given(path=st.sampled_from(EVENT_PATHS), value=json_values)
 def test_one_value_replaced_by_anything(client, path, value):
-    event = copy.deepcopy(EVENT)
-    target = event
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
     before = counts()
-    answer = assert_handled(post(client, encode(event)), before)
+    answer = assert_handled(post(client, encode(replaced(path, value))), before)
     if "fields" in answer:
         # The error names the replaced value or something on its way.
         named = " ".join(answer["fields"])
         assert any(str(step) in named for step in path) or "body" in answer["fields"], (path, answer)
+
+
+# Every place of the body, and places Morph leaves open: extra fields, rawResource, warnings.
+OPEN_PATHS = [
+    ("data", "fields", "hs_score"),
+    ("data", "fields", "hs_list", 0),
+    ("data", "fields", "hs_object", "nested"),
+    ("data", "rawResource", "deep", 0, "value"),
+    ("data", "warnings", 0, "message"),
+    ("data", "warnings", 0, "detail"),
+    ("top_level",),
+]
+
+
+def replaced(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    event = copy.deepcopy(EVENT)
+    target: Any = event
+    for step, following in zip(path[:-1], path[1:], strict=True):
+        if isinstance(target, list):
+            target.extend([{}] * (step + 1 - len(target)))
+        elif step not in target or target[step] is None:
+            target[step] = [] if isinstance(following, int) else {}
+        target = target[step]
+    if isinstance(target, list):
+        target.extend([None] * (path[-1] + 1 - len(target)))
+    target[path[-1]] = value
+    return event
+
+
+@PROPERTY
+@given(path=st.sampled_from(EVENT_PATHS + OPEN_PATHS), number=non_finite)
+def test_numbers_beyond_a_double_anywhere_are_named(client, path, number):
+    before = counts()
+    response = post(client, encode(replaced(path, number)))
+    answer = assert_handled(response, before)
+
+    assert response.status_code == 400
+    assert answer["fields"] == {
+        ".".join(map(str, path)): ["A number too large to store; send it as a string."]
+    }
+
+
+@PROPERTY
+@given(path=st.sampled_from(OPEN_PATHS[:4]), number=huge_integers)
+def test_huge_integers_where_morph_leaves_values_open_are_kept_exactly(client, path, number):
+    response = post(client, encode(replaced(path, number)))
+
+    assert response.json() == {"status": "processed"}, response.content
+    opportunity = Opportunity.objects.get()
+    stored: Any = {"fields": opportunity.extra_fields, "rawResource": opportunity.raw_resource}
+    for step in path[1:]:
+        stored = stored[step]
+    assert stored == number
+    opportunity.delete()
 
 
 @PROPERTY
@@ -128,6 +218,8 @@ def test_arbitrary_header_values(client, name, value):
         st.integers(),
         st.text(max_size=30),
         st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "1e-400", "-0"]),
+        non_finite,
+        huge_integers,
     )
 )
 def test_arbitrary_amounts(client, amount):
@@ -138,6 +230,36 @@ def test_arbitrary_amounts(client, amount):
         # NaN and Infinity are not JSON at all: the parser refuses the body before any field.
         non_json = isinstance(amount, float) and not math.isfinite(amount)
         assert set(answer["fields"]) == ({"body"} if non_json else {"data.fields.amount"})
+
+
+# What CRMs send as money, and the edges of what a decimal column can give back.
+money = st.one_of(
+    st.decimals(min_value=0, allow_nan=False, allow_infinity=False).map(str),
+    st.decimals(min_value=0, max_value=10**16, places=2).map(str),
+    st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=0, max_value=10**20),
+    st.sampled_from(["999999999999999999", "999999999999999.5", "999999999999999.4", "123456789012345.678"]),
+)
+
+
+@PROPERTY
+@given(amount=money)
+def test_accepted_amounts_read_back_equal(admin_client, amount):
+    event = copy.deepcopy(EVENT)
+    event["data"]["fields"]["amount"] = amount
+    try:
+        expected = parse_event(morph_headers(), encode(event)).changes["amount"]
+    except InvalidEvent as exc:
+        assert list(exc.errors) == ["data.fields.amount"]
+        return
+    assert post(admin_client, encode(event)).json() == {"status": "processed"}
+
+    assert Opportunity.objects.get().amount == expected
+    assert admin_client.get(reverse("admin:morph_webhooks_opportunity_changelist")).status_code == 200
+    # Later events for the same opportunity read the stored row back too.
+    later = opportunity_event("updated", updated_at="2025-03-07T00:00:00Z", fields={"name": "later"})
+    assert post(admin_client, encode(later)).json() == {"status": "processed"}
+    Opportunity.objects.all().delete()
 
 
 @PROPERTY

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -310,3 +311,37 @@ def test_one_log_line_per_request_without_secrets(send, caplog):
     assert lines[1].startswith("Morph webhook 200 duplicate key='k1'")
     assert lines[2].startswith("Morph webhook 400 invalid_event key='k2'")
     assert "test-secret" not in caplog.text
+
+
+def test_extra_fields_are_merged_key_by_key(send):
+    send(opportunity_event("created", updated_at=at(0), fields={"hs_priority": "high", "hs_region": "EU"}))
+    send(opportunity_event("updated", updated_at=at(1), fields={"hs_forecast": 0.4, "hs_region": "US"}))
+    send(opportunity_event("updated", updated_at=at(2), fields={"hs_priority": None}))
+
+    assert Opportunity.objects.get().extra_fields == {
+        "hs_priority": None,
+        "hs_region": "US",
+        "hs_forecast": 0.4,
+    }
+
+
+def test_unknown_keys_reach_the_delivery_log(send, caplog):
+    payload = opportunity_event(updated_at=at(0))
+    payload["data"]["fieldz"] = {"name": "typo"}
+
+    assert send(payload, key="k1").json() == {"status": "processed"}
+
+    delivery = WebhookDelivery.objects.get()
+    assert json.loads(delivery.error) == {"warnings": {"data.fieldz": ["Not a key Morph sends; ignored."]}}
+    assert "data.fieldz" in caplog.text
+    assert send(opportunity_event(updated_at=at(1)), key="k2").json() == {"status": "processed"}
+    assert WebhookDelivery.objects.get(idempotency_key="k2").error == ""
+
+
+def test_integers_of_any_length_round_trip(send):
+    huge = 10**400 + 1
+    payload = opportunity_event(fields={"hs_big": huge}, rawResource={"list": [-huge]})
+    assert send(payload).json() == {"status": "processed"}
+
+    opportunity = Opportunity.objects.get()
+    assert (opportunity.extra_fields, opportunity.raw_resource) == ({"hs_big": huge}, {"list": [-huge]})

@@ -350,3 +350,68 @@ def test_atomic_requests_do_not_wrap_the_endpoint(client, monkeypatch):
     assert not [q for q in queries.captured_queries if "SAVEPOINT" in q["sql"].upper()]
     assert WebhookDelivery.objects.get().status == "failed"
     assert IdempotencyKey.objects.count() == Opportunity.objects.count() == 0
+
+
+def test_number_beyond_a_double_is_400_naming_the_field_and_consumes_no_key(send):
+    body = json.dumps(opportunity_event(fields={"hs_score": "SCORE"})).replace('"SCORE"', "1e400")
+    response = send(body.encode(), key="k1")
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {
+        "data.fields.hs_score": ["A number too large to store; send it as a string."]
+    }
+    assert IdempotencyKey.objects.count() == Opportunity.objects.count() == 0
+    assert send(opportunity_event(fields={"hs_score": 1e300}), key="k1").json() == {"status": "processed"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-owner-id", "tenant_1,tenant_2"), ("x-idempotency-key", "k1, k2"), ("x-conector-id", "a,b")],
+)
+def test_header_sent_twice_is_400_naming_it(client, name, value):
+    # Django's WSGI handler, like gunicorn, joins repeated header lines with a comma.
+    response = post_event(client, opportunity_event(), headers={name: value})
+
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == [name]
+    assert Opportunity.objects.count() == 0
+
+
+def test_chunked_body_without_length_is_411(client):
+    response = client.post(
+        URL,
+        data=json.dumps(opportunity_event()),
+        content_type="application/json",
+        headers={**morph_headers(), "Authorization": f"Bearer {SECRET}"},
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+
+    assert response.status_code == 411
+    assert response.json()["error"] == "length_required"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.http_status) == ("rejected", 411)
+
+
+@pytest.mark.parametrize(("size", "status"), [(400, 200), (5000, 413)])
+def test_chunked_body_is_read_within_the_limit_where_the_server_ends_the_stream(
+    client, settings, size, status
+):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "MAX_BODY_SIZE": 1000}
+    payload = opportunity_event(fields={"name": "x"})
+    body = json.dumps(payload).encode()
+    body += b" " * (size - len(body))
+    stream = io.BytesIO(body)
+    response = client.post(
+        URL,
+        data=b"",
+        content_type="application/json",
+        headers={**morph_headers(), "Authorization": f"Bearer {SECRET}"},
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": stream, "wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == status
+    # Never more than the limit and one byte is read, however long the body.
+    assert stream.tell() == min(size, 1001)
