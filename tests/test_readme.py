@@ -24,16 +24,23 @@ def setup_snippets(file_name: str) -> list[str]:
 
 def pasted(snippet: str) -> str:
     # "...," stands for what the list already holds: keep it, as a reader merging by hand would.
-    return re.sub(
-        r"^(\w+) = \[\n    \.\.\.,\n", r"\1 = [\n    *\1,\n", snippet, flags=re.MULTILINE
-    ).replace("    ...,\n", "")
+    return re.sub(r"^(\w+) = \[\n    \.\.\.,\n", r"\1 = [\n    *\1,\n", snippet, flags=re.MULTILINE).replace(
+        "    ...,\n", ""
+    )
 
 
 def run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "MORPH_"))}
+    environ = {
+        name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "MORPH_"))
+    }
     environ.update(DJANGO_SETTINGS_MODULE="mysite.settings", **env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=project, env=environ, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", *args],
+        cwd=project,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -156,7 +156,10 @@ class TestAuthentication:
     def test_an_authorization_header_is_the_credential_even_with_a_right_token(self, client):
         # One credential per request: a wrong header is not rescued by the query string.
         response = raw_post(
-            client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}", Authorization="Bearer wrong"
+            client,
+            json.dumps(opportunity_event()),
+            path=f"{URL}?token={SECRET}",
+            Authorization="Bearer wrong",
         )
 
         assert response.status_code == 401
