@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_DELAY": 10,
     "MAX_RETRY_DELAY": 3600,
     "PENDING_TIMEOUT": 600,
+    "LOCK_TIMEOUT": 10,
     "KEY_RETENTION_DAYS": 30,
     "DELIVERY_RETENTION_DAYS": 30,
 }
@@ -107,6 +108,10 @@ class Settings:
     @property
     def PENDING_TIMEOUT(self) -> float:
         return float(self._get("PENDING_TIMEOUT"))
+
+    @property
+    def LOCK_TIMEOUT(self) -> float:
+        return float(self._get("LOCK_TIMEOUT"))
 
     @property
     def KEY_RETENTION_DAYS(self) -> int:

@@ -86,20 +86,25 @@ def _run(
     status_before = delivery.status if delivery is not None else ""
     try:
         for _ in range(ATTEMPTS):
-            result = None
+            committed = Committed()
             try:
                 with transaction.atomic():
+                    # The first callback to run after the commit, before any receiver's: once it
+                    # has run, the event is stored whatever fails next.
+                    transaction.on_commit(committed.mark)
+                    _bound_lock_wait()
                     result = body(event, delivery)
             except _Collision:
                 continue
             except _AlreadyApplied:
                 # Another run of this very delivery (a task delivered twice) got there first.
                 return Result(Outcome.DUPLICATE)
-            except Exception as exc:
-                if result is None or isinstance(exc, DatabaseError):
+            except Exception:
+                if not committed:
                     raise
-                # Committed: only a receiver's transaction.on_commit callback failed afterwards.
-                # Answering 500 would make Morph retry an event that is already stored.
+                # Only a receiver's transaction.on_commit callback failed, after the commit.
+                # Answering 5xx (or recording a failure) would make Morph retry an event that is
+                # already stored, and the retry would be answered as a duplicate.
                 logger.exception(
                     "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
                 )
@@ -110,6 +115,34 @@ def _run(
             delivery.status = status_before
             _record_failure(delivery, exc)
         raise
+
+
+class Committed:
+    """Whether the transaction it was registered in (with ``transaction.on_commit``) committed."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def mark(self) -> None:
+        self.done = True
+
+    def __bool__(self) -> bool:
+        return self.done
+
+
+def _bound_lock_wait() -> None:
+    """Give up waiting for a lock after LOCK_TIMEOUT seconds, for the rest of this transaction.
+
+    A lock held elsewhere (a long transaction, a migration) would otherwise keep the request
+    waiting until the web server kills the worker, and Morph would get an HTML 500 with nothing
+    logged; a lock timeout is an OperationalError, answered 503 so that Morph retries. SQLite has
+    no such setting: there the connection's busy timeout (its ``timeout`` option) bounds the wait.
+    """
+    connection = connections[router.db_for_write(Opportunity)]
+    if connection.vendor == "postgresql" and conf.LOCK_TIMEOUT > 0:
+        with connection.cursor() as cursor:
+            # SET LOCAL ends with the transaction (or the savepoint), leaving the session as it was.
+            cursor.execute(f"SET LOCAL lock_timeout = '{max(round(conf.LOCK_TIMEOUT * 1000), 1)}ms'")
 
 
 def http_status_for(exc: BaseException) -> int:

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_updated
@@ -280,12 +281,18 @@ def test_receiver_error_rolls_back_everything_and_answers_500(send):
     assert Opportunity.objects.get().stage_id == "won"
 
 
+def query_a_missing_table() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM no_such_table")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(send, caplog):
+@pytest.mark.parametrize("callback", [lambda: 1 / 0, query_a_missing_table], ids=["error", "database_error"])
+def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(send, caplog, callback):
     from django.db import transaction
 
     def later(**kwargs):
-        transaction.on_commit(lambda: 1 / 0)
+        transaction.on_commit(callback)
 
     opportunity_updated.connect(later, weak=False, dispatch_uid="later")
     try:
@@ -293,9 +300,13 @@ def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(
     finally:
         opportunity_updated.disconnect(dispatch_uid="later")
 
-    assert response.json() == {"status": "processed"}
-    assert WebhookDelivery.objects.get().status == "processed"
+    assert (response.status_code, response.json()) == (200, {"status": "processed"})
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.http_status, delivery.error) == ("processed", 200, "")
     assert "on_commit callback failed" in caplog.text
+    # Morph's retry of a stored event is a duplicate, as it should be.
+    assert send(opportunity_event("updated"), key="k1").json() == {"status": "duplicate"}
+    assert Opportunity.objects.count() == 1
 
 
 def test_one_log_line_per_request_without_secrets(send, caplog):
