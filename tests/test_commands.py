@@ -91,6 +91,26 @@ class TestPrune:
             recent_delivery.pk,
         }
 
+    def test_a_delivery_queued_between_read_and_delete_is_kept(self):
+        old = WebhookDeliveryFactory(status="rejected", http_status=400)
+        age(WebhookDelivery, [old.pk], 40, "received_at")
+        requeued = []
+
+        def reprocess_meanwhile(execute, sql, params, many, context):
+            # Right before the first DELETE runs, the delivery it was read for is queued again
+            # (as reprocessing it in deferred mode would), on the same database.
+            if sql.startswith("DELETE") and "webhookdelivery" in sql and not requeued:
+                requeued.append(old.pk)
+                WebhookDelivery.objects.filter(pk=old.pk).update(status="queued", http_status=200)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(reprocess_meanwhile):
+            output = run("morph_webhooks_prune")
+
+        assert requeued == [old.pk]
+        assert "Deleted 0 deliveries." in output
+        assert WebhookDelivery.objects.get().status == "queued"
+
     def test_retention_is_configurable_and_dry_run_deletes_nothing(self, settings):
         key = IdempotencyKeyFactory()
         age(IdempotencyKey, [key.pk], 10, "first_seen_at")
