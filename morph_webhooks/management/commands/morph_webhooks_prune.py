@@ -10,6 +10,7 @@ from django.utils import timezone
 from ...checks import MIN_KEY_DAYS
 from ...conf import conf
 from ...models import PENDING, IdempotencyKey, Outcome, WebhookDelivery
+from ..options import positive_int
 
 
 class Command(BaseCommand):
@@ -17,14 +18,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--keys-days", type=int, help="Keep keys this many days (default: KEY_RETENTION_DAYS)."
+            "--keys-days",
+            type=positive_int,
+            help="Keep keys this many days (default: the setting KEY_RETENTION_DAYS).",
         )
         parser.add_argument(
             "--deliveries-days",
-            type=int,
-            help="Keep deliveries this many days (default: DELIVERY_RETENTION_DAYS).",
+            type=positive_int,
+            help="Keep deliveries this many days (default: the setting DELIVERY_RETENTION_DAYS).",
         )
-        parser.add_argument("--batch-size", type=int, default=1000, help="Rows per DELETE (default: 1000).")
+        parser.add_argument(
+            "--batch-size", type=positive_int, default=1000, help="Rows per DELETE (default: %(default)s)."
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )

@@ -10,6 +10,7 @@ from django.utils.timezone import is_naive, make_aware
 
 from ...models import Outcome, WebhookDelivery
 from ...processing import reprocess_delivery
+from ..options import positive_int
 
 
 def timestamp(value: str) -> datetime:
@@ -26,7 +27,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("ids", nargs="*", type=int, help="Delivery ids.")
+        parser.add_argument("ids", nargs="*", type=positive_int, help="Delivery ids.")
         parser.add_argument(
             "--status",
             action="append",
@@ -39,7 +40,10 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="List what would be reprocessed; change nothing."
         )
         parser.add_argument(
-            "--progress-every", type=int, default=100, help="Print progress every N deliveries."
+            "--progress-every",
+            type=positive_int,
+            default=100,
+            help="Print progress every N deliveries (default: %(default)s).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
