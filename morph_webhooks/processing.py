@@ -46,6 +46,8 @@ class Result:
     status: Outcome
     opportunity: Opportunity | None = None
     created: bool = False
+    # A reprocess of a delivery that was already settled: nothing was run again.
+    already_applied: bool = False
 
 
 class ConcurrentDeliveryError(Exception):
@@ -321,19 +323,29 @@ def _traceback(exc: BaseException) -> str:
 
 # Refusals of the request itself (too large: no body was kept; not JSON): nothing to re-read.
 REFUSED_REQUESTS = (413, 415)
+# Deliveries whose event was settled when they ran: applied, found stale or ignored by them, or
+# already applied by another delivery of the same key. Their outcome is history and stays.
+SETTLED = (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED, Outcome.DUPLICATE)
+ALREADY_APPLIED = "already applied"
 
 
 def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
     """Run a logged request through validation and processing again.
 
     Returns ``None`` when the request is still invalid (the delivery stays rejected, with the
-    current error). An event already applied comes back as a duplicate, exactly as a re-sent one.
-    In deferred mode the delivery is queued for a worker again rather than processed here.
+    current error). A settled delivery keeps its outcome and its key is not counted again: the
+    result says it was already applied. A failed delivery whose event another delivery applied
+    meanwhile becomes a duplicate, exactly as a re-sent one. In deferred mode the delivery is
+    queued for a worker again rather than processed here.
     """
     if delivery.http_status in REFUSED_REQUESTS:
         return None
+    delivery.reprocessed_at = timezone.now()
+    if delivery.status in SETTLED:
+        delivery.save(update_fields=["reprocessed_at"])
+        return Result(Outcome(delivery.status), already_applied=True)
     try:
-        event = parse_event(delivery.headers, delivery.body.encode())
+        event = parse_event(delivery.headers, delivery.received_body())
         # The same policy as the endpoint: a replay must not let in what a request could not.
         check_allowed(event)
     except InvalidEvent as exc:
@@ -355,6 +367,13 @@ def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
     return process_event(event, delivery)
 
 
+def reprocess_outcome(result: Result | None) -> str:
+    """What one reprocess came to, in the words of the admin's message and the command's output."""
+    if result is None:
+        return Outcome.REJECTED
+    return ALREADY_APPLIED if result.already_applied else result.status
+
+
 def _requeue(delivery: WebhookDelivery) -> Result:
     from .tasks import enqueue_delivery
 
@@ -362,7 +381,9 @@ def _requeue(delivery: WebhookDelivery) -> Result:
         delivery.status = Outcome.QUEUED
         delivery.attempts = 0
         delivery.next_attempt_at = timezone.now()
-        delivery.save(update_fields=["status", "attempts", "next_attempt_at", "event", "remote_id"])
+        delivery.save(
+            update_fields=["status", "attempts", "next_attempt_at", "event", "remote_id", "reprocessed_at"]
+        )
         enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
 
@@ -375,7 +396,7 @@ def run_delivery(delivery_id: int) -> Outcome | None:
         return None
     delivery.attempts += 1
     try:
-        event = parse_event(delivery.headers, delivery.body.encode())
+        event = parse_event(delivery.headers, delivery.received_body())
     except InvalidEvent as exc:
         # Valid when it arrived; only a change of the app's rules can make it invalid now.
         delivery.reject(400, exc.detail)

@@ -54,6 +54,19 @@ class TestReprocess:
         old.refresh_from_db()
         assert old.status == "duplicate"  # same key and event as `recent`, already applied
 
+    def test_settled_deliveries_are_reported_already_applied_and_keep_their_outcome(self):
+        delivery = WebhookDeliveryFactory(status="failed")
+        run("morph_webhooks_reprocess", str(delivery.pk))
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts) == ("processed", 2)
+
+        output = run("morph_webhooks_reprocess", "--status", "processed")
+
+        assert "1/1 1 already applied" in output
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.http_status) == ("processed", 2, 200)
+        assert IdempotencyKey.objects.get().deliveries == 1
+
     def test_dry_run_changes_nothing(self):
         delivery = WebhookDeliveryFactory(status="failed")
 

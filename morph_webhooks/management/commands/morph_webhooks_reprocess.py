@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from ...models import Outcome, WebhookDelivery
-from ...processing import reprocess_delivery
+from ...processing import reprocess_delivery, reprocess_outcome
 from ..options import positive_int
 
 
@@ -23,7 +23,8 @@ def timestamp(value: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Run logged deliveries through validation and processing again, in arrival order: the same "
-        "code path as a new request. An event already applied comes back as a duplicate."
+        "code path as a new request. A delivery that was processed, stale, ignored or a duplicate keeps "
+        "its outcome and is reported as already applied."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -78,7 +79,7 @@ class Command(BaseCommand):
                 outcomes[Outcome.FAILED] += 1
                 self.stderr.write(f"{delivery.pk}: {type(exc).__name__}: {exc}")
             else:
-                outcomes[Outcome.REJECTED if result is None else result.status] += 1
+                outcomes[reprocess_outcome(result)] += 1
             if done % options["progress_every"] == 0 or done == total:
                 self.stdout.write(
                     f"{done}/{total} "
