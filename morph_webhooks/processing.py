@@ -88,7 +88,7 @@ def _run(
     status_before = delivery.status if delivery is not None else ""
     try:
         for _ in range(ATTEMPTS):
-            committed = Committed()
+            committed = _Committed()
             try:
                 with transaction.atomic():
                     # The first callback to run after the commit, before any receiver's: once it
@@ -119,7 +119,7 @@ def _run(
         raise
 
 
-class Committed:
+class _Committed:
     """Whether the transaction it was registered in (with ``transaction.on_commit``) committed."""
 
     def __init__(self) -> None:
@@ -143,7 +143,8 @@ def _bound_lock_wait() -> None:
     connection = connections[router.db_for_write(Opportunity)]
     if connection.vendor == "postgresql" and conf.LOCK_TIMEOUT > 0:
         with connection.cursor() as cursor:
-            # SET LOCAL ends with the transaction (or the savepoint), leaving the session as it was.
+            # SET LOCAL lasts until the transaction ends (the outer one, when nested); the session's
+            # own setting, which the project may rely on elsewhere, is left as it was.
             cursor.execute(f"SET LOCAL lock_timeout = '{max(round(conf.LOCK_TIMEOUT * 1000), 1)}ms'")
 
 

@@ -309,6 +309,24 @@ def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(
     assert Opportunity.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_commit_is_not_taken_for_a_failed_callback(send, monkeypatch):
+    from django.db import OperationalError
+
+    def lose_the_connection() -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    # The commit itself fails: nothing was stored, whatever the receivers queued for afterwards.
+    monkeypatch.setattr(connection, "_commit", lose_the_connection)
+    response = send(opportunity_event("created"), key="k1")
+    monkeypatch.undo()
+
+    assert response.status_code == 503
+    assert not Opportunity.objects.exists() and not IdempotencyKey.objects.exists()
+    assert WebhookDelivery.objects.get().status == "failed"
+    assert send(opportunity_event("created"), key="k1").json() == {"status": "processed"}
+
+
 def test_one_log_line_per_request_without_secrets(send, caplog):
     caplog.set_level("INFO", logger="morph_webhooks")
     send(opportunity_event(), key="k1")
