@@ -32,7 +32,7 @@ from django.utils.translation import ngettext
 
 from .events import unique_keys
 from .models import IdempotencyKey, Opportunity, OpportunityQuerySet, Outcome, WebhookDelivery
-from .processing import reprocess_delivery
+from .processing import ALREADY_APPLIED, reprocess_delivery, reprocess_outcome
 from .redaction import redact_headers
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
 class DeliveryChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[WebhookDelivery]:
         # Bodies run up to MAX_BODY_SIZE each; a page of them is not worth loading for one list.
-        return super().get_queryset(request, exclude_parameters).defer("body", "headers", "error")
+        return super().get_queryset(request, exclude_parameters).defer("body", "raw_body", "headers", "error")
 
 
 # The overview's columns, from "all is well" to "someone should look"; an outcome missing here
@@ -325,6 +325,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
                     "attempts",
                     "next_attempt_at",
                     "processed_at",
+                    "reprocessed_at",
                 ]
             },
         ),
@@ -486,10 +487,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
                 logger.exception("Reprocessing delivery %s failed", delivery.pk)
                 counts[Outcome.FAILED] += 1
                 continue
-            counts[Outcome.REJECTED if result is None else result.status] += 1
+            counts[reprocess_outcome(result)] += 1
 
         total = sum(counts.values())
-        summary = ", ".join(f"{counts[outcome]} {outcome.label}" for outcome in Outcome if counts[outcome])
+        labels = [(outcome.value, outcome.label) for outcome in Outcome] + [
+            (ALREADY_APPLIED, _("already applied"))
+        ]
+        summary = ", ".join(f"{counts[name]} {label}" for name, label in labels if counts[name])
         message = ngettext(
             "Reprocessed %(count)d delivery: %(summary)s.",
             "Reprocessed %(count)d deliveries: %(summary)s.",

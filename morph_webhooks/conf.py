@@ -137,7 +137,7 @@ class Settings:
     RETRY_DELAY = Setting(10.0, NUMBER, minimum=0)
     MAX_RETRY_DELAY = Setting(3600.0, NUMBER, minimum=0)
     PENDING_TIMEOUT = Setting(600.0, NUMBER, minimum=0)
-    LOCK_TIMEOUT = Setting(10.0, NUMBER, above=0)
+    LOCK_TIMEOUT = Setting(10.0, NUMBER, minimum=0)  # 0: no limit
     KEY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
     DELIVERY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
 

@@ -149,6 +149,14 @@ class WebhookDelivery(models.Model):
     path = models.TextField(help_text=_("The request path and query, with secrets removed."))
     headers = models.JSONField(default=dict, help_text=_("Request headers, with secrets removed."))
     body = models.TextField(blank=True)
+    raw_body = models.BinaryField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "The body's bytes as received, kept only when the body text could not hold them "
+            "(not UTF-8, NUL characters): reprocessing reads these."
+        ),
+    )
 
     connector_id = models.CharField(max_length=ID_LENGTH, blank=True)
     owner_id = models.CharField(max_length=ID_LENGTH, blank=True)
@@ -164,6 +172,9 @@ class WebhookDelivery(models.Model):
         null=True, blank=True, help_text=_("Deferred mode: when a worker is due to (re)try it.")
     )
     processed_at = models.DateTimeField(null=True, blank=True)
+    reprocessed_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("When it was last reprocessed from the admin or the command.")
+    )
 
     class Meta:
         verbose_name = _("webhook delivery")
@@ -184,6 +195,15 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event or 'request'} {self.idempotency_key}".strip()
+
+    def record_body(self, body: bytes, text: str) -> None:
+        """Keep the body as ``text`` (what every database can store and the admin shows), and its
+        bytes as well when the text is not them: a reprocess must read what was received."""
+        self.body = text
+        self.raw_body = None if text.encode() == body else body
+
+    def received_body(self) -> bytes:
+        return self.body.encode() if self.raw_body is None else bytes(self.raw_body)
 
     def reject(self, http_status: int, detail: Any) -> None:
         """Record that the request can never be valid; no idempotency key is consumed."""

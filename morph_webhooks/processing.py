@@ -47,6 +47,8 @@ class Result:
     status: Outcome
     opportunity: Opportunity | None = None
     created: bool = False
+    # A reprocess of a delivery that was already settled: nothing was run again.
+    already_applied: bool = False
 
 
 class ConcurrentDeliveryError(Exception):
@@ -87,20 +89,25 @@ def _run(
     status_before = delivery.status if delivery is not None else ""
     try:
         for _ in range(ATTEMPTS):
-            result = None
+            committed = _Committed()
             try:
                 with transaction.atomic():
+                    # The first callback to run after the commit, before any receiver's: once it
+                    # has run, the event is stored whatever fails next.
+                    transaction.on_commit(committed.mark)
+                    _bound_lock_wait()
                     result = body(event, delivery)
             except _Collision:
                 continue
             except _AlreadyApplied:
                 # Another run of this very delivery (a task delivered twice) got there first.
                 return Result(Outcome.DUPLICATE)
-            except Exception as exc:
-                if result is None or isinstance(exc, DatabaseError):
+            except Exception:
+                if not committed:
                     raise
-                # Committed: only a receiver's transaction.on_commit callback failed afterwards.
-                # Answering 500 would make Morph retry an event that is already stored.
+                # Only a receiver's transaction.on_commit callback failed, after the commit.
+                # Answering 5xx (or recording a failure) would make Morph retry an event that is
+                # already stored, and the retry would be answered as a duplicate.
                 logger.exception(
                     "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
                 )
@@ -111,6 +118,35 @@ def _run(
             delivery.status = status_before
             _record_failure(delivery, exc)
         raise
+
+
+class _Committed:
+    """Whether the transaction it was registered in (with ``transaction.on_commit``) committed."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def mark(self) -> None:
+        self.done = True
+
+    def __bool__(self) -> bool:
+        return self.done
+
+
+def _bound_lock_wait() -> None:
+    """Give up waiting for a lock after LOCK_TIMEOUT seconds, for the rest of this transaction.
+
+    A lock held elsewhere (a long transaction, a migration) would otherwise keep the request
+    waiting until the web server kills the worker, and Morph would get an HTML 500 with nothing
+    logged; a lock timeout is an OperationalError, answered 503 so that Morph retries. SQLite has
+    no such setting: there the connection's busy timeout (its ``timeout`` option) bounds the wait.
+    """
+    connection = connections[router.db_for_write(Opportunity)]
+    if connection.vendor == "postgresql" and conf.LOCK_TIMEOUT > 0:
+        with connection.cursor() as cursor:
+            # SET LOCAL lasts until the transaction ends (the outer one, when nested); the session's
+            # own setting, which the project may rely on elsewhere, is left as it was.
+            cursor.execute(f"SET LOCAL lock_timeout = '{max(round(conf.LOCK_TIMEOUT * 1000), 1)}ms'")
 
 
 def http_status_for(exc: BaseException) -> int:
@@ -303,19 +339,29 @@ def _traceback(exc: BaseException) -> str:
 
 # Refusals of the request itself (no length or too large: no body was kept; not JSON): nothing to re-read.
 REFUSED_REQUESTS = (411, 413, 415)
+# Deliveries whose event was settled when they ran: applied, found stale or ignored by them, or
+# already applied by another delivery of the same key. Their outcome is history and stays.
+SETTLED = (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED, Outcome.DUPLICATE)
+ALREADY_APPLIED = "already applied"
 
 
 def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
     """Run a logged request through validation and processing again.
 
     Returns ``None`` when the request is still invalid (the delivery stays rejected, with the
-    current error). An event already applied comes back as a duplicate, exactly as a re-sent one.
-    In deferred mode the delivery is queued for a worker again rather than processed here.
+    current error). A settled delivery keeps its outcome and its key is not counted again: the
+    result says it was already applied. A failed delivery whose event another delivery applied
+    meanwhile becomes a duplicate, exactly as a re-sent one. In deferred mode the delivery is
+    queued for a worker again rather than processed here.
     """
     if delivery.http_status in REFUSED_REQUESTS:
         return None
+    delivery.reprocessed_at = timezone.now()
+    if delivery.status in SETTLED:
+        delivery.save(update_fields=["reprocessed_at"])
+        return Result(Outcome(delivery.status), already_applied=True)
     try:
-        event = parse_event(delivery.headers, delivery.body.encode())
+        event = parse_event(delivery.headers, delivery.received_body())
         # The same policy as the endpoint: a replay must not let in what a request could not.
         check_allowed(event)
     except InvalidEvent as exc:
@@ -337,6 +383,13 @@ def reprocess_delivery(delivery: WebhookDelivery) -> Result | None:
     return process_event(event, delivery)
 
 
+def reprocess_outcome(result: Result | None) -> str:
+    """What one reprocess came to, in the words of the admin's message and the command's output."""
+    if result is None:
+        return Outcome.REJECTED
+    return ALREADY_APPLIED if result.already_applied else result.status
+
+
 def _requeue(delivery: WebhookDelivery) -> Result:
     from .tasks import enqueue_delivery
 
@@ -344,7 +397,9 @@ def _requeue(delivery: WebhookDelivery) -> Result:
         delivery.status = Outcome.QUEUED
         delivery.attempts = 0
         delivery.next_attempt_at = timezone.now()
-        delivery.save(update_fields=["status", "attempts", "next_attempt_at", "event", "remote_id"])
+        delivery.save(
+            update_fields=["status", "attempts", "next_attempt_at", "event", "remote_id", "reprocessed_at"]
+        )
         enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
 
@@ -357,7 +412,7 @@ def run_delivery(delivery_id: int) -> Outcome | None:
         return None
     delivery.attempts += 1
     try:
-        event = parse_event(delivery.headers, delivery.body.encode())
+        event = parse_event(delivery.headers, delivery.received_body())
     except InvalidEvent as exc:
         # Valid when it arrived; only a change of the app's rules can make it invalid now.
         delivery.reject(400, exc.detail)

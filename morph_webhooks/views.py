@@ -86,7 +86,7 @@ class ReceiveView(APIView):
         delivery = new_delivery(request._request)
         try:
             body = read_body(request._request)
-            delivery.body = printable(body)
+            delivery.record_body(body, printable(body))
             check_content_type(request._request)
             event = parse_event(request_headers(request._request), body)
             check_allowed(event)

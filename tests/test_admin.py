@@ -331,18 +331,32 @@ def test_reprocess_applies_a_failed_delivery(admin_client):
     assert IdempotencyKey.objects.get().key == delivery.idempotency_key
 
 
-def test_reprocess_of_an_applied_event_is_a_duplicate(admin_client, send, sent_signals):
+@pytest.mark.parametrize("status", ["processed", "stale", "duplicate"])
+def test_reprocess_of_a_settled_delivery_keeps_its_outcome(admin_client, send, sent_signals, status):
     assert send(opportunity_event("created"), key="k1").json() == {"status": "processed"}
-    delivery = WebhookDelivery.objects.get()
-    before = Opportunity.objects.values().get()
+    if status == "stale":
+        assert send(opportunity_event("updated", updated_at="2020-01-01T00:00:00Z")).json() == {
+            "status": status
+        }
+    if status == "duplicate":
+        assert send(opportunity_event("created"), key="k1").json() == {"status": status}
+    delivery = WebhookDelivery.objects.get(status=status)
+    delivery_before = WebhookDelivery.objects.values().get(pk=delivery.pk)
+    keys_before = list(IdempotencyKey.objects.values())
+    opportunity_before = Opportunity.objects.values().get()
 
     response = reprocess(admin_client, delivery)
 
-    assert messages_of(response) == [(constants.SUCCESS, "Reprocessed 1 delivery: 1 duplicate.")]
+    assert messages_of(response) == [(constants.SUCCESS, "Reprocessed 1 delivery: 1 already applied.")]
     delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts) == ("duplicate", 2)
-    assert IdempotencyKey.objects.get().deliveries == 2
-    assert Opportunity.objects.values().get() == before
+    assert delivery.reprocessed_at is not None
+    # The row still says what the delivery did when it ran; only the reprocess is added.
+    assert WebhookDelivery.objects.values().get(pk=delivery.pk) == {
+        **delivery_before,
+        "reprocessed_at": delivery.reprocessed_at,
+    }
+    assert list(IdempotencyKey.objects.values()) == keys_before
+    assert Opportunity.objects.values().get() == opportunity_before
     assert sent_signals.names == ["created"]
 
 
@@ -368,7 +382,7 @@ def test_reprocess_counts_every_outcome(admin_client, send):
     response = reprocess(admin_client, applied, failed, invalid)
 
     assert messages_of(response) == [
-        (constants.WARNING, "Reprocessed 3 deliveries: 1 processed, 1 duplicate, 1 rejected.")
+        (constants.WARNING, "Reprocessed 3 deliveries: 1 processed, 1 rejected, 1 already applied.")
     ]
     assert set(Opportunity.objects.values_list("remote_id", flat=True)) == {"opp_applied", "opp_new"}
 
@@ -457,3 +471,27 @@ def test_refused_requests_are_not_reprocessed(http_status):
         1,
     )
     assert Opportunity.objects.count() == 0
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9", b"caf\x00"], ids=["not_utf8", "nul"])
+def test_reprocess_reads_the_body_as_received_not_its_stored_text(send, name):
+    body = json.dumps(opportunity_event(fields={"name": "NAME"})).encode().replace(b"NAME", name)
+    assert send(body, key="k1").status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    # The text shown in the admin had to replace what it could not hold...
+    assert "caf\ufffd" in delivery.body
+    assert bytes(delivery.raw_body) == body
+
+    # ... and would be a valid event: the reprocess must see the bytes Morph sent instead.
+    assert reprocess_delivery(delivery) is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status) == ("rejected", 400)
+    assert json.loads(delivery.error)["fields"]["body"]
+    assert not Opportunity.objects.exists()
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_a_faithfully_stored_body_is_kept_once(send):
+    send(opportunity_event(fields={"name": "café"}))
+
+    assert WebhookDelivery.objects.get().raw_body is None

@@ -107,7 +107,7 @@ def test_deferred_without_a_tasks_framework(settings, monkeypatch):
         ("RETRY_DELAY", math.nan, "morph_webhooks.E007"),
         ("MAX_RETRY_DELAY", math.inf, "morph_webhooks.E007"),
         ("PENDING_TIMEOUT", -1, "morph_webhooks.E008"),
-        ("LOCK_TIMEOUT", 0, "morph_webhooks.E008"),
+        ("LOCK_TIMEOUT", -1, "morph_webhooks.E008"),
         ("DELIVERY_RETENTION_DAYS", -1, "morph_webhooks.E008"),
         ("KEY_RETENTION_DAYS", "thirty", "morph_webhooks.E007"),
         ("KEY_RETENTION_DAYS", 30.5, "morph_webhooks.E007"),

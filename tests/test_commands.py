@@ -5,7 +5,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, load_command_class
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -55,6 +55,19 @@ class TestReprocess:
         old.refresh_from_db()
         assert old.status == "duplicate"  # same key and event as `recent`, already applied
 
+    def test_settled_deliveries_are_reported_already_applied_and_keep_their_outcome(self):
+        delivery = WebhookDeliveryFactory(status="failed")
+        run("morph_webhooks_reprocess", str(delivery.pk))
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts) == ("processed", 2)
+
+        output = run("morph_webhooks_reprocess", "--status", "processed")
+
+        assert "1/1 1 already applied" in output
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.http_status) == ("processed", 2, 200)
+        assert IdempotencyKey.objects.get().deliveries == 1
+
     def test_dry_run_changes_nothing(self):
         delivery = WebhookDeliveryFactory(status="failed")
 
@@ -91,6 +104,26 @@ class TestPrune:
             queued_delivery.pk,
             recent_delivery.pk,
         }
+
+    def test_a_delivery_queued_between_read_and_delete_is_kept(self):
+        old = WebhookDeliveryFactory(status="rejected", http_status=400)
+        age(WebhookDelivery, [old.pk], 40, "received_at")
+        requeued = []
+
+        def reprocess_meanwhile(execute, sql, params, many, context):
+            # Right before the first DELETE runs, the delivery it was read for is queued again
+            # (as reprocessing it in deferred mode would), on the same database.
+            if sql.startswith("DELETE") and "webhookdelivery" in sql and not requeued:
+                requeued.append(old.pk)
+                WebhookDelivery.objects.filter(pk=old.pk).update(status="queued", http_status=200)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(reprocess_meanwhile):
+            output = run("morph_webhooks_prune")
+
+        assert requeued == [old.pk]
+        assert "Deleted 0 deliveries." in output
+        assert WebhookDelivery.objects.get().status == "queued"
 
     def test_retention_is_configurable_and_dry_run_deletes_nothing(self, settings):
         key = IdempotencyKeyFactory()
@@ -129,3 +162,59 @@ def test_sweep_command(settings):
     assert "Enqueued 0 overdue deliveries again." in run("morph_webhooks_sweep")
     delivery.refresh_from_db()
     assert delivery.next_attempt_at > timezone.now() - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments", "message"),
+    [
+        (
+            "morph_webhooks_prune",
+            ["--batch-size", "0"],
+            "argument --batch-size: expected a whole number above 0",
+        ),
+        (
+            "morph_webhooks_prune",
+            ["--batch-size", "-1"],
+            "argument --batch-size: expected a whole number above 0",
+        ),
+        ("morph_webhooks_prune", ["--batch-size", "1.5"], "argument --batch-size: expected a whole number"),
+        (
+            "morph_webhooks_prune",
+            ["--keys-days", "-30"],
+            "argument --keys-days: expected a whole number above 0",
+        ),
+        ("morph_webhooks_prune", ["--deliveries-days", "0"], "argument --deliveries-days: expected a whole"),
+        ("morph_webhooks_reprocess", ["--status", "failed", "--progress-every", "0"], "--progress-every"),
+        ("morph_webhooks_reprocess", ["-3"], "argument ids: expected a whole number above 0"),
+        ("morph_webhooks_sweep", ["--older-than", "-1"], "argument --older-than: expected 0 or a positive"),
+        ("morph_webhooks_sweep", ["--older-than", "nan"], "argument --older-than: expected a finite number"),
+        ("morph_webhooks_check", ["http://localhost", "--timeout", "inf"], "argument --timeout: expected a"),
+    ],
+)
+def test_numeric_options_are_validated(command, arguments, message):
+    with pytest.raises(CommandError, match=message):
+        run(command, *arguments)
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_prune_with_a_batch_size_deletes_what_a_dry_run_counts():
+    WebhookDeliveryFactory()
+    age(WebhookDelivery, list(WebhookDelivery.objects.values_list("pk", flat=True)), 40, "received_at")
+
+    assert "Would delete 1 deliveries." in run("morph_webhooks_prune", "--dry-run", "--batch-size", "1")
+    assert "Deleted 1 deliveries." in run("morph_webhooks_prune", "--batch-size", "1")
+
+
+@pytest.mark.parametrize(
+    ("command", "defaults"),
+    [
+        ("morph_webhooks_prune", ["(default: 1000)", "KEY_RETENTION_DAYS", "DELIVERY_RETENTION_DAYS"]),
+        ("morph_webhooks_reprocess", ["(default: 100)"]),
+        ("morph_webhooks_sweep", ["PENDING_TIMEOUT"]),
+        ("morph_webhooks_check", ["(default: 10)", "(default: 30)"]),
+    ],
+)
+def test_help_shows_option_defaults(command, defaults):
+    parser = load_command_class("morph_webhooks", command).create_parser("manage.py", command)
+    text = " ".join(parser.format_help().split())
+    assert all(default in text for default in defaults), text

@@ -5,6 +5,7 @@ may remain."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,7 +56,10 @@ def test_database_unreachable_is_503(client, unreachable_database):
     assert response["Retry-After"]
 
 
-def test_lock_timeout_is_503_and_the_retry_succeeds(client, stored, sent_signals):
+def test_lock_held_longer_than_lock_timeout_is_503_and_the_retry_succeeds(
+    client, stored, sent_signals, settings
+):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0.3}
     locked, release = threading.Event(), threading.Event()
 
     def hold_row_lock() -> None:
@@ -67,7 +71,7 @@ def test_lock_timeout_is_503_and_the_retry_succeeds(client, stored, sent_signals
                     "SELECT 1 FROM morph_webhooks_opportunity WHERE id = %s FOR UPDATE", [stored.pk]
                 )
                 locked.set()
-                release.wait(10)
+                release.wait(30)  # far longer than LOCK_TIMEOUT: the endpoint must not wait for it
                 cursor.execute("ROLLBACK")
         finally:
             other.close()
@@ -76,14 +80,18 @@ def test_lock_timeout_is_503_and_the_retry_succeeds(client, stored, sent_signals
     holder.start()
     try:
         assert locked.wait(10)
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
+        started = time.monotonic()
         response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
+        waited = time.monotonic() - started
     finally:
         release.set()
         holder.join()
 
+    assert 0.3 <= waited < 5
     assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "unavailable"
+    assert response["Retry-After"]
     assert Opportunity.objects.get().stage_id == "stage_qualified"
     assert not IdempotencyKey.objects.filter(key="k1").exists()
     failed = WebhookDelivery.objects.get(idempotency_key="k1")
@@ -93,6 +101,10 @@ def test_lock_timeout_is_503_and_the_retry_succeeds(client, stored, sent_signals
     assert post_event(client, UPDATE, headers={"x-idempotency-key": "k1"}).json() == {"status": "processed"}
     assert Opportunity.objects.get().stage_id == "won"
     assert sent_signals.names == ["updated"]
+    # SET LOCAL ended with the transaction: the connection's own setting is untouched.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone() == ("0",)
 
 
 def test_connection_dropped_mid_transaction_leaves_nothing_and_the_retry_succeeds(client, stored):

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_updated
@@ -281,12 +282,18 @@ def test_receiver_error_rolls_back_everything_and_answers_500(send):
     assert Opportunity.objects.get().stage_id == "won"
 
 
+def query_a_missing_table() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM no_such_table")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(send, caplog):
+@pytest.mark.parametrize("callback", [lambda: 1 / 0, query_a_missing_table], ids=["error", "database_error"])
+def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(send, caplog, callback):
     from django.db import transaction
 
     def later(**kwargs):
-        transaction.on_commit(lambda: 1 / 0)
+        transaction.on_commit(callback)
 
     opportunity_updated.connect(later, weak=False, dispatch_uid="later")
     try:
@@ -294,9 +301,31 @@ def test_failing_on_commit_callback_does_not_turn_a_stored_event_into_a_failure(
     finally:
         opportunity_updated.disconnect(dispatch_uid="later")
 
-    assert response.json() == {"status": "processed"}
-    assert WebhookDelivery.objects.get().status == "processed"
+    assert (response.status_code, response.json()) == (200, {"status": "processed"})
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.http_status, delivery.error) == ("processed", 200, "")
     assert "on_commit callback failed" in caplog.text
+    # Morph's retry of a stored event is a duplicate, as it should be.
+    assert send(opportunity_event("updated"), key="k1").json() == {"status": "duplicate"}
+    assert Opportunity.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_commit_is_not_taken_for_a_failed_callback(send, monkeypatch):
+    from django.db import OperationalError
+
+    def lose_the_connection() -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    # The commit itself fails: nothing was stored, whatever the receivers queued for afterwards.
+    monkeypatch.setattr(connection, "_commit", lose_the_connection)
+    response = send(opportunity_event("created"), key="k1")
+    monkeypatch.undo()
+
+    assert response.status_code == 503
+    assert not Opportunity.objects.exists() and not IdempotencyKey.objects.exists()
+    assert WebhookDelivery.objects.get().status == "failed"
+    assert send(opportunity_event("created"), key="k1").json() == {"status": "processed"}
 
 
 def test_one_log_line_per_request_without_secrets(send, caplog):

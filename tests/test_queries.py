@@ -58,21 +58,32 @@ def test_statements_per_delivery(send, make_event):
     with statements() as stale:
         assert send(make_event("updated", 0), key="k3").json() == {"status": "stale"}
 
+    # PostgreSQL: bound the lock waits (LOCK_TIMEOUT); it cannot ride in a later statement,
+    # since the first one (the redelivery check) may already wait for a lock.
+    lock_timeout = ["SET LOCAL lock_timeout"] if connection.vendor == "postgresql" else []
     # redelivery check, row lock, key claim, opportunity write, delivery log
-    assert verbs(new) == [
+    assert verbs(new) == lock_timeout + [
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'INSERT INTO "morph_webhooks_idempotencykey"',
         'INSERT INTO "morph_webhooks_opportunity"',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
-    assert "FOR UPDATE" in new[1] or connection.vendor == "sqlite"
-    assert verbs(duplicate) == [
+    assert "FOR UPDATE" in new[len(lock_timeout) + 1] or connection.vendor == "sqlite"
+    assert verbs(duplicate) == lock_timeout + [
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
-    assert len(update) == 5 and verbs(update)[3] == 'UPDATE "morph_webhooks_opportunity" SET'
-    assert len(stale) == 4
+    assert len(update) == len(lock_timeout) + 5
+    assert verbs(update)[len(lock_timeout) + 3] == 'UPDATE "morph_webhooks_opportunity" SET'
+    assert len(stale) == len(lock_timeout) + 4
+
+
+def test_lock_timeout_can_be_switched_off(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0}
+    with statements() as sql:
+        assert send(small_event("created", 0), key="k1").json() == {"status": "processed"}
+    assert len(sql) == 5
 
 
 def test_rejected_request_is_one_statement(send):

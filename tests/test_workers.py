@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
@@ -30,11 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"db": "django_tasks_db.DatabaseBackend", "rq": "django_tasks_rq.RQBackend"}
 
 
+def redis_url() -> str:
+    # The queue's Redis, which worker processes read from the same settings (REDIS_URL).
+    return str(django_settings.RQ_QUEUES["default"]["URL"])
+
+
 def redis_is_up() -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url("redis://127.0.0.1:6379/15").ping())
+        return bool(redis.Redis.from_url(redis_url()).ping())
     except redis.RedisError:
         return False
 
@@ -46,7 +52,7 @@ def backend(request, settings) -> Iterator[str]:
             pytest.skip("needs Redis on 127.0.0.1:6379")
         import redis
 
-        redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
+        redis.Redis.from_url(redis_url()).flushdb()
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
     settings.TASKS = {"default": {"BACKEND": BACKENDS[request.param]}}
     yield request.param
@@ -73,7 +79,7 @@ def worker_env(backend: str, **extra: str) -> dict[str, str]:
     }
 
 
-def worker_command(backend: str) -> list[str]:
+def worker_command(backend: str, burst: bool = True) -> list[str]:
     if backend == "db":
         return [
             sys.executable,
@@ -85,14 +91,16 @@ def worker_command(backend: str) -> list[str]:
             "--interval",
             "0.1",
         ]
-    # RQ must run jobs with the backend's Job class, which knows how to call a Task.
+    # RQ must run jobs with the backend's Job class, which knows how to call a Task, and its
+    # scheduler, which enqueues retries when they fall due: the command the README gives.
     return [
         sys.executable,
         "-m",
         "django",
         "rqworker",
         "default",
-        "--burst",
+        *(["--burst"] if burst else []),
+        "--with-scheduler",
         "--job-class",
         "django_tasks_rq.backend.Job",
     ]
@@ -184,3 +192,38 @@ def test_retries_with_backoff_end_in_dead(send, settings):
     assert "receiver failure requested by the test" in delivery.error
     assert Opportunity.objects.count() == 0
     assert ("queued", 1) in seen and ("queued", 2) in seen
+
+
+def test_rq_worker_runs_a_retry_when_it_falls_due(send, settings, tmp_path, signal_file):
+    if not redis_is_up():
+        pytest.skip("needs Redis on 127.0.0.1:6379")
+    import redis
+
+    redis.Redis.from_url(redis_url()).flushdb()
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": BACKENDS["rq"]}}
+    env = {
+        "MORPH_TEST_SIGNAL_FILE": str(signal_file),
+        "MORPH_TEST_FAIL_ONCE_FILE": str(tmp_path / "failed-once"),
+        "MORPH_WEBHOOKS_RETRY_DELAY": "0.5",
+    }
+    worker = subprocess.Popen(
+        worker_command("rq", burst=False),
+        env=worker_env("rq", **env),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert send(opportunity_event(), key="k1").json() == {"status": "queued"}
+        # The sweeper would enqueue it again only PENDING_TIMEOUT (600 s) late: the worker's
+        # scheduler must run the retry within seconds of it falling due.
+        wait_for(lambda: WebhookDelivery.objects.get().status != "queued", timeout=20)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("processed", 2)
+    assert Opportunity.objects.count() == 1
+    assert signal_file.read_text().splitlines() == ["created k1"]

@@ -39,6 +39,13 @@ def fail(**kwargs: Any) -> None:
     raise RuntimeError("receiver failure requested by the test")
 
 
+def fail_once(**kwargs: Any) -> None:
+    marker = Path(os.environ["MORPH_TEST_FAIL_ONCE_FILE"])
+    if not marker.exists():
+        marker.touch()  # outside the transaction: the retry finds it and succeeds
+        fail()
+
+
 class WorkerAppConfig(AppConfig):
     name = "tests.worker_app"
 
@@ -50,3 +57,5 @@ class WorkerAppConfig(AppConfig):
             signals.opportunity_created.connect(stall, weak=False)
         if os.environ.get("MORPH_TEST_FAIL"):
             signals.opportunity_created.connect(fail, weak=False)
+        if os.environ.get("MORPH_TEST_FAIL_ONCE_FILE"):
+            signals.opportunity_created.connect(fail_once, weak=False)

@@ -21,6 +21,7 @@ from ...conf import conf
 from ...endpoint import EndpointError, endpoint_url, webhook_url
 from ...events import format_timestamp
 from ...models import ID_LENGTH, Outcome, WebhookDelivery
+from ..options import positive_seconds
 
 # A well-formed event for a model the app does not store: it goes through authentication,
 # validation, the idempotency key and processing (or a worker), yet changes no opportunity and
@@ -99,12 +100,17 @@ class Command(BaseCommand):
             type=header_value,
             help=f"x-owner-id to send (default: the first ALLOWED_OWNERS, else {CHECK_ID}).",
         )
-        parser.add_argument("--timeout", type=seconds, default=10, help="Seconds to wait for an answer.")
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            default=10,
+            help="Seconds to wait for an answer (default: %(default)s).",
+        )
         parser.add_argument(
             "--wait",
-            type=seconds,
+            type=positive_seconds,
             default=30,
-            help="Deferred mode: seconds to wait for a worker to process it.",
+            help="Deferred mode: seconds to wait for a worker to process it (default: %(default)s).",
         )
 
     def handle(self, *args: Any, site_url: str, **options: Any) -> None:
@@ -166,13 +172,6 @@ def header_value(text: str) -> str:
     if not text or len(text) > ID_LENGTH:
         raise argparse.ArgumentTypeError(f"expected 1 to {ID_LENGTH} characters")
     return text
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("expected a positive number of seconds")
-    return value
 
 
 def check_event(key: str) -> dict[str, Any]:

@@ -4,12 +4,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from ...checks import MIN_KEY_DAYS
 from ...conf import conf
 from ...models import PENDING, IdempotencyKey, Outcome, SignedMessage, WebhookDelivery
+from ..options import positive_int
 
 
 class Command(BaseCommand):
@@ -20,14 +21,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--keys-days", type=int, help="Keep keys this many days (default: KEY_RETENTION_DAYS)."
+            "--keys-days",
+            type=positive_int,
+            help="Keep keys this many days (default: the setting KEY_RETENTION_DAYS).",
         )
         parser.add_argument(
             "--deliveries-days",
-            type=int,
-            help="Keep deliveries this many days (default: DELIVERY_RETENTION_DAYS).",
+            type=positive_int,
+            help="Keep deliveries this many days (default: the setting DELIVERY_RETENTION_DAYS).",
         )
-        parser.add_argument("--batch-size", type=int, default=1000, help="Rows per DELETE (default: 1000).")
+        parser.add_argument(
+            "--batch-size", type=positive_int, default=1000, help="Rows per DELETE (default: %(default)s)."
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )
@@ -64,10 +69,12 @@ class Command(BaseCommand):
 
 def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
     """Short transactions, each over a slice of primary keys, so no lock is held for long."""
-    model: type[Model] = queryset.model
     deleted = 0
     while True:
         batch = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
         if not batch:
             return deleted
-        deleted += model._default_manager.filter(pk__in=batch).delete()[0]
+        # The DELETE repeats the queryset's conditions: a row that changed since it was read (an
+        # old rejected delivery reprocessed into the queue meanwhile) is no longer old or settled
+        # enough to go, and deleting it would leave its key waiting for it forever.
+        deleted += queryset.filter(pk__in=batch).delete()[0]

@@ -9,7 +9,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from ...models import Outcome, WebhookDelivery
-from ...processing import reprocess_delivery
+from ...processing import reprocess_delivery, reprocess_outcome
+from ..options import positive_int
 
 
 def timestamp(value: str) -> datetime:
@@ -22,11 +23,12 @@ def timestamp(value: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Run logged deliveries through validation and processing again, in arrival order: the same "
-        "code path as a new request. An event already applied comes back as a duplicate."
+        "code path as a new request. A delivery that was processed, stale, ignored or a duplicate keeps "
+        "its outcome and is reported as already applied."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("ids", nargs="*", type=int, help="Delivery ids.")
+        parser.add_argument("ids", nargs="*", type=positive_int, help="Delivery ids.")
         parser.add_argument(
             "--status",
             action="append",
@@ -39,7 +41,10 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="List what would be reprocessed; change nothing."
         )
         parser.add_argument(
-            "--progress-every", type=int, default=100, help="Print progress every N deliveries."
+            "--progress-every",
+            type=positive_int,
+            default=100,
+            help="Print progress every N deliveries (default: %(default)s).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -74,7 +79,7 @@ class Command(BaseCommand):
                 outcomes[Outcome.FAILED] += 1
                 self.stderr.write(f"{delivery.pk}: {type(exc).__name__}: {exc}")
             else:
-                outcomes[Outcome.REJECTED if result is None else result.status] += 1
+                outcomes[reprocess_outcome(result)] += 1
             if done % options["progress_every"] == 0 or done == total:
                 self.stdout.write(
                     f"{done}/{total} "

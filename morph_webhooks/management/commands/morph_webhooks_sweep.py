@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...tasks import sweep
+from ..options import seconds_or_zero
 
 
 class Command(BaseCommand):
@@ -14,7 +15,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--older-than", type=float, help="Seconds overdue (default: PENDING_TIMEOUT).")
+        parser.add_argument(
+            "--older-than",
+            type=seconds_or_zero,
+            help="Seconds overdue; 0 for every queued delivery that is due "
+            "(default: the setting PENDING_TIMEOUT).",
+        )
 
     def handle(self, *args: Any, older_than: float | None, **options: Any) -> None:
         count = sweep(older_than)
