@@ -5,27 +5,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from django.db import models
 
-from .models import Opportunity
-from .serializers import (
-    OPPORTUNITY_MODEL,
-    EnvelopeSerializer,
-    HeadersSerializer,
-    OpportunityFieldsSerializer,
-    OpportunitySerializer,
-)
+from .resources.base import ResourceSpec
+from .resources.registry import REGISTRY
+from .serializers import EnvelopeSerializer, HeadersSerializer, ResourceDataSerializer
 
 # Deeper JSON is refused: nothing Morph sends comes close, and it would strain the encoders later.
 MAX_DEPTH = 64
 
 # Morph's header names; "x-conector-id" is Morph's own spelling, the correct one is accepted too.
 CONNECTOR_HEADERS = ("x-conector-id", "x-connector-id")
-OPPORTUNITY_FIELDS = frozenset(OpportunityFieldsSerializer._declared_fields)
 HEADER_NAMES = {
     "connector_id": CONNECTOR_HEADERS[0],
     "owner_id": "x-owner-id",
@@ -39,33 +33,40 @@ RESOURCE_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MorphEvent:
-    """One validated Morph webhook event.
+    """One validated Morph webhook event, for any Morph model.
 
-    ``changes`` holds the :class:`~morph_webhooks.models.Opportunity` field values that the
-    payload sets (only those present in it); ``payload`` is the JSON body as Morph sent it;
-    ``ignored_keys`` names the keys of the envelope and of ``data`` that the app does not read.
+    ``payload`` is the JSON body as Morph sent it; ``ignored_keys`` names the keys of the envelope
+    and of ``data`` that the app does not read. Events for the models the app mirrors are
+    :class:`ResourceEvent`.
     """
 
-    type: str
+    model: str
+    action: str
     connector_id: str
     owner_id: str
     idempotency_key: str
     remote_id: str
     payload: Mapping[str, Any]
-    remote_created_at: datetime | None = None
-    remote_updated_at: datetime | None = None
-    changes: Mapping[str, Any] = field(default_factory=dict)
     ignored_keys: tuple[str, ...] = ()
 
     @property
-    def model(self) -> str:
-        return self.type.partition("::")[0]
+    def type(self) -> str:
+        """``"<model>::<action>"``, as Morph names the event."""
+        return f"{self.model}::{self.action}"
 
-    @property
-    def action(self) -> str:
-        return self.type.partition("::")[2]
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceEvent(MorphEvent):
+    """An event for a Morph model the app mirrors (``spec``): the version of the resource it
+    describes (``remote_created_at``, ``remote_updated_at``) and ``changes``, the column values
+    the payload sets (only those present in it)."""
+
+    spec: ResourceSpec
+    remote_created_at: datetime
+    remote_updated_at: datetime
+    changes: Mapping[str, Any]
 
 
 class Headers(TypedDict):
@@ -97,24 +98,27 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     except InvalidEvent as exc:
         raise InvalidEvent(errors | exc.errors) from None
 
-    envelope = EnvelopeSerializer(data=payload)
+    envelope = EnvelopeSerializer(data=payload, context={"mirrored": REGISTRY})
     if not envelope.is_valid():
         errors |= flatten_errors(envelope.errors)
     data = payload.get("data")
+    # "<model>::<action>" is split here once; the envelope has checked its shape when errors is empty.
     model, _, action = str(payload.get("event")).partition("::")
-    if isinstance(data, dict) and OPPORTUNITY_MODEL in (data.get("model"), model):
-        # Checked even when the envelope is wrong, so that one answer names every bad field.
-        opportunity = OpportunitySerializer(data=data, context={"action": action})
-        if not opportunity.is_valid():
-            errors |= flatten_errors(opportunity.errors, prefix="data")
+    # The event's model, or data's when the event type is wrong, so one answer names every bad field.
+    spec = REGISTRY.get(model) or (REGISTRY.get(str(data.get("model"))) if isinstance(data, dict) else None)
+    if spec is not None and isinstance(data, dict):
+        resource = ResourceDataSerializer(data=data, context={"spec": spec, "action": action})
+        if not resource.is_valid():
+            errors |= flatten_errors(resource.errors, prefix="data")
         elif not errors:
-            return _opportunity_event(
-                header_values, envelope.validated_data, opportunity.validated_data, payload
+            return _resource_event(
+                spec, action, header_values, envelope.validated_data, resource.validated_data, payload
             )
     if errors:
         raise InvalidEvent(errors)
     return MorphEvent(
-        type=envelope.validated_data["event"],
+        model=model,
+        action=action,
         remote_id=envelope.validated_data["data"]["id"],
         payload=payload,
         ignored_keys=ignored_keys(payload),
@@ -132,23 +136,27 @@ def ignored_keys(payload: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _opportunity_event(
+def _resource_event(
+    spec: ResourceSpec,
+    action: str,
     header_values: Headers,
     envelope: dict[str, Any],
     data: dict[str, Any],
     payload: dict[str, Any],
-) -> MorphEvent:
-    changes = {name: _stored_value(name, value) for name, value in (data.get("fields") or {}).items()}
+) -> ResourceEvent:
+    changes = {name: _stored_value(spec, name, value) for name, value in (data.get("fields") or {}).items()}
     sent_fields = payload["data"].get("fields") or {}
-    extra = {key: value for key, value in sent_fields.items() if key not in OPPORTUNITY_FIELDS}
+    extra = {key: value for key, value in sent_fields.items() if key not in spec.field_names}
     if extra:
         changes["extra_fields"] = extra
     if "rawResource" in data:
         changes["raw_resource"] = data["rawResource"]
     if "warnings" in data:
         changes["warnings"] = payload["data"]["warnings"] or []
-    return MorphEvent(
-        type=envelope["event"],
+    return ResourceEvent(
+        spec=spec,
+        model=spec.morph_model,
+        action=action,
         remote_id=envelope["data"]["id"],
         payload=payload,
         remote_created_at=data["createdAt"],
@@ -159,9 +167,9 @@ def _opportunity_event(
     )
 
 
-def _stored_value(name: str, value: Any) -> Any:
+def _stored_value(spec: ResourceSpec, name: str, value: Any) -> Any:
     # null clears a field; columns that cannot hold NULL get their empty value instead.
-    model_field = Opportunity._meta.get_field(name)
+    model_field = spec.model._meta.get_field(name)
     assert isinstance(model_field, models.Field)
     return model_field.get_default() if value is None and not model_field.null else value
 

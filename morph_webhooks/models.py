@@ -9,79 +9,13 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-# Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
-ID_LENGTH = 255
-
-
-class OpportunityQuerySet(models.QuerySet["Opportunity"]):
-    def alive(self) -> OpportunityQuerySet:
-        return self.filter(deleted_at__isnull=True)
-
-    def deleted(self) -> OpportunityQuerySet:
-        return self.filter(deleted_at__isnull=False)
-
-
-class Opportunity(models.Model):
-    """The local copy of one CRM opportunity, as last described by Morph.
-
-    ``owner_id`` is Morph's connection owner (the tenant); ``crm_owner_id`` is the CRM user who
-    owns the opportunity (Morph's ``fields.owner``).
-    """
-
-    connector_id = models.CharField(max_length=ID_LENGTH)
-    owner_id = models.CharField(max_length=ID_LENGTH)
-    remote_id = models.CharField(max_length=ID_LENGTH)
-
-    name = models.CharField(max_length=250, blank=True, default="")
-    amount = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True)
-    currency = models.CharField(max_length=3, blank=True, default="")
-    stage_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
-    pipeline_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
-    crm_owner_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
-    contact_ids = models.JSONField(default=list, blank=True)
-    company_ids = models.JSONField(default=list, blank=True)
-    engagement_ids = models.JSONField(default=list, blank=True)
-    extra_fields = models.JSONField(
-        default=dict, blank=True, help_text=_("Fields Morph sent that this model has no column for.")
-    )
-    raw_resource = models.JSONField(null=True, blank=True)
-    warnings = models.JSONField(default=list, blank=True)
-
-    remote_created_at = models.DateTimeField()
-    remote_updated_at = models.DateTimeField()
-    deleted_at = models.DateTimeField(null=True, blank=True)
-
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    objects = OpportunityQuerySet.as_manager()
-
-    class Meta:
-        verbose_name = _("opportunity")
-        verbose_name_plural = _("opportunities")
-        constraints = [
-            # All three columns are given in every lookup; their order does not matter for uniqueness.
-            models.UniqueConstraint(
-                fields=["remote_id", "connector_id", "owner_id"],
-                name="morph_webhooks_opportunity_unique_remote",
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["connector_id"], name="morph_opp_connector_idx"),
-            models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
-            models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
-            models.Index(fields=["remote_updated_at"], name="morph_opp_remote_updated_idx"),
-            models.Index(
-                fields=["deleted_at"], condition=Q(deleted_at__isnull=False), name="morph_opp_deleted_idx"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return self.name or self.remote_id
-
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
+# The mirrored resources live in morph_webhooks.resources, one module each; the app's models
+# are importable from here, their stable public path.
+from .resources.base import ID_LENGTH as ID_LENGTH
+from .resources.base import MirroredResource as MirroredResource
+from .resources.base import ResourceQuerySet as ResourceQuerySet
+from .resources.opportunity import Opportunity as Opportunity
+from .resources.opportunity import OpportunityQuerySet as OpportunityQuerySet
 
 
 class Outcome(models.TextChoices):

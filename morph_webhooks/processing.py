@@ -1,7 +1,7 @@
 """The one function that applies a Morph event.
 
 The endpoint, the admin's reprocess action and anything else that replays an event call
-:func:`process_event`; nothing else writes an :class:`Opportunity`.
+:func:`process_event`; nothing else writes a mirrored resource (an :class:`Opportunity`...).
 """
 
 from __future__ import annotations
@@ -28,14 +28,11 @@ from rest_framework.exceptions import PermissionDenied
 
 from .auth import check_allowed
 from .conf import conf
-from .events import InvalidEvent, MorphEvent, parse_event
-from .models import PENDING, IdempotencyKey, Opportunity, Outcome, WebhookDelivery
-from .serializers import OPPORTUNITY_MODEL
-from .signals import delivery_failed, opportunity_created, opportunity_deleted, opportunity_updated
+from .events import InvalidEvent, MorphEvent, ResourceEvent, parse_event
+from .models import PENDING, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
+from .signals import delivery_failed
 
 logger = logging.getLogger(__name__)
-
-SIGNALS = {"created": opportunity_created, "updated": opportunity_updated, "deleted": opportunity_deleted}
 
 # A collision (a concurrent twin took the key, or created the opportunity first) is resolved by
 # starting over: the next attempt sees the committed row. More than a few in a row is pathological.
@@ -45,7 +42,7 @@ ATTEMPTS = 3
 @dataclass(frozen=True)
 class Result:
     status: Outcome
-    opportunity: Opportunity | None = None
+    row: MirroredResource | None = None
     created: bool = False
     # A reprocess of a delivery that was already settled: nothing was run again.
     already_applied: bool = False
@@ -66,7 +63,7 @@ class _AlreadyApplied(Exception):
 def process_event(event: MorphEvent, delivery: WebhookDelivery | None = None) -> Result:
     """Apply ``event`` exactly once, in ``updatedAt`` order, and record the outcome on ``delivery``.
 
-    Runs in its own transaction: the idempotency key, the opportunity, the delivery record and
+    Runs in its own transaction: the idempotency key, the resource, the delivery record and
     whatever signal receivers write are committed together or not at all. On failure the
     delivery is saved as failed (or, in deferred mode, scheduled for a retry) with the
     traceback, and the exception propagates.
@@ -141,7 +138,7 @@ def _bound_lock_wait() -> None:
     logged; a lock timeout is an OperationalError, answered 503 so that Morph retries. SQLite has
     no such setting: there the connection's busy timeout (its ``timeout`` option) bounds the wait.
     """
-    connection = connections[router.db_for_write(Opportunity)]
+    connection = connections[router.db_for_write(IdempotencyKey)]
     if connection.vendor == "postgresql" and conf.LOCK_TIMEOUT > 0:
         with connection.cursor() as cursor:
             # SET LOCAL lasts until the transaction ends (the outer one, when nested); the session's
@@ -175,37 +172,36 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery | None) -> Result:
     queued = delivery is not None and delivery.status in PENDING
     if not queued and _count_redelivery(event):
         return _finish(event, delivery, Result(Outcome.DUPLICATE))
-    if event.model != OPPORTUNITY_MODEL:
+    if not isinstance(event, ResourceEvent):
         _claim(event, Outcome.IGNORED, queued)
         return _finish(event, delivery, Result(Outcome.IGNORED))
 
-    # The row lock orders concurrent events for one opportunity; the key's unique index orders
+    # The row lock orders concurrent events for one resource; the key's unique index orders
     # concurrent deliveries of one event.
-    opportunity = (
-        Opportunity.objects.select_for_update()
+    model = event.spec.model
+    row = (
+        model._default_manager.select_for_update()
         .filter(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
         .first()
     )
-    if opportunity is not None and not _supersedes(event, opportunity):
+    if row is not None and not _supersedes(event, row):
         _claim(event, Outcome.STALE, queued)
-        return _finish(event, delivery, Result(Outcome.STALE, opportunity))
+        return _finish(event, delivery, Result(Outcome.STALE, row))
 
     _claim(event, Outcome.PROCESSED, queued)
-    created = opportunity is None
-    if opportunity is None:
-        opportunity = Opportunity(
-            connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
-        )
-    _copy_event(event, opportunity)
+    created = row is None
+    if row is None:
+        row = model(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
+    _copy_event(event, row)
     if created:
         try:
-            opportunity.save(force_insert=True)
+            row.save(force_insert=True)
         except IntegrityError as exc:
             raise _Collision from exc
     else:
-        opportunity.save()
-    SIGNALS[event.action].send(sender=Opportunity, instance=opportunity, event=event, created=created)
-    return _finish(event, delivery, Result(Outcome.PROCESSED, opportunity, created))
+        row.save()
+    event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
+    return _finish(event, delivery, Result(Outcome.PROCESSED, row, created))
 
 
 def _count_redelivery(event: MorphEvent) -> bool:
@@ -237,34 +233,32 @@ def _claim(event: MorphEvent, outcome: Outcome, queued: bool = False) -> None:
         raise (_AlreadyApplied if queued else _Collision) from exc
 
 
-def _supersedes(event: MorphEvent, opportunity: Opportunity) -> bool:
+def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
     """Whether ``event`` is newer than what is stored.
 
     The newer ``updatedAt`` wins. At an equal ``updatedAt`` only a delete of a live row applies:
     CRMs do not always bump ``updatedAt`` when deleting, while a create or update with the same
     ``updatedAt`` describes the version already stored (typically a re-sent notification).
     """
-    assert event.remote_updated_at is not None
-    if event.remote_updated_at != opportunity.remote_updated_at:
-        return event.remote_updated_at > opportunity.remote_updated_at
-    return event.action == "deleted" and opportunity.deleted_at is None
+    if event.remote_updated_at != row.remote_updated_at:
+        return event.remote_updated_at > row.remote_updated_at
+    return event.action == "deleted" and row.deleted_at is None
 
 
-def _copy_event(event: MorphEvent, opportunity: Opportunity) -> None:
+def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
     # Only the fields present in the payload change: a partial update must not erase the rest.
     # Fields without a column are merged key by key for the same reason (a null is kept as null,
     # as a modelled field's null clears it).
     for name, value in event.changes.items():
         if name == "extra_fields":
-            value = {**opportunity.extra_fields, **value}
-        setattr(opportunity, name, value)
-    assert event.remote_created_at is not None and event.remote_updated_at is not None
-    opportunity.remote_created_at = event.remote_created_at
-    opportunity.remote_updated_at = event.remote_updated_at
+            value = {**row.extra_fields, **value}
+        setattr(row, name, value)
+    row.remote_created_at = event.remote_created_at
+    row.remote_updated_at = event.remote_updated_at
     if event.action == "deleted":
-        opportunity.deleted_at = opportunity.deleted_at or timezone.now()
+        row.deleted_at = row.deleted_at or timezone.now()
     else:
-        opportunity.deleted_at = None
+        row.deleted_at = None
 
 
 def _finish(event: MorphEvent, delivery: WebhookDelivery | None, result: Result) -> Result:

@@ -13,16 +13,14 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import ID_LENGTH
+from .resources.base import ACTIONS, ID_LENGTH
 
-OPPORTUNITY_MODEL = "crmOpportunity"
-OPPORTUNITY_ACTIONS = ("created", "updated", "deleted")
 # Morph documents ``fields`` as required. A delete needs none, but a create or an update without
 # them (a typo such as "fileds") would store or change nothing while answering "processed".
 ACTIONS_WITH_FIELDS = ("created", "updated")
 # What every database returns exactly from a decimal column (see AmountField).
 SIGNIFICANT_DIGITS = 15
-# Morph event types are "<model>::<action>"; models other than opportunities are acknowledged.
+# Morph event types are "<model>::<action>"; models the app does not mirror are acknowledged.
 EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+)$")
 
 
@@ -139,8 +137,9 @@ class EnvelopeSerializer(serializers.Serializer[Any]):
         match = EVENT_TYPE.match(value)
         if match is None:
             raise serializers.ValidationError('Expected "<model>::<action>", e.g. "crmOpportunity::created".')
-        if match["model"] == OPPORTUNITY_MODEL and match["action"] not in OPPORTUNITY_ACTIONS:
-            choices = ", ".join(f"{OPPORTUNITY_MODEL}::{action}" for action in OPPORTUNITY_ACTIONS)
+        # context["mirrored"]: the Morph models the app mirrors, whose actions it knows.
+        if match["model"] in self.context.get("mirrored", ()) and match["action"] not in ACTIONS:
+            choices = ", ".join(f"{match['model']}::{action}" for action in ACTIONS)
             raise serializers.ValidationError(f"Expected one of {choices}.")
         return value
 
@@ -153,35 +152,9 @@ class EnvelopeSerializer(serializers.Serializer[Any]):
         return attrs
 
 
-class OpportunityFieldsSerializer(serializers.Serializer[Any]):
-    """``data.fields`` of a crmOpportunity. Every field is optional; ``source`` is the model field."""
-
-    name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)
-    amount = AmountField(allow_null=True)
-    currency = serializers.RegexField(
-        r"^[A-Za-z]{3}$",
-        allow_null=True,
-        error_messages={"invalid": "Expected a 3-letter currency code."},
-    )
-    stage = ReferenceField(source="stage_id", allow_null=True)
-    pipeline = ReferenceField(source="pipeline_id", allow_null=True)
-    owner = ReferenceField(source="crm_owner_id", allow_null=True)
-    contacts = serializers.ListField(child=ReferenceField(), source="contact_ids", allow_null=True)
-    companies = serializers.ListField(child=ReferenceField(), source="company_ids", allow_null=True)
-    engagements = serializers.ListField(child=ReferenceField(), source="engagement_ids", allow_null=True)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.required = False
-
-    def validate_currency(self, value: str | None) -> str | None:
-        return value.upper() if value else value
-
-
-class OpportunitySerializer(serializers.Serializer[Any]):
-    """``data`` of a crmOpportunity event, beyond what :class:`ResourceSerializer` checks.
-    ``context["action"]`` is the event's action ("created", ...)."""
+class ResourceDataSerializer(serializers.Serializer[Any]):
+    """``data`` of an event for a mirrored model, beyond what :class:`ResourceSerializer` checks.
+    ``context["spec"]`` is the model's ResourceSpec, ``context["action"]`` the event's action."""
 
     createdAt = TimestampField()
     updatedAt = TimestampField()
@@ -191,10 +164,10 @@ class OpportunitySerializer(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # "fields" cannot be declared as an attribute: it is the name of Serializer.fields.
         fields = super().get_fields()
-        action = self.context.get("action")
+        spec, action = self.context["spec"], self.context["action"]
         required = action in ACTIONS_WITH_FIELDS
-        message = f"Required for a {OPPORTUNITY_MODEL}::{action} event; only a delete may leave it out."
-        fields["fields"] = OpportunityFieldsSerializer(
+        message = f"Required for a {spec.morph_model}::{action} event; only a delete may leave it out."
+        fields["fields"] = spec.fields(
             required=required,
             allow_null=not required,
             error_messages={"required": message, "null": message},

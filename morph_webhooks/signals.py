@@ -1,23 +1,30 @@
-"""Signals sent when an event changes an opportunity.
+"""Signals sent when an event changes a mirrored resource, and when a delivery dies.
 
-Every signal is sent with ``sender=Opportunity`` and these keyword arguments:
+Each Morph model the app mirrors has three, named after the model and the action
+(``opportunity_created``, ``opportunity_updated``, ``opportunity_deleted``); its
+:class:`~morph_webhooks.resources.base.ResourceSpec` says which. Each is sent with ``sender`` the
+model class and these keyword arguments:
 
-- ``instance``: the saved :class:`~morph_webhooks.models.Opportunity`.
-- ``event``: the :class:`~morph_webhooks.events.MorphEvent` that was applied (event type,
-  ``connector_id``, ``owner_id``, ``idempotency_key``, ``remote_id`` and the JSON ``payload``).
+- ``instance``: the saved row (e.g. an :class:`~morph_webhooks.models.Opportunity`).
+- ``event``: the :class:`~morph_webhooks.events.ResourceEvent` that was applied (event type,
+  ``connector_id``, ``owner_id``, ``idempotency_key``, ``remote_id``, ``changes`` and the JSON
+  ``payload``).
 - ``created``: ``True`` when this event created the local row.
 
 They are sent inside the database transaction that applied the event, and only when it was
 applied (never for a duplicate, stale or ignored event). A receiver's own writes commit or roll
-back with the event; if a receiver raises, everything rolls back and Morph is answered 500 so it
-retries. Receivers that talk to the outside world (mail, HTTP, queues) should defer that work
-with ``transaction.on_commit`` so it happens only once the event is stored.
+back with the event; if a receiver raises, everything rolls back: in sync mode Morph is answered
+500 so it retries, in deferred mode the worker retries the delivery. Receivers that talk to the
+outside world (mail, HTTP, queues) should defer that work with ``transaction.on_commit`` so it
+happens only once the event is stored.
 """
 
 from __future__ import annotations
 
 from django.dispatch import Signal
 
+# Defined here, not beside their models, so that a project can import this module anywhere,
+# its AppConfig module included, before the app registry is ready.
 opportunity_created = Signal()
 opportunity_updated = Signal()
 opportunity_deleted = Signal()

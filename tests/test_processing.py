@@ -9,7 +9,8 @@ from django.db import connection
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_updated
-from morph_webhooks.testing import opportunity_event
+from morph_webhooks.resources.registry import REGISTRY
+from morph_webhooks.testing import opportunity_event, post_event, resource_event
 
 pytestmark = pytest.mark.django_db
 
@@ -374,3 +375,13 @@ def test_integers_of_any_length_round_trip(send):
 
     opportunity = Opportunity.objects.get()
     assert (opportunity.extra_fields, opportunity.raw_resource) == ({"hs_big": huge}, {"list": [-huge]})
+
+
+def test_the_registry_decides_what_is_mirrored(client, monkeypatch):
+    # A Morph model is mirrored because its spec is registered, not because code names it.
+    monkeypatch.delitem(REGISTRY, "crmOpportunity")
+
+    response = post_event(client, resource_event("crmOpportunity", "created", "opp_1"))
+
+    assert response.json() == {"status": "ignored"}
+    assert not Opportunity.objects.exists()

@@ -1,7 +1,8 @@
 """Helpers for testing code that receives Morph events, without Morph.
 
-``opportunity_event`` builds a body shaped like what Morph really sends; ``morph_headers`` the
-headers that go with it; ``post_event`` sends both to the endpoint with Django's test client.
+``opportunity_event`` (``resource_event`` for any Morph model) builds a body shaped like what Morph
+really sends; ``morph_headers`` the headers that go with it; ``post_event`` sends both to the
+endpoint with Django's test client.
 """
 
 from __future__ import annotations
@@ -21,6 +22,34 @@ from ..events import format_timestamp as timestamp
 
 def reference(model: str, remote_id: str) -> dict[str, str]:
     return {"object": "resourceRef", "model": model, "id": remote_id}
+
+
+def resource_event(
+    model: str,
+    action: str = "created",
+    remote_id: str = "res_1",
+    *,
+    fields: dict[str, Any] | None = None,
+    updated_at: datetime | str = "2025-03-06T09:15:04.596Z",
+    created_at: datetime | str = "2025-03-06T09:05:04.596Z",
+    **data: Any,
+) -> dict[str, Any]:
+    """A ``<model>::<action>`` body, as Morph sends one for any of its models (``crmStage``,
+    ``genericContact``...). ``data`` adds or replaces keys of the body's ``data``."""
+    return {
+        "event": f"{model}::{action}",
+        "data": {
+            "object": "resource",
+            "model": model,
+            "id": remote_id,
+            "fields": {} if fields is None else fields,
+            "createdAt": timestamp(created_at) if isinstance(created_at, datetime) else created_at,
+            "updatedAt": timestamp(updated_at) if isinstance(updated_at, datetime) else updated_at,
+            "rawResource": None,
+            "warnings": [],
+            **data,
+        },
+    }
 
 
 def opportunity_event(
@@ -45,20 +74,15 @@ def opportunity_event(
             "companies": [reference("genericCompany", "company_1")],
             "engagements": [],
         }
-    return {
-        "event": f"crmOpportunity::{action}",
-        "data": {
-            "object": "resource",
-            "model": "crmOpportunity",
-            "id": remote_id,
-            "fields": fields,
-            "createdAt": timestamp(created_at) if isinstance(created_at, datetime) else created_at,
-            "updatedAt": timestamp(updated_at) if isinstance(updated_at, datetime) else updated_at,
-            "rawResource": None,
-            "warnings": [],
-            **data,
-        },
-    }
+    return resource_event(
+        "crmOpportunity",
+        action,
+        remote_id,
+        fields=fields,
+        updated_at=updated_at,
+        created_at=created_at,
+        **data,
+    )
 
 
 def morph_headers(

@@ -1,0 +1,1 @@
+"""The Morph models this app mirrors: one module each, listed in :mod:`.registry`."""

@@ -1,0 +1,99 @@
+"""What every mirrored Morph resource has: the abstract model and the spec that describes one.
+
+A Morph model (``crmOpportunity``, ``crmStage``...) is mirrored by one module in this package
+holding its Django model (a :class:`MirroredResource`), the serializer of its ``data.fields``, its
+signals and a :class:`ResourceSpec` tying them together; :mod:`.registry` lists the specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.db import models
+from django.dispatch import Signal
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from rest_framework import serializers
+
+# Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
+ID_LENGTH = 255
+# What Morph does to a resource; each sends the signal of the same name.
+ACTIONS = ("created", "updated", "deleted")
+
+R = TypeVar("R", bound="MirroredResource")
+
+
+class ResourceQuerySet(models.QuerySet[R]):
+    def alive(self) -> ResourceQuerySet[R]:
+        return self.filter(deleted_at__isnull=True)
+
+    def deleted(self) -> ResourceQuerySet[R]:
+        return self.filter(deleted_at__isnull=False)
+
+
+class MirroredResource(models.Model):
+    """The local copy of one Morph resource, as last described by Morph.
+
+    ``owner_id`` is Morph's connection owner (the tenant); ``remote_id`` is Morph's ``data.id``.
+    Together with ``connector_id`` they identify the resource.
+    """
+
+    connector_id = models.CharField(max_length=ID_LENGTH)
+    owner_id = models.CharField(max_length=ID_LENGTH)
+    remote_id = models.CharField(max_length=ID_LENGTH)
+
+    extra_fields = models.JSONField(
+        default=dict, blank=True, help_text=_("Fields Morph sent that this model has no column for.")
+    )
+    raw_resource = models.JSONField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    remote_created_at = models.DateTimeField()
+    remote_updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            # All three columns are given in every lookup; their order does not matter for uniqueness.
+            models.UniqueConstraint(
+                fields=["remote_id", "connector_id", "owner_id"],
+                name="%(app_label)s_%(class)s_unique_remote",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.remote_id
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """How one Morph model is mirrored.
+
+    ``fields`` validates ``data.fields``; each of its fields' ``source`` is the column it is
+    stored in, and fields it does not declare go to ``extra_fields``. ``signals`` maps each of
+    :data:`ACTIONS` to the signal an applied event of that action sends. ``admin_columns`` are the
+    model's own columns the admin lists, after the ones every resource has.
+    """
+
+    morph_model: str
+    model: type[MirroredResource]
+    fields: type[serializers.Serializer[Any]]
+    signals: Mapping[str, Signal]
+    admin_columns: tuple[str, ...] = ()
+    field_names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert set(self.signals) == set(ACTIONS), f"{self.morph_model}: a signal for each of {ACTIONS}"
+        # Declared fields are a class attribute of DRF serializers; read once, not per event.
+        object.__setattr__(self, "field_names", frozenset(self.fields._declared_fields))

@@ -1,0 +1,89 @@
+"""``crmOpportunity``: a deal in the CRM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from ..serializers import AmountField, ReferenceField
+from ..signals import opportunity_created, opportunity_deleted, opportunity_updated
+from .base import ID_LENGTH, MirroredResource, ResourceQuerySet, ResourceSpec
+
+
+class OpportunityQuerySet(ResourceQuerySet["Opportunity"]):
+    pass
+
+
+class Opportunity(MirroredResource):
+    """The local copy of one CRM opportunity, as last described by Morph.
+
+    ``owner_id`` is Morph's connection owner (the tenant); ``crm_owner_id`` is the CRM user who
+    owns the opportunity (Morph's ``fields.owner``).
+    """
+
+    name = models.CharField(max_length=250, blank=True, default="")
+    amount = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    stage_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    pipeline_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    crm_owner_id = models.CharField(max_length=ID_LENGTH, blank=True, default="")
+    contact_ids = models.JSONField(default=list, blank=True)
+    company_ids = models.JSONField(default=list, blank=True)
+    engagement_ids = models.JSONField(default=list, blank=True)
+
+    objects = OpportunityQuerySet.as_manager()
+
+    class Meta(MirroredResource.Meta):
+        verbose_name = _("opportunity")
+        verbose_name_plural = _("opportunities")
+        indexes = [
+            models.Index(fields=["connector_id"], name="morph_opp_connector_idx"),
+            models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
+            models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
+            models.Index(fields=["remote_updated_at"], name="morph_opp_remote_updated_idx"),
+            models.Index(
+                fields=["deleted_at"], condition=Q(deleted_at__isnull=False), name="morph_opp_deleted_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.remote_id
+
+
+class OpportunityFields(serializers.Serializer[Any]):
+    """``data.fields`` of a crmOpportunity. Every field is optional; ``source`` is the model field."""
+
+    name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)
+    amount = AmountField(allow_null=True)
+    currency = serializers.RegexField(
+        r"^[A-Za-z]{3}$",
+        allow_null=True,
+        error_messages={"invalid": "Expected a 3-letter currency code."},
+    )
+    stage = ReferenceField(source="stage_id", allow_null=True)
+    pipeline = ReferenceField(source="pipeline_id", allow_null=True)
+    owner = ReferenceField(source="crm_owner_id", allow_null=True)
+    contacts = serializers.ListField(child=ReferenceField(), source="contact_ids", allow_null=True)
+    companies = serializers.ListField(child=ReferenceField(), source="company_ids", allow_null=True)
+    engagements = serializers.ListField(child=ReferenceField(), source="engagement_ids", allow_null=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+    def validate_currency(self, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+
+SPEC = ResourceSpec(
+    morph_model="crmOpportunity",
+    model=Opportunity,
+    fields=OpportunityFields,
+    signals={"created": opportunity_created, "updated": opportunity_updated, "deleted": opportunity_deleted},
+    admin_columns=("name", "amount_with_currency", "stage_id", "pipeline_id"),
+)

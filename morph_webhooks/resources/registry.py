@@ -1,0 +1,13 @@
+"""Morph model name -> :class:`~.base.ResourceSpec`, for every Morph model the app mirrors.
+
+Events for models not listed here are acknowledged as ``ignored``. Mirroring another Morph model
+takes a module beside :mod:`.opportunity`, its line below, its signals in
+:mod:`morph_webhooks.signals`, its model's name in :mod:`morph_webhooks.models` and a migration.
+"""
+
+from __future__ import annotations
+
+from . import opportunity
+from .base import ResourceSpec
+
+REGISTRY: dict[str, ResourceSpec] = {spec.morph_model: spec for spec in (opportunity.SPEC,)}
