@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.signals import opportunity_updated
 from morph_webhooks.resources.registry import REGISTRY
+from morph_webhooks.signals import opportunity_updated
 from morph_webhooks.testing import opportunity_event, post_event, resource_event
 
 pytestmark = pytest.mark.django_db
