@@ -14,8 +14,14 @@ from django.utils.translation import gettext_lazy as _
 from .resources.base import ID_LENGTH as ID_LENGTH
 from .resources.base import MirroredResource as MirroredResource
 from .resources.base import ResourceQuerySet as ResourceQuerySet
+from .resources.company import Company as Company
+from .resources.contact import Contact as Contact
 from .resources.opportunity import Opportunity as Opportunity
 from .resources.opportunity import OpportunityQuerySet as OpportunityQuerySet
+from .resources.pipeline import Pipeline as Pipeline
+from .resources.stage import Stage as Stage
+from .resources.stage import StageType as StageType
+from .resources.user import CrmUser as CrmUser
 
 
 class Outcome(models.TextChoices):

@@ -75,6 +75,24 @@ class ReferenceField(IdField):
         return super().to_internal_value(data)
 
 
+class ResourceFields(serializers.Serializer[Any]):
+    """``data.fields`` of a Morph model. Every field is optional (an event carries those that
+    changed); each field's ``source`` is the column it is stored in."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, not on the declared fields: DRF rebuilds those from their arguments per instance.
+        for field in self.fields.values():
+            field.required = False
+
+
+class UpperCaseChoiceField(serializers.ChoiceField):
+    """One of upper-case ``choices``, sent in any case (``won``, ``Won``, ``WON``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(data.upper() if isinstance(data, str) else data)
+
+
 class AmountField(serializers.DecimalField):
     """Morph documents the amount as a string and sends a number: either is accepted."""
 

@@ -28,6 +28,28 @@ from django.dispatch import Signal
 opportunity_created = Signal()
 opportunity_updated = Signal()
 opportunity_deleted = Signal()
+pipeline_created = Signal()
+pipeline_updated = Signal()
+pipeline_deleted = Signal()
+stage_created = Signal()
+stage_updated = Signal()
+stage_deleted = Signal()
+crm_user_created = Signal()
+crm_user_updated = Signal()
+crm_user_deleted = Signal()
+company_created = Signal()
+company_updated = Signal()
+company_deleted = Signal()
+contact_created = Signal()
+contact_updated = Signal()
+contact_deleted = Signal()
+
+# Sent when an applied opportunity event changes ``stage_id`` (a create with a stage included),
+# after ``opportunity_created``/``opportunity_updated``, with ``sender=Opportunity`` and keyword
+# arguments ``instance``, ``event``, ``previous_stage_id`` ("" for none) and ``stage``: the
+# :class:`~morph_webhooks.models.Stage` now set, or ``None`` while it has not arrived. How a project
+# reacts to a deal being won: ``stage is not None and stage.type == "WON"``.
+opportunity_stage_changed = Signal()
 
 # Deferred mode: a delivery failed MAX_ATTEMPTS times and was marked dead; nothing retries it any
 # more until someone reprocesses it. Sent with ``sender=WebhookDelivery`` and keyword arguments

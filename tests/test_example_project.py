@@ -152,8 +152,9 @@ def test_send_example_events_to_a_live_server(
     answers = [line.rpartition("-> ")[2] for line in sent.stdout.splitlines() if "-> " in line]
     assert all(answer.startswith("200 ") for answer in answers), sent.stdout
     statuses = Counter(json.loads(answer.removeprefix("200 "))["status"] for answer in answers)
-    assert statuses == {"processed": 9, "duplicate": 1, "stale": 1, "ignored": 1}
-    assert "Sent 12 events: 9 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
+    # The CRM's set-up (a pipeline, 6 stages, 2 users, 3 companies, 3 contacts), then the deals.
+    assert statuses == {"processed": 24, "duplicate": 1, "stale": 1, "ignored": 1}
+    assert "Sent 27 events: 24 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
     # No login exists yet in this database: the command says how to make one.
     assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
@@ -165,6 +166,11 @@ def test_send_example_events_to_a_live_server(
             "SELECT o.name, s.from_stage_id, s.to_stage_id, s.event FROM stage_history_stagechange s"
             " JOIN morph_webhooks_opportunity o ON o.id = s.opportunity_id ORDER BY s.id"
         ).fetchall()
+        stages = db.execute("SELECT remote_id, name, type FROM morph_webhooks_stage").fetchall()
+        names = [
+            db.execute(f"SELECT COUNT(*) FROM morph_webhooks_{table}").fetchone()[0]
+            for table in ("pipeline", "crmuser", "company", "contact")
+        ]
         globex_changed_at, globex_updated_at = db.execute(
             "SELECT s.changed_at, o.remote_updated_at FROM stage_history_stagechange s"
             " JOIN morph_webhooks_opportunity o ON o.id = s.opportunity_id"
@@ -189,6 +195,8 @@ def test_send_example_events_to_a_live_server(
         (INITECH, "appointmentscheduled", "(deleted)", DELETED),
     ]
     assert globex_changed_at == globex_updated_at
+    assert ("closedwon", "Closed won", "WON") in stages and len(stages) == 6
+    assert names == [1, 2, 3, 3]
 
     server_log = log_path.read_text()
     # Written by the on_commit callback, so the transaction did commit.
@@ -259,8 +267,8 @@ def test_chunked_body_is_read_by_gunicorn_and_refused_by_runserver(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     event = {
-        "event": "genericContact::created",
-        "data": {"object": "resource", "model": "genericContact", "id": "c1", "fields": {}},
+        "event": "crmEngagement::created",
+        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {}},
     }
     body = json.dumps(event).encode()
     too_large = body + b" " * (1024 * 1024)
@@ -317,7 +325,7 @@ def test_webhook_url_and_check_against_the_running_example(
     assert "OK: delivery 1 was authenticated, validated and processed (ignored)." in check.stdout
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         assert db.execute("SELECT event, status FROM morph_webhooks_webhookdelivery").fetchall() == [
-            ("genericContact::created", "ignored")
+            ("crmEngagement::created", "ignored")
         ]
         assert db.execute("SELECT COUNT(*) FROM morph_webhooks_opportunity").fetchone() == (0,)
 

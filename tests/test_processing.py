@@ -243,8 +243,8 @@ def test_keys_are_scoped_by_connector_and_owner(send, sent_signals):
 
 def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
     payload = {
-        "event": "genericContact::created",
-        "data": {"object": "resource", "model": "genericContact", "id": "c1", "fields": {"x": 1}},
+        "event": "crmEngagement::created",
+        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {"x": 1}},
     }
     first = send(payload, key="k")
     again = send(payload, key="k")
@@ -254,7 +254,7 @@ def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
     assert Opportunity.objects.count() == 0
     assert sent_signals.names == []
     assert IdempotencyKey.objects.get().outcome == "ignored"
-    assert WebhookDelivery.objects.first().event == "genericContact::created"
+    assert WebhookDelivery.objects.first().event == "crmEngagement::created"
 
 
 def test_receiver_error_rolls_back_everything_and_answers_500(send):

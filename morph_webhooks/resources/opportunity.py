@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import AmountField, ReferenceField
+from ..serializers import AmountField, ReferenceField, ResourceFields
 from ..signals import opportunity_created, opportunity_deleted, opportunity_updated
 from .base import ID_LENGTH, MirroredResource, ResourceQuerySet, ResourceSpec
 
@@ -54,7 +52,7 @@ class Opportunity(MirroredResource):
         return self.name or self.remote_id
 
 
-class OpportunityFields(serializers.Serializer[Any]):
+class OpportunityFields(ResourceFields):
     """``data.fields`` of a crmOpportunity. Every field is optional; ``source`` is the model field."""
 
     name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)
@@ -70,11 +68,6 @@ class OpportunityFields(serializers.Serializer[Any]):
     contacts = serializers.ListField(child=ReferenceField(), source="contact_ids", allow_null=True)
     companies = serializers.ListField(child=ReferenceField(), source="company_ids", allow_null=True)
     engagements = serializers.ListField(child=ReferenceField(), source="engagement_ids", allow_null=True)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.required = False
 
     def validate_currency(self, value: str | None) -> str | None:
         return value.upper() if value else value

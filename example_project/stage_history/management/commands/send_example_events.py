@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from morph_webhooks.conf import conf
 from morph_webhooks.redaction import TOKEN_PARAMETER
-from morph_webhooks.testing import morph_headers, opportunity_event, reference, timestamp
+from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event, timestamp
 
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/morph/"
 PIPELINE = "default"
@@ -115,7 +115,9 @@ def build_story(now: datetime, rng: random.Random) -> list[Step]:
         "appointmentscheduled", "user_2201", "contact_bill", "company_initech", at(2),
     )  # fmt: skip
 
-    steps = [
+    # The CRM's set-up first, so that the admin shows names rather than ids from the start.
+    steps = crm_setup(start - timedelta(minutes=5))
+    steps += [
         Step(f"new deal {deal.name!r} in {deal.stage}", "processed", deal.event("created", deal.created_at))
         for deal in (acme, globex, initech)
     ]
@@ -145,31 +147,95 @@ def build_story(now: datetime, rng: random.Random) -> list[Step]:
     globex = replace(globex, stage="closedwon")
     steps.append(Step(f"Globex moves to {globex.stage}", "processed", globex.event("updated", at(40))))
     steps.append(Step("Initech deal deleted in the CRM", "processed", initech.event("deleted", at(45))))
-    steps.append(
-        Step("a new contact (a model the app does not store)", "ignored", contact_event(at(50), rng))
+    call = resource_event(
+        "crmEngagement",
+        "created",
+        hubspot_id(rng),
+        fields={"type": "CALL"},
+        created_at=at(50),
+        updated_at=at(50),
     )
+    steps.append(Step("a call logged with Ada (a model the app does not store)", "ignored", call))
     return steps
 
 
-def contact_event(at: datetime, rng: random.Random) -> dict[str, Any]:
-    return {
-        "event": "genericContact::created",
-        "data": {
-            "object": "resource",
-            "model": "genericContact",
-            "id": hubspot_id(rng),
-            "fields": {
-                "firstName": "Ada",
-                "lastName": "Lovelace",
-                "email": "ada.lovelace@example.com",
-                "phone": "+44 20 7946 0000",
-            },
-            "createdAt": timestamp(at),
-            "updatedAt": timestamp(at),
-            "rawResource": None,
-            "warnings": [],
-        },
-    }
+# (id, name, type) of the stages of HubSpot's default pipeline.
+STAGES = [
+    ("appointmentscheduled", "Appointment scheduled", "OPEN"),
+    ("qualifiedtobuy", "Qualified to buy", "OPEN"),
+    ("presentationscheduled", "Presentation scheduled", "OPEN"),
+    ("contractsent", "Contract sent", "OPEN"),
+    ("closedwon", "Closed won", "WON"),
+    ("closedlost", "Closed lost", "LOST"),
+]
+USERS = [("user_2201", "Grace", "Hopper"), ("user_2202", "Alan", "Turing")]
+COMPANIES = [("company_acme", "Acme Corp"), ("company_globex", "Globex"), ("company_initech", "Initech")]
+CONTACTS = [
+    ("contact_ada", "Ada", "Lovelace"),
+    ("contact_hank", "Hank", "Scorpio"),
+    ("contact_bill", "Bill", "Lumbergh"),
+]
+
+
+def crm_setup(at: datetime) -> list[Step]:
+    """The pipeline, its stages, the CRM's users, companies and contacts the deals refer to."""
+
+    def created(model: str, remote_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return resource_event(model, "created", remote_id, fields=fields, created_at=at, updated_at=at)
+
+    stages = [reference("crmStage", stage_id) for stage_id, _, _ in STAGES]
+    steps = [
+        Step(
+            "the sales pipeline",
+            "processed",
+            created("crmPipeline", PIPELINE, {"name": "Sales pipeline", "stages": stages}),
+        )
+    ]
+    steps += [
+        Step(
+            f"stage {name!r} ({kind})",
+            "processed",
+            created(
+                "crmStage",
+                stage_id,
+                {"name": name, "type": kind, "pipeline": reference("crmPipeline", PIPELINE)},
+            ),
+        )
+        for stage_id, name, kind in STAGES
+    ]
+    steps += [
+        Step(
+            f"CRM user {first} {last}",
+            "processed",
+            created(
+                "genericUser",
+                user_id,
+                {"firstName": first, "lastName": last, "email": f"{first.lower()}@example.com"},
+            ),
+        )
+        for user_id, first, last in USERS
+    ]
+    steps += [
+        Step(f"company {name}", "processed", created("genericCompany", company_id, {"name": name}))
+        for company_id, name in COMPANIES
+    ]
+    steps += [
+        Step(
+            f"contact {first} {last}",
+            "processed",
+            created(
+                "genericContact",
+                contact_id,
+                {
+                    "firstName": first,
+                    "lastName": last,
+                    "email": f"{first.lower()}.{last.lower()}@example.com",
+                },
+            ),
+        )
+        for contact_id, first, last in CONTACTS
+    ]
+    return steps
 
 
 class NoRedirects(urllib.request.HTTPRedirectHandler):
