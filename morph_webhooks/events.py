@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
@@ -61,12 +61,15 @@ class MorphEvent:
 class ResourceEvent(MorphEvent):
     """An event for a Morph model the app mirrors (``spec``): the version of the resource it
     describes (``remote_created_at``, ``remote_updated_at``) and ``changes``, the column values
-    the payload sets (only those present in it)."""
+    the payload sets (only those present in it). ``related`` are the events for the resources its
+    fields carry expanded (an opportunity's stage sent with its own fields and timestamps): they
+    are stored with it, each under its own ``updatedAt``, as ``updated`` events of their model."""
 
     spec: ResourceSpec
     remote_created_at: datetime
     remote_updated_at: datetime
     changes: Mapping[str, Any]
+    related: tuple[ResourceEvent, ...] = ()
 
 
 class Headers(TypedDict):
@@ -107,12 +110,13 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     # The event's model, or data's when the event type is wrong, so one answer names every bad field.
     spec = REGISTRY.get(model) or (REGISTRY.get(str(data.get("model"))) if isinstance(data, dict) else None)
     if spec is not None and isinstance(data, dict):
-        resource = ResourceDataSerializer(data=data, context={"spec": spec, "action": action})
-        if not resource.is_valid():
-            errors |= flatten_errors(resource.errors, prefix="data")
-        elif not errors:
-            return _resource_event(
-                spec, action, header_values, envelope.validated_data, resource.validated_data, payload
+        event = _resource_event(spec, action, data, "data", header_values, errors)
+        if event is not None and not errors:
+            return replace(
+                event,
+                remote_id=envelope.validated_data["data"]["id"],
+                payload=payload,
+                ignored_keys=ignored_keys(payload),
             )
     if errors:
         raise InvalidEvent(errors)
@@ -139,32 +143,63 @@ def ignored_keys(payload: dict[str, Any]) -> tuple[str, ...]:
 def _resource_event(
     spec: ResourceSpec,
     action: str,
-    header_values: Headers,
-    envelope: dict[str, Any],
     data: dict[str, Any],
-    payload: dict[str, Any],
-) -> ResourceEvent:
-    changes = {name: _stored_value(spec, name, value) for name, value in (data.get("fields") or {}).items()}
-    sent_fields = payload["data"].get("fields") or {}
+    path: str,
+    header_values: Headers,
+    errors: dict[str, list[str]],
+) -> ResourceEvent | None:
+    """The event for ``data`` (a resource of ``spec``'s model at ``path`` in the body), with an
+    event for each expanded reference it carries; None, with ``errors`` told why, if invalid."""
+    resource = ResourceDataSerializer(data=data, context={"spec": spec, "action": action})
+    if not resource.is_valid():
+        errors |= flatten_errors(resource.errors, prefix=path)
+        return None
+    valid = resource.validated_data
+    changes = {name: _stored_value(spec, name, value) for name, value in (valid.get("fields") or {}).items()}
+    sent_fields = data.get("fields") or {}
     extra = {key: value for key, value in sent_fields.items() if key not in spec.field_names}
     if extra:
         changes["extra_fields"] = extra
-    if "rawResource" in data:
-        changes["raw_resource"] = data["rawResource"]
-    if "warnings" in data:
-        changes["warnings"] = payload["data"]["warnings"] or []
+    if "rawResource" in valid:
+        changes["raw_resource"] = valid["rawResource"]
+    if "warnings" in valid:
+        changes["warnings"] = data["warnings"] or []
+    related = [
+        _resource_event(
+            REGISTRY[reference["model"]], "updated", reference, reference_path, header_values, errors
+        )
+        for reference_path, reference in _expanded_references(sent_fields, f"{path}.fields")
+    ]
     return ResourceEvent(
         spec=spec,
         model=spec.morph_model,
         action=action,
-        remote_id=envelope["data"]["id"],
-        payload=payload,
-        remote_created_at=data["createdAt"],
-        remote_updated_at=data["updatedAt"],
+        # The reference's id was validated with the fields that carry it.
+        remote_id=str(data.get("id")),
+        payload=data,
+        remote_created_at=valid["createdAt"],
+        remote_updated_at=valid["updatedAt"],
         changes=changes,
-        ignored_keys=ignored_keys(payload),
+        related=tuple(event for event in related if event is not None),
         **header_values,
     )
+
+
+def _expanded_references(fields: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The references among ``fields`` that Morph expanded into a resource the app mirrors, with a
+    version to order it by. One without ``createdAt``/``updatedAt`` cannot be ordered: only its id
+    is kept, as for any reference."""
+    for name, value in fields.items():
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if (
+                isinstance(item, dict)
+                and item.get("object") == "resource"
+                and item.get("model") in REGISTRY
+                and "id" in item
+                and "createdAt" in item
+                and "updatedAt" in item
+            ):
+                yield (f"{path}.{name}" if index is None else f"{path}.{name}.{index}"), item
 
 
 def _stored_value(spec: ResourceSpec, name: str, value: Any) -> Any:
