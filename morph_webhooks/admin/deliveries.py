@@ -30,10 +30,10 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .events import unique_keys
-from .models import IdempotencyKey, Opportunity, OpportunityQuerySet, Outcome, WebhookDelivery
-from .processing import ALREADY_APPLIED, reprocess_delivery, reprocess_outcome
-from .redaction import redact_headers
+from ..events import unique_keys
+from ..models import IdempotencyKey, Opportunity, OpportunityQuerySet, Outcome, WebhookDelivery
+from ..processing import ALREADY_APPLIED, reprocess_delivery, reprocess_outcome
+from ..redaction import redact_headers
 
 logger = logging.getLogger(__name__)
 
