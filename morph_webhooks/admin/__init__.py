@@ -1,17 +1,15 @@
+"""The admin for the request log and the mirrored resources, registered on the default site when
+``django.contrib.admin`` discovers this module."""
+
 from __future__ import annotations
 
-from .deliveries import (
-    OVERVIEW_FAILURES,
-    HTTPStatusFilter,
-    IdempotencyKeyAdmin,
-    OpportunityAdmin,
-    WebhookDeliveryAdmin,
-)
+from django.contrib import admin
 
-__all__ = [
-    "OVERVIEW_FAILURES",
-    "HTTPStatusFilter",
-    "IdempotencyKeyAdmin",
-    "OpportunityAdmin",
-    "WebhookDeliveryAdmin",
-]
+from ..models import IdempotencyKey, Opportunity, WebhookDelivery
+from .deliveries import WebhookDeliveryAdmin
+from .keys import IdempotencyKeyAdmin
+from .resources import OpportunityAdmin
+
+admin.site.register(Opportunity, OpportunityAdmin)
+admin.site.register(IdempotencyKey, IdempotencyKeyAdmin)
+admin.site.register(WebhookDelivery, WebhookDeliveryAdmin)
