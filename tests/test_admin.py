@@ -15,7 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from morph_webhooks.admin import HTTPStatusFilter
+from morph_webhooks.admin.deliveries import HTTPStatusFilter
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from morph_webhooks.processing import reprocess_delivery
 from morph_webhooks.signals import opportunity_created
