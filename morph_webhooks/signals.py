@@ -9,8 +9,9 @@ Every signal is sent with ``sender=Opportunity`` and these keyword arguments:
 
 They are sent inside the database transaction that applied the event, and only when it was
 applied (never for a duplicate, stale or ignored event). A receiver's own writes commit or roll
-back with the event; if a receiver raises, everything rolls back and Morph is answered 500 so it
-retries. Receivers that talk to the outside world (mail, HTTP, queues) should defer that work
+back with the event; if a receiver raises, everything rolls back and the event is tried again
+later: Morph is answered 500 and retries, or, in deferred mode, a worker retries it (see
+``delivery_failed``). Receivers that talk to the outside world (mail, HTTP, queues) should defer that work
 with ``transaction.on_commit`` so it happens only once the event is stored.
 """
 
