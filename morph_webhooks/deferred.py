@@ -3,9 +3,11 @@ on Django 5.2): queueing a delivery, the worker's run of it, retries and the swe
 
 The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
 carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
-again), never an event. Importing this module declares the tasks, which loads the default task
-backend: the endpoint and replays import it only in deferred mode, so that sync mode needs
-neither the framework nor a loadable TASKS.
+again), never an event.
+
+Importing this module declares the tasks, which loads the default task backend. Workers import it
+(through the tasks' paths), and so does the sweep command; the endpoint and replays import it only
+in deferred mode, so that sync mode needs neither the framework nor a loadable TASKS.
 """
 
 from __future__ import annotations

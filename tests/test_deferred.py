@@ -184,3 +184,32 @@ def test_number_beyond_a_double_is_refused_before_anything_is_queued(send):
     assert list(response.json()["fields"]) == ["data.rawResource.score"]
     assert IdempotencyKey.objects.count() == 0 and task_ids() == []
     assert send(opportunity_event(), key="k1").json() == {"status": "queued"}
+
+
+def test_sync_mode_gives_up_a_leftover_queued_delivery_that_fails(send, settings):
+    # Nothing would run a retry outside deferred mode: the delivery dies, its key still held.
+    send(opportunity_event(), key="k1")
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "sync"}
+    dead = []
+
+    def broken(**kwargs):
+        raise RuntimeError("CRM is down")
+
+    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
+    delivery_failed.connect(lambda **kwargs: dead.append(kwargs), weak=False, dispatch_uid="dead")
+    try:
+        with pytest.raises(RuntimeError):
+            reprocess_delivery(WebhookDelivery.objects.get())
+        # Dead already: nothing changes, and nobody is told twice.
+        with pytest.raises(RuntimeError):
+            reprocess_delivery(WebhookDelivery.objects.get())
+    finally:
+        opportunity_created.disconnect(dispatch_uid="broken")
+        delivery_failed.disconnect(dispatch_uid="dead")
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", 1, None)
+    assert "CRM is down" in delivery.error
+    assert len(dead) == 1
+    assert IdempotencyKey.objects.get().outcome == "queued"
+    assert Opportunity.objects.count() == 0
