@@ -18,7 +18,7 @@ from django.urls import reverse
 from morph_webhooks.admin import HTTPStatusFilter
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from morph_webhooks.processing import Result
-from morph_webhooks.reprocess import reprocess_delivery, reprocess_many
+from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
@@ -496,24 +496,3 @@ def test_a_faithfully_stored_body_is_kept_once(send):
     send(opportunity_event(fields={"name": "café"}))
 
     assert WebhookDelivery.objects.get().raw_body is None
-
-
-@pytest.mark.usefixtures("explode_on_boom")
-def test_reprocess_many_counts_each_outcome_and_goes_on_after_a_failure():
-    settled = WebhookDeliveryFactory()
-    refused = WebhookDeliveryFactory(status=Outcome.REJECTED, http_status=413)
-    boom = WebhookDeliveryFactory(remote_id="opp_boom", status=Outcome.FAILED, http_status=500)
-    fine = WebhookDeliveryFactory(remote_id="opp_fine", status=Outcome.FAILED, http_status=500)
-    failures, progress = [], []
-
-    summary = reprocess_many(
-        [settled, refused, boom, fine],
-        on_failure=lambda delivery, exc: failures.append((delivery.pk, str(exc))),
-        after_each=lambda done, counts: progress.append((done, sum(counts.values()))),
-    )
-
-    assert summary == {"already applied": 1, "rejected": 1, "failed": 1, "processed": 1}
-    assert failures == [(boom.pk, "receiver exploded")]
-    assert progress == [(1, 1), (2, 2), (3, 3), (4, 4)]
-    boom.refresh_from_db()
-    assert (boom.status, boom.http_status) == ("failed", 500)
