@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from http import HTTPStatus
 from typing import Any
 
@@ -21,8 +20,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import Opportunity, Outcome, WebhookDelivery
-from ..processing import ALREADY_APPLIED, reprocess_delivery, reprocess_outcome
 from ..redaction import redact_headers
+from ..reprocess import ALREADY_APPLIED, reprocess_many
 from .display import ReadOnlyAdmin, json_or_text, pretty_json
 from .overview import (
     OVERVIEW_FAILURES,
@@ -186,17 +185,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(permissions=["reprocess"], description=_("Reprocess selected deliveries"))
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        counts: Counter[str] = Counter()
         # In arrival order, the order Morph meant them in; defer(None) undoes the list's defer.
-        for delivery in queryset.defer(None).order_by("received_at", "pk"):
-            try:
-                result = reprocess_delivery(delivery)
-            except Exception:
-                # process_event has recorded the failure on the delivery; the others still run.
-                logger.exception("Reprocessing delivery %s failed", delivery.pk)
-                counts[Outcome.FAILED] += 1
-                continue
-            counts[reprocess_outcome(result)] += 1
+        counts = reprocess_many(queryset.defer(None).order_by("received_at", "pk"))
 
         total = sum(counts.values())
         labels = [(outcome.value, outcome.label) for outcome in Outcome] + [
