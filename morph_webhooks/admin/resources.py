@@ -13,16 +13,11 @@ from django.http import HttpRequest
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Opportunity, OpportunityQuerySet
+from ..models import MirroredResource, Opportunity, ResourceQuerySet
 from .display import ReadOnlyAdmin, amount_text, pretty_json
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
-
-# The only mirrored model so far; ResourceAdmin reads nothing from it that is not shared by every
-# mirrored resource.
-Resource = Opportunity
-
 
 class DeletedFilter(admin.SimpleListFilter):
     title = _("deleted")
@@ -32,7 +27,7 @@ class DeletedFilter(admin.SimpleListFilter):
         return [("yes", _("Yes")), ("no", _("No"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        assert isinstance(queryset, OpportunityQuerySet)
+        assert isinstance(queryset, ResourceQuerySet)
         if self.value() == "yes":
             return queryset.deleted()
         if self.value() == "no":
@@ -91,19 +86,19 @@ class ResourceAdmin(ReadOnlyAdmin):
         ]
 
     @admin.display(description=_("deleted"), boolean=True, ordering="deleted_at")
-    def deleted(self, obj: Resource) -> bool:
+    def deleted(self, obj: MirroredResource) -> bool:
         return obj.is_deleted
 
     @admin.display(description=_("extra fields"))
-    def extra_fields_json(self, obj: Resource) -> SafeString:
+    def extra_fields_json(self, obj: MirroredResource) -> SafeString:
         return pretty_json(obj.extra_fields)
 
     @admin.display(description=_("warnings"))
-    def warnings_json(self, obj: Resource) -> SafeString:
+    def warnings_json(self, obj: MirroredResource) -> SafeString:
         return pretty_json(obj.warnings)
 
     @admin.display(description=_("raw resource"))
-    def raw_resource_json(self, obj: Resource) -> SafeString | None:
+    def raw_resource_json(self, obj: MirroredResource) -> SafeString | None:
         return None if obj.raw_resource is None else pretty_json(obj.raw_resource)
 
 
