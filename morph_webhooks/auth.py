@@ -16,13 +16,14 @@ import ipaddress
 import time
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from .body import ascii_number, read_body
 from .conf import conf
-from .events import MorphEvent
+from .models import SignedMessage
 from .redaction import TOKEN_PARAMETER
 
 SIGNING_SECRET_PREFIX = "whsec_"
@@ -98,9 +99,6 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
 
 def consume_signed_message(headers: Any) -> None:
     """A verified signature is good once: see SignedMessage for why the id and timestamp."""
-    # Imported here so that this module can be imported before the app registry is ready.
-    from .models import SignedMessage
-
     if not SignedMessage.consume(headers["webhook-id"], headers["webhook-timestamp"]):
         raise exceptions.AuthenticationFailed(
             "This signed message was already received: a webhook-id and webhook-timestamp are accepted once."
@@ -111,9 +109,6 @@ class MorphAuthentication(authentication.BaseAuthentication):
     """A shared secret (URL token, Bearer or Basic), or a Standard Webhooks signature."""
 
     def authenticate(self, request: Request) -> tuple[Any, Any]:
-        # Imported here so that this module can be imported before the app registry is ready.
-        from django.contrib.auth.models import AnonymousUser
-
         secrets = [secret for secret in conf.SECRETS if secret]
         if not secrets and not conf.SIGNING_SECRETS and conf.ALLOW_UNAUTHENTICATED:
             return AnonymousUser(), None
@@ -132,13 +127,6 @@ class MorphAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="morph-webhooks"'
-
-
-def check_allowed(event: MorphEvent) -> None:
-    if conf.ALLOWED_CONNECTORS and event.connector_id not in conf.ALLOWED_CONNECTORS:
-        raise exceptions.PermissionDenied(f"Connector {event.connector_id!r} is not accepted here.")
-    if conf.ALLOWED_OWNERS and event.owner_id not in conf.ALLOWED_OWNERS:
-        raise exceptions.PermissionDenied(f"Owner {event.owner_id!r} is not accepted here.")
 
 
 def client_address(request: HttpRequest) -> str | None:

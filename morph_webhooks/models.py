@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import traceback
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from .events import MorphEvent
 
 # The mirrored resources live in morph_webhooks.resources, one module each; the app's models
 # are importable from here, their stable public path.
@@ -25,7 +30,8 @@ from .resources.user import CrmUser as CrmUser
 
 
 class Outcome(models.TextChoices):
-    """What became of one delivery. An idempotency key records one of KEY_OUTCOMES."""
+    """What became of one delivery: what ``WebhookDelivery.status`` holds. An idempotency key's
+    ``outcome`` holds one of KEY_OUTCOMES: what became of its event."""
 
     QUEUED = "queued", _("queued")
     PROCESSED = "processed", _("processed")
@@ -38,9 +44,10 @@ class Outcome(models.TextChoices):
 
 
 KEY_OUTCOMES = (Outcome.QUEUED, Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED)
-# Deliveries accepted in deferred mode whose event a worker has yet to apply: their key is
-# claimed (outcome "queued") and waits for them.
-PENDING = (Outcome.QUEUED, Outcome.DEAD)
+# Deliveries accepted in deferred mode whose event is yet to be applied, whether a worker will
+# still try (queued) or gave up (dead): their key was claimed on arrival (outcome "queued") and is
+# held for them, so no other delivery of the event applies it; applying it is theirs to do.
+AWAITING_APPLY = (Outcome.QUEUED, Outcome.DEAD)
 
 
 class IdempotencyKey(models.Model):
@@ -136,6 +143,21 @@ class WebhookDelivery(models.Model):
     def __str__(self) -> str:
         return f"{self.event or 'request'} {self.idempotency_key}".strip()
 
+    @classmethod
+    def received(
+        cls, remote_addr: str | None, path: str, headers: dict[str, str], connector_id: str
+    ) -> WebhookDelivery:
+        """A request as it arrived, not saved yet: what becomes of it is one of the transitions below."""
+        return cls(
+            remote_addr=remote_addr,
+            path=path,
+            headers=headers,
+            # Header values of rejected requests may be anything; keep them within the columns.
+            connector_id=connector_id[:ID_LENGTH],
+            owner_id=headers.get("x-owner-id", "")[:ID_LENGTH],
+            idempotency_key=headers.get("x-idempotency-key", "")[:ID_LENGTH],
+        )
+
     def record_body(self, body: bytes, text: str) -> None:
         """Keep the body as ``text`` (what every database can store and the admin shows), and its
         bytes as well when the text is not them: a reprocess must read what was received."""
@@ -145,6 +167,20 @@ class WebhookDelivery(models.Model):
     def received_body(self) -> bytes:
         return self.body.encode() if self.raw_body is None else bytes(self.raw_body)
 
+    def identify(self, event: MorphEvent) -> None:
+        """Name the event the body turned out to hold (saved with the transition that follows)."""
+        self.event, self.remote_id = event.type, event.remote_id
+
+    def begin_attempt(self) -> None:
+        self.attempts += 1
+
+    def mark_reprocessed(self, *, save: bool) -> None:
+        """Note the reprocess; ``save`` when no transition follows (a settled delivery keeps its
+        outcome), otherwise the transition saves it."""
+        self.reprocessed_at = now()
+        if save:
+            self.save(update_fields=["reprocessed_at"])
+
     def reject(self, http_status: int, detail: Any) -> None:
         """Record that the request can never be valid; no idempotency key is consumed."""
         self.status = Outcome.REJECTED
@@ -152,6 +188,59 @@ class WebhookDelivery(models.Model):
         self.error = json.dumps(detail)
         self.processed_at = None
         self.save()
+
+    def finish(self, outcome: Outcome, note: str = "") -> None:
+        """Record that its event was settled (applied, stale, ignored or a duplicate); ``note`` is
+        what the log shows of it (warnings), in the error column."""
+        self.status = outcome
+        self.http_status = 200
+        self.error = note
+        self.next_attempt_at = None
+        self.processed_at = now()
+        self.save()
+
+    def fail(self, exc: BaseException, http_status: int) -> None:
+        """Record that processing failed and Morph was answered ``http_status`` (it retries)."""
+        self.status = Outcome.FAILED
+        self.http_status = http_status
+        self.error = format_traceback(exc)
+        self.processed_at = None
+        self.save()
+
+    def queue(self) -> None:
+        """Deferred mode: accepted, for a worker to apply; its first attempt is due now."""
+        self.status = Outcome.QUEUED
+        self.http_status = 200
+        self.attempts = 0
+        self.next_attempt_at = now()
+        self.save()
+
+    def schedule_retry(self, exc: BaseException, due_at: datetime) -> bool:
+        """Deferred mode: a worker's attempt failed; the next is due at ``due_at``. False when the
+        delivery was no longer queued: nothing was changed."""
+        return self._end_attempt(exc, Outcome.QUEUED, due_at)
+
+    def die(self, exc: BaseException) -> bool:
+        """Give up: nothing retries it until someone reprocesses it; its key stays held for it.
+        False when the delivery was no longer queued: nothing was changed."""
+        return self._end_attempt(exc, Outcome.DEAD, None)
+
+    def _end_attempt(self, exc: BaseException, status: Outcome, due_at: datetime | None) -> bool:
+        self.error = format_traceback(exc)
+        self.status = status
+        self.next_attempt_at = due_at
+        # Only while still queued: a concurrent run of the same delivery may have succeeded meanwhile.
+        updated = WebhookDelivery.objects.filter(pk=self.pk, status=Outcome.QUEUED).update(
+            status=self.status,
+            error=self.error,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at,
+        )
+        return updated > 0
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 class SignedMessage(models.Model):

@@ -14,12 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import FromAllowedNetwork, MorphAuthentication, check_allowed, client_address
+from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
 from .conf import conf
+from .errors import http_status_for
 from .events import InvalidEvent, connector_header, parse_event
 from .models import ID_LENGTH, WebhookDelivery
-from .processing import http_status_for, process_event, queue_event
+from .policy import check_allowed
+from .processing import process_event
 from .redaction import (
     SECRET_HEADERS,
     TOKEN_PARAMETER,
@@ -94,10 +96,16 @@ class ReceiveView(APIView):
             response = error_response(exc)
             delivery.reject(response.status_code, response.data)
             return response
-        delivery.event, delivery.remote_id = event.type, event.remote_id
-        # Deferred: only claim, record and enqueue here; a worker runs process_event.
-        result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
-        return Response({"status": result.status})
+        delivery.identify(event)
+        if conf.DEFERRED:
+            # Only claim, record and enqueue here; a worker runs process_event. Only deferred mode
+            # imports the tasks (see that module's docstring).
+            from .deferred import queue_event
+
+            result = queue_event(event, delivery)
+        else:
+            result = process_event(event, delivery)
+        return Response({"status": result.outcome})
 
 
 def request_headers(request: HttpRequest) -> dict[str, str]:
@@ -112,15 +120,11 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
     query = QueryDict(mutable=True)
     query.update(request.GET)
     query.pop(TOKEN_PARAMETER, None)
-    connector_id = connector_header(headers) or ""
-    return WebhookDelivery(
+    return WebhookDelivery.received(
         remote_addr=client_address(request),
         path=request.path + (f"?{query.urlencode()}" if query else ""),
         headers=headers,
-        # Header values of rejected requests may be anything; keep them within the columns.
-        connector_id=connector_id[:ID_LENGTH],
-        owner_id=headers.get("x-owner-id", "")[:ID_LENGTH],
-        idempotency_key=headers.get("x-idempotency-key", "")[:ID_LENGTH],
+        connector_id=connector_header(headers) or "",
     )
 
 
@@ -148,11 +152,10 @@ def printable(body: bytes) -> str:
     return storable(body.decode("utf-8", errors="replace"))
 
 
-def error_response(exc: Exception) -> Response:
+def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
     if isinstance(exc, InvalidEvent):
-        return Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
-    assert isinstance(exc, exceptions.APIException)
-    response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=exc.status_code)
+        return Response(exc.detail, status=http_status_for(exc))
+    response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=http_status_for(exc))
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         response["WWW-Authenticate"] = MorphAuthentication().authenticate_header(None)  # type: ignore[arg-type]
     return response

@@ -15,9 +15,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from morph_webhooks.admin import HTTPStatusFilter
+from morph_webhooks.admin.deliveries import HTTPStatusFilter
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
-from morph_webhooks.processing import reprocess_delivery
+from morph_webhooks.processing import Result
+from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
@@ -462,7 +463,7 @@ def test_reprocess_applies_the_endpoint_policy(admin_client, settings):
 def test_refused_requests_are_not_reprocessed(http_status):
     delivery = WebhookDeliveryFactory(status="rejected", http_status=http_status, error="original")
 
-    assert reprocess_delivery(delivery) is None
+    assert reprocess_delivery(delivery) == Result(Outcome.REJECTED, reason="original")
     delivery.refresh_from_db()
     assert (delivery.status, delivery.http_status, delivery.error, delivery.attempts) == (
         "rejected",
@@ -483,7 +484,7 @@ def test_reprocess_reads_the_body_as_received_not_its_stored_text(send, name):
     assert bytes(delivery.raw_body) == body
 
     # ... and would be a valid event: the reprocess must see the bytes Morph sent instead.
-    assert reprocess_delivery(delivery) is None
+    assert reprocess_delivery(delivery).outcome == Outcome.REJECTED
     delivery.refresh_from_db()
     assert (delivery.status, delivery.http_status) == ("rejected", 400)
     assert json.loads(delivery.error)["fields"]["body"]

@@ -16,7 +16,8 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.timezone import localtime
 
-from morph_webhooks.admin import OVERVIEW_FAILURES, WebhookDeliveryAdmin
+from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
+from morph_webhooks.admin.overview import OVERVIEW_FAILURES
 from morph_webhooks.models import Outcome, WebhookDelivery
 from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
 from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory

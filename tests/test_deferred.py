@@ -7,12 +7,13 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django_tasks_db.models import DBTaskResult
 
+from morph_webhooks.deferred import process_delivery, run_delivery, sweep, sweep_pending
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.processing import reprocess_delivery, run_delivery
+from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import delivery_failed, opportunity_created
-from morph_webhooks.tasks import sweep
 from morph_webhooks.testing import opportunity_event
 
 pytestmark = pytest.mark.django_db
@@ -57,6 +58,12 @@ def test_endpoint_queues_and_a_worker_run_applies_once(send, sent_signals):
     assert sent_signals.names == ["created"]
 
 
+def test_tasks_queued_under_their_former_path_still_run():
+    # Stored tasks name their function by its path; tasks queued before it moved name this one.
+    assert import_string("morph_webhooks.tasks.process_delivery") is process_delivery
+    assert import_string("morph_webhooks.tasks.sweep_pending") is sweep_pending
+
+
 def test_duplicate_is_answered_without_a_second_task(send):
     send(opportunity_event(), key="k1")
     again = send(opportunity_event(), key="k1")
@@ -75,8 +82,6 @@ def test_ordering_guard_applies_in_workers(send):
 
 
 def test_rolled_back_request_leaves_no_task(send):
-    from morph_webhooks.tasks import process_delivery
-
     def explode(**kwargs):
         raise RuntimeError("after the task row was written")
 
@@ -140,7 +145,7 @@ def test_failures_retry_with_backoff_then_die(send):
     assert IdempotencyKey.objects.get().outcome == "queued"  # still waiting for its event
 
     # Reprocessing a dead delivery queues it again; once the receiver is fixed it is applied.
-    assert reprocess_delivery(delivery).status == "queued"
+    assert reprocess_delivery(delivery).outcome == "queued"
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("queued", 0)
     assert run_delivery(delivery.pk) == "processed"
@@ -166,7 +171,7 @@ def test_sync_mode_processes_a_leftover_queued_delivery(send, settings):
 
     result = reprocess_delivery(WebhookDelivery.objects.get())
 
-    assert result.status == "processed"
+    assert result.outcome == "processed"
     assert IdempotencyKey.objects.get().outcome == "processed"
     assert WebhookDelivery.objects.get().status == "processed"
 
@@ -179,3 +184,32 @@ def test_number_beyond_a_double_is_refused_before_anything_is_queued(send):
     assert list(response.json()["fields"]) == ["data.rawResource.score"]
     assert IdempotencyKey.objects.count() == 0 and task_ids() == []
     assert send(opportunity_event(), key="k1").json() == {"status": "queued"}
+
+
+def test_sync_mode_gives_up_a_leftover_queued_delivery_that_fails(send, settings):
+    # Nothing would run a retry outside deferred mode: the delivery dies, its key still held.
+    send(opportunity_event(), key="k1")
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "sync"}
+    dead = []
+
+    def broken(**kwargs):
+        raise RuntimeError("CRM is down")
+
+    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
+    delivery_failed.connect(lambda **kwargs: dead.append(kwargs), weak=False, dispatch_uid="dead")
+    try:
+        with pytest.raises(RuntimeError):
+            reprocess_delivery(WebhookDelivery.objects.get())
+        # Dead already: nothing changes, and nobody is told twice.
+        with pytest.raises(RuntimeError):
+            reprocess_delivery(WebhookDelivery.objects.get())
+    finally:
+        opportunity_created.disconnect(dispatch_uid="broken")
+        delivery_failed.disconnect(dispatch_uid="dead")
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", 1, None)
+    assert "CRM is down" in delivery.error
+    assert len(dead) == 1
+    assert IdempotencyKey.objects.get().outcome == "queued"
+    assert Opportunity.objects.count() == 0

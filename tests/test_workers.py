@@ -15,8 +15,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from morph_webhooks.deferred import sweep
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.tasks import sweep
 from morph_webhooks.testing import opportunity_event
 
 pytestmark = [

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from ...checks import MIN_KEY_DAYS
 from ...conf import conf
-from ...models import PENDING, IdempotencyKey, Outcome, SignedMessage, WebhookDelivery
+from ...models import AWAITING_APPLY, IdempotencyKey, Outcome, SignedMessage, WebhookDelivery
 from ..options import positive_int
 
 
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         )
         deliveries = WebhookDelivery.objects.filter(
             received_at__lt=now - timedelta(days=delivery_days)
-        ).exclude(status__in=PENDING)
+        ).exclude(status__in=AWAITING_APPLY)
         # A signature this old fails the timestamp check anyway: its record guards nothing.
         signed = SignedMessage.objects.filter(signed_at__lt=now - timedelta(seconds=conf.SIGNATURE_TOLERANCE))
         for label, queryset in (

@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from ...models import Outcome, WebhookDelivery
-from ...processing import reprocess_delivery, reprocess_outcome
+from ...reprocess import reprocess_many
 from ..options import positive_int
 
 
@@ -71,18 +71,16 @@ class Command(BaseCommand):
             self.stdout.write(f"Would reprocess {total} deliveries.")
             return
 
-        outcomes: Counter[str] = Counter()
-        for done, delivery in enumerate(deliveries.iterator(chunk_size=500), start=1):
-            try:
-                result = reprocess_delivery(delivery)
-            except Exception as exc:  # recorded on the delivery; go on with the others
-                outcomes[Outcome.FAILED] += 1
-                self.stderr.write(f"{delivery.pk}: {type(exc).__name__}: {exc}")
-            else:
-                outcomes[reprocess_outcome(result)] += 1
+        def report_failure(delivery: WebhookDelivery, exc: Exception) -> None:
+            # Recorded on the delivery; the others still run.
+            self.stderr.write(f"{delivery.pk}: {type(exc).__name__}: {exc}")
+
+        def report_progress(done: int, outcomes: Counter[str]) -> None:
             if done % options["progress_every"] == 0 or done == total:
                 self.stdout.write(
                     f"{done}/{total} "
                     + ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items()))
                 )
+
+        outcomes = reprocess_many(deliveries.iterator(chunk_size=500), report_failure, report_progress)
         self.stdout.write(f"Reprocessed {sum(outcomes.values())} deliveries.")

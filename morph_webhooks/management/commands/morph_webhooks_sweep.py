@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ...tasks import sweep
+from ...deferred import sweep
 from ..options import seconds_or_zero
 
 

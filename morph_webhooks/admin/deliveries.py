@@ -1,0 +1,202 @@
+"""The request log of Morph's deliveries, its overview page, and reprocessing."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from ..models import Opportunity, Outcome, WebhookDelivery
+from ..redaction import redact_headers
+from ..reprocess import ALREADY_APPLIED, reprocess_many
+from .display import ReadOnlyAdmin, json_or_text, pretty_json
+from .overview import (
+    OVERVIEW_FAILURES,
+    OVERVIEW_OUTCOMES,
+    TROUBLE,
+    deliveries_per_hour,
+    latest_failures,
+    open_opportunities,
+    outcome_totals,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class HTTPStatusFilter(admin.SimpleListFilter):
+    """The statuses the request log can hold, listed without scanning the log for them (a plain
+    field filter would run SELECT DISTINCT over every delivery on each page)."""
+
+    title = _("HTTP status")
+    parameter_name = "http_status"
+    # Answers recorded in the log: applied or queued, invalid, connector or owner refused, too
+    # large, not JSON, failed, unavailable. 401 and network refusals are never recorded.
+    STATUSES = (200, 400, 403, 413, 415, 500, 503)
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
+        return [(str(code), f"{code} {HTTPStatus(code).phrase}") for code in self.STATUSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        if value in {str(code) for code in self.STATUSES}:
+            return queryset.filter(http_status=int(value))
+        return None
+
+
+class DeliveryChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[WebhookDelivery]:
+        # Bodies run up to MAX_BODY_SIZE each; a page of them is not worth loading for one list.
+        return super().get_queryset(request, exclude_parameters).defer("body", "raw_body", "headers", "error")
+
+
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "received_at",
+        "event",
+        "status",
+        "http_status",
+        "connector_id",
+        "owner_id",
+        "idempotency_key",
+        "remote_id",
+        "attempts",
+    ]
+    list_filter = ["status", HTTPStatusFilter]
+    # Both columns are indexed; exact lookups use the indexes, "=" (case-insensitive) would not.
+    search_fields = ["idempotency_key__exact", "remote_id__exact"]
+    ordering = ["-received_at"]
+    actions = ["reprocess"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "received_at",
+                    "status",
+                    "http_status",
+                    "attempts",
+                    "next_attempt_at",
+                    "processed_at",
+                    "reprocessed_at",
+                ]
+            },
+        ),
+        (_("Event"), {"fields": ["event", "connector_id", "owner_id", "idempotency_key", "remote_id"]}),
+        (_("Request"), {"fields": ["remote_addr", "path", "headers_json", "body_json"]}),
+        (_("Error"), {"fields": ["error_text"]}),
+    ]
+
+    change_list_template = "morph_webhooks/admin/webhookdelivery_change_list.html"
+    overview_template = "morph_webhooks/admin/overview.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DeliveryChangeList
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        overview = path(
+            "overview/",
+            self.admin_site.admin_view(self.overview_view),
+            name="{}_{}_overview".format(*info),
+        )
+        # Before the inherited patterns: their "<path:object_id>/" would take "overview/" as a pk.
+        return [overview, *super().get_urls()]
+
+    def overview_view(self, request: HttpRequest) -> TemplateResponse:
+        """Deliveries per hour and outcome over the last day, the latest failures, and the open
+        opportunities per stage. A fixed number of queries, however much data there is."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        request.current_app = self.admin_site.name
+        rows = deliveries_per_hour(timezone.now())
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Webhook overview"),
+            "opts": self.opts,
+            "outcomes": [(outcome.value, outcome.label) for outcome in OVERVIEW_OUTCOMES],
+            "hours": rows,
+            "hours_total": sum(row.total for row in rows),
+            "outcome_totals": outcome_totals(rows),
+            "trouble": TROUBLE,
+            "failures": latest_failures(self.delivery_url),
+            "failure_limit": OVERVIEW_FAILURES,
+            # Whole-percent widths as classes rather than style attributes, which a Content
+            # Security Policy without 'unsafe-inline' would drop.
+            "bar_widths": range(1, 101),
+            **self.opportunity_context(request),
+        }
+        return TemplateResponse(request, self.overview_template, context)
+
+    def delivery_url(self, delivery: WebhookDelivery) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[delivery.pk],
+            current_app=self.admin_site.name,
+        )
+
+    def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
+        """Open opportunities for those allowed to see opportunities: seeing the request log does
+        not imply seeing the pipeline's amounts."""
+        if not self.admin_site.is_registered(Opportunity):
+            return {"show_opportunities": False}
+        if not self.admin_site.get_model_admin(Opportunity).has_view_permission(request):
+            return {"show_opportunities": False}
+        changelist = reverse(
+            f"admin:{Opportunity._meta.app_label}_{Opportunity._meta.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        opportunities = open_opportunities(changelist)
+        return {
+            "show_opportunities": True,
+            "stages": opportunities.stages,
+            "currency_totals": opportunities.currency_totals,
+        }
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('reprocess', opts)}")
+
+    @admin.display(description=_("headers"))
+    def headers_json(self, obj: WebhookDelivery) -> SafeString:
+        # Rows stored before the request log masked the secret and dropped signatures.
+        return pretty_json(redact_headers(obj.headers))
+
+    @admin.display(description=_("body"))
+    def body_json(self, obj: WebhookDelivery) -> SafeString | None:
+        return json_or_text(obj.body)
+
+    @admin.display(description=_("error"))
+    def error_text(self, obj: WebhookDelivery) -> SafeString | None:
+        # A rejection's error is the JSON answer that was sent; a failure's is a traceback.
+        return json_or_text(obj.error)
+
+    @admin.action(permissions=["reprocess"], description=_("Reprocess selected deliveries"))
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        # In arrival order, the order Morph meant them in; defer(None) undoes the list's defer.
+        counts = reprocess_many(queryset.defer(None).order_by("received_at", "pk"))
+
+        total = sum(counts.values())
+        labels = [(outcome.value, outcome.label) for outcome in Outcome] + [
+            (ALREADY_APPLIED, _("already applied"))
+        ]
+        summary = ", ".join(f"{counts[name]} {label}" for name, label in labels if counts[name])
+        message = ngettext(
+            "Reprocessed %(count)d delivery: %(summary)s.",
+            "Reprocessed %(count)d deliveries: %(summary)s.",
+            total,
+        ) % {"count": total, "summary": summary}
+        trouble = counts[Outcome.FAILED] or counts[Outcome.REJECTED]
+        self.message_user(request, message, messages.WARNING if trouble else messages.SUCCESS)

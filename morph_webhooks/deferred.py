@@ -1,0 +1,136 @@
+"""Deferred mode, on Django's Tasks framework (``django.tasks``, or the ``django-tasks`` backport
+on Django 5.2): queueing a delivery, the worker's run of it, retries and the sweeper.
+
+The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
+carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
+again), never an event.
+
+Importing this module declares the tasks, which loads the default task backend. Workers import it
+(through the tasks' paths), and so does the sweep command; the endpoint and replays import it only
+in deferred mode, so that sync mode needs neither the framework nor a loadable TASKS.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .conf import conf
+from .events import InvalidEvent, MorphEvent, parse_event
+from .models import Outcome, WebhookDelivery
+from .processing import (
+    Result,
+    claim_key,
+    count_redelivery,
+    give_up,
+    process_event,
+    run_atomically,
+    settle,
+)
+
+try:
+    from django.tasks import task
+except ImportError:  # Django 5.2
+    from django_tasks import task  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+
+@task()
+def process_delivery(delivery_id: int) -> str | None:
+    outcome = run_delivery(delivery_id)
+    return None if outcome is None else str(outcome)
+
+
+@task()
+def sweep_pending() -> int:
+    return sweep()
+
+
+def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    """Claim the key, record the delivery as queued and enqueue a task that will apply the event,
+    all in one transaction. A duplicate is answered at once."""
+    return run_atomically(_queue, event, delivery)
+
+
+def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    if count_redelivery(event):
+        return settle(event, delivery, Outcome.DUPLICATE)
+    claim_key(event, Outcome.QUEUED)
+    delivery.queue()
+    enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def requeue(delivery: WebhookDelivery) -> Result:
+    """Queue again a delivery whose key is held for it (queued or dead), from its first attempt."""
+    with transaction.atomic():
+        delivery.queue()
+        enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def run_delivery(delivery_id: int) -> Outcome | None:
+    """What a worker does with one queued delivery. Returns the outcome, or None when there was
+    nothing to do (already settled by another run, or gone)."""
+    delivery = WebhookDelivery.objects.filter(pk=delivery_id, status=Outcome.QUEUED).first()
+    if delivery is None:
+        return None
+    delivery.begin_attempt()
+    try:
+        event = parse_event(delivery.headers, delivery.received_body())
+    except InvalidEvent as exc:
+        # Valid when it arrived; only a change of the app's rules can make it invalid now.
+        delivery.reject(400, exc.detail)
+        return Outcome.REJECTED
+    return process_event(event, delivery, on_failure=retry_later).outcome
+
+
+def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
+    """A worker's attempt at a queued delivery failed: try again after an exponential backoff, or
+    give up after MAX_ATTEMPTS."""
+    # Outside deferred mode nothing would run a retry.
+    if not conf.DEFERRED or delivery.attempts >= conf.MAX_ATTEMPTS:
+        give_up(delivery, exc)
+        return
+    delay = min(conf.RETRY_DELAY * 2 ** max(delivery.attempts - 1, 0), conf.MAX_RETRY_DELAY)
+    if delivery.schedule_retry(exc, timezone.now() + timedelta(seconds=delay)):
+        enqueue_delivery(delivery, run_after=delivery.next_attempt_at)
+
+
+def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
+    queued = process_delivery.using(
+        backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE, run_after=run_after
+    )
+    if _stores_tasks_in_the_database(queued.get_backend()):
+        # The task row commits or rolls back with the delivery: exactly one task per delivery.
+        queued.enqueue(delivery.pk)
+    else:
+        # An outside queue cannot join our transaction: enqueue once the delivery is committed.
+        # Should the process die in between, the delivery stays queued and the sweeper
+        # enqueues it again; running a delivery twice is harmless (its key settles it once).
+        transaction.on_commit(partial(queued.enqueue, delivery.pk))
+
+
+def _stores_tasks_in_the_database(backend: Any) -> bool:
+    return type(backend).__module__.partition(".")[0] == "django_tasks_db"
+
+
+def sweep(older_than: float | None = None) -> int:
+    """Enqueue again every queued delivery overdue by more than ``older_than`` seconds (default
+    PENDING_TIMEOUT): its task was lost, or its worker died. Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=conf.PENDING_TIMEOUT if older_than is None else older_than)
+    overdue = WebhookDelivery.objects.filter(status=Outcome.QUEUED, next_attempt_at__lt=cutoff)
+    count = 0
+    for delivery in overdue.only("pk").iterator():
+        with transaction.atomic():
+            # Claim it for this sweep first, so that a concurrent sweep does not enqueue it too.
+            if not WebhookDelivery.objects.filter(
+                pk=delivery.pk, status=Outcome.QUEUED, next_attempt_at__lt=cutoff
+            ).update(next_attempt_at=timezone.now()):
+                continue
+            enqueue_delivery(delivery)
+            count += 1
+    return count
