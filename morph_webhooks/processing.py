@@ -157,32 +157,52 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
         claim_key(event, Outcome.IGNORED, queued)
         return settle(event, delivery, Outcome.IGNORED)
 
+    # Resources the event carries expanded are stored first, under their own updatedAt and with
+    # their own signals, so that the event's receivers find them (a deal's new stage).
+    for related in event.related:
+        row = _locked_row(related)
+        if row is None or _supersedes(related, row):
+            _write(related, row)
+
     # The row lock orders concurrent events for one resource; the key's unique index orders
     # concurrent deliveries of one event.
-    model = event.spec.model
-    row = (
-        model._default_manager.select_for_update()
-        .filter(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
-        .first()
-    )
+    row = _locked_row(event)
     if row is not None and not _supersedes(event, row):
         claim_key(event, Outcome.STALE, queued)
         return settle(event, delivery, Outcome.STALE)
-
     claim_key(event, Outcome.PROCESSED, queued)
+    _write(event, row)
+    return settle(event, delivery, Outcome.PROCESSED)
+
+
+def _locked_row(event: ResourceEvent) -> MirroredResource | None:
+    return (
+        event.spec.model._default_manager.select_for_update()
+        .filter(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
+        .first()
+    )
+
+
+def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
+    """Store the version ``event`` describes over ``row`` (None: a resource new here) and send
+    the event's signal, then whatever the model's spec adds (``after_apply``)."""
+    model = event.spec.model
     created = row is None
     if row is None:
         row = model(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
+    before = {} if created else {name: getattr(row, name) for name in event.changes}
     _copy_event(event, row)
     if created:
         try:
             row.save(force_insert=True)
         except IntegrityError as exc:
+            # A concurrent event created the row first: start over, and this time see it.
             raise _Collision from exc
     else:
         row.save()
     event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
-    return settle(event, delivery, Outcome.PROCESSED)
+    if event.spec.after_apply is not None:
+        event.spec.after_apply(event, row, before)
 
 
 def count_redelivery(event: MorphEvent) -> bool:

@@ -17,9 +17,10 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from morph_webhooks.models import CrmUser, IdempotencyKey, WebhookDelivery
+from morph_webhooks.models import CrmUser, IdempotencyKey, Opportunity, Pipeline, Stage, WebhookDelivery
 from morph_webhooks.resources.base import ResourceSpec
 from morph_webhooks.resources.registry import REGISTRY
+from morph_webhooks.signals import opportunity_stage_changed
 from morph_webhooks.testing import morph_headers, post_event, reference, resource_event
 
 T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
@@ -251,3 +252,141 @@ def test_concurrent_events_for_one_resource_keep_the_newest(spec, sample, signal
     row = spec.model._default_manager.get()
     assert row.remote_updated_at == T0 + timedelta(minutes=11)
     assert len(signals) == statuses["processed"]
+
+
+def expanded(model: str, remote_id: str, minutes: int | None, **fields: Any) -> dict[str, Any]:
+    """A reference sent as the resource itself; ``minutes`` None: without timestamps."""
+    body = {"object": "resource", "model": model, "id": remote_id, "fields": fields}
+    if minutes is not None:
+        stamp = resource_event(model, updated_at=T0 + timedelta(minutes=minutes))["data"]["updatedAt"]
+        body |= {"createdAt": stamp, "updatedAt": stamp}
+    return body
+
+
+def deal(minutes: int, **fields: Any) -> dict[str, Any]:
+    return resource_event(
+        "crmOpportunity", "updated", "opp_1", fields=fields, updated_at=T0 + timedelta(minutes=minutes)
+    )
+
+
+@pytest.mark.django_db
+class TestExpandedReferences:
+    def test_an_expanded_stage_is_stored_with_the_deal_and_sends_its_signal(self, send):
+        calls: list[dict[str, Any]] = []
+        REGISTRY["crmStage"].signals["updated"].connect(
+            lambda **kwargs: calls.append(kwargs), weak=False, dispatch_uid="test-expanded"
+        )
+        try:
+            response = send(deal(0, stage=expanded("crmStage", "won", 0, name="Won", type="won")))
+        finally:
+            REGISTRY["crmStage"].signals["updated"].disconnect(dispatch_uid="test-expanded")
+
+        assert response.json() == {"status": "processed"}
+        stage = Stage.objects.get()
+        assert (stage.remote_id, stage.name, stage.type, stage.connector_id) == (
+            "won",
+            "Won",
+            "WON",
+            "hubspot",
+        )
+        assert Opportunity.objects.get().stage_id == "won"
+        [kwargs] = calls
+        assert (kwargs["instance"], kwargs["created"]) == (stage, True)
+        # The stage consumed no key of its own.
+        assert IdempotencyKey.objects.get().remote_id == "opp_1"
+
+    def test_a_list_of_expanded_references_is_stored(self, send):
+        stages = [expanded("crmStage", f"s{index}", 0, name=f"Stage {index}") for index in range(3)]
+        send(resource_event("crmPipeline", "created", "p1", fields={"name": "Sales", "stages": stages}))
+
+        assert Pipeline.objects.get().stage_ids == ["s0", "s1", "s2"]
+        assert sorted(Stage.objects.values_list("name", flat=True)) == ["Stage 0", "Stage 1", "Stage 2"]
+
+    def test_an_expanded_reference_without_timestamps_keeps_only_its_id(self, send):
+        response = send(deal(0, stage=expanded("crmStage", "won", None, name="Won")))
+
+        assert response.json() == {"status": "processed"}
+        assert Opportunity.objects.get().stage_id == "won" and not Stage.objects.exists()
+
+    def test_an_older_expanded_version_changes_nothing_but_the_deal_applies(self, send):
+        send(
+            resource_event(
+                "crmStage",
+                "created",
+                "won",
+                fields={"name": "Closed won"},
+                updated_at=T0 + timedelta(minutes=5),
+            )
+        )
+
+        response = send(deal(1, name="Acme", stage=expanded("crmStage", "won", 3, name="Old name")))
+
+        assert response.json() == {"status": "processed"}
+        assert Stage.objects.get().name == "Closed won"
+        assert Opportunity.objects.get().name == "Acme"
+
+    def test_an_invalid_expanded_resource_is_named_and_nothing_is_stored(self, send):
+        response = send(deal(0, stage=expanded("crmStage", "won", 0, type="MAYBE")))
+
+        assert response.status_code == 400
+        assert list(response.json()["fields"]) == ["data.fields.stage.fields.type"]
+        assert not Stage.objects.exists() and not Opportunity.objects.exists()
+
+    def test_a_duplicate_stores_nothing_again(self, send):
+        event = deal(0, stage=expanded("crmStage", "won", 0, name="Won"))
+        send(event, key="k1")
+        Stage.objects.update(name="renamed here")
+
+        assert send(event, key="k1").json() == {"status": "duplicate"}
+        assert Stage.objects.get().name == "renamed here"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_expanded_reference_stored_costs_its_lock_and_its_write(send):
+    lock_timeout = 1 if connection.vendor == "postgresql" else 0
+    with statements() as sql:
+        send(
+            deal(0, stage=expanded("crmStage", "won", 0, name="Won"), owner=expanded("genericUser", "u1", 0))
+        )
+
+    assert len(sql) == lock_timeout + 5 + 2 * 2
+
+
+@pytest.fixture
+def stage_changes() -> Iterator[list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+    opportunity_stage_changed.connect(
+        lambda **kwargs: calls.append(kwargs), weak=False, dispatch_uid="test-stage"
+    )
+    yield calls
+    opportunity_stage_changed.disconnect(dispatch_uid="test-stage")
+
+
+@pytest.mark.django_db
+class TestStageChanged:
+    def test_sent_with_the_previous_stage_and_the_stage_row(self, send, stage_changes):
+        send(resource_event("crmStage", "created", "won", fields={"name": "Closed won", "type": "WON"}))
+        send(deal(1, stage="open"))
+        send(deal(2, stage="won"))
+
+        first, second = stage_changes
+        assert (first["previous_stage_id"], first["stage"]) == ("", None)  # "open" never arrived
+        assert second["previous_stage_id"] == "open"
+        assert second["stage"] == Stage.objects.get(remote_id="won") and second["stage"].type == "WON"
+        assert second["instance"] == Opportunity.objects.get() and second["sender"] is Opportunity
+        assert second["event"].remote_updated_at == T0 + timedelta(minutes=2)
+
+    def test_not_sent_when_the_stage_stays(self, send, stage_changes):
+        send(deal(1, stage="open"))
+        send(deal(2, amount=10))
+        send(deal(3, stage="open"))
+        send(deal(0, stage="won"))  # stale: nothing applied
+
+        assert [call["stage"] for call in stage_changes] == [None]
+        assert len(stage_changes) == 1
+
+    def test_its_stage_is_the_one_the_same_event_carried_expanded(self, send, stage_changes):
+        send(deal(1, stage=expanded("crmStage", "won", 1, name="Won", type="WON")))
+
+        [call] = stage_changes
+        assert call["stage"].type == "WON"

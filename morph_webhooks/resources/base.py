@@ -7,7 +7,7 @@ signals and a :class:`ResourceSpec` tying them together; :mod:`.registry` lists 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,6 +17,8 @@ from django.utils.translation import gettext_lazy as _
 
 if TYPE_CHECKING:
     from rest_framework import serializers
+
+    from ..events import ResourceEvent
 
 # Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
 ID_LENGTH = 255
@@ -83,7 +85,10 @@ class ResourceSpec:
     ``fields`` validates ``data.fields``; each of its fields' ``source`` is the column it is
     stored in, and fields it does not declare go to ``extra_fields``. ``signals`` maps each of
     :data:`ACTIONS` to the signal an applied event of that action sends. ``admin_columns`` are the
-    model's own columns the admin lists, after the ones every resource has.
+    model's own columns the admin lists, after the ones every resource has. ``after_apply``, if
+    set, runs after an applied event was stored and its signal sent, in the same transaction, with
+    the event, the row and the row's values before the event of the columns it changed (empty for
+    a row it created).
     """
 
     morph_model: str
@@ -91,6 +96,7 @@ class ResourceSpec:
     fields: type[serializers.Serializer[Any]]
     signals: Mapping[str, Signal]
     admin_columns: tuple[str, ...] = ()
+    after_apply: Callable[[ResourceEvent, MirroredResource, Mapping[str, Any]], None] | None = None
     field_names: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:

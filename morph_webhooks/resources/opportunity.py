@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..serializers import AmountField, ReferenceField, ResourceFields
-from ..signals import opportunity_created, opportunity_deleted, opportunity_updated
+from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
 from .base import ID_LENGTH, MirroredResource, ResourceQuerySet, ResourceSpec
+from .stage import Stage
+
+if TYPE_CHECKING:
+    from ..events import ResourceEvent
 
 
 class OpportunityQuerySet(ResourceQuerySet["Opportunity"]):
@@ -73,10 +80,33 @@ class OpportunityFields(ResourceFields):
         return value.upper() if value else value
 
 
+def announce_stage_change(event: ResourceEvent, row: MirroredResource, before: Mapping[str, Any]) -> None:
+    """Send ``opportunity_stage_changed`` when the event moved the deal to another stage (or gave
+    a new deal its first): how a project learns that a deal was won."""
+    assert isinstance(row, Opportunity)
+    previous = before.get("stage_id", "")
+    if "stage_id" not in event.changes or row.stage_id == previous:
+        return
+    if not opportunity_stage_changed.has_listeners(Opportunity):
+        return  # no one would see the stage: spare every event its query
+    # One query, only on a change with a receiver; None while the stage has not arrived yet.
+    stage = (
+        Stage.objects.filter(
+            connector_id=row.connector_id, owner_id=row.owner_id, remote_id=row.stage_id
+        ).first()
+        if row.stage_id
+        else None
+    )
+    opportunity_stage_changed.send(
+        sender=Opportunity, instance=row, event=event, previous_stage_id=previous, stage=stage
+    )
+
+
 SPEC = ResourceSpec(
     morph_model="crmOpportunity",
     model=Opportunity,
     fields=OpportunityFields,
     signals={"created": opportunity_created, "updated": opportunity_updated, "deleted": opportunity_deleted},
-    admin_columns=("name", "amount_with_currency", "stage_id", "pipeline_id"),
+    admin_columns=("name", "amount", "stage_id", "pipeline_id"),
+    after_apply=announce_stage_change,
 )
