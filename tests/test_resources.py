@@ -390,3 +390,17 @@ class TestStageChanged:
 
         [call] = stage_changes
         assert call["stage"].type == "WON"
+
+
+@pytest.mark.django_db
+def test_each_model_has_an_admin_list_and_change_page(admin_client, send, spec, sample):
+    send(event(spec, "created", 0, sample.fields))
+    row = spec.model._default_manager.get()
+    meta = spec.model._meta
+
+    listed = admin_client.get(f"/admin/morph_webhooks/{meta.model_name}/")
+    shown = admin_client.get(f"/admin/morph_webhooks/{meta.model_name}/{row.pk}/change/")
+
+    assert listed.status_code == shown.status_code == 200
+    first_value = str(next(iter(sample.columns.values())))
+    assert first_value in listed.text and first_value in shown.text

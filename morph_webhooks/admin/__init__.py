@@ -6,10 +6,15 @@ from __future__ import annotations
 from django.contrib import admin
 
 from ..models import IdempotencyKey, Opportunity, WebhookDelivery
+from ..resources.registry import REGISTRY
 from .deliveries import WebhookDeliveryAdmin
 from .keys import IdempotencyKeyAdmin
-from .resources import OpportunityAdmin
+from .resources import OpportunityAdmin, resource_admin
 
 admin.site.register(Opportunity, OpportunityAdmin)
+# Every other mirrored model gets the admin its spec describes.
+for spec in REGISTRY.values():
+    if spec.model is not Opportunity:
+        admin.site.register(spec.model, resource_admin(spec))
 admin.site.register(IdempotencyKey, IdempotencyKeyAdmin)
 admin.site.register(WebhookDelivery, WebhookDeliveryAdmin)

@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from ..models import MirroredResource, Opportunity, ResourceQuerySet
+from ..resources.base import ResourceSpec
 from .display import ReadOnlyAdmin, amount_text, pretty_json
 
 if TYPE_CHECKING:
@@ -113,3 +114,17 @@ class OpportunityAdmin(ResourceAdmin):
     @admin.display(description=_("amount"), ordering="amount")
     def amount_with_currency(self, obj: Opportunity) -> str | None:
         return None if obj.amount is None else amount_text(obj.amount, obj.currency)
+
+
+def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
+    """The admin of a mirrored model that needs nothing of its own: its spec's columns in the
+    list, searched by the first of them too, and its own fields on the change page."""
+    shared = {field.name for field in MirroredResource._meta.get_fields()} | {"id"}
+    own = [field.name for field in spec.model._meta.concrete_fields if field.name not in shared]
+    attributes = {
+        "columns": list(spec.admin_columns),
+        "searched": list(spec.admin_columns[:1]),
+        "resource_fields": own,
+        "__module__": __name__,
+    }
+    return type(f"{spec.model.__name__}Admin", (ResourceAdmin,), attributes)
