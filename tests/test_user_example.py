@@ -17,8 +17,8 @@ import pytest
 from django.core import mail
 from django.db import transaction
 
-from morph_webhooks.signals import opportunity_updated
-from morph_webhooks.testing import morph_headers, opportunity_event, post_event, reference
+from morph_webhooks.signals import opportunity_stage_changed, opportunity_updated
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, reference, resource_event
 from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -52,6 +52,30 @@ def test_a_won_deal_is_announced_once(client, django_capture_on_commit_callbacks
     assert [message.subject for message in mailoutbox] == ["Won: Acme renewal"]
 
 
+def celebrate_won_deals(sender, instance, stage, **kwargs):
+    if stage is not None and stage.type == "WON":
+        subject = f"Won: {instance.name} ({stage.name})"
+        transaction.on_commit(lambda: mail.send_mail(subject, "", None, ["sales@example.com"]))
+
+
+@pytest.mark.django_db
+def test_the_stage_changed_example_announces_a_deal_moving_to_a_won_stage(
+    client, django_capture_on_commit_callbacks, mailoutbox
+):
+    opportunity_stage_changed.connect(celebrate_won_deals)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            for remote_id, name, kind in [("s1", "Negotiation", "OPEN"), ("s9", "Signed", "WON")]:
+                stage = resource_event("crmStage", "created", remote_id, fields={"name": name, "type": kind})
+                post_event(client, stage)
+            deal = OpportunityFactory(name="Acme renewal", stage_id="s1")
+            post_event(client, opportunity_event("updated", deal.remote_id, fields={"stage": "s9"}))
+    finally:
+        opportunity_stage_changed.disconnect(celebrate_won_deals)
+
+    assert [message.subject for message in mailoutbox] == ["Won: Acme renewal (Signed)"]
+
+
 @pytest.mark.django_db
 def test_factories_match_the_events_the_helpers_build(client):
     deleted = OpportunityFactory(deleted=True)
@@ -79,5 +103,5 @@ def test_without_factory_boy_the_factories_say_how_to_install_it(monkeypatch):
 
 def test_the_readme_shows_this_example() -> None:
     readme = README.read_text()
-    for example in (announce_won_deals, test_a_won_deal_is_announced_once):
+    for example in (announce_won_deals, test_a_won_deal_is_announced_once, celebrate_won_deals):
         assert inspect.getsource(example) in readme, f"README.md's example differs from {example.__name__}"
