@@ -14,11 +14,11 @@ from morph_webhooks.body import PayloadTooLarge, read_body
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from tests.helpers import URL, raising_receiver, raw_post
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "test-secret-0123456789abcdef"
-URL = "/webhooks/morph/"
 
 # Morph's own example request, placeholders replaced by real values.
 MORPH_EXAMPLE = """{
@@ -44,17 +44,6 @@ MORPH_EXAMPLE = """{
     "warnings": []
   }
 }"""
-
-
-def raw_post(
-    client: Client,
-    body: bytes | str,
-    *,
-    path: str = URL,
-    content_type: str = "application/json",
-    **headers: str,
-):
-    return client.post(path, data=body, content_type=content_type, headers={**morph_headers(), **headers})
 
 
 def test_morph_example_request_is_stored(client):
@@ -337,15 +326,11 @@ def test_works_behind_login_required_middleware(client, settings):
 def test_atomic_requests_do_not_wrap_the_endpoint(client, monkeypatch):
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
 
-    def broken(**kwargs):
-        raise RuntimeError("boom")
-
-    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
-    try:
-        with CaptureQueriesContext(connection) as queries:
-            failed = post_event(client, opportunity_event(), headers={"x-idempotency-key": "k"})
-    finally:
-        opportunity_created.disconnect(dispatch_uid="broken")
+    with (
+        raising_receiver(opportunity_created, RuntimeError, "boom"),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        failed = post_event(client, opportunity_event(), headers={"x-idempotency-key": "k"})
 
     # Processing owns the outermost transaction (no savepoints inside a request-wide one), and
     # the failure is committed to the log on its own.

@@ -1,0 +1,81 @@
+"""Plain helpers shared by the test modules; the fixtures built on them are in conftest.py."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.dispatch import Signal
+from django.test import Client
+
+from morph_webhooks.testing import morph_headers
+from morph_webhooks.testing.factories import REMOTE_TIMESTAMP
+
+URL = "/webhooks/morph/"
+
+# Where the factories' rows stand in time, so that an event ``at(minutes)`` later is newer than them.
+T0 = REMOTE_TIMESTAMP
+
+# Locks, concurrent transactions and a dropped connection behave as in production only there.
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
+)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def raw_post(
+    client: Client,
+    body: bytes | str,
+    *,
+    path: str = URL,
+    content_type: str = "application/json",
+    **headers: str,
+) -> Any:
+    """Post ``body`` as it is, with Morph's headers: for what ``post_event`` would not send."""
+    return client.post(path, data=body, content_type=content_type, headers={**morph_headers(), **headers})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def grant(user: Any, *codenames: str) -> None:
+    user.user_permissions.add(*(Permission.objects.get(codename=codename) for codename in codenames))
+
+
+@contextmanager
+def raising_receiver(
+    signal: Signal, error: type[Exception], message: str, *, remote_id: str | None = None
+) -> Iterator[Callable[[], None]]:
+    """While the block runs, a receiver of ``signal`` raises, as a project's own code might (a bug,
+    a service it calls being down); only for the opportunity ``remote_id`` when one is given.
+
+    Yields a function that disconnects the receiver before the block ends, as when the bug is fixed.
+    """
+
+    def receiver(instance: Any = None, **kwargs: Any) -> None:
+        if remote_id is None or instance.remote_id == remote_id:
+            raise error(message)
+
+    dispatch_uid = f"test-raising-receiver-{id(receiver)}"
+
+    def fix() -> None:
+        signal.disconnect(dispatch_uid=dispatch_uid)
+
+    signal.connect(receiver, weak=False, dispatch_uid=dispatch_uid)
+    try:
+        yield fix
+    finally:
+        fix()
