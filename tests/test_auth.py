@@ -7,10 +7,11 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from django.test import override_settings
 from standardwebhooks import Webhook
 
 from morph_webhooks.checks import check_settings
-from morph_webhooks.models import Opportunity, WebhookDelivery
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
 from tests.helpers import URL, raw_post
 
@@ -259,3 +260,94 @@ def test_a_non_boolean_opt_out_never_opens_the_endpoint(client, settings, value)
     assert "ImproperlyConfigured" in response.json()["detail"]
     assert not Opportunity.objects.exists()
     assert not WebhookDelivery.objects.exists()
+
+
+class TestAuthentication:
+    def test_bearer_header(self, client):
+        response = raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}")
+        assert response.status_code == 200
+
+    def test_token_in_url_is_kept_out_of_the_log(self, client):
+        response = raw_post(
+            client, json.dumps(opportunity_event()), path=f"{URL}?token={SECRET}&source=morph"
+        )
+
+        assert response.status_code == 200
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.path == "/webhooks/morph/?source=morph"
+        assert SECRET not in json.dumps(delivery.headers) + delivery.path
+
+    def test_authorization_header_is_kept_out_of_the_log(self, client):
+        raw_post(
+            client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}", Cookie="sessionid=abc"
+        )
+
+        headers = WebhookDelivery.objects.get().headers
+        assert "authorization" not in headers and "cookie" not in headers
+        assert headers["x-conector-id"] == "hubspot"
+
+    @pytest.mark.parametrize(
+        "auth",
+        [
+            {},
+            {"Authorization": "Bearer wrong-secret"},
+            {"Authorization": f"Basic {SECRET}"},
+            {"Authorization": f"Bearer {SECRET}x"},
+            {"Authorization": f"Bearer {SECRET[:-1]}"},
+        ],
+    )
+    def test_wrong_or_missing_secret_is_401_and_stores_nothing(self, client, auth):
+        response = raw_post(client, json.dumps(opportunity_event()), **auth)
+
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert response.json()["error"] in ("not_authenticated", "authentication_failed")
+        assert (
+            WebhookDelivery.objects.count()
+            == IdempotencyKey.objects.count()
+            == Opportunity.objects.count()
+            == 0
+        )
+
+    def test_an_authorization_header_is_the_credential_even_with_a_right_token(self, client):
+        # One credential per request: a wrong header is not rescued by the query string.
+        response = raw_post(
+            client,
+            json.dumps(opportunity_event()),
+            path=f"{URL}?token={SECRET}",
+            Authorization="Bearer wrong",
+        )
+
+        assert response.status_code == 401
+        assert response.json()["error"] == "authentication_failed"
+
+    def test_wrong_token_in_url_is_401(self, client):
+        assert raw_post(client, json.dumps(opportunity_event()), path=f"{URL}?token=nope").status_code == 401
+
+    def test_several_secrets_for_rotation(self, client, settings):
+        settings.MORPH_WEBHOOKS = {"SECRETS": ["old-secret-0123456789abcdef", "new-secret-0123456789abcdef"]}
+
+        for secret in settings.MORPH_WEBHOOKS["SECRETS"]:
+            assert (
+                raw_post(
+                    client, json.dumps(opportunity_event()), Authorization=f"Bearer {secret}"
+                ).status_code
+                == 200
+            )
+        assert (
+            raw_post(client, json.dumps(opportunity_event()), Authorization=f"Bearer {SECRET}").status_code
+            == 401
+        )
+
+    def test_auth_is_checked_before_the_body_is_read(self, client):
+        response = raw_post(client, b"not json", content_type="text/plain")
+        assert response.status_code == 401
+        assert WebhookDelivery.objects.count() == 0
+
+    @override_settings(MORPH_WEBHOOKS={"SECRETS": [], "ALLOW_UNAUTHENTICATED": True})
+    def test_explicit_opt_out_accepts_requests_without_secret(self, client):
+        assert raw_post(client, json.dumps(opportunity_event())).status_code == 200
+
+    @override_settings(MORPH_WEBHOOKS={"SECRETS": []})
+    def test_no_secret_configured_rejects_everything(self, client):
+        assert raw_post(client, json.dumps(opportunity_event()), Authorization="Bearer ").status_code == 401
