@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.db.models import Model
 from django.dispatch import Signal
 from django.test import Client
+from django.urls import reverse
 
 from morph_webhooks.testing import morph_headers
 from morph_webhooks.testing.factories import REMOTE_TIMESTAMP
 
 URL = "/webhooks/morph/"
+SECRET = "test-secret-0123456789abcdef"  # the one tests/settings.py configures
 
 # Where the factories' rows stand in time, so that an event ``at(minutes)`` later is newer than them.
 T0 = REMOTE_TIMESTAMP
@@ -79,3 +82,28 @@ def raising_receiver(
         yield fix
     finally:
         fix()
+
+
+# Admin pages
+
+
+def admin_url(obj: Model, view: str) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj.pk])
+
+
+def listed(client: Client, changelist: str, query: str = "") -> list[Any]:
+    response = client.get(f"{reverse(changelist)}?{query}")
+    assert response.status_code == 200
+    # A filter value the admin does not understand redirects with ?e=1 instead of filtering.
+    assert "e=1" not in response.request["QUERY_STRING"]
+    return list(response.context["cl"].result_list)
+
+
+def filter_titles(client: Client, changelist: str) -> list[str]:
+    return [str(spec.title) for spec in client.get(reverse(changelist)).context["cl"].filter_specs]
+
+
+def action_names(response: Any) -> list[str]:
+    form = response.context["action_form"]
+    return [] if form is None else [name for name, _ in form.fields["action"].choices if name]

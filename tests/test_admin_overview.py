@@ -18,9 +18,8 @@ from django.utils.timezone import localtime
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
 from morph_webhooks.admin.overview import OVERVIEW_FAILURES
 from morph_webhooks.models import Outcome, WebhookDelivery
-from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
 from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
-from tests.helpers import grant
+from tests.helpers import T0, grant
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,10 @@ from standardwebhooks import Webhook
 from morph_webhooks.checks import check_settings
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from tests.helpers import URL, raw_post
+from tests.helpers import SECRET, URL, raw_post
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"a signing key of thirty-two byte").decode()
 OTHER_SIGNING_SECRET = "whsec_" + base64.b64encode(b"another key, used during rotation").decode()
 

@@ -10,11 +10,9 @@ import pytest
 from morph_webhooks.body import PayloadTooLarge, read_body
 from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from tests.helpers import URL
+from tests.helpers import SECRET, URL
 
 pytestmark = pytest.mark.django_db
-
-SECRET = "test-secret-0123456789abcdef"
 
 
 class TestBodySize:

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from morph_webhooks.events import InvalidEvent, parse_event
 from morph_webhooks.models import IdempotencyKey, Opportunity
 from morph_webhooks.testing import morph_headers, opportunity_event
+from tests.helpers import SECRET
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 URL = f"/webhooks/morph/?token={SECRET}"
 PROPERTY = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

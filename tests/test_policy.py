@@ -10,11 +10,9 @@ from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.testing.factories import WebhookDeliveryFactory
-from tests.helpers import raw_post
+from tests.helpers import SECRET, raw_post
 
 pytestmark = pytest.mark.django_db
-
-SECRET = "test-secret-0123456789abcdef"
 
 
 class TestAllowedConnectorsAndOwners:

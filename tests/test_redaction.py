@@ -15,10 +15,8 @@ from django.views import debug
 from morph_webhooks.redaction import ExceptionReporter, RedactToken, SafeExceptionReporterFilter, redact
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event
-from tests.helpers import raising_receiver
+from tests.helpers import SECRET, URL, raising_receiver
 
-SECRET = "test-secret-0123456789abcdef"
-URL = "/webhooks/morph/"
 # Where proxies and browsers repeat the URL, secret included.
 URL_HEADERS = {
     "X-Original-URL": f"{URL}?token={SECRET}",

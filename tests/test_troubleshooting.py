@@ -15,11 +15,10 @@ from django.test import Client, override_settings
 from morph_webhooks.management.commands import morph_webhooks_check
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from tests.helpers import raising_receiver
+from tests.helpers import SECRET, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 ENDPOINT = "/webhooks/morph/"
 
 

@@ -12,11 +12,10 @@ from django.urls import reverse
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from tests.helpers import URL, raising_receiver, raw_post
+from tests.helpers import SECRET, URL, raising_receiver, raw_post
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 
 # Morph's own example request, placeholders replaced by real values.
 MORPH_EXAMPLE = """{
