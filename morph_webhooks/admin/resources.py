@@ -19,6 +19,7 @@ from .display import ReadOnlyAdmin, amount_text, pretty_json
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
+
 class DeletedFilter(admin.SimpleListFilter):
     title = _("deleted")
     parameter_name = "deleted"
