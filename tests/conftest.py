@@ -1,3 +1,5 @@
+"""Fixtures shared by the test modules; plain helpers are in tests/helpers.py."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -22,10 +22,12 @@ from morph_webhooks.testing.factories import REMOTE_TIMESTAMP
 URL = "/webhooks/morph/"
 SECRET = "test-secret-0123456789abcdef"  # the one tests/settings.py configures
 
-# Where the factories' rows stand in time, so that an event ``at(minutes)`` later is newer than them.
+# The factories' createdAt and updatedAt, before opportunity_event()'s default; ``at(minutes)`` counts
+# from it.
 T0 = REMOTE_TIMESTAMP
 
-# Locks, concurrent transactions and a dropped connection behave as in production only there.
+# For what the SQLite test database cannot show: concurrent transactions, row locks, a dropped
+# connection, worker processes sharing the database.
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
