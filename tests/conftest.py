@@ -1,3 +1,5 @@
+"""Fixtures shared by the test modules; plain helpers are in tests/helpers.py."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,6 +10,7 @@ from django.test import Client
 
 from morph_webhooks import signals
 from morph_webhooks.testing import morph_headers, post_event
+from tests.helpers import raising_receiver
 
 
 class SignalRecorder:
@@ -52,3 +55,27 @@ def send(client: Client) -> Any:
         return post_event(client, payload, headers=headers, **kwargs)
 
     return send
+
+
+@pytest.fixture
+def admin_user(django_user_model: Any) -> Any:
+    """The superuser behind pytest-django's ``admin_client``, without a password: hashing one costs
+    more than most tests that use it."""
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", None)
+
+
+@pytest.fixture
+def staff(client: Client, django_user_model: Any) -> Any:
+    """A staff member logged in with ``client``, with no permission until a test grants some."""
+    user = django_user_model.objects.create_user("staff", password=None, is_staff=True)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def explode_on_boom() -> Iterator[None]:
+    """A receiver that fails for the opportunity ``opp_boom`` and lets every other one through."""
+    with raising_receiver(
+        signals.opportunity_created, RuntimeError, "receiver exploded", remote_id="opp_boom"
+    ):
+        yield

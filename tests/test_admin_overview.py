@@ -10,7 +10,6 @@ from unittest import mock
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
@@ -19,8 +18,8 @@ from django.utils.timezone import localtime
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
 from morph_webhooks.admin.overview import OVERVIEW_FAILURES
 from morph_webhooks.models import Outcome, WebhookDelivery
-from morph_webhooks.testing.factories import REMOTE_TIMESTAMP as T0
 from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
+from tests.helpers import T0, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -29,12 +28,6 @@ DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
 OUTCOMES = ["processed", "duplicate", "stale", "ignored", "rejected", "failed"]
 # Twenty past noon: the current hour (12:00) is partial, the window starts at 13:00 the day before.
 NOW = datetime(2025, 3, 6, 12, 20, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def admin_user(django_user_model):
-    # pytest-django's admin gets a hashed password; hashing costs more than most tests here.
-    return django_user_model.objects.create_superuser("admin", "admin@example.com", None)
 
 
 @pytest.fixture
@@ -289,17 +282,6 @@ def test_stage_ids_are_escaped(admin_client):
 
 
 # Access
-
-
-@pytest.fixture
-def staff(client, django_user_model):
-    user = django_user_model.objects.create_user("staff", password=None, is_staff=True)
-    client.force_login(user)
-    return user
-
-
-def grant(user: Any, *codenames: str) -> None:
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
 
 
 @pytest.mark.usefixtures("frozen")

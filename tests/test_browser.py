@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +24,7 @@ from django.urls import reverse
 from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, reference
+from tests.helpers import raising_receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -76,6 +77,7 @@ CHROMIUM_ARGUMENTS = [
 ACME = "Acme renewal"
 GLOBEX = "Globex expansion"
 FLAKY = "Initech pilot"
+PASSWORD = "password"
 
 
 @pytest.fixture
@@ -143,17 +145,21 @@ def screenshot(browser: WebDriver) -> Any:
 
 
 @pytest.fixture
-def receiver_down() -> Iterator[None]:
-    """Until the test disconnects it, a receiver fails for the Initech opportunity, as a project's
-    own code might (a bug, a database it writes to being down)."""
+def admin_user(admin_user: Any) -> Any:
+    """The shared superuser, with a password to type into the login form."""
+    admin_user.set_password(PASSWORD)
+    admin_user.save()
+    return admin_user
 
-    def receiver(instance: Opportunity, **kwargs: Any) -> None:
-        if instance.remote_id == "opp_initech":
-            raise RuntimeError("forecast service unavailable")
 
-    opportunity_created.connect(receiver, weak=False, dispatch_uid="test-browser-flaky")
-    yield
-    opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
+@pytest.fixture
+def receiver_down() -> Iterator[Callable[[], None]]:
+    """Until the test calls the function it gives, a receiver fails for the Initech opportunity, as
+    a project's own code might (a bug, a database it writes to being down)."""
+    with raising_receiver(
+        opportunity_created, RuntimeError, "forecast service unavailable", remote_id="opp_initech"
+    ) as fix:
+        yield fix
 
 
 def post_webhook(base_url: str, payload: Any, key: str) -> tuple[int, dict[str, Any]]:
@@ -191,7 +197,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     # Log in through the form.
     browser.get(f"{base}{reverse('admin:login')}?next={reverse('admin:index')}")
     browser.find_element(By.ID, "id_username").send_keys(admin_user.username)
-    browser.find_element(By.ID, "id_password").send_keys("password")  # pytest-django's admin_user
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
     wait.until(EC.presence_of_element_located((By.ID, "user-tools")))
     assert "Site administration" in browser.title
@@ -255,7 +261,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     screenshot("05-delivery-body")
 
     # The failing receiver is fixed; reprocess the failed delivery from the list.
-    opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
+    receiver_down()
     browser.back()
     wait.until(lambda driver: len(rows(driver)) == 4)
     row_with(browser, "browser-initech").find_element(By.NAME, "_selected_action").click()

@@ -8,7 +8,7 @@ import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,16 +18,12 @@ from django.test import Client
 from morph_webhooks.auth import signature_headers
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from tests.helpers import T0, postgresql_only
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql",
-        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
-    ),
+    postgresql_only,
 ]
-
-T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
 
 
 def deliver_all(requests: list[tuple[dict[str, Any], str]], workers: int) -> list[dict[str, Any]]:

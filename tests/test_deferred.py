@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -15,6 +17,7 @@ from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import delivery_failed, opportunity_created
 from morph_webhooks.testing import opportunity_event
+from tests.helpers import raising_receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +33,15 @@ def deferred(settings):
         "RETRY_DELAY": 10,
     }
     settings.TASKS = {"default": {"BACKEND": DB_BACKEND}}
+
+
+@pytest.fixture
+def dead() -> Iterator[list[dict[str, Any]]]:
+    """The keyword arguments of every delivery_failed sent: one per delivery given up."""
+    sent: list[dict[str, Any]] = []
+    delivery_failed.connect(lambda **kwargs: sent.append(kwargs), weak=False, dispatch_uid="test-dead")
+    yield sent
+    delivery_failed.disconnect(dispatch_uid="test-dead")
 
 
 def task_ids() -> list[int]:
@@ -100,16 +112,10 @@ def test_rolled_back_request_leaves_no_task(send):
     assert WebhookDelivery.objects.get().status == "failed"
 
 
-def test_failures_retry_with_backoff_then_die(send):
+def test_failures_retry_with_backoff_then_die(send, dead):
     failures = []
-    dead = []
 
-    def broken(**kwargs):
-        raise RuntimeError("CRM is down")
-
-    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
-    delivery_failed.connect(lambda **kwargs: dead.append(kwargs), weak=False, dispatch_uid="dead")
-    try:
+    with raising_receiver(opportunity_created, RuntimeError, "CRM is down"):
         send(opportunity_event(), key="k1")
         delivery = WebhookDelivery.objects.get()
         for _ in range(3):
@@ -124,9 +130,6 @@ def test_failures_retry_with_backoff_then_die(send):
                     delivery.next_attempt_at and (delivery.next_attempt_at - before),
                 )
             )
-    finally:
-        opportunity_created.disconnect(dispatch_uid="broken")
-        delivery_failed.disconnect(dispatch_uid="dead")
 
     statuses = [(status, attempts) for status, attempts, _ in failures]
     assert statuses == [("queued", 1), ("queued", 2), ("dead", 3)]
@@ -186,26 +189,17 @@ def test_number_beyond_a_double_is_refused_before_anything_is_queued(send):
     assert send(opportunity_event(), key="k1").json() == {"status": "queued"}
 
 
-def test_sync_mode_gives_up_a_leftover_queued_delivery_that_fails(send, settings):
+def test_sync_mode_gives_up_a_leftover_queued_delivery_that_fails(send, settings, dead):
     # Nothing would run a retry outside deferred mode: the delivery dies, its key still held.
     send(opportunity_event(), key="k1")
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "sync"}
-    dead = []
 
-    def broken(**kwargs):
-        raise RuntimeError("CRM is down")
-
-    opportunity_created.connect(broken, weak=False, dispatch_uid="broken")
-    delivery_failed.connect(lambda **kwargs: dead.append(kwargs), weak=False, dispatch_uid="dead")
-    try:
+    with raising_receiver(opportunity_created, RuntimeError, "CRM is down"):
         with pytest.raises(RuntimeError):
             reprocess_delivery(WebhookDelivery.objects.get())
         # Dead already: nothing changes, and nobody is told twice.
         with pytest.raises(RuntimeError):
             reprocess_delivery(WebhookDelivery.objects.get())
-    finally:
-        opportunity_created.disconnect(dispatch_uid="broken")
-        delivery_failed.disconnect(dispatch_uid="dead")
 
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", 1, None)

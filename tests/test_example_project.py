@@ -29,6 +29,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the example reads; the developer's own values must not change what is tested.
 EXAMPLE_VARIABLES = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "MORPH_WEBHOOKS_SECRET")
@@ -64,12 +66,6 @@ def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.C
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

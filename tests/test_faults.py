@@ -15,13 +15,11 @@ from django.test import Client
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_updated
 from morph_webhooks.testing import opportunity_event, post_event
+from tests.helpers import postgresql_only
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql",
-        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
-    ),
+    postgresql_only,
 ]
 
 UPDATE = opportunity_event("updated", updated_at="2025-03-07T00:00:00Z", fields={"stage": "won"})

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from morph_webhooks.events import InvalidEvent, parse_event
 from morph_webhooks.models import IdempotencyKey, Opportunity
 from morph_webhooks.testing import morph_headers, opportunity_event
+from tests.helpers import SECRET, raw_post
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 URL = f"/webhooks/morph/?token={SECRET}"
 PROPERTY = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -62,10 +62,8 @@ json_values = st.recursive(
 )
 
 
-def post(client, body: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json"):
-    return client.post(
-        URL, data=body, content_type=content_type, headers={**morph_headers(), **(headers or {})}
-    )
+def post(client, body: bytes, **kwargs: Any):
+    return raw_post(client, body, path=URL, **kwargs)
 
 
 def assert_handled(response, before: tuple[int, int]) -> dict[str, Any]:
@@ -205,7 +203,7 @@ def test_huge_integers_where_morph_leaves_values_open_are_kept_exactly(client, p
 )
 def test_arbitrary_header_values(client, name, value):
     before = counts()
-    response = post(client, encode(EVENT), headers={name: value})
+    response = post(client, encode(EVENT), **{name: value})
     answer = assert_handled(response, before)
     if response.status_code == 400:
         assert name in answer["fields"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -11,14 +11,9 @@ from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.resources.registry import REGISTRY
 from morph_webhooks.signals import opportunity_updated
 from morph_webhooks.testing import opportunity_event, post_event, resource_event
+from tests.helpers import at
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
-
-
-def at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
 
 
 def test_created_then_duplicate_is_applied_once(send, sent_signals):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from morph_webhooks.testing import opportunity_event, reference
+from tests.helpers import T0
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
 
 
 @contextmanager

@@ -15,9 +15,8 @@ from django.views import debug
 from morph_webhooks.redaction import ExceptionReporter, RedactToken, SafeExceptionReporterFilter, redact
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event
+from tests.helpers import SECRET, URL, raising_receiver
 
-SECRET = "test-secret-0123456789abcdef"
-URL = "/webhooks/morph/"
 # Where proxies and browsers repeat the URL, secret included.
 URL_HEADERS = {
     "X-Original-URL": f"{URL}?token={SECRET}",
@@ -126,12 +125,8 @@ def test_the_filter_alone_masks_meta_and_local_variables(rf):
 
 @pytest.fixture
 def failing_receiver() -> Iterator[None]:
-    def receiver(**kwargs: Any) -> None:
-        raise RuntimeError("receiver failed")
-
-    opportunity_created.connect(receiver, weak=False, dispatch_uid="test-redaction-failing")
-    yield
-    opportunity_created.disconnect(dispatch_uid="test-redaction-failing")
+    with raising_receiver(opportunity_created, RuntimeError, "receiver failed"):
+        yield
 
 
 @pytest.fixture

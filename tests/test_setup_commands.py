@@ -24,6 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import opportunity_event
+from tests.helpers import free_port
 
 SECRET = "test-secret-0123456789abcdef"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -65,12 +66,6 @@ def spellings(secret: str) -> set[str]:
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TestWebhookURL:

@@ -15,10 +15,10 @@ from django.test import Client, override_settings
 from morph_webhooks.management.commands import morph_webhooks_check
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from tests.helpers import SECRET, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "test-secret-0123456789abcdef"
 ENDPOINT = "/webhooks/morph/"
 
 
@@ -69,14 +69,8 @@ def connector_not_allowed(client: Client) -> str:
 
 
 def receiver_raises(client: Client) -> str:
-    def broken(**kwargs: Any) -> None:
-        raise ValueError("receiver bug")
-
-    opportunity_created.connect(broken)
-    try:
+    with raising_receiver(opportunity_created, ValueError, "receiver bug"):
         return answer(post_event(client, opportunity_event()))
-    finally:
-        opportunity_created.disconnect(broken)
 
 
 def no_trailing_slash(client: Client) -> str:

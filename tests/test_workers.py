@@ -18,13 +18,11 @@ from django.db import connection
 from morph_webhooks.deferred import sweep
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import opportunity_event
+from tests.helpers import postgresql_only
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql",
-        reason="needs PostgreSQL: DATABASE_URL=postgres://postgres@127.0.0.1:5432/morph_webhooks make test",
-    ),
+    postgresql_only,
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
