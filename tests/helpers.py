@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Model
 from django.dispatch import Signal
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from morph_webhooks.testing import morph_headers
@@ -48,6 +49,16 @@ def raw_post(
 ) -> Any:
     """Post ``body`` as it is, with Morph's headers: for what ``post_event`` would not send."""
     return client.post(path, data=body, content_type=content_type, headers={**morph_headers(), **headers})
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements run, savepoints included; BEGIN and COMMIT are left out because
+    whether they are logged depends on the backend and the Django version."""
+    captured: list[str] = []
+    with CaptureQueriesContext(connection) as context:
+        yield captured
+    captured.extend(q["sql"] for q in context.captured_queries if q["sql"].upper() not in ("BEGIN", "COMMIT"))
 
 
 def free_port() -> int:

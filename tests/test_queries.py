@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from morph_webhooks.testing import opportunity_event, reference
-from tests.helpers import T0
+from tests.helpers import T0, statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """The SQL statements run, savepoints included; BEGIN and COMMIT are left out because
-    whether they are logged depends on the backend and the Django version."""
-    captured: list[str] = []
-    with CaptureQueriesContext(connection) as context:
-        yield captured
-    captured.extend(q["sql"] for q in context.captured_queries if q["sql"].upper() not in ("BEGIN", "COMMIT"))
 
 
 def small_event(action: str, minutes: int):

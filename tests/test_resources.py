@@ -7,23 +7,20 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 
 from morph_webhooks.models import CrmUser, IdempotencyKey, Opportunity, Pipeline, Stage, WebhookDelivery
 from morph_webhooks.resources.base import ResourceSpec
 from morph_webhooks.resources.registry import REGISTRY
 from morph_webhooks.signals import opportunity_stage_changed
 from morph_webhooks.testing import morph_headers, post_event, reference, resource_event
-
-T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
+from tests.helpers import T0, postgresql_only, statements
 
 
 @dataclass(frozen=True)
@@ -201,14 +198,6 @@ def test_a_crm_user_is_named_by_its_name_or_email(db):
     assert str(CrmUser(remote_id="u1")) == "u1"
 
 
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    captured: list[str] = []
-    with CaptureQueriesContext(connection) as context:
-        yield captured
-    captured.extend(q["sql"] for q in context.captured_queries if q["sql"].upper() not in ("BEGIN", "COMMIT"))
-
-
 @pytest.mark.django_db(transaction=True)
 def test_statements_per_event_are_the_opportunitys(send, spec, sample):
     lock_timeout = 1 if connection.vendor == "postgresql" else 0
@@ -222,7 +211,7 @@ def test_statements_per_event_are_the_opportunitys(send, spec, sample):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL (DATABASE_URL)")
+@postgresql_only
 def test_concurrent_events_for_one_resource_keep_the_newest(spec, sample, signals):
     # Shuffled versions from many threads at once: the newest wins, each key is applied once.
     versions = [(event(spec, "updated", minutes, {**sample.fields}), f"k{minutes}") for minutes in range(12)]
