@@ -43,8 +43,8 @@ class Result:
 FailureRecorder = Callable[[WebhookDelivery, Exception], None]
 
 
-class _Collision(Exception):
-    pass
+class Collision(Exception):
+    """A concurrent transaction created the same row or claimed the same key first."""
 
 
 class _AlreadyApplied(Exception):
@@ -97,7 +97,7 @@ def run_atomically(
                     transaction.on_commit(committed.mark)
                     _bound_lock_wait()
                     result = body(event, delivery)
-            except _Collision:
+            except Collision:
                 continue
             except _AlreadyApplied:
                 # Another run of this very delivery (a task delivered twice) got there first.
@@ -160,9 +160,7 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
     # Resources the event carries expanded are stored first, under their own updatedAt and with
     # their own signals, so that the event's receivers find them (a deal's new stage).
     for related in event.related:
-        row = _locked_row(related)
-        if row is None or _supersedes(related, row):
-            _write(related, row)
+        store_resource(related)
 
     # The row lock orders concurrent events for one resource; the key's unique index orders
     # concurrent deliveries of one event.
@@ -173,6 +171,19 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
     claim_key(event, Outcome.PROCESSED, queued)
     _write(event, row)
     return settle(event, delivery, Outcome.PROCESSED)
+
+
+def store_resource(event: ResourceEvent) -> str:
+    """Store the version of a resource that ``event`` describes, within the caller's transaction
+    and without an idempotency key: for a resource carried by another event, or read from Morph's
+    API. Returns "created" or "updated"; or, changing nothing and sending no signal, "unchanged"
+    (the stored version is this one) or "stale" (it is newer). Raises Collision when a concurrent transaction created the row
+    first: the caller's transaction is spoilt and must start over."""
+    row = _locked_row(event)
+    if row is not None and not _supersedes(event, row):
+        return "unchanged" if row.remote_updated_at == event.remote_updated_at else "stale"
+    _write(event, row)
+    return "created" if row is None else "updated"
 
 
 def _locked_row(event: ResourceEvent) -> MirroredResource | None:
@@ -197,7 +208,7 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
             row.save(force_insert=True)
         except IntegrityError as exc:
             # A concurrent event created the row first: start over, and this time see it.
-            raise _Collision from exc
+            raise Collision from exc
     else:
         row.save()
     event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
@@ -232,7 +243,7 @@ def claim_key(event: MorphEvent, outcome: Outcome, queued: bool = False) -> None
         )
     except IntegrityError as exc:
         # A concurrent twin committed first: the next attempt counts this one as its duplicate.
-        raise (_AlreadyApplied if queued else _Collision) from exc
+        raise (_AlreadyApplied if queued else Collision) from exc
 
 
 def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
