@@ -71,7 +71,8 @@ class MirroredResource(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.remote_id
+        # Most Morph models have a name; until it arrives, or for those without one, the id.
+        return str(getattr(self, "name", "") or self.remote_id)
 
     @property
     def is_deleted(self) -> bool:

@@ -24,9 +24,6 @@ class Company(MirroredResource):
         verbose_name = _("company")
         verbose_name_plural = _("companies")
 
-    def __str__(self) -> str:
-        return self.name or self.remote_id
-
 
 class CompanyFields(ResourceFields):
     name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)

@@ -6,38 +6,26 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import ResourceFields
 from ..signals import contact_created, contact_deleted, contact_updated
-from .base import MirroredResource, ResourceQuerySet, ResourceSpec
+from .base import ResourceQuerySet, ResourceSpec
+from .person import Person, PersonFields
 
 
 class ContactQuerySet(ResourceQuerySet["Contact"]):
     pass
 
 
-class Contact(MirroredResource):
-    first_name = models.CharField(_("first name"), max_length=250, blank=True, default="")
-    last_name = models.CharField(_("last name"), max_length=250, blank=True, default="")
-    email = models.CharField(_("email"), max_length=250, blank=True, default="")
+class Contact(Person):
     phone = models.CharField(_("phone"), max_length=20, blank=True, default="")
 
     objects = ContactQuerySet.as_manager()
 
-    class Meta(MirroredResource.Meta):
+    class Meta(Person.Meta):
         verbose_name = _("contact")
         verbose_name_plural = _("contacts")
 
-    def __str__(self) -> str:
-        return " ".join(filter(None, [self.first_name, self.last_name])) or self.email or self.remote_id
 
-
-class ContactFields(ResourceFields):
-    firstName = serializers.CharField(
-        source="first_name", min_length=1, max_length=250, allow_null=True, trim_whitespace=False
-    )
-    lastName = serializers.CharField(
-        source="last_name", min_length=1, max_length=250, allow_null=True, trim_whitespace=False
-    )
+class ContactFields(PersonFields):
     # Morph's schema bounds a contact's email by length only (a user's must be a valid address).
     email = serializers.CharField(min_length=5, max_length=250, allow_null=True, trim_whitespace=False)
     phone = serializers.CharField(min_length=5, max_length=20, allow_null=True, trim_whitespace=False)

@@ -55,9 +55,6 @@ class Opportunity(MirroredResource):
             ),
         ]
 
-    def __str__(self) -> str:
-        return self.name or self.remote_id
-
 
 class OpportunityFields(ResourceFields):
     """``data.fields`` of a crmOpportunity. Every field is optional; ``source`` is the model field."""

@@ -25,9 +25,6 @@ class Pipeline(MirroredResource):
         verbose_name = _("pipeline")
         verbose_name_plural = _("pipelines")
 
-    def __str__(self) -> str:
-        return self.name or self.remote_id
-
 
 class PipelineFields(ResourceFields):
     name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)

@@ -33,9 +33,6 @@ class Stage(MirroredResource):
         verbose_name = _("stage")
         verbose_name_plural = _("stages")
 
-    def __str__(self) -> str:
-        return self.name or self.remote_id
-
 
 class StageFields(ResourceFields):
     name = serializers.CharField(min_length=1, max_length=250, allow_null=True, trim_whitespace=False)
