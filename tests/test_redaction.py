@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
 from django.core import mail
 from django.utils.log import AdminEmailHandler
@@ -143,7 +144,8 @@ def html_mail_to_admins() -> Iterator[None]:
 @pytest.mark.usefixtures("failing_receiver", "html_mail_to_admins")
 def test_error_mails_of_the_endpoint_never_show_the_secret(client, settings, mailoutbox):
     # No DEFAULT_EXCEPTION_REPORTER(_FILTER): the endpoint protects itself.
-    settings.ADMINS = ["ops@example.com"]
+    # Django 6 takes addresses; 5.2 wants (name, address) pairs, which 6 deprecates.
+    settings.ADMINS = ["ops@example.com"] if django.VERSION >= (6,) else [("Ops", "ops@example.com")]
     response = client.post(
         f"{URL}?token={SECRET}&page=1",
         data=json.dumps(opportunity_event()),
