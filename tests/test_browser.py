@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
-from morph_webhooks.testing import morph_headers, opportunity_event, reference
+from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -218,6 +218,15 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
         "opp_initech",
         fields={"name": FLAKY, "amount": 9900.5, "currency": "EUR", "stage": "stage_qualified"},
     )
+    # The pipeline's stages and the deal owner first, as a sync sends them: the admin names them.
+    for model, remote_id, fields in [
+        ("crmPipeline", "pipeline_sales", {"name": "Sales"}),
+        ("crmStage", "stage_qualified", {"name": "Qualified", "type": "OPEN", "pipeline": "pipeline_sales"}),
+        ("crmStage", "stage_won", {"name": "Closed won", "type": "won", "pipeline": "pipeline_sales"}),
+        ("genericUser", "user_42", {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}),
+    ]:
+        event = resource_event(model, "created", remote_id, fields=fields)
+        assert post_webhook(base, event, f"browser-{remote_id}") == (200, {"status": "processed"})
     assert post_webhook(base, acme, "browser-acme") == (200, {"status": "processed"})
     assert post_webhook(base, globex, "browser-globex") == (200, {"status": "processed"})
     status, answer = post_webhook(base, invalid, "browser-invalid")
@@ -234,7 +243,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
 
     # Filter by stage.
     filters = browser.find_element(By.ID, "changelist-filter")
-    filters.find_element(By.LINK_TEXT, "stage_won").click()
+    filters.find_element(By.LINK_TEXT, "Closed won (won)").click()
     wait.until(EC.url_contains("stage_id=stage_won"))
     wait.until(lambda driver: len(rows(driver)) == 1)
     assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [GLOBEX]
@@ -242,9 +251,9 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
 
     # The request log: every request, with its outcome.
     browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}")
-    wait.until(lambda driver: len(rows(driver)) == 4)
-    assert "rejected" in row_with(browser, "browser-invalid").text
-    assert "failed" in row_with(browser, "browser-initech").text
+    wait.until(lambda driver: len(rows(driver)) == 8)
+    assert "Rejected (400)" in row_with(browser, "browser-invalid").text
+    assert "Failed (500)" in row_with(browser, "browser-initech").text
     screenshot("04-deliveries")
 
     # One request in full, its body pretty-printed.
@@ -257,13 +266,13 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     # The failing receiver is fixed; reprocess the failed delivery from the list.
     opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
     browser.back()
-    wait.until(lambda driver: len(rows(driver)) == 4)
+    wait.until(lambda driver: len(rows(driver)) == 8)
     row_with(browser, "browser-initech").find_element(By.NAME, "_selected_action").click()
     Select(browser.find_element(By.NAME, "action")).select_by_visible_text("Reprocess selected deliveries")
     browser.find_element(By.CSS_SELECTOR, "#changelist-form button[name=index]").click()
     message = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert message.text == "Reprocessed 1 delivery: 1 processed."
-    assert "processed" in row_with(browser, "browser-initech").text
+    assert "Processed (200)" in row_with(browser, "browser-initech").text
     assert Opportunity.objects.filter(name=FLAKY).exists()
     assert WebhookDelivery.objects.get(idempotency_key="browser-initech").attempts == 2
     screenshot("06-reprocessed")
@@ -273,15 +282,15 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     overview = reverse("admin:morph_webhooks_webhookdelivery_overview")
     browser.find_element(By.CSS_SELECTOR, f'.object-tools a[href="{overview}"]').click()
     caption = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#deliveries-per-hour caption")))
-    assert caption.get_attribute("textContent") == "4 deliveries in the last 24 hours"  # shown in capitals
+    assert caption.get_attribute("textContent") == "8 deliveries in the last 24 hours"  # shown in capitals
     totals = {
         cell.get_attribute("data-outcome"): int(cell.text)
         for cell in browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tfoot td[data-outcome]")
     }
     assert {outcome: count for outcome, count in totals.items() if count} == {
-        "processed": 3,
+        "processed": 7,
         "rejected": 1,
-        "total": 4,
+        "total": 8,
     }
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures
