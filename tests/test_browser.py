@@ -47,7 +47,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static"
-WIDTH, HEIGHT = 1280, 900
+# A laptop's width: every list fits it without scrolling sideways.
+WIDTH, HEIGHT = 1400, 900
 WAIT = 10  # seconds; every wait ends as soon as its condition holds
 
 CHROMIUM_ARGUMENTS = [
@@ -184,6 +185,17 @@ def row_with(browser: WebDriver, text: str) -> WebElement:
     return row
 
 
+def assert_fits(browser: WebDriver) -> None:
+    """Nothing scrolls sideways: neither the page nor the list's own scrolling box."""
+    page, results = browser.execute_script(
+        "const results = document.querySelector('#changelist .results');"
+        "return [document.documentElement.scrollWidth,"
+        " results ? results.scrollWidth - results.clientWidth : 0]"
+    )
+    assert page <= WIDTH
+    assert results <= 0, f"the list is {results}px wider than its box"
+
+
 def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver_down):
     wait = WebDriverWait(browser, WAIT)
     base = live_server.url
@@ -238,8 +250,26 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     browser.find_element(By.LINK_TEXT, "Opportunities").click()
     wait.until(EC.presence_of_element_located((By.LINK_TEXT, ACME)))
     assert sorted(row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)) == [ACME, GLOBEX]
-    assert "48,000.00 USD" in row_with(browser, GLOBEX).text
+    globex_row = row_with(browser, GLOBEX).text
+    assert "48,000.00 USD" in globex_row
+    # Names, not ids: the stage with its type, the pipeline, the owner.
+    assert "Closed won (won)" in globex_row and "Sales" in globex_row
+    assert "Ada Lovelace" in row_with(browser, ACME).text
+    assert "stage_won" not in globex_row
+    assert_fits(browser)
     screenshot("02-opportunities")
+
+    # One opportunity in full.
+    row_with(browser, GLOBEX).find_element(By.CSS_SELECTOR, "th a").click()
+    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage .readonly")))
+    assert stage.text == "Closed won (won)"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, ".field-amount_with_currency .readonly").text == "48,000.00 USD"
+    )
+    assert_fits(browser)
+    screenshot("02b-opportunity")
+    browser.back()
+    wait.until(EC.presence_of_element_located((By.LINK_TEXT, ACME)))
 
     # Filter by stage.
     filters = browser.find_element(By.ID, "changelist-filter")
@@ -247,13 +277,25 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     wait.until(EC.url_contains("stage_id=stage_won"))
     wait.until(lambda driver: len(rows(driver)) == 1)
     assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [GLOBEX]
+    assert_fits(browser)
     screenshot("03-filtered-by-stage")
+
+    # A related model's list: the stages, their pipeline by name.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_stage_changelist')}")
+    wait.until(lambda driver: len(rows(driver)) == 2)
+    assert "Sales" in row_with(browser, "Closed won").text
+    assert_fits(browser)
+    screenshot("03b-stages")
 
     # The request log: every request, with its outcome.
     browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}")
     wait.until(lambda driver: len(rows(driver)) == 8)
     assert "Rejected (400)" in row_with(browser, "browser-invalid").text
     assert "Failed (500)" in row_with(browser, "browser-initech").text
+    # The rejected delivery still names its event and Morph id.
+    assert "crmOpportunity::created" in row_with(browser, "browser-invalid").text
+    assert "opp_invalid" in row_with(browser, "browser-invalid").text
+    assert_fits(browser)
     screenshot("04-deliveries")
 
     # One request in full, its body pretty-printed.
@@ -261,6 +303,10 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     body = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-body_json pre")))
     assert f'"name": "{GLOBEX}"' in body.text
     assert '\n  "event": "crmOpportunity::created"' in body.text
+    # The row it changed, one click away.
+    resource = browser.find_element(By.CSS_SELECTOR, ".field-resource .readonly a")
+    assert resource.text == f"{GLOBEX} (opportunity)"
+    assert_fits(browser)
     screenshot("05-delivery-body")
 
     # The failing receiver is fixed; reprocess the failed delivery from the list.
@@ -295,7 +341,14 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures
     assert "browser-invalid" in failures
-    pipeline = browser.find_element(By.CSS_SELECTOR, "#opportunities-by-stage").text
-    assert "stage_qualified EUR 2 22,400.50 EUR" in pipeline
-    assert "stage_won USD 1 48,000.00 USD" in pipeline
+    open_deals = browser.find_element(By.CSS_SELECTOR, "#opportunities-open").text
+    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
+    # A won deal is not open.
+    assert "Closed won" not in open_deals
+    assert (
+        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
+    )
+    # The hours without deliveries are one row.
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
+    assert_fits(browser)
     screenshot("07-overview")

@@ -33,7 +33,7 @@ from .overview import (
     TROUBLE,
     deliveries_per_hour,
     latest_failures,
-    open_opportunities,
+    opportunities_by_stage,
     outcome_totals,
 )
 
@@ -168,11 +168,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             f"admin:{Opportunity._meta.app_label}_{Opportunity._meta.model_name}_changelist",
             current_app=self.admin_site.name,
         )
-        opportunities = open_opportunities(changelist)
+        sections = opportunities_by_stage(changelist)
         return {
             "show_opportunities": True,
-            "stages": opportunities.stages,
-            "currency_totals": opportunities.currency_totals,
+            "opportunity_sections": sections,
+            # The open ones, always shown; won and lost only when there are some.
+            "stages": sections[0].stages,
+            "currency_totals": sections[0].currency_totals,
         }
 
     @admin.display(description=_("event"), ordering="event")
