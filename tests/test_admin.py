@@ -200,9 +200,11 @@ def test_opportunity_list_shows_names_not_ids(admin_client):
         ("—", "—", "—"),
     ]
     content = response.content.decode()
-    for header in ("Stage", "Pipeline", "Owner", "Connection", "Updated in the CRM"):
+    for header in ("Stage", "Pipeline", "Owner", "Connection", "Updated"):
         assert f">{header}</a>" in content or f">{header}</span>" in content
     assert "Stage id" not in content and "Crm owner id" not in content
+    # Names only in the list (the change page links them): one link per row, to the row.
+    assert reverse("admin:morph_webhooks_stage_change", args=[Stage.objects.get().pk]) not in content
 
 
 def test_tenants_never_see_each_others_names(admin_client):

@@ -91,7 +91,7 @@ def test_renders_with_no_data(admin_client):
     assert "No open opportunities." in content
     # A day without deliveries is one row, not 24 rows of zeros.
     assert table(response) == [("13:00-13:00", {}, 0)]
-    assert "2025-03-05 13:00 – 13:00" in content and "No deliveries" in content
+    assert "2025-03-05 13:00 – 2025-03-06 13:00" in content and "No deliveries" in content
     assert [t for t in response.templates if t.name == "admin/base_site.html"]
 
 

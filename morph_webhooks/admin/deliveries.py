@@ -96,7 +96,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             _("Event"),
             {"fields": ["event", "connector", "connection_owner", "idempotency_key", "morph_id", "resource"]},
         ),
-        (_("Request"), {"fields": ["remote_addr", "path", "headers_json", "body_json"]}),
+        (_("Request"), {"fields": ["client_address", "path", "headers_json", "body_json"]}),
         (_("Error"), {"fields": ["error_text"]}),
     ]
 
@@ -108,6 +108,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     connector = field_as("connector_id", _("connector"))
     connection_owner = field_as("owner_id", _("connection owner"))
     morph_id = field_as("remote_id", _("Morph id"))
+    client_address = field_as("remote_addr", _("client address"))
 
     change_list_template = "morph_webhooks/admin/webhookdelivery_change_list.html"
     overview_template = "morph_webhooks/admin/overview.html"

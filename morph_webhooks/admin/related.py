@@ -27,6 +27,9 @@ class Related:
     """The referenced resources found for a page of rows, by model and key."""
 
     found: dict[type[MirroredResource], dict[Key, MirroredResource]] = field(default_factory=dict)
+    # Whether the names link to the resources: on a change page, not in a list, where a column of
+    # links would read as busier than the one link that opens the row.
+    link: bool = True
 
     def get(self, row: MirroredResource, reference: Reference, remote_id: str) -> MirroredResource | None:
         model = REGISTRY[reference.morph_model].model
@@ -39,7 +42,9 @@ def referenced_ids(row: MirroredResource, reference: Reference) -> list[str]:
     return [remote_id for remote_id in values if isinstance(remote_id, str) and remote_id]
 
 
-def load_related(rows: Sequence[MirroredResource], references: Iterable[Reference]) -> Related:
+def load_related(
+    rows: Sequence[MirroredResource], references: Iterable[Reference], *, link: bool = True
+) -> Related:
     """Look up what ``references`` of ``rows`` name, and attach the result to each row."""
     wanted: dict[type[MirroredResource], dict[tuple[str, str], set[str]]] = {}
     for reference in references:
@@ -48,7 +53,7 @@ def load_related(rows: Sequence[MirroredResource], references: Iterable[Referenc
             ids = referenced_ids(row, reference)
             if ids:
                 wanted.setdefault(model, {}).setdefault((row.connector_id, row.owner_id), set()).update(ids)
-    related = Related()
+    related = Related(link=link)
     for model, tenants in wanted.items():
         # One query per model: each tenant's ids matched within that tenant only.
         condition = Q()

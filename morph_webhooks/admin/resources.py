@@ -95,7 +95,7 @@ class ResourceChangeList(ChangeList):
         # The names behind the ids the list shows, for the whole page at once.
         assert isinstance(self.model_admin, ResourceAdmin)
         shown = [r for r in self.model_admin.references if r.name in self.model_admin.columns]
-        load_related(list(self.result_list), shown)
+        load_related(list(self.result_list), shown, link=False)
 
 
 def show_reference(reference: Reference) -> Callable[[Any, MirroredResource], Any]:
@@ -133,13 +133,17 @@ class ResourceAdmin(ReadOnlyAdmin):
     connection_owner = field_as("owner_id", _("connection owner"))
     created_in_crm = field_as("remote_created_at", _("created in the CRM"))
     updated_in_crm = field_as("remote_updated_at", _("updated in the CRM"))
+    # The list's header, kept short: a header does not wrap, and the list must fit 1400 px.
+    updated = field_as("remote_updated_at", _("updated"))
+    copied = field_as("created_at", _("first stored"))
+    last_written = field_as("updated_at", _("last written"))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
             setattr(cls, reference.name, show_reference(reference))
-        cls.list_display = [*cls.columns, "connection", "updated_in_crm", "deleted"]
+        cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
             "connector_id",
             *(reference_filter(by_name[name]) if name in by_name else name for name in cls.filters),
@@ -177,7 +181,7 @@ class ResourceAdmin(ReadOnlyAdmin):
             ),
             *more_fieldsets,
             (_("As Morph sent it"), {"fields": ["extra_fields_json", "warnings_json", "raw_resource_json"]}),
-            (_("Local copy"), {"fields": ["created_at", "updated_at"]}),
+            (_("Local copy"), {"fields": ["copied", "last_written"]}),
         ]
 
     @staticmethod
@@ -210,7 +214,7 @@ class ResourceAdmin(ReadOnlyAdmin):
             if resource is None:
                 shown.append((None, remote_id))
             else:
-                shown.append((self.change_url(resource), label_of(resource)))
+                shown.append((self.change_url(resource) if related.link else None, label_of(resource)))
         if not shown:
             return EMPTY
         return format_html_join(
@@ -242,12 +246,12 @@ class ResourceAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}?{}">{}</a>', url, query, _("Deliveries of this resource"))
 
     @admin.display(description=_("extra fields"))
-    def extra_fields_json(self, obj: MirroredResource) -> SafeString:
-        return pretty_json(obj.extra_fields)
+    def extra_fields_json(self, obj: MirroredResource) -> SafeString | str:
+        return pretty_json(obj.extra_fields) if obj.extra_fields else EMPTY
 
     @admin.display(description=_("warnings"))
-    def warnings_json(self, obj: MirroredResource) -> SafeString:
-        return pretty_json(obj.warnings)
+    def warnings_json(self, obj: MirroredResource) -> SafeString | str:
+        return pretty_json(obj.warnings) if obj.warnings else EMPTY
 
     @admin.display(description=_("raw resource"))
     def raw_resource_json(self, obj: MirroredResource) -> SafeString | str:
@@ -259,8 +263,13 @@ class OpportunityAdmin(ResourceAdmin):
     filters = ["stage", "pipeline"]
     searched = ["name"]
     resource_fields = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
-    more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagement_ids"])]
+    more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagements"])]
     references = REGISTRY["crmOpportunity"].references
+
+    @admin.display(description=_("engagements"))
+    def engagements(self, obj: Opportunity) -> str:
+        # Not mirrored: their ids are all there is.
+        return ", ".join(str(remote_id) for remote_id in obj.engagement_ids or []) or EMPTY
 
     @admin.display(description=_("amount"), ordering="amount")
     def amount_with_currency(self, obj: Opportunity) -> str:
