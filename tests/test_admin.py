@@ -12,6 +12,7 @@ from django.contrib.messages import constants
 from django.db import connection
 from django.db.models import Model
 from django.forms.models import model_to_dict
+from django.templatetags.static import static
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -132,7 +133,7 @@ def test_opportunity_columns(admin_client):
     assert "12,500.00 EUR" in content
     assert "0.125 USD" in content
     # A deleted row says so in red; the others show the one empty value, never a green check.
-    assert content.count('alt="Deleted"') == 1
+    assert content.count('class="morph-deleted"') == 1
     assert 'alt="True"' not in content and 'alt="False"' not in content
 
 
@@ -329,9 +330,11 @@ def test_a_deleted_row_is_marked_deleted(admin_client):
     gone = OpportunityFactory(deleted_at=T0)
     alive = OpportunityFactory()
 
-    assert 'alt="Deleted"' in admin_client.get(admin_url(gone, "change")).content.decode()
+    content = admin_client.get(admin_url(gone, "change")).content.decode()
+    cross = static("admin/img/icon-no.svg")
+    assert f'<img src="{cross}" alt=""> Deleted {T0:%Y-%m-%d %H:%M:%S}</span>' in content
     content = admin_client.get(admin_url(alive, "change")).content.decode()
-    assert 'alt="Deleted"' not in content and 'alt="True"' not in content and 'alt="False"' not in content
+    assert "morph-deleted" not in content and 'alt="True"' not in content and 'alt="False"' not in content
 
 
 def test_related_models_show_names_too(admin_client):

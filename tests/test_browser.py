@@ -236,9 +236,13 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
         ("crmStage", "stage_qualified", {"name": "Qualified", "type": "OPEN", "pipeline": "pipeline_sales"}),
         ("crmStage", "stage_won", {"name": "Closed won", "type": "won", "pipeline": "pipeline_sales"}),
         ("genericUser", "user_42", {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}),
+        ("crmPipeline", "pipeline_old", {"name": "Old pipeline"}),
     ]:
         event = resource_event(model, "created", remote_id, fields=fields)
         assert post_webhook(base, event, f"browser-{remote_id}") == (200, {"status": "processed"})
+    # ...and one that the CRM has deleted since.
+    gone = resource_event("crmPipeline", "deleted", "pipeline_old", updated_at="2025-03-07T10:00:00Z")
+    assert post_webhook(base, gone, "browser-pipeline-old-deleted") == (200, {"status": "processed"})
     assert post_webhook(base, acme, "browser-acme") == (200, {"status": "processed"})
     assert post_webhook(base, globex, "browser-globex") == (200, {"status": "processed"})
     status, answer = post_webhook(base, invalid, "browser-invalid")
@@ -287,9 +291,18 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     assert_fits(browser)
     screenshot("03b-stages")
 
+    # A deleted row is marked so, not with a green check.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_pipeline_changelist')}")
+    wait.until(lambda driver: len(rows(driver)) == 2)
+    assert "Deleted" in row_with(browser, "Old pipeline").text
+    assert "Deleted" not in row_with(browser, "Sales").text
+    assert not browser.find_elements(By.CSS_SELECTOR, '#result_list img[alt="True"]')
+    assert_fits(browser)
+    screenshot("03c-pipelines")
+
     # The request log: every request, with its outcome.
     browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}")
-    wait.until(lambda driver: len(rows(driver)) == 8)
+    wait.until(lambda driver: len(rows(driver)) == 10)
     assert "Rejected (400)" in row_with(browser, "browser-invalid").text
     assert "Failed (500)" in row_with(browser, "browser-initech").text
     # The rejected delivery still names its event and Morph id.
@@ -312,7 +325,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     # The failing receiver is fixed; reprocess the failed delivery from the list.
     opportunity_created.disconnect(dispatch_uid="test-browser-flaky")
     browser.back()
-    wait.until(lambda driver: len(rows(driver)) == 8)
+    wait.until(lambda driver: len(rows(driver)) == 10)
     row_with(browser, "browser-initech").find_element(By.NAME, "_selected_action").click()
     Select(browser.find_element(By.NAME, "action")).select_by_visible_text("Reprocess selected deliveries")
     browser.find_element(By.CSS_SELECTOR, "#changelist-form button[name=index]").click()
@@ -328,15 +341,15 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     overview = reverse("admin:morph_webhooks_webhookdelivery_overview")
     browser.find_element(By.CSS_SELECTOR, f'.object-tools a[href="{overview}"]').click()
     caption = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#deliveries-per-hour caption")))
-    assert caption.get_attribute("textContent") == "8 deliveries in the last 24 hours"  # shown in capitals
+    assert caption.get_attribute("textContent") == "10 deliveries in the last 24 hours"  # shown in capitals
     totals = {
         cell.get_attribute("data-outcome"): int(cell.text)
         for cell in browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tfoot td[data-outcome]")
     }
     assert {outcome: count for outcome, count in totals.items() if count} == {
-        "processed": 7,
+        "processed": 9,
         "rejected": 1,
-        "total": 8,
+        "total": 10,
     }
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures

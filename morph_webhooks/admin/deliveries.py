@@ -127,8 +127,9 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         return [overview, *super().get_urls()]
 
     def overview_view(self, request: HttpRequest) -> TemplateResponse:
-        """Deliveries per hour and outcome over the last day, the latest failures, and the open
-        opportunities per stage. A fixed number of queries, however much data there is."""
+        """Deliveries per hour and outcome over the last day, the latest failures, and the
+        opportunities per stage, open apart from won and lost. A fixed number of queries, however
+        much data there is."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         request.current_app = self.admin_site.name
@@ -159,7 +160,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         )
 
     def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
-        """Open opportunities for those allowed to see opportunities: seeing the request log does
+        """Opportunities by stage for those allowed to see opportunities: seeing the request log does
         not imply seeing the pipeline's amounts."""
         if not self.admin_site.is_registered(Opportunity):
             return {"show_opportunities": False}

@@ -82,16 +82,17 @@ def field_as(name: str, label: StrOrPromise) -> Callable[[Any, Any], Any]:
     return show
 
 
-def deleted_mark(deleted_at: datetime | None) -> SafeString | str:
-    """A deleted row says so, in red, with when; a row that is not shows the empty value (a green
-    check would read as "fine")."""
+def deleted_mark(deleted_at: datetime | None, *, when: bool = False) -> SafeString | str:
+    """A deleted row says so, with the admin's red cross, and ``when`` (or in its tooltip); a row
+    that is not shows the empty value: a green check would read as "fine"."""
     if deleted_at is None:
         return EMPTY
     return format_html(
-        '<span class="morph-deleted"><img src="{}" alt="{}"> {}</span>',
+        '<span class="morph-deleted" title="{}"><img src="{}" alt=""> {}{}</span>',
+        moment(deleted_at),
         static("admin/img/icon-no.svg"),
         _("Deleted"),
-        moment(deleted_at),
+        f" {moment(deleted_at)}" if when else "",
     )
 
 

@@ -174,7 +174,7 @@ class ResourceAdmin(ReadOnlyAdmin):
                         "morph_id",
                         "created_in_crm",
                         "updated_in_crm",
-                        "deleted",
+                        "deleted_when",
                         "deliveries",
                     ]
                 },
@@ -231,6 +231,10 @@ class ResourceAdmin(ReadOnlyAdmin):
     @admin.display(description=_("deleted"), ordering="deleted_at")
     def deleted(self, obj: MirroredResource) -> SafeString | str:
         return deleted_mark(obj.deleted_at)
+
+    @admin.display(description=_("deleted"))
+    def deleted_when(self, obj: MirroredResource) -> SafeString | str:
+        return deleted_mark(obj.deleted_at, when=True)
 
     @admin.display(description=_("deliveries"))
     def deliveries(self, obj: MirroredResource) -> SafeString | str:
