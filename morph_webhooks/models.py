@@ -171,6 +171,24 @@ class WebhookDelivery(models.Model):
         """Name the event the body turned out to hold (saved with the transition that follows)."""
         self.event, self.remote_id = event.type, event.remote_id
 
+    def name_from_body(self) -> None:
+        """A body refused as an event may still say which event it was: keep its ``event`` and
+        ``data.id`` when they are strings, so that the log finds it by its Morph id."""
+        if self.event and self.remote_id:
+            return
+        try:
+            payload = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(payload, dict):
+            return
+        event, data = payload.get("event"), payload.get("data")
+        remote_id = data.get("id") if isinstance(data, dict) else None
+        if not self.event and isinstance(event, str):
+            self.event = event[:ID_LENGTH]
+        if not self.remote_id and isinstance(remote_id, str):
+            self.remote_id = remote_id[:ID_LENGTH]
+
     def begin_attempt(self) -> None:
         self.attempts += 1
 
@@ -183,6 +201,7 @@ class WebhookDelivery(models.Model):
 
     def reject(self, http_status: int, detail: Any) -> None:
         """Record that the request can never be valid; no idempotency key is consumed."""
+        self.name_from_body()
         self.status = Outcome.REJECTED
         self.http_status = http_status
         self.error = json.dumps(detail)

@@ -16,12 +16,13 @@ from morph_webhooks.admin.deliveries import HTTPStatusFilter
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from morph_webhooks.testing.factories import WebhookDeliveryFactory
+from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
 from tests.helpers import action_names, admin_url, filter_titles, grant, listed, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
 DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
+OPPORTUNITIES = "admin:morph_webhooks_opportunity_changelist"
 
 
 def reprocess(client: Client, *deliveries: WebhookDelivery) -> Any:
@@ -265,3 +266,68 @@ def test_reprocess_needs_its_permission(client, staff):
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("processed", 2)
     assert Opportunity.objects.filter(remote_id=delivery.remote_id).exists()
+
+
+def test_delivery_links_to_the_row_it_changed_and_back(admin_client):
+    opportunity = OpportunityFactory(remote_id="opp_1")
+    delivery = WebhookDeliveryFactory(remote_id="opp_1", idempotency_key="k" * 40)
+    elsewhere = WebhookDeliveryFactory(remote_id="opp_1", owner_id="tenant_2")
+    unknown = WebhookDeliveryFactory(remote_id="opp_missing")
+
+    content = admin_client.get(reverse(DELIVERIES)).content.decode()
+    opportunities = reverse(OPPORTUNITIES)
+    exact = "remote_id=opp_1&connector_id=hubspot&owner_id=tenant_1"
+    assert f'<a href="{opportunities}?{exact.replace("&", "&amp;")}">opp_1</a>' in content
+    # The row, by model, connector, owner and Morph id: another tenant's opp_1 is not it.
+    assert listed(admin_client, OPPORTUNITIES, exact) == [opportunity]
+    assert listed(admin_client, OPPORTUNITIES, "remote_id=opp_1&connector_id=hubspot&owner_id=tenant_2") == []
+    # A long idempotency key is cut short in the list, whole in its tooltip.
+    assert f'<span title="{"k" * 40}">{"k" * 15}…</span>' in content
+
+    content = admin_client.get(admin_url(delivery, "change")).content.decode()
+    assert f'<a href="{admin_url(opportunity, "change")}">{opportunity} (opportunity)</a>' in content
+    assert "Not stored" in admin_client.get(admin_url(elsewhere, "change")).content.decode()
+    assert "Not stored" in admin_client.get(admin_url(unknown, "change")).content.decode()
+    # ...and back: the row's deliveries.
+    assert listed(admin_client, DELIVERIES, exact) == [delivery]
+
+
+def test_delivery_labels_times_and_search_help(admin_client):
+    delivery = WebhookDeliveryFactory(status=Outcome.REJECTED, http_status=400)
+
+    content = admin_client.get(reverse(DELIVERIES)).content.decode()
+    assert "An idempotency key or a Morph id, matched exactly (case matters)." in content
+    assert "Rejected (400)" in content
+    # Received times to the second: deliveries of one minute stay apart.
+    received = delivery.received_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f">{received}</a>" in content
+
+    content = admin_client.get(admin_url(delivery, "change")).content.decode()
+    for label in ("HTTP status", "Received", "Morph id", "Connector", "Connection owner"):
+        assert f">{label}:</label>" in content
+    assert "Http status" not in content
+    assert f'<div class="readonly">{received}</div>' in content
+    assert ">None<" not in content
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (
+            opportunity_event("created", "opp_bad", fields={"amount": "lots"}),
+            ("crmOpportunity::created", "opp_bad"),
+        ),
+        ({"event": "crmOpportunity::created", "data": {"id": 7}}, ("crmOpportunity::created", "")),
+        ({"event": ["x"], "data": "opp"}, ("", "")),
+        ([1, 2], ("", "")),
+        (b"{not json", ("", "")),
+    ],
+    ids=["invalid_field", "id_not_a_string", "neither_a_string", "not_an_object", "not_json"],
+)
+def test_a_rejected_delivery_keeps_what_its_body_named(admin_client, client, body, named):
+    assert post_event(client, body).status_code == 400
+    delivery = WebhookDelivery.objects.get()
+
+    assert (delivery.event, delivery.remote_id) == named
+    if named[1]:
+        assert listed(admin_client, DELIVERIES, f"q={named[1]}") == [delivery]

@@ -17,8 +17,8 @@ from django.utils.timezone import localtime
 
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
 from morph_webhooks.admin.overview import OVERVIEW_FAILURES
-from morph_webhooks.models import Outcome, WebhookDelivery
-from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
+from morph_webhooks.models import Outcome, StageType, WebhookDelivery
+from morph_webhooks.testing.factories import OpportunityFactory, StageFactory, WebhookDeliveryFactory
 from tests.helpers import T0, grant
 
 pytestmark = pytest.mark.django_db
@@ -52,10 +52,11 @@ def overview(client: Client) -> Any:
 
 
 def table(response: Any) -> list[tuple[str, dict[str, int], int]]:
-    """The hours, newest first: local start, the counts that are not zero, the total."""
+    """The rows, newest first: local start (and end, for a run of hours without deliveries), the
+    counts that are not zero, the total."""
     return [
         (
-            f"{localtime(hour.start):%H:%M}",
+            f"{localtime(hour.start):%H:%M}" + (f"-{localtime(hour.end):%H:%M}" if hour.end else ""),
             {outcome: count for outcome, count in hour.counts if count},
             hour.total,
         )
@@ -63,10 +64,10 @@ def table(response: Any) -> list[tuple[str, dict[str, int], int]]:
     ]
 
 
-def stages(response: Any) -> list[tuple[str, list[tuple[str, int, str]]]]:
+def stages(response: Any, kind: str = "open") -> list[tuple[str, list[tuple[str, int, str]]]]:
+    [section] = [section for section in response.context["opportunity_sections"] if section.kind == kind]
     return [
-        (stage.stage_id, [(t.currency, t.count, t.amount) for t in stage.currencies])
-        for stage in response.context["stages"]
+        (stage.name, [(t.currency, t.count, t.amount) for t in stage.currencies]) for stage in section.stages
     ]
 
 
@@ -81,8 +82,9 @@ def test_renders_with_no_data(admin_client):
     assert "0 deliveries in the last 24 hours" in content
     assert "None: every delivery was accepted." in content
     assert "No open opportunities." in content
-    assert len(response.context["hours"]) == 24
-    assert all(hour.total == 0 for hour in response.context["hours"])
+    # A day without deliveries is one row, not 24 rows of zeros.
+    assert table(response) == [("13:00-13:00", {}, 0)]
+    assert "2025-03-05 13:00 – 2025-03-06 13:00" in content and "No deliveries" in content
     assert [t for t in response.templates if t.name == "admin/base_site.html"]
 
 
@@ -110,12 +112,16 @@ def test_deliveries_per_hour_by_outcome(admin_client):
     response = overview(admin_client)
 
     rows = table(response)
-    assert len(rows) == 24
-    assert rows[0] == ("12:00", {"processed": 2, "failed": 1}, 3)
-    assert rows[1] == ("11:00", {}, 0)
-    assert rows[2] == ("10:00", {"duplicate": 1, "rejected": 1}, 2)
-    assert rows[9] == ("03:00", {"ignored": 1}, 1)
-    assert rows[23] == ("13:00", {"stale": 1}, 1)
+    # Only hours with deliveries have a row each; the hours between are one row per run.
+    assert rows == [
+        ("12:00", {"processed": 2, "failed": 1}, 3),
+        ("11:00-12:00", {}, 0),
+        ("10:00", {"duplicate": 1, "rejected": 1}, 2),
+        ("04:00-10:00", {}, 0),
+        ("03:00", {"ignored": 1}, 1),
+        ("14:00-03:00", {}, 0),
+        ("13:00", {"stale": 1}, 1),
+    ]
     assert sum(total for *_, total in rows) == 7
     assert {outcome: count for outcome, count in response.context["outcome_totals"] if count} == {
         "processed": 2,
@@ -148,8 +154,7 @@ def test_hours_start_on_the_local_hour(admin_client, settings):
         delivery(datetime(2025, 3, 5, 12, 29, tzinfo=timezone.utc))  # 17:59 IST yesterday: too old
         rows = table(overview(admin_client))
 
-    assert rows[:3] == [("17:00", {"processed": 1}, 1), ("16:00", {"failed": 1}, 1), ("15:00", {}, 0)]
-    assert rows[-1] == ("18:00", {}, 0)
+    assert rows == [("17:00", {"processed": 1}, 1), ("16:00", {"failed": 1}, 1), ("18:00-16:00", {}, 0)]
     assert sum(total for *_, total in rows) == 2
 
 
@@ -164,13 +169,13 @@ def test_hours_across_a_daylight_saving_change(admin_client, settings):
         delivery(datetime(2025, 3, 8, 10, 10, tzinfo=timezone.utc), Outcome.STALE)  # 05:10 EST
         rows = table(overview(admin_client))
 
-    assert rows[:4] == [
-        ("05:00", {}, 0),
-        ("04:00", {}, 0),
+    assert rows == [
+        ("04:00-06:00", {}, 0),
         ("03:00", {"failed": 1}, 1),
         ("01:00", {"processed": 1}, 1),
+        ("06:00-01:00", {}, 0),
+        ("05:00", {"stale": 1}, 1),  # the first hour shown
     ]
-    assert rows[-1] == ("05:00", {"stale": 1}, 1)  # the first hour shown
     assert sum(total for *_, total in rows) == 3
 
 
@@ -268,6 +273,46 @@ def test_opportunities_by_stage_and_currency(admin_client):
     listed = admin_client.get(f"{opportunities}?stage_id=stage_a&deleted=no")
     assert listed.status_code == 200
     assert len(listed.context["cl"].result_list) == 4
+
+
+@pytest.mark.usefixtures("frozen")
+def test_opportunities_by_stage_name_open_apart_from_won_and_lost(admin_client, django_assert_num_queries):
+    StageFactory(remote_id="s_won", name="Closed won", type=StageType.WON)
+    StageFactory(owner_id="tenant_2", remote_id="s_won_2", name="Closed won", type=StageType.WON)
+    StageFactory(remote_id="s_lost", name="Closed lost", type=StageType.LOST)
+    StageFactory(remote_id="s_demo", name="Demo", type=StageType.OPEN)
+    StageFactory(remote_id="s_odd", name="Odd", type=StageType.UNKNOWN)
+    # The same id in another tenant is another stage: there it is lost.
+    StageFactory(owner_id="tenant_2", remote_id="s_demo", name="Perdu", type=StageType.LOST)
+    OpportunityFactory(stage_id="s_won", amount=Decimal("100"))
+    OpportunityFactory(owner_id="tenant_2", stage_id="s_won_2", amount=Decimal("50"))
+    OpportunityFactory(stage_id="s_lost", amount=Decimal("10"))
+    OpportunityFactory(stage_id="s_demo", amount=Decimal("1"))
+    OpportunityFactory(owner_id="tenant_2", stage_id="s_demo", amount=Decimal("2"))
+    OpportunityFactory(stage_id="s_odd", amount=Decimal("3"))
+    OpportunityFactory(stage_id="s_later", amount=Decimal("4"))  # its stage has not arrived
+
+    with django_assert_num_queries(5):
+        response = overview(admin_client)
+
+    assert stages(response, "open") == [
+        ("Demo", [("EUR", 1, "1.00 EUR")]),
+        ("Odd", [("EUR", 1, "3.00 EUR")]),
+        ("s_later", [("EUR", 1, "4.00 EUR")]),
+    ]
+    assert stages(response, "WON") == [("Closed won", [("EUR", 2, "150.00 EUR")])]
+    assert stages(response, "LOST") == [
+        ("Closed lost", [("EUR", 1, "10.00 EUR")]),
+        ("Perdu", [("EUR", 1, "2.00 EUR")]),
+    ]
+    content = response.content.decode()
+    assert "Won opportunities by stage" in content and "Lost opportunities by stage" in content
+    opportunities = reverse("admin:morph_webhooks_opportunity_changelist")
+    # A name several stages share lists the opportunities of all of them.
+    link = f"{opportunities}?stage_id__in=s_won%2Cs_won_2&amp;deleted=no"
+    assert f'<a href="{link}">Closed won</a>' in content
+    listed = admin_client.get(link.replace("&amp;", "&"))
+    assert len(listed.context["cl"].result_list) == 2
 
 
 @pytest.mark.usefixtures("frozen")

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.html import strip_tags
 
-from morph_webhooks.testing.factories import OpportunityFactory
+from morph_webhooks.admin.resources import FILTER_CHOICES
+from morph_webhooks.models import Opportunity, Pipeline, Stage, StageType
+from morph_webhooks.testing.factories import CrmUserFactory, OpportunityFactory, PipelineFactory, StageFactory
 from tests.helpers import T0, admin_url, filter_titles, listed
 
 pytestmark = pytest.mark.django_db
 
 OPPORTUNITIES = "admin:morph_webhooks_opportunity_changelist"
+DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
 
 
 def test_opportunity_columns(admin_client):
@@ -26,7 +33,9 @@ def test_opportunity_columns(admin_client):
 
     assert "12,500.00 EUR" in content
     assert "0.125 USD" in content
-    assert content.count('alt="True"') == 1  # the "deleted" column of "Gone"
+    # A deleted row says so in red; the others show the one empty value, never a green check.
+    assert content.count('class="morph-deleted"') == 1
+    assert 'alt="True"' not in content and 'alt="False"' not in content
 
 
 def test_opportunity_ordering_is_latest_update_first(admin_client):
@@ -40,13 +49,10 @@ def test_opportunity_filters_and_search(admin_client):
     won = OpportunityFactory(name="Won deal", stage_id="stage_won", remote_id="opp_won")
     open_ = OpportunityFactory(name="Open deal", connector_id="pipedrive", pipeline_id="pipeline_b")
     gone = OpportunityFactory(name="Gone deal", deleted_at=T0)
+    StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
+    PipelineFactory(remote_id="pipeline_b", name="Enterprise")
 
-    assert filter_titles(admin_client, OPPORTUNITIES) == [
-        "connector id",
-        "stage id",
-        "pipeline id",
-        "deleted",
-    ]
+    assert filter_titles(admin_client, OPPORTUNITIES) == ["connector id", "stage", "pipeline", "deleted"]
 
     assert listed(admin_client, OPPORTUNITIES, "stage_id=stage_won") == [won]
     assert listed(admin_client, OPPORTUNITIES, "connector_id=pipedrive") == [open_]
@@ -77,3 +83,193 @@ def test_opportunity_json_is_pretty_and_escaped(admin_client):
     assert "<pre>{\n  &quot;custom&quot;: &quot;&lt;b&gt;bold&lt;/b&gt;&quot;\n}</pre>" in content
     assert "<pre>[\n  {\n    &quot;code&quot;: &quot;w1&quot;\n  }\n]</pre>" in content
     assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in content
+
+
+def opportunity_admin() -> Any:
+    return admin.site.get_model_admin(Opportunity)
+
+
+def cells(response: Any, *columns: str) -> list[tuple[str, ...]]:
+    """What each listed row shows in ``columns`` (display methods of the opportunity admin)."""
+    model_admin = response.context["cl"].model_admin
+    return [
+        tuple(strip_tags(str(getattr(model_admin, column)(row))) for column in columns)
+        for row in response.context["cl"].result_list
+    ]
+
+
+def test_opportunity_list_shows_names_not_ids(admin_client):
+    StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
+    PipelineFactory(remote_id="pipeline_sales", name="Sales")
+    CrmUserFactory(remote_id="user_42", first_name="Ada", last_name="Lovelace")
+    OpportunityFactory(name="Known", stage_id="stage_won", remote_updated_at=T0 + timedelta(hours=1))
+    # Its stage, pipeline and owner have not arrived yet: their ids are all there is to show.
+    OpportunityFactory(name="Early", stage_id="stage_new", pipeline_id="pipeline_new", crm_owner_id="user_7")
+    OpportunityFactory(
+        name="Unowned",
+        stage_id="",
+        pipeline_id="",
+        crm_owner_id="",
+        remote_updated_at=T0 - timedelta(hours=1),
+    )
+
+    response = admin_client.get(reverse(OPPORTUNITIES))
+
+    assert cells(response, "stage", "pipeline", "crm_owner") == [
+        ("Closed won (won)", "Sales", "Ada Lovelace"),
+        ("stage_new", "pipeline_new", "user_7"),
+        ("—", "—", "—"),
+    ]
+    content = response.content.decode()
+    for header in ("Stage", "Pipeline", "Owner", "Connection", "Updated"):
+        assert f">{header}</a>" in content or f">{header}</span>" in content
+    assert "Stage id" not in content and "Crm owner id" not in content
+    # Names only in the list (the change page links them): one link per row, to the row.
+    assert reverse("admin:morph_webhooks_stage_change", args=[Stage.objects.get().pk]) not in content
+
+
+def test_tenants_never_see_each_others_names(admin_client):
+    StageFactory(owner_id="tenant_1", remote_id="stage_1", name="Won by one", type=StageType.WON)
+    StageFactory(owner_id="tenant_2", remote_id="stage_1", name="Lost by two", type=StageType.LOST)
+    StageFactory(connector_id="pipedrive", owner_id="tenant_1", remote_id="stage_1", name="Pipedrive's")
+    one = OpportunityFactory(
+        owner_id="tenant_1", stage_id="stage_1", remote_updated_at=T0 + timedelta(hours=2)
+    )
+    two = OpportunityFactory(
+        owner_id="tenant_2", stage_id="stage_1", remote_updated_at=T0 + timedelta(hours=1)
+    )
+    three = OpportunityFactory(owner_id="tenant_3", stage_id="stage_1")
+
+    response = admin_client.get(reverse(OPPORTUNITIES))
+
+    assert cells(response, "stage") == [("Won by one (won)",), ("Lost by two (lost)",), ("stage_1",)]
+    content = admin_client.get(admin_url(one, "change")).content.decode()
+    assert "Won by one" in content and "Lost by two" not in content and "Pipedrive's" not in content
+    content = admin_client.get(admin_url(two, "change")).content.decode()
+    assert "Lost by two" in content and "Won by one" not in content
+    content = admin_client.get(admin_url(three, "change")).content.decode()
+    assert "stage_1" in content and "Won by one" not in content and "Lost by two" not in content
+
+
+def fill_page(opportunities: int) -> None:
+    for tenant in ("tenant_1", "tenant_2"):
+        StageFactory(owner_id=tenant, remote_id="stage_qualified")
+        PipelineFactory(owner_id=tenant)
+        CrmUserFactory(owner_id=tenant)
+    for i in range(opportunities):
+        OpportunityFactory(owner_id=f"tenant_{i % 2 + 1}", stage_id=["stage_qualified", f"stage_{i}"][i % 2])
+
+
+@pytest.mark.parametrize("opportunities", [2, 40])
+def test_opportunity_list_queries_do_not_grow_with_the_page(
+    admin_client, django_assert_num_queries, opportunities
+):
+    fill_page(opportunities)
+
+    # The session, the user, the count, the page; the connector, stage and pipeline filters'
+    # choices; the stages, pipelines and owners of the page's rows, one query each.
+    with django_assert_num_queries(10):
+        response = admin_client.get(reverse(OPPORTUNITIES))
+    assert len(response.context["cl"].result_list) == opportunities
+
+
+def test_filters_name_stages_and_pipelines(admin_client):
+    StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
+    StageFactory(owner_id="tenant_2", remote_id="stage_won", name="Gagné", type=StageType.WON)
+    StageFactory(remote_id="stage_gone", name="Old", deleted_at=T0)
+    PipelineFactory(remote_id="pipeline_sales", name="Sales")
+    won = OpportunityFactory(stage_id="stage_won")
+    OpportunityFactory(stage_id="stage_other")
+
+    response = admin_client.get(reverse(OPPORTUNITIES))
+
+    choices = {
+        str(spec.title): [choice["display"] for choice in spec.choices(response.context["cl"])][1:]
+        for spec in response.context["cl"].filter_specs
+    }
+    # One choice per Morph id, naming it in every tenant that has it; deleted stages are not offered.
+    assert choices["stage"] == ["Closed won (won) / Gagné (won)"]
+    assert choices["pipeline"] == ["Sales"]
+    assert listed(admin_client, OPPORTUNITIES, "stage_id=stage_won") == [won]
+
+
+def test_filter_choices_are_bounded(admin_client, django_assert_max_num_queries):
+    Stage.objects.bulk_create(
+        Stage(
+            connector_id="hubspot",
+            owner_id="tenant_1",
+            remote_id=f"s{i:03}",
+            name=f"S{i:03}",
+            remote_created_at=T0,
+            remote_updated_at=T0,
+        )
+        for i in range(FILTER_CHOICES + 5)
+    )
+
+    response = admin_client.get(reverse(OPPORTUNITIES))
+
+    [stages] = [spec for spec in response.context["cl"].filter_specs if str(spec.title) == "stage"]
+    assert len(stages.lookup_choices) == FILTER_CHOICES
+
+
+def test_opportunity_change_page_speaks_sales(admin_client):
+    StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
+    CrmUserFactory(remote_id="user_42", first_name="Ada", last_name="Lovelace")
+    opportunity = OpportunityFactory(
+        stage_id="stage_won",
+        amount=Decimal("91000"),
+        currency="USD",
+        contact_ids=["contact_1"],
+        company_ids=[],
+        raw_resource=None,
+    )
+
+    content = admin_client.get(admin_url(opportunity, "change")).content.decode()
+
+    assert "91,000.00 USD" in content
+    assert "91000.000000" not in content
+    stage = reverse("admin:morph_webhooks_stage_change", args=[Stage.objects.get().pk])
+    assert f'<a href="{stage}">Closed won (won)</a>' in content
+    assert "Ada Lovelace" in content
+    assert "pipeline_sales" in content  # not arrived: its id
+    assert "contact_1" in content
+    for label in ("Stage", "Pipeline", "Owner", "Amount", "Morph id", "Connector", "Connection owner"):
+        assert f">{label}:</label>" in content
+    for label in ("Stage id", "Crm owner id", "Remote id", "Pipeline id"):
+        assert label not in content
+    # One way to show an empty value, never "None".
+    assert ">None<" not in content
+    assert '<div class="readonly">—</div>' in content
+    # The row's deliveries, by its Morph id in its connection.
+    deliveries = reverse(DELIVERIES)
+    query = f"remote_id={opportunity.remote_id}&amp;connector_id=hubspot&amp;owner_id=tenant_1"
+    assert f'href="{deliveries}?{query}"' in content
+
+
+def test_a_deleted_row_is_marked_deleted(admin_client):
+    gone = OpportunityFactory(deleted_at=T0)
+    alive = OpportunityFactory()
+
+    content = admin_client.get(admin_url(gone, "change")).content.decode()
+    cross = static("admin/img/icon-no.svg")
+    assert f'<img src="{cross}" alt=""> Deleted {T0:%Y-%m-%d %H:%M:%S}</span>' in content
+    content = admin_client.get(admin_url(alive, "change")).content.decode()
+    assert "morph-deleted" not in content and 'alt="True"' not in content and 'alt="False"' not in content
+
+
+def test_related_models_show_names_too(admin_client):
+    PipelineFactory(remote_id="pipeline_sales", name="Sales", stage_ids=["stage_qualified", "stage_x"])
+    StageFactory(remote_id="stage_qualified", name="Qualified", pipeline_id="pipeline_sales")
+
+    content = admin_client.get(reverse("admin:morph_webhooks_stage_changelist")).content.decode()
+    assert "Sales" in content and ">Pipeline<" in content.replace("</a>", "<")
+    pipeline = admin.site.get_model_admin(Stage)
+    assert "pipeline" in [
+        str(spec.title)
+        for spec in admin_client.get(reverse("admin:morph_webhooks_stage_changelist"))
+        .context["cl"]
+        .filter_specs
+    ]
+    assert pipeline.search_help_text
+    content = admin_client.get(admin_url(Pipeline.objects.get(), "change")).content.decode()
+    assert "Qualified (open)</a>, stage_x" in content

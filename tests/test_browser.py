@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
-from morph_webhooks.testing import morph_headers, opportunity_event, reference
+from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
 from tests.helpers import raising_receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,7 +48,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static"
-WIDTH, HEIGHT = 1280, 900
+# A laptop's width: every list fits it without scrolling sideways.
+WIDTH, HEIGHT = 1400, 900
 WAIT = 10  # seconds; every wait ends as soon as its condition holds
 
 CHROMIUM_ARGUMENTS = [
@@ -190,6 +191,17 @@ def row_with(browser: WebDriver, text: str) -> WebElement:
     return row
 
 
+def assert_fits(browser: WebDriver) -> None:
+    """Nothing scrolls sideways: neither the page nor the list's own scrolling box."""
+    page, results = browser.execute_script(
+        "const results = document.querySelector('#changelist .results');"
+        "return [document.documentElement.scrollWidth,"
+        " results ? results.scrollWidth - results.clientWidth : 0]"
+    )
+    assert page <= WIDTH
+    assert results <= 0, f"the list is {results}px wider than its box"
+
+
 def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver_down):
     wait = WebDriverWait(browser, WAIT)
     base = live_server.url
@@ -224,6 +236,19 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
         "opp_initech",
         fields={"name": FLAKY, "amount": 9900.5, "currency": "EUR", "stage": "stage_qualified"},
     )
+    # The pipeline's stages and the deal owner first, as a sync sends them: the admin names them.
+    for model, remote_id, fields in [
+        ("crmPipeline", "pipeline_sales", {"name": "Sales"}),
+        ("crmStage", "stage_qualified", {"name": "Qualified", "type": "OPEN", "pipeline": "pipeline_sales"}),
+        ("crmStage", "stage_won", {"name": "Closed won", "type": "won", "pipeline": "pipeline_sales"}),
+        ("genericUser", "user_42", {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}),
+        ("crmPipeline", "pipeline_old", {"name": "Old pipeline"}),
+    ]:
+        event = resource_event(model, "created", remote_id, fields=fields)
+        assert post_webhook(base, event, f"browser-{remote_id}") == (200, {"status": "processed"})
+    # ...and one that the CRM has deleted since.
+    gone = resource_event("crmPipeline", "deleted", "pipeline_old", updated_at="2025-03-07T10:00:00Z")
+    assert post_webhook(base, gone, "browser-pipeline-old-deleted") == (200, {"status": "processed"})
     assert post_webhook(base, acme, "browser-acme") == (200, {"status": "processed"})
     assert post_webhook(base, globex, "browser-globex") == (200, {"status": "processed"})
     status, answer = post_webhook(base, invalid, "browser-invalid")
@@ -235,22 +260,61 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     browser.find_element(By.LINK_TEXT, "Opportunities").click()
     wait.until(EC.presence_of_element_located((By.LINK_TEXT, ACME)))
     assert sorted(row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)) == [ACME, GLOBEX]
-    assert "48,000.00 USD" in row_with(browser, GLOBEX).text
+    globex_row = row_with(browser, GLOBEX).text
+    assert "48,000.00 USD" in globex_row
+    # Names, not ids: the stage with its type, the pipeline, the owner.
+    assert "Closed won (won)" in globex_row and "Sales" in globex_row
+    assert "Ada Lovelace" in row_with(browser, ACME).text
+    assert "stage_won" not in globex_row
+    assert_fits(browser)
     screenshot("02-opportunities")
+
+    # One opportunity in full.
+    row_with(browser, GLOBEX).find_element(By.CSS_SELECTOR, "th a").click()
+    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage .readonly")))
+    assert stage.text == "Closed won (won)"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, ".field-amount_with_currency .readonly").text == "48,000.00 USD"
+    )
+    assert_fits(browser)
+    screenshot("02b-opportunity")
+    browser.back()
+    wait.until(EC.presence_of_element_located((By.LINK_TEXT, ACME)))
 
     # Filter by stage.
     filters = browser.find_element(By.ID, "changelist-filter")
-    filters.find_element(By.LINK_TEXT, "stage_won").click()
+    filters.find_element(By.LINK_TEXT, "Closed won (won)").click()
     wait.until(EC.url_contains("stage_id=stage_won"))
     wait.until(lambda driver: len(rows(driver)) == 1)
     assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [GLOBEX]
+    assert_fits(browser)
     screenshot("03-filtered-by-stage")
+
+    # A related model's list: the stages, their pipeline by name.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_stage_changelist')}")
+    wait.until(lambda driver: len(rows(driver)) == 2)
+    assert "Sales" in row_with(browser, "Closed won").text
+    assert_fits(browser)
+    screenshot("03b-stages")
+
+    # A deleted row is marked so, not with a green check.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_pipeline_changelist')}")
+    wait.until(lambda driver: len(rows(driver)) == 2)
+    assert "Deleted" in row_with(browser, "Old pipeline").text
+    assert "Deleted" not in row_with(browser, "Sales").text
+    assert not browser.find_elements(By.CSS_SELECTOR, '#result_list img[alt="True"]')
+    assert_fits(browser)
+    screenshot("03c-pipelines")
 
     # The request log: every request, with its outcome.
     browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}")
-    wait.until(lambda driver: len(rows(driver)) == 4)
-    assert "rejected" in row_with(browser, "browser-invalid").text
-    assert "failed" in row_with(browser, "browser-initech").text
+    wait.until(lambda driver: len(rows(driver)) == 10)
+    assert "Rejected (400)" in row_with(browser, "browser-invalid").text
+    assert "Failed (500)" in row_with(browser, "browser-initech").text
+    # The rejected delivery still names its event and Morph id.
+    assert "crmOpportunity::created" in row_with(browser, "browser-invalid").text
+    assert "opp_invalid" in row_with(browser, "browser-invalid").text
+    assert_fits(browser)
     screenshot("04-deliveries")
 
     # One request in full, its body pretty-printed.
@@ -258,18 +322,22 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     body = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-body_json pre")))
     assert f'"name": "{GLOBEX}"' in body.text
     assert '\n  "event": "crmOpportunity::created"' in body.text
+    # The row it changed, one click away.
+    resource = browser.find_element(By.CSS_SELECTOR, ".field-resource .readonly a")
+    assert resource.text == f"{GLOBEX} (opportunity)"
+    assert_fits(browser)
     screenshot("05-delivery-body")
 
     # The failing receiver is fixed; reprocess the failed delivery from the list.
     receiver_down()
     browser.back()
-    wait.until(lambda driver: len(rows(driver)) == 4)
+    wait.until(lambda driver: len(rows(driver)) == 10)
     row_with(browser, "browser-initech").find_element(By.NAME, "_selected_action").click()
     Select(browser.find_element(By.NAME, "action")).select_by_visible_text("Reprocess selected deliveries")
     browser.find_element(By.CSS_SELECTOR, "#changelist-form button[name=index]").click()
     message = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
     assert message.text == "Reprocessed 1 delivery: 1 processed."
-    assert "processed" in row_with(browser, "browser-initech").text
+    assert "Processed (200)" in row_with(browser, "browser-initech").text
     assert Opportunity.objects.filter(name=FLAKY).exists()
     assert WebhookDelivery.objects.get(idempotency_key="browser-initech").attempts == 2
     screenshot("06-reprocessed")
@@ -279,20 +347,27 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     overview = reverse("admin:morph_webhooks_webhookdelivery_overview")
     browser.find_element(By.CSS_SELECTOR, f'.object-tools a[href="{overview}"]').click()
     caption = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#deliveries-per-hour caption")))
-    assert caption.get_attribute("textContent") == "4 deliveries in the last 24 hours"  # shown in capitals
+    assert caption.get_attribute("textContent") == "10 deliveries in the last 24 hours"  # shown in capitals
     totals = {
         cell.get_attribute("data-outcome"): int(cell.text)
         for cell in browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tfoot td[data-outcome]")
     }
     assert {outcome: count for outcome, count in totals.items() if count} == {
-        "processed": 3,
+        "processed": 9,
         "rejected": 1,
-        "total": 4,
+        "total": 10,
     }
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures
     assert "browser-invalid" in failures
-    pipeline = browser.find_element(By.CSS_SELECTOR, "#opportunities-by-stage").text
-    assert "stage_qualified EUR 2 22,400.50 EUR" in pipeline
-    assert "stage_won USD 1 48,000.00 USD" in pipeline
+    open_deals = browser.find_element(By.CSS_SELECTOR, "#opportunities-open").text
+    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
+    # A won deal is not open.
+    assert "Closed won" not in open_deals
+    assert (
+        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
+    )
+    # The hours without deliveries are one row.
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
+    assert_fits(browser)
     screenshot("07-overview")

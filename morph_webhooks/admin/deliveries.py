@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -13,27 +14,33 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import Opportunity, Outcome, WebhookDelivery
+from ..models import MirroredResource, Opportunity, Outcome, WebhookDelivery
 from ..redaction import redact_headers
 from ..reprocess import ALREADY_APPLIED, reprocess_many
-from .display import ReadOnlyAdmin, json_or_text, pretty_json
+from ..resources.registry import REGISTRY
+from .display import EMPTY, ReadOnlyAdmin, field_as, json_or_text, pretty_json
 from .overview import (
     OVERVIEW_FAILURES,
     OVERVIEW_OUTCOMES,
     TROUBLE,
     deliveries_per_hour,
     latest_failures,
-    open_opportunities,
+    opportunities_by_stage,
     outcome_totals,
 )
 
 logger = logging.getLogger(__name__)
+
+# The characters of an idempotency key the list shows; Morph's are 32 or more.
+KEY_SHOWN = 16
 
 
 class HTTPStatusFilter(admin.SimpleListFilter):
@@ -63,20 +70,11 @@ class DeliveryChangeList(ChangeList):
 
 
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "received_at",
-        "event",
-        "status",
-        "http_status",
-        "connector_id",
-        "owner_id",
-        "idempotency_key",
-        "remote_id",
-        "attempts",
-    ]
+    list_display = ["received", "event_type", "outcome", "resource_id", "connection", "key"]
     list_filter = ["status", HTTPStatusFilter]
     # Both columns are indexed; exact lookups use the indexes, "=" (case-insensitive) would not.
     search_fields = ["idempotency_key__exact", "remote_id__exact"]
+    search_help_text = _("An idempotency key or a Morph id, matched exactly (case matters).")
     ordering = ["-received_at"]
     actions = ["reprocess"]
     fieldsets = [
@@ -84,20 +82,33 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             None,
             {
                 "fields": [
-                    "received_at",
+                    "received",
                     "status",
-                    "http_status",
+                    "http_status_code",
                     "attempts",
-                    "next_attempt_at",
-                    "processed_at",
-                    "reprocessed_at",
+                    "next_attempt",
+                    "processed",
+                    "reprocessed",
                 ]
             },
         ),
-        (_("Event"), {"fields": ["event", "connector_id", "owner_id", "idempotency_key", "remote_id"]}),
-        (_("Request"), {"fields": ["remote_addr", "path", "headers_json", "body_json"]}),
+        (
+            _("Event"),
+            {"fields": ["event", "connector", "connection_owner", "idempotency_key", "morph_id", "resource"]},
+        ),
+        (_("Request"), {"fields": ["client_address", "path", "headers_json", "body_json"]}),
         (_("Error"), {"fields": ["error_text"]}),
     ]
+
+    received = field_as("received_at", _("received"))
+    next_attempt = field_as("next_attempt_at", _("next attempt"))
+    processed = field_as("processed_at", _("processed"))
+    reprocessed = field_as("reprocessed_at", _("reprocessed"))
+    http_status_code = field_as("http_status", _("HTTP status"))
+    connector = field_as("connector_id", _("connector"))
+    connection_owner = field_as("owner_id", _("connection owner"))
+    morph_id = field_as("remote_id", _("Morph id"))
+    client_address = field_as("remote_addr", _("client address"))
 
     change_list_template = "morph_webhooks/admin/webhookdelivery_change_list.html"
     overview_template = "morph_webhooks/admin/overview.html"
@@ -116,8 +127,9 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         return [overview, *super().get_urls()]
 
     def overview_view(self, request: HttpRequest) -> TemplateResponse:
-        """Deliveries per hour and outcome over the last day, the latest failures, and the open
-        opportunities per stage. A fixed number of queries, however much data there is."""
+        """Deliveries per hour and outcome over the last day, the latest failures, and the
+        opportunities per stage, open apart from won and lost. A fixed number of queries, however
+        much data there is."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         request.current_app = self.admin_site.name
@@ -148,7 +160,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         )
 
     def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
-        """Open opportunities for those allowed to see opportunities: seeing the request log does
+        """Opportunities by stage for those allowed to see opportunities: seeing the request log does
         not imply seeing the pipeline's amounts."""
         if not self.admin_site.is_registered(Opportunity):
             return {"show_opportunities": False}
@@ -158,12 +170,80 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             f"admin:{Opportunity._meta.app_label}_{Opportunity._meta.model_name}_changelist",
             current_app=self.admin_site.name,
         )
-        opportunities = open_opportunities(changelist)
+        sections = opportunities_by_stage(changelist)
         return {
             "show_opportunities": True,
-            "stages": opportunities.stages,
-            "currency_totals": opportunities.currency_totals,
+            "opportunity_sections": sections,
+            # The open ones, always shown; won and lost only when there are some.
+            "stages": sections[0].stages,
+            "currency_totals": sections[0].currency_totals,
         }
+
+    @admin.display(description=_("event"), ordering="event")
+    def event_type(self, obj: WebhookDelivery) -> SafeString | str:
+        # The model and the action may go on two lines: the list must fit a laptop's width.
+        model, separator, action = obj.event.partition("::")
+        return format_html("{}{}<wbr>{}", model, separator, action) if obj.event else EMPTY
+
+    @admin.display(description=_("status"), ordering="status")
+    def outcome(self, obj: WebhookDelivery) -> str:
+        # As the overview writes it: what became of it, and what Morph was answered.
+        return f"{capfirst(obj.get_status_display())} ({obj.http_status})"
+
+    @admin.display(description=_("connection"), ordering="connector_id")
+    def connection(self, obj: WebhookDelivery) -> str:
+        return f"{obj.connector_id or EMPTY} / {obj.owner_id or EMPTY}"
+
+    @admin.display(description=_("idempotency key"), ordering="idempotency_key")
+    def key(self, obj: WebhookDelivery) -> SafeString | str:
+        if len(obj.idempotency_key) <= KEY_SHOWN:
+            return obj.idempotency_key or EMPTY
+        # Whole on the change page, and in the tooltip; searching takes it whole too.
+        return format_html(
+            '<span title="{}">{}…</span>', obj.idempotency_key, obj.idempotency_key[: KEY_SHOWN - 1]
+        )
+
+    @admin.display(description=_("Morph id"), ordering="remote_id")
+    def resource_id(self, obj: WebhookDelivery) -> SafeString | str:
+        """The Morph id, linked to the list of the resources of its model holding it in this
+        delivery's connection: the row it changed, without a query per delivery."""
+        model = self.resource_model(obj)
+        if not obj.remote_id:
+            return EMPTY
+        if model is None:
+            return obj.remote_id
+        opts = model._meta
+        try:
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
+        except NoReverseMatch:
+            return obj.remote_id
+        query = urlencode(
+            {"remote_id": obj.remote_id, "connector_id": obj.connector_id, "owner_id": obj.owner_id}
+        )
+        return format_html('<a href="{}?{}">{}</a>', url, query, obj.remote_id)
+
+    @admin.display(description=_("resource"))
+    def resource(self, obj: WebhookDelivery) -> SafeString | str:
+        """The row the delivery's event created, changed or deleted, if it is stored."""
+        model = self.resource_model(obj)
+        if model is None or not obj.remote_id:
+            return EMPTY
+        row = model._default_manager.filter(
+            connector_id=obj.connector_id, owner_id=obj.owner_id, remote_id=obj.remote_id
+        ).first()
+        if row is None:
+            return str(_("Not stored"))
+        opts = model._meta
+        try:
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[row.pk])
+        except NoReverseMatch:
+            return str(row)
+        return format_html('<a href="{}">{} ({})</a>', url, row, opts.verbose_name)
+
+    @staticmethod
+    def resource_model(obj: WebhookDelivery) -> type[MirroredResource] | None:
+        spec = REGISTRY.get(obj.event.partition("::")[0])
+        return None if spec is None else spec.model
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         opts = self.opts
@@ -175,13 +255,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         return pretty_json(redact_headers(obj.headers))
 
     @admin.display(description=_("body"))
-    def body_json(self, obj: WebhookDelivery) -> SafeString | None:
-        return json_or_text(obj.body)
+    def body_json(self, obj: WebhookDelivery) -> SafeString | str:
+        return json_or_text(obj.body) or EMPTY
 
     @admin.display(description=_("error"))
-    def error_text(self, obj: WebhookDelivery) -> SafeString | None:
+    def error_text(self, obj: WebhookDelivery) -> SafeString | str:
         # A rejection's error is the JSON answer that was sent; a failure's is a traceback.
-        return json_or_text(obj.error)
+        return json_or_text(obj.error) or EMPTY
 
     @admin.action(permissions=["reprocess"], description=_("Reprocess selected deliveries"))
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:

@@ -1,6 +1,7 @@
-"""What the deliveries' overview page shows: deliveries per hour and outcome over the last day, the
-latest failures, and the open opportunities per stage. One query each, however much data there
-is; WebhookDeliveryAdmin serves the page and decides who sees what."""
+"""What the deliveries' overview page shows: deliveries per hour and outcome over the last day (runs
+of hours without any collapsed to one row), the latest failures, and the opportunities per stage
+name, open apart from won and lost. One query each, however much data there is;
+WebhookDeliveryAdmin serves the page and decides who sees what."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Count, Sum
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Right, TruncHour
 from django.utils import timezone
 from django.utils.text import Truncator
+from django.utils.translation import gettext_lazy as _
 
-from ..models import Opportunity, Outcome, WebhookDelivery
+from ..models import Opportunity, Outcome, Stage, StageType, WebhookDelivery
 from .display import amount_text
 
 # The overview's columns, from "all is well" to "someone should look"; an outcome missing here
@@ -43,6 +45,8 @@ class HourRow:
     total: int = 0
     # (outcome, count, width in whole percent of the busiest hour) for the stacked bar.
     bar: list[tuple[str, int, int]] = field(default_factory=list)
+    # Set on a row standing for a run of hours without deliveries: when the run ends.
+    end: datetime | None = None
 
 
 @dataclass
@@ -61,15 +65,30 @@ class CurrencyTotal:
 
 @dataclass
 class StageRow:
-    stage_id: str
+    # The stage's name, or its id until the stage arrives; "" for opportunities without a stage.
+    name: str
+    # Every stage of that name, in any pipeline or tenant.
+    stage_ids: list[str]
     url: str | None
     currencies: list[CurrencyTotal]
 
 
 @dataclass
-class OpenOpportunities:
+class OpportunitySection:
+    """The opportunities whose stage is of one kind: open (or of a type not known yet), won, lost."""
+
+    kind: str
+    title: str
     stages: list[StageRow]
     currency_totals: list[CurrencyTotal]
+
+
+# Won and lost deals are not open; a stage of type UNKNOWN, or not arrived yet, counts as open.
+SECTIONS = {
+    "open": _("Open opportunities by stage"),
+    StageType.WON.value: _("Won opportunities by stage"),
+    StageType.LOST.value: _("Lost opportunities by stage"),
+}
 
 
 def error_summary(tail: str) -> str:
@@ -108,14 +127,22 @@ def hour_rows(counts: Iterable[Mapping[str, Any]], first_hour: datetime) -> list
         # A delivery received since `now` was read may fall in the next hour: not shown yet.
         if 0 <= index < OVERVIEW_HOURS:
             per_hour[index][count["status"]] += count["count"]
-    rows = [
-        HourRow(
-            start=first_hour + timedelta(hours=index),
-            counts=[(outcome.value, counter[outcome]) for outcome in OVERVIEW_OUTCOMES],
-            total=sum(counter.values()),
+    rows: list[HourRow] = []
+    for index, counter in enumerate(per_hour):
+        start = first_hour + timedelta(hours=index)
+        total = sum(counter.values())
+        if not total and rows and rows[-1].end is not None:
+            # A quiet night is one row, not eight rows of zeros.
+            rows[-1].end = start + timedelta(hours=1)
+            continue
+        rows.append(
+            HourRow(
+                start=start,
+                counts=[(outcome.value, counter[outcome]) for outcome in OVERVIEW_OUTCOMES],
+                total=total,
+                end=None if total else start + timedelta(hours=1),
+            )
         )
-        for index, counter in enumerate(per_hour)
-    ]
     busiest = max((row.total for row in rows), default=0)
     for row in rows:
         # At least 1% so that a single failure among thousands still shows.
@@ -144,37 +171,79 @@ def latest_failures(delivery_url: Callable[[WebhookDelivery], str]) -> list[Fail
     ]
 
 
-def open_opportunities(changelist_url: str) -> OpenOpportunities:
-    """Open opportunities by stage and currency, each stage linked to ``changelist_url`` filtered on
-    it."""
-    stages: list[StageRow] = []
-    totals: dict[str, CurrencyTotal] = {}
-    sums: dict[str, Decimal] = {}
+def opportunities_by_stage(changelist_url: str) -> list[OpportunitySection]:
+    """Alive opportunities by stage name and currency, open apart from won and lost; each stage
+    linked to ``changelist_url`` filtered on it. A stage is looked up in its opportunity's
+    connector and owner, within the one query."""
+    stage = Stage.objects.filter(
+        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id"), remote_id=OuterRef("stage_id")
+    )
+    # kind -> stage name -> the stage row, and its amounts per currency
+    grouped: dict[str, dict[str, StageRow]] = {kind: {} for kind in SECTIONS}
+    sums: dict[tuple[str, str, str], tuple[int, Decimal | None]] = {}
     for row in (
         Opportunity.objects.alive()
-        .values("stage_id", "currency")
-        .annotate(count=Count("pk"), amount=Sum("amount"))
-        .order_by("stage_id", "currency")
-    ):
-        if not stages or stages[-1].stage_id != row["stage_id"]:
-            # The opportunity list filters on these exact values (its list_filter).
-            query = urlencode({"stage_id": row["stage_id"], "deleted": "no"})
-            url = f"{changelist_url}?{query}" if row["stage_id"] else None
-            stages.append(StageRow(stage_id=row["stage_id"], url=url, currencies=[]))
-        stages[-1].currencies.append(
-            CurrencyTotal(row["currency"], row["count"], sum_text(row["amount"], row["currency"]))
+        .annotate(
+            stage_name=Subquery(stage.values("name")[:1]), stage_type=Subquery(stage.values("type")[:1])
         )
-        total = totals.setdefault(row["currency"], CurrencyTotal(row["currency"], 0, ""))
-        total.count += row["count"]
-        if row["amount"] is not None:
-            sums[row["currency"]] = sums.get(row["currency"], Decimal(0)) + row["amount"]
-    for currency, total in totals.items():
-        total.amount = sum_text(sums.get(currency), currency)
-    # Opportunities without a stage last: they are the exception, not the first thing to read.
-    stages.sort(key=lambda stage: stage.stage_id == "")
-    return OpenOpportunities(
-        stages=stages, currency_totals=sorted(totals.values(), key=lambda total: total.currency)
-    )
+        .values("stage_id", "stage_name", "stage_type", "currency")
+        .annotate(count=Count("pk"), amount=Sum("amount"))
+        .order_by()
+    ):
+        kind = row["stage_type"] if row["stage_type"] in SECTIONS else "open"
+        name = row["stage_name"] or row["stage_id"]
+        stage_row = grouped[kind].setdefault(name, StageRow(name=name, stage_ids=[], url=None, currencies=[]))
+        if row["stage_id"] not in stage_row.stage_ids:
+            stage_row.stage_ids.append(row["stage_id"])
+        count, amount = sums.get((kind, name, row["currency"]), (0, None))
+        sums[(kind, name, row["currency"])] = (count + row["count"], add(amount, row["amount"]))
+    sections = []
+    for kind, title in SECTIONS.items():
+        stages = sorted(
+            grouped[kind].values(),
+            # Opportunities without a stage last: they are the exception, not the first thing to read.
+            key=lambda stage_row: (stage_row.name == "", stage_row.name.casefold(), stage_row.name),
+        )
+        totals: dict[str, tuple[int, Decimal | None]] = {}
+        for stage_row in stages:
+            stage_row.url = stage_url(changelist_url, stage_row.stage_ids)
+            for (row_kind, name, currency), (count, amount) in sorted(sums.items()):
+                if row_kind == kind and name == stage_row.name:
+                    stage_row.currencies.append(CurrencyTotal(currency, count, sum_text(amount, currency)))
+                    total_count, total_amount = totals.get(currency, (0, None))
+                    totals[currency] = (total_count + count, add(total_amount, amount))
+        sections.append(
+            OpportunitySection(
+                kind=kind,
+                title=str(title),
+                stages=stages,
+                currency_totals=[
+                    CurrencyTotal(currency, count, sum_text(amount, currency))
+                    for currency, (count, amount) in sorted(totals.items())
+                ],
+            )
+        )
+    return sections
+
+
+def stage_url(changelist_url: str, stage_ids: list[str]) -> str | None:
+    """The opportunity list filtered on these stages (its stage filter, or an exact ``__in``
+    lookup for a name several stages share), without deleted opportunities."""
+    ids = sorted(stage_id for stage_id in stage_ids if stage_id)
+    if not ids:
+        return None
+    if len(ids) == 1:
+        query = urlencode({"stage_id": ids[0], "deleted": "no"})
+    else:
+        query = urlencode({"stage_id__in": ",".join(ids), "deleted": "no"})
+    return f"{changelist_url}?{query}"
+
+
+def add(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
+    # No amount at all is not the same as an amount of zero.
+    if amount is None:
+        return total
+    return amount if total is None else total + amount
 
 
 def sum_text(amount: Decimal | None, currency: str) -> str:

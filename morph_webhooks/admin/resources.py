@@ -1,24 +1,34 @@
 """The admin of the resources mirrored from Morph. What every one of them shows (Morph's ids and
-timestamps, the deleted filter, the fields as Morph sent them) is declared once, in ResourceAdmin;
-a resource's admin names only its own fields."""
+timestamps, the deleted filter, the fields as Morph sent them, the names behind the ids it holds)
+is declared once, in ResourceAdmin; a resource's admin names only its own fields."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import MirroredResource, Opportunity, ResourceQuerySet
-from ..resources.base import ResourceSpec
-from .display import ReadOnlyAdmin, amount_text, pretty_json
+from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
+from ..resources.base import Reference, ResourceSpec
+from ..resources.registry import REGISTRY
+from .display import EMPTY, ReadOnlyAdmin, amount_text, deleted_mark, field_as, pretty_json
+from .related import label_of, load_related, referenced_ids, related_of
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
+
+# The most choices a filter by a referenced resource offers: a CRM has a few dozen stages, and a
+# filter is no place for thousands.
+FILTER_CHOICES = 100
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -37,15 +47,75 @@ class DeletedFilter(admin.SimpleListFilter):
         return None
 
 
+class ReferenceFilter(admin.SimpleListFilter):
+    """Filters on a reference column (``?stage_id=...``), its choices named from the referenced
+    model's table rather than a SELECT DISTINCT over the rows listed."""
+
+    reference: ClassVar[Reference]
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
+        model = REGISTRY[self.reference.morph_model].model
+        # By Morph id: one id may name a stage in several tenants; each name is offered once.
+        names: dict[str, list[str]] = {}
+        for resource in model._default_manager.filter(deleted_at__isnull=True).order_by("remote_id")[
+            :FILTER_CHOICES
+        ]:
+            label = label_of(resource)
+            if label not in names.setdefault(resource.remote_id, []):
+                names[resource.remote_id].append(label)
+        choices = [(remote_id, " / ".join(labels)) for remote_id, labels in names.items()]
+        chosen = self.value()
+        if chosen and chosen not in names:
+            # Filtered on an id whose resource has not arrived (a link from the overview): say so.
+            choices.append((chosen, chosen))
+        return sorted(choices, key=lambda choice: choice[1].casefold())
+
+    def has_output(self) -> bool:
+        # The admin applies only the filters it shows: a filter with a value must show.
+        return super().has_output() or self.value() is not None
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        return queryset.filter(**{self.reference.column: value}) if value else None
+
+
+def reference_filter(reference: Reference) -> type[ReferenceFilter]:
+    attributes = {
+        "reference": reference,
+        "title": reference.label,
+        "parameter_name": reference.column,
+        "__module__": __name__,
+    }
+    return type(f"{reference.name.title().replace('_', '')}Filter", (ReferenceFilter,), attributes)
+
+
+class ResourceChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # The names behind the ids the list shows, for the whole page at once.
+        assert isinstance(self.model_admin, ResourceAdmin)
+        shown = [r for r in self.model_admin.references if r.name in self.model_admin.columns]
+        load_related(list(self.result_list), shown, link=False)
+
+
+def show_reference(reference: Reference) -> Callable[[Any, MirroredResource], Any]:
+    @admin.display(description=reference.label, ordering=None if reference.many else reference.column)
+    def show(self: ResourceAdmin, obj: MirroredResource) -> Any:
+        return self.referenced(obj, reference)
+
+    return show
+
+
 class ResourceAdmin(ReadOnlyAdmin):
     """A subclass names the resource's own fields in the attributes below; the list's columns,
     filters and search, and the change page's fieldsets, are built from them when it is defined
     (so that Django's admin checks see them), with the Morph ones placed the same for every
     resource."""
 
-    # The list's columns, before Morph's ids, timestamp and deleted flag.
+    # The list's columns, before its connection, update time and deleted mark. A reference's name
+    # shows the referenced resource's name.
     columns: ClassVar[Sequence[str]] = ()
-    # The list's filters, between the connector and deleted ones.
+    # The list's filters, between the connector and deleted ones; a reference's name filters on it.
     filters: ClassVar[Sequence[str]] = ()
     # Searched besides the Morph id.
     searched: ClassVar[Sequence[str]] = ()
@@ -53,15 +123,41 @@ class ResourceAdmin(ReadOnlyAdmin):
     resource_fields: ClassVar[Sequence[str]] = ()
     # Further groups of the resource's own fields, (title, fields), shown after its Morph ids.
     more_fieldsets: ClassVar[Sequence[tuple[StrOrPromise, Sequence[str]]]] = ()
+    # The columns naming other mirrored resources (the spec's).
+    references: ClassVar[Sequence[Reference]] = ()
 
     ordering = ["-remote_updated_at"]
 
+    morph_id = field_as("remote_id", _("Morph id"))
+    connector = field_as("connector_id", _("connector"))
+    connection_owner = field_as("owner_id", _("connection owner"))
+    created_in_crm = field_as("remote_created_at", _("created in the CRM"))
+    updated_in_crm = field_as("remote_updated_at", _("updated in the CRM"))
+    # The list's header, kept short: a header does not wrap, and the list must fit 1400 px.
+    updated = field_as("remote_updated_at", _("updated"))
+    copied = field_as("created_at", _("first stored"))
+    last_written = field_as("updated_at", _("last written"))
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.list_display = [*cls.columns, "connector_id", "owner_id", "remote_updated_at", "deleted"]
-        cls.list_filter = ["connector_id", *cls.filters, DeletedFilter]
+        by_name = {reference.name: reference for reference in cls.references}
+        for reference in cls.references:
+            setattr(cls, reference.name, show_reference(reference))
+        cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
+        cls.list_filter = [
+            "connector_id",
+            *(reference_filter(by_name[name]) if name in by_name else name for name in cls.filters),
+            DeletedFilter,
+        ]
         # Morph ids are matched exactly: "=" would compare case-insensitively, which no index serves.
         cls.search_fields = [*cls.searched, "remote_id__exact"]
+        searched = ", ".join(str(cls.model_label(name)) for name in cls.searched)
+        cls.search_help_text = (
+            _("%(fields)s containing the words searched, or a Morph id matched exactly (case matters).")
+            % {"fields": searched.capitalize()}
+            if searched
+            else _("A Morph id, matched exactly (case matters).")
+        )
         # Any: the stubs type a fieldset's options as a TypedDict that a comprehension's dict is not
         # inferred as; Django's admin checks validate the result when the site starts.
         more_fieldsets: list[Any] = [
@@ -73,58 +169,130 @@ class ResourceAdmin(ReadOnlyAdmin):
                 _("Morph"),
                 {
                     "fields": [
-                        "connector_id",
-                        "owner_id",
-                        "remote_id",
-                        "remote_created_at",
-                        "remote_updated_at",
-                        "deleted_at",
+                        "connector",
+                        "connection_owner",
+                        "morph_id",
+                        "created_in_crm",
+                        "updated_in_crm",
+                        "deleted_when",
+                        "deliveries",
                     ]
                 },
             ),
             *more_fieldsets,
             (_("As Morph sent it"), {"fields": ["extra_fields_json", "warnings_json", "raw_resource_json"]}),
-            (_("Local copy"), {"fields": ["created_at", "updated_at"]}),
+            (_("Local copy"), {"fields": ["copied", "last_written"]}),
         ]
 
-    @admin.display(description=_("deleted"), boolean=True, ordering="deleted_at")
-    def deleted(self, obj: MirroredResource) -> bool:
-        return obj.is_deleted
+    @staticmethod
+    def model_label(name: str) -> str:
+        return name.replace("_", " ")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ResourceChangeList
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if isinstance(obj, MirroredResource):
+            load_related([obj], self.references)
+        return obj
+
+    def change_url(self, obj: Model) -> str | None:
+        opts = obj._meta
+        try:
+            return reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        except NoReverseMatch:  # not registered on this site
+            return None
+
+    def referenced(self, obj: MirroredResource, reference: Reference) -> SafeString | str:
+        """The referenced resources' names, linked to them; an id whose resource has not arrived
+        yet is shown as it is."""
+        related = related_of(obj, self.references)
+        shown: list[tuple[str | None, str]] = []
+        for remote_id in referenced_ids(obj, reference):
+            resource = related.get(obj, reference, remote_id)
+            if resource is None:
+                shown.append((None, remote_id))
+            else:
+                shown.append((self.change_url(resource) if related.link else None, label_of(resource)))
+        if not shown:
+            return EMPTY
+        return format_html_join(
+            ", ",
+            "{}",
+            ((format_html('<a href="{}">{}</a>', url, text) if url else text,) for url, text in shown),
+        )
+
+    @admin.display(description=_("connection"), ordering="connector_id")
+    def connection(self, obj: MirroredResource) -> str:
+        # Connector and owner together: they only mean something as a pair.
+        return f"{obj.connector_id} / {obj.owner_id}"
+
+    @admin.display(description=_("deleted"), ordering="deleted_at")
+    def deleted(self, obj: MirroredResource) -> SafeString | str:
+        return deleted_mark(obj.deleted_at)
+
+    @admin.display(description=_("deleted"))
+    def deleted_when(self, obj: MirroredResource) -> SafeString | str:
+        return deleted_mark(obj.deleted_at, when=True)
+
+    @admin.display(description=_("deliveries"))
+    def deliveries(self, obj: MirroredResource) -> SafeString | str:
+        """The request log's entries for this resource."""
+        opts = WebhookDelivery._meta
+        try:
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
+        except NoReverseMatch:
+            return EMPTY
+        query = urlencode(
+            {"remote_id": obj.remote_id, "connector_id": obj.connector_id, "owner_id": obj.owner_id}
+        )
+        return format_html('<a href="{}?{}">{}</a>', url, query, _("Deliveries of this resource"))
 
     @admin.display(description=_("extra fields"))
-    def extra_fields_json(self, obj: MirroredResource) -> SafeString:
-        return pretty_json(obj.extra_fields)
+    def extra_fields_json(self, obj: MirroredResource) -> SafeString | str:
+        return pretty_json(obj.extra_fields) if obj.extra_fields else EMPTY
 
     @admin.display(description=_("warnings"))
-    def warnings_json(self, obj: MirroredResource) -> SafeString:
-        return pretty_json(obj.warnings)
+    def warnings_json(self, obj: MirroredResource) -> SafeString | str:
+        return pretty_json(obj.warnings) if obj.warnings else EMPTY
 
     @admin.display(description=_("raw resource"))
-    def raw_resource_json(self, obj: MirroredResource) -> SafeString | None:
-        return None if obj.raw_resource is None else pretty_json(obj.raw_resource)
+    def raw_resource_json(self, obj: MirroredResource) -> SafeString | str:
+        return EMPTY if obj.raw_resource is None else pretty_json(obj.raw_resource)
 
 
 class OpportunityAdmin(ResourceAdmin):
-    columns = ["name", "amount_with_currency", "stage_id", "pipeline_id"]
-    filters = ["stage_id", "pipeline_id"]
+    columns = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
+    filters = ["stage", "pipeline"]
     searched = ["name"]
-    resource_fields = ["name", "amount", "currency", "stage_id", "pipeline_id", "crm_owner_id"]
-    more_fieldsets = [(_("Related records"), ["contact_ids", "company_ids", "engagement_ids"])]
+    resource_fields = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
+    more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagements"])]
+    references = REGISTRY["crmOpportunity"].references
+
+    @admin.display(description=_("engagements"))
+    def engagements(self, obj: Opportunity) -> str:
+        # Not mirrored: their ids are all there is.
+        return ", ".join(str(remote_id) for remote_id in obj.engagement_ids or []) or EMPTY
 
     @admin.display(description=_("amount"), ordering="amount")
-    def amount_with_currency(self, obj: Opportunity) -> str | None:
-        return None if obj.amount is None else amount_text(obj.amount, obj.currency)
+    def amount_with_currency(self, obj: Opportunity) -> str:
+        return EMPTY if obj.amount is None else amount_text(obj.amount, obj.currency)
 
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     """The admin of a mirrored model that needs nothing of its own: its spec's columns in the
-    list, searched by the first of them too, and its own fields on the change page."""
+    list (a reference by the name of what it refers to), searched by the first of them too, filtered
+    by its references, and its own fields on the change page."""
     shared = {field.name for field in MirroredResource._meta.get_fields()} | {"id"}
     own = [field.name for field in spec.model._meta.concrete_fields if field.name not in shared]
+    names = {reference.column: reference.name for reference in spec.references}
     attributes = {
-        "columns": list(spec.admin_columns),
+        "columns": [names.get(column, column) for column in spec.admin_columns],
         "searched": list(spec.admin_columns[:1]),
-        "resource_fields": own,
+        "filters": [reference.name for reference in spec.references if not reference.many],
+        "resource_fields": [names.get(column, column) for column in own],
+        "references": spec.references,
         "__module__": __name__,
     }
     return type(f"{spec.model.__name__}Admin", (ResourceAdmin,), attributes)

@@ -16,6 +16,7 @@ from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
     from rest_framework import serializers
 
     from ..events import ResourceEvent
@@ -80,6 +81,19 @@ class MirroredResource(models.Model):
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A column holding the Morph id (or, when ``many``, the list of ids) of another mirrored
+    resource: an opportunity's ``stage_id`` names a ``crmStage``. The admin shows the referenced
+    resource's name under ``label`` (``name`` is its attribute there) instead of the id."""
+
+    name: str
+    column: str
+    morph_model: str
+    label: StrOrPromise
+    many: bool = False
+
+
+@dataclass(frozen=True)
 class ResourceSpec:
     """How one Morph model is mirrored.
 
@@ -89,7 +103,7 @@ class ResourceSpec:
     model's own columns the admin lists, after the ones every resource has. ``after_apply``, if
     set, runs after an applied event was stored and its signal sent, in the same transaction, with
     the event, the row and the row's values before the event of the columns it changed (empty for
-    a row it created).
+    a row it created). ``references`` are the model's columns that name other mirrored resources.
     """
 
     morph_model: str
@@ -97,6 +111,7 @@ class ResourceSpec:
     fields: type[serializers.Serializer[Any]]
     signals: Mapping[str, Signal]
     admin_columns: tuple[str, ...] = ()
+    references: tuple[Reference, ...] = ()
     after_apply: Callable[[ResourceEvent, MirroredResource, Mapping[str, Any]], None] | None = None
     field_names: frozenset[str] = field(init=False)
 

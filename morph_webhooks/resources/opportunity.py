@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from ..serializers import AmountField, ReferenceField, ResourceFields
 from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
-from .base import ID_LENGTH, MirroredResource, ResourceQuerySet, ResourceSpec
+from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 from .stage import Stage
 
 if TYPE_CHECKING:
@@ -105,5 +105,12 @@ SPEC = ResourceSpec(
     fields=OpportunityFields,
     signals={"created": opportunity_created, "updated": opportunity_updated, "deleted": opportunity_deleted},
     admin_columns=("name", "amount", "stage_id", "pipeline_id"),
+    references=(
+        Reference("stage", "stage_id", "crmStage", _("stage")),
+        Reference("pipeline", "pipeline_id", "crmPipeline", _("pipeline")),
+        Reference("crm_owner", "crm_owner_id", "genericUser", _("owner")),
+        Reference("contacts", "contact_ids", "genericContact", _("contacts"), many=True),
+        Reference("companies", "company_ids", "genericCompany", _("companies"), many=True),
+    ),
     after_apply=announce_stage_change,
 )

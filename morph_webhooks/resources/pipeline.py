@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from ..serializers import ReferenceField, ResourceFields
 from ..signals import pipeline_created, pipeline_deleted, pipeline_updated
-from .base import MirroredResource, ResourceQuerySet, ResourceSpec
+from .base import MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 
 
 class PipelineQuerySet(ResourceQuerySet["Pipeline"]):
@@ -37,4 +37,5 @@ SPEC = ResourceSpec(
     fields=PipelineFields,
     signals={"created": pipeline_created, "updated": pipeline_updated, "deleted": pipeline_deleted},
     admin_columns=("name",),
+    references=(Reference("stages", "stage_ids", "crmStage", _("stages"), many=True),),
 )

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from ..serializers import ReferenceField, ResourceFields, UpperCaseChoiceField
 from ..signals import stage_created, stage_deleted, stage_updated
-from .base import ID_LENGTH, MirroredResource, ResourceQuerySet, ResourceSpec
+from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 
 
 class StageType(models.TextChoices):
@@ -46,4 +46,5 @@ SPEC = ResourceSpec(
     fields=StageFields,
     signals={"created": stage_created, "updated": stage_updated, "deleted": stage_deleted},
     admin_columns=("name", "type", "pipeline_id"),
+    references=(Reference("pipeline", "pipeline_id", "crmPipeline", _("pipeline")),),
 )

@@ -23,7 +23,16 @@ except ImportError as exc:
 
 from django.utils import timezone as django_timezone
 
-from ..models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
+from ..models import (
+    CrmUser,
+    IdempotencyKey,
+    Opportunity,
+    Outcome,
+    Pipeline,
+    Stage,
+    StageType,
+    WebhookDelivery,
+)
 from . import morph_headers, opportunity_event
 
 # Before opportunity_event()'s default updatedAt (2025-03-06T09:15:04.596Z).
@@ -50,6 +59,55 @@ class OpportunityFactory(DjangoModelFactory[Opportunity]):
     stage_id = "stage_qualified"
     pipeline_id = "pipeline_sales"
     crm_owner_id = "user_42"
+    remote_created_at = REMOTE_TIMESTAMP
+    remote_updated_at = REMOTE_TIMESTAMP
+
+
+class PipelineFactory(DjangoModelFactory[Pipeline]):
+    """A pipeline; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``pipeline_id``."""
+
+    class Meta:
+        model = Pipeline
+        django_get_or_create = ("connector_id", "owner_id", "remote_id")
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    remote_id = "pipeline_sales"
+    name = "Sales"
+    remote_created_at = REMOTE_TIMESTAMP
+    remote_updated_at = REMOTE_TIMESTAMP
+
+
+class StageFactory(DjangoModelFactory[Stage]):
+    """A stage; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``stage_id``."""
+
+    class Meta:
+        model = Stage
+        django_get_or_create = ("connector_id", "owner_id", "remote_id")
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    remote_id = "stage_qualified"
+    name = "Qualified"
+    type = StageType.OPEN
+    pipeline_id = "pipeline_sales"
+    remote_created_at = REMOTE_TIMESTAMP
+    remote_updated_at = REMOTE_TIMESTAMP
+
+
+class CrmUserFactory(DjangoModelFactory[CrmUser]):
+    """A CRM user; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``crm_owner_id``."""
+
+    class Meta:
+        model = CrmUser
+        django_get_or_create = ("connector_id", "owner_id", "remote_id")
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    remote_id = "user_42"
+    first_name = "Ada"
+    last_name = "Lovelace"
+    email = "ada@example.com"
     remote_created_at = REMOTE_TIMESTAMP
     remote_updated_at = REMOTE_TIMESTAMP
 
