@@ -66,11 +66,19 @@ def test_the_http_status_filter_lists_every_status_the_endpoint_records(client, 
     client.post(
         reverse("morph_webhooks:receive"), "{}", "text/plain", headers={**morph_headers(), **bearer}
     )  # 415
+    client.post(
+        reverse("morph_webhooks:receive"),
+        "{}",
+        "application/json",
+        headers={**morph_headers(), **bearer},
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )  # 411
     with raising_receiver(opportunity_created, ValueError, "receiver bug"):
         post_event(client, opportunity_event("created", "opp_2"))  # 500
 
     recorded = set(WebhookDelivery.objects.values_list("http_status", flat=True))
-    assert recorded == {200, 400, 403, 413, 415, 500}
+    assert recorded == {200, 400, 403, 411, 413, 415, 500}
     assert recorded <= set(HTTPStatusFilter.STATUSES)
 
 

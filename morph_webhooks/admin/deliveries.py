@@ -51,7 +51,7 @@ class HTTPStatusFilter(admin.SimpleListFilter):
     parameter_name = "http_status"
     # Answers recorded in the log: applied or queued, invalid, connector or owner refused, too
     # large, not JSON, failed, unavailable. 401 and network refusals are never recorded.
-    STATUSES = (200, 400, 403, 413, 415, 500, 503)
+    STATUSES = (200, 400, 403, 411, 413, 415, 500, 503)
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
         return [(str(code), f"{code} {HTTPStatus(code).phrase}") for code in self.STATUSES]
