@@ -9,6 +9,7 @@ appears in no message, exception or log line.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,10 +133,9 @@ class MorphAPI:
     def _wait(self, attempt: int, retry_after: str | None) -> None:
         delay = BACKOFF * 2**attempt
         if retry_after is not None:
-            try:
+            # An HTTP date, or junk: the backoff stands.
+            with contextlib.suppress(ValueError):
                 delay = max(float(retry_after), 0.0)
-            except ValueError:
-                pass  # an HTTP date, or junk: the backoff stands
         self.sleep(min(delay, MAX_WAIT))
 
     def _read_page(self, response: httpx.Response, model: str) -> Page:

@@ -318,7 +318,9 @@ class Connection(models.Model):
         verbose_name = _("connection")
         verbose_name_plural = _("connections")
         constraints = [
-            models.UniqueConstraint(fields=["connector_id", "owner_id"], name="morph_webhooks_connection_unique"),
+            models.UniqueConstraint(
+                fields=["connector_id", "owner_id"], name="morph_webhooks_connection_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -332,7 +334,9 @@ class Connection(models.Model):
         if (connector_id, owner_id) in _REGISTERED:
             return
         with transaction.atomic(using=router.db_for_write(cls)):
-            cls.objects.bulk_create([cls(connector_id=connector_id, owner_id=owner_id)], ignore_conflicts=True)
+            Connection.objects.bulk_create(
+                [Connection(connector_id=connector_id, owner_id=owner_id)], ignore_conflicts=True
+            )
         _REGISTERED.add((connector_id, owner_id))
 
     def start_sync(self) -> None:
@@ -340,7 +344,7 @@ class Connection(models.Model):
         self.last_sync_finished_at = None
         self.save(update_fields=["last_sync_started_at", "last_sync_finished_at"])
 
-    def finish_sync(self, outcome: SyncOutcome, counts: dict[str, int], error: str = "") -> None:
+    def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:
         self.last_sync_finished_at = now()
         self.last_sync_outcome = outcome
         self.last_sync_counts = counts

@@ -25,7 +25,7 @@ class ConnectionAdmin(ModelAdmin):
     list_filter = ["last_sync_outcome", "connector_id"]
     search_fields = ["connector_id__exact", "owner_id__exact"]
     ordering = ["connector_id", "owner_id"]
-    sync_fields = [
+    sync_fields: list[Any] = [
         "created_at",
         "last_sync_started_at",
         "last_sync_finished_at",
@@ -36,7 +36,7 @@ class ConnectionAdmin(ModelAdmin):
     ]
     fieldsets = [
         (None, {"fields": ["connector_id", "owner_id"]}),
-        (_("Sync from Morph's API"), {"fields": sync_fields}),
+        (_("Sync from Morph's API"), {"fields": list(sync_fields)}),
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
