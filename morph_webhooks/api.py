@@ -40,7 +40,12 @@ class Page:
 
 class MorphAPIError(Exception):
     """Morph's API could not be read for a connection; the message names the connection, the
-    status and Morph's error code and message, never a credential."""
+    status and Morph's error code and message, never a credential. ``status`` is Morph's answer's
+    (None when there was none)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AccessDenied(MorphAPIError):
@@ -150,7 +155,8 @@ class MorphAPI:
         ):
             raise MorphAPIError(
                 f"Morph's API answered {model} for {self.connection} with something other than a "
-                'list ({"data": [...], "next": ...}).'
+                'list ({"data": [...], "next": ...}).',
+                response.status_code,
             )
         # An empty cursor would ask for the first page again, forever.
         return Page(resources=body["data"], next_cursor=body["next"] or None)
@@ -163,9 +169,10 @@ class MorphAPI:
         if status in (401, 403):
             return AccessDenied(
                 f"{text}. Check MORPH_WEBHOOKS['API_KEY'] and ['API_SECRET'], and that the connection "
-                f"has the {model}::list operation enabled."
+                f"has the {model}::list operation enabled.",
+                status,
             )
-        return MorphAPIError(text)
+        return MorphAPIError(text, status)
 
 
 def morph_error(response: httpx.Response) -> tuple[str, str]:

@@ -140,6 +140,14 @@ def check_values() -> list[CheckMessage]:
                 id="morph_webhooks.E013",
             )
         )
+    if not conf.API_URL.startswith(("https://", "http://")):
+        messages.append(
+            Error(
+                f"MORPH_WEBHOOKS['API_URL'] is not an http(s) URL: {conf.API_URL!r}.",
+                hint="Morph's is https://api.runmorph.dev.",
+                id="morph_webhooks.E014",
+            )
+        )
     if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
         messages.append(
             Warning(

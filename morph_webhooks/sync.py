@@ -35,6 +35,8 @@ from .resources.registry import REGISTRY
 OUTCOMES = ("created", "updated", "unchanged", "stale", "deleted", "failed")
 # Invalid resources named in a model's report; any further ones are only counted.
 NAMED_FAILURES = 20
+# What Morph may answer a cursor it no longer accepts (expired, or from another API version).
+REFUSED_CURSOR = frozenset({400, 404, 410, 422})
 # Rows soft-deleted per transaction by delete_missing.
 DELETE_BATCH = 500
 
@@ -155,9 +157,20 @@ class _ModelScan:
         self.seen_candidates = 0
 
     def run(self, delete_missing: bool) -> None:
-        for page in self.api.pages(self.spec.morph_model, self.cursor):
-            self.apply(page)
-            self.report.pages += 1
+        try:
+            for page in self.api.pages(self.spec.morph_model, self.cursor):
+                self.apply(page)
+                self.report.pages += 1
+        except MorphAPIError as exc:
+            if self.report.resumed and self.report.pages == 0 and exc.status in REFUSED_CURSOR:
+                # A saved cursor Morph no longer accepts would otherwise fail every run from now on.
+                self.connection.save_cursor(self.spec.morph_model, None, self.started_at)
+                raise MorphAPIError(
+                    f"{exc} The scan could not be resumed from its saved cursor: the next sync starts "
+                    f"{self.spec.morph_model} over.",
+                    exc.status,
+                ) from None
+            raise
         self.report.complete = True
         if not delete_missing:
             return

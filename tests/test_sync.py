@@ -386,3 +386,16 @@ def test_the_command_refuses_what_it_cannot_do(fake_api, settings, configured, a
 
     with pytest.raises(CommandError, match=message):
         sync(*args)
+
+
+def test_a_saved_cursor_morph_refuses_is_dropped_for_the_next_run(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+    connection.save_cursor(OPPORTUNITIES, "expired-cursor", T0)
+
+    with pytest.raises(CommandError, match="answered 400 .* could not be resumed from its saved cursor"):
+        sync_tenant()
+
+    assert Connection.objects.get().cursors == {}
+    sync_tenant()
+    assert Opportunity.objects.count() == 1
