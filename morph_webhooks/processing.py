@@ -180,7 +180,7 @@ def store_resource(event: ResourceEvent) -> str:
     (the stored version is this one) or "stale" (it is newer). Raises Collision when a concurrent
     transaction created the row first: the caller's transaction is spoilt and must start over."""
     row = _locked_row(event)
-    outcome = _storing_outcome(event, row)
+    outcome = storing_outcome(event, row)
     if outcome in ("created", "updated"):
         _write(event, row)
     return outcome
@@ -196,10 +196,12 @@ def preview_resource(event: ResourceEvent) -> str:
         .only("remote_updated_at", "deleted_at")
         .first()
     )
-    return _storing_outcome(event, row)
+    return storing_outcome(event, row)
 
 
-def _storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
+def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
+    """What storing ``event`` over ``row`` (None: no such resource here) comes to, by the rules of
+    :func:`store_resource`; ``row`` needs only its ``remote_updated_at`` and ``deleted_at``."""
     if row is None:
         return "created"
     if not _supersedes(event, row):

@@ -28,7 +28,7 @@ from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .processing import ATTEMPTS, Collision, preview_resource, store_resource
+from .processing import ATTEMPTS, Collision, preview_resource, store_resource, storing_outcome
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 
@@ -220,19 +220,29 @@ class _ModelScan:
             counts: Counter[str] = Counter()
             try:
                 with transaction.atomic():
-                    # Locked for the page's transaction: whether each is new, hence the signal it
-                    # sends (created or updated), cannot change under it.
-                    existing = set(
-                        self.rows.select_for_update()
+                    # The page's stored versions in one query, locked for the page's transaction:
+                    # what is unchanged costs nothing more, and whether a resource is new (hence
+                    # the signal it sends: created or updated) cannot change under it.
+                    stored = {
+                        row.remote_id: row
+                        for row in self.rows.select_for_update()
                         .filter(remote_id__in=[event.remote_id for event in events])
-                        .values_list("remote_id", flat=True)
-                    )
+                        .only("remote_id", "remote_updated_at", "deleted_at")
+                    }
+                    written: set[str] = set()
                     for event in events:
                         for related in event.related:
                             store_resource(related)
-                        action = "updated" if event.remote_id in existing else "created"
-                        counts[store_resource(replace(event, action=action))] += 1
-                        existing.add(event.remote_id)
+                        outcome = storing_outcome(event, stored.get(event.remote_id))
+                        if outcome in ("created", "updated") or event.remote_id in written:
+                            action = (
+                                "updated"
+                                if event.remote_id in stored or event.remote_id in written
+                                else "created"
+                            )
+                            outcome = store_resource(replace(event, action=action))
+                            written.add(event.remote_id)
+                        counts[outcome] += 1
                     self.rows.filter(remote_id__in=ids).update(synced_at=timezone.now())
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:

@@ -5,24 +5,30 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection as db_connection
+from django.test import Client
 
 from morph_webhooks import api as morph_api
 from morph_webhooks import signals
 from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, Stage, WebhookDelivery
-from morph_webhooks.testing import opportunity_event, resource_event
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from morph_webhooks.testing.fake_api import FakeMorphAPI
-from tests.helpers import T0
+from tests.helpers import T0, postgresql_only, raising_receiver, statements
 
 pytestmark = pytest.mark.django_db
 
 CONNECTOR, OWNER = "hubspot", "tenant_1"
 OPPORTUNITIES = "crmOpportunity"
+# A re-synced page where nothing changed: its versions read (locked), its rows marked seen, the
+# next cursor saved; in a test's transaction, a savepoint and its release besides.
+PAGE_STATEMENTS = 5
 
 
 def deal(remote_id: str, minutes: int = 0, **fields: Any) -> dict[str, Any]:
@@ -399,3 +405,111 @@ def test_a_saved_cursor_morph_refuses_is_dropped_for_the_next_run(fake_api):
     assert Connection.objects.get().cursors == {}
     sync_tenant()
     assert Opportunity.objects.count() == 1
+
+
+def test_a_resync_costs_statements_per_page_not_per_resource(fake_api, settings):
+    # Each page's stored versions are compared in one query; only what changed is written.
+    def statements_of_a_resync(page_size: int) -> int:
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_PAGE_SIZE": page_size}
+        with statements() as sql:
+            sync_tenant()
+        return len(sql)
+
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(40)])
+    sync_tenant()
+
+    assert statements_of_a_resync(20) == statements_of_a_resync(2) - 18 * PAGE_STATEMENTS
+    assert counts()["unchanged"] == 40
+
+
+def test_a_resource_listed_twice_in_a_page_is_stored_once_per_version(fake_api, received):
+    fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [deal("opp_1"), deal("opp_1", 5, name="Later")]
+
+    sync_tenant()
+
+    assert Opportunity.objects.get().name == "Later"
+    assert [action for action, _ in received] == ["created", "updated"]
+
+
+def test_a_failing_receiver_rolls_the_page_back_and_is_recorded(deals):
+    with (
+        raising_receiver(signals.opportunity_created, RuntimeError, "receiver exploded", remote_id="opp_3"),
+        pytest.raises(RuntimeError, match="receiver exploded"),
+    ):
+        sync_tenant()
+
+    assert Opportunity.objects.count() == 2  # the first page
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == (
+        "failed",
+        "RuntimeError: receiver exploded",
+    )
+    assert connection.last_sync_finished_at is not None and OPPORTUNITIES in connection.cursors
+
+    sync_tenant()
+
+    assert Opportunity.objects.count() == 3 and Connection.objects.get().last_sync_outcome == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, received):
+    # While the sync's page is open, a newer webhook creates opp_2 and commits first: the sync's
+    # insert collides, the page starts over, and the sync's older copy is stale.
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+    raced: list[int] = []
+
+    def webhook_meanwhile(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id != "opp_1" or raced:
+            return
+        newer = opportunity_event(
+            "updated", "opp_2", updated_at=T0 + timedelta(minutes=9), fields={"name": "Webhook"}
+        )
+        with ThreadPoolExecutor(1) as pool:
+            raced.append(pool.submit(post_in_thread, newer).result())
+
+    signals.opportunity_created.connect(webhook_meanwhile, weak=False, dispatch_uid="test-race")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_created.disconnect(dispatch_uid="test-race")
+
+    assert raced == [200]
+    assert Opportunity.objects.get(remote_id="opp_2").name == "Webhook"
+    assert (counts()["created"], counts()["stale"]) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_for_a_row_the_sync_holds_waits_and_then_applies(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+    sync_tenant()
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, name="From the API")])
+    pool = ThreadPoolExecutor(1)
+    pending: list[Future[int]] = []
+
+    def webhook_meanwhile(instance: Opportunity, **kwargs: Any) -> None:
+        # opp_1 is locked by the sync's open page: the webhook waits for its commit.
+        newer = opportunity_event(
+            "updated", "opp_1", updated_at=T0 + timedelta(minutes=9), fields={"name": "Webhook"}
+        )
+        pending.append(pool.submit(post_in_thread, newer))
+        time.sleep(0.3)
+        assert not pending[0].done()
+
+    signals.opportunity_updated.connect(webhook_meanwhile, weak=False, dispatch_uid="test-race")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_updated.disconnect(dispatch_uid="test-race")
+
+    assert pending[0].result(timeout=10) == 200
+    pool.shutdown()
+    assert Opportunity.objects.get(remote_id="opp_1").name == "Webhook"
+
+
+def post_in_thread(payload: dict[str, Any]) -> int:
+    try:
+        return int(post_event(Client(), payload, headers=morph_headers()).status_code)
+    finally:
+        db_connection.close()
