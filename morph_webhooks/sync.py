@@ -61,7 +61,8 @@ class ModelSync:
     def summary(self) -> str:
         counts = ", ".join(f"{self.counts[outcome]} {outcome}" for outcome in OUTCOMES)
         state = "" if self.complete else " (incomplete)"
-        return f"{self.model}: {self.pages} pages, {self.resources} resources{state}: {counts}"
+        pages = f"{self.pages} page{'' if self.pages == 1 else 's'}"
+        return f"{self.model}: {pages}, {self.resources} resources{state}: {counts}"
 
 
 @dataclass
@@ -116,9 +117,12 @@ def sync_connection(
             for spec in specs:
                 model = ModelSync(spec.morph_model)
                 report.models.append(model)
-                _ModelScan(connection, spec, api, model, dry_run=dry_run).run(delete_missing)
-                if progress is not None:
-                    progress(model)
+                try:
+                    _ModelScan(connection, spec, api, model, dry_run=dry_run).run(delete_missing)
+                finally:
+                    # What was applied before a failure is shown too.
+                    if progress is not None:
+                        progress(model)
     except MorphAPIError as exc:
         report.error = str(exc)
     except BaseException as exc:
@@ -143,8 +147,9 @@ class _ModelScan:
         self.api = api
         self.report = report
         self.dry_run = dry_run
-        self.manager = spec.model._default_manager
-        self.rows = self.manager.filter(connector_id=connection.connector_id, owner_id=connection.owner_id)
+        self.rows = spec.model._default_manager.filter(
+            connector_id=connection.connector_id, owner_id=connection.owner_id
+        )
         # A dry run starts over: it saves no cursor and previews what a full scan would do.
         resume_point = None if dry_run else connection.resume_point(spec.morph_model)
         self.cursor: str | None = None

@@ -222,11 +222,24 @@ def test_wrong_credentials_stop_with_the_connection_named(deals, settings):
 def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
     fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
+    out = io.StringIO()
 
     with pytest.raises(CommandError, match="500 after 3 attempts"):
-        sync_tenant()
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+            stderr=out,
+        )
 
     assert Opportunity.objects.count() == 2
+    assert "crmOpportunity: 1 page, 2 resources (incomplete): 2 created" in out.getvalue()
+    assert "hubspot / tenant_1: FAILED" in out.getvalue()
     connection = Connection.objects.get()
     saved = connection.cursors[OPPORTUNITIES]["cursor"]
     assert connection.last_sync_outcome == "failed"
