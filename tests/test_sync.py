@@ -386,6 +386,22 @@ def test_all_syncs_every_known_connection(fake_api):
     assert set(Connection.objects.values_list("last_sync_outcome", flat=True)) == {"succeeded"}
 
 
+def test_all_goes_on_after_a_connection_fails(fake_api):
+    Connection.objects.create(connector_id="a_connector", owner_id="tenant_1")
+    Connection.objects.create(connector_id="b_connector", owner_id="tenant_2")
+    fake_api.add("b_connector", "tenant_2", OPPORTUNITIES, [deal("opp_1")])
+    fake_api.fail(403)  # the first connection's first request
+
+    with pytest.raises(CommandError, match="answered 403 for connector 'a_connector', owner 'tenant_1'"):
+        sync("--all", "--model", OPPORTUNITIES)
+
+    assert list(Opportunity.objects.values_list("connector_id", flat=True)) == ["b_connector"]
+    assert dict(Connection.objects.values_list("connector_id", "last_sync_outcome")) == {
+        "a_connector": "failed",
+        "b_connector": "succeeded",
+    }
+
+
 def test_all_without_connections_says_so(fake_api):
     assert "No connection is known yet" in sync("--all")
 
@@ -397,6 +413,8 @@ def test_all_without_connections_says_so(fake_api):
         ({"API_SECRET": ""}, ["--all"], "credentials are not configured"),
         ({}, ["--connector", "hubspot"], "--connector needs --owner"),
         ({}, ["--all", "--owner", "x"], "--owner goes with --connector"),
+        ({}, ["--connector", "x" * 256, "--owner", "o"], "--connector must be 1 to 255 characters"),
+        ({}, ["--connector", "c", "--owner", ""], "--connector needs --owner"),
         ({}, ["--all", "--model", "crmNothing"], "invalid choice: 'crmNothing'"),
     ],
 )

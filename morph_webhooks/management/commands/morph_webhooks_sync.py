@@ -5,9 +5,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import conf
-from ...models import Connection
+from ...models import ID_LENGTH, Connection
 from ...resources.registry import REGISTRY
-from ...sync import ModelSync, SyncReport, models_to_sync, sync_connection
+from ...sync import OUTCOMES, ModelSync, SyncReport, models_to_sync, sync_connection
 
 
 class Command(BaseCommand):
@@ -53,6 +53,9 @@ class Command(BaseCommand):
             raise CommandError("--owner goes with --connector, not with --all.")
         if options["connector"] is not None and not options["owner"]:
             raise CommandError("--connector needs --owner: a connection is a connector for one owner.")
+        for option in ("connector", "owner"):
+            if options[option] is not None and not 0 < len(options[option]) <= ID_LENGTH:
+                raise CommandError(f"--{option} must be 1 to {ID_LENGTH} characters.")
         connections = self.connections(options)
         if not connections:
             self.stdout.write(
@@ -101,8 +104,7 @@ class Command(BaseCommand):
         if report.error:
             self.stderr.write(f"  {report.error}")
         totals = {
-            outcome: sum(counts[outcome] for counts in report.counts().values())
-            for outcome in ("created", "updated", "unchanged", "stale", "deleted", "failed")
+            outcome: sum(counts[outcome] for counts in report.counts().values()) for outcome in OUTCOMES
         }
         self.stdout.write(
             f"{report.connection}: {'ok' if report.ok else 'FAILED'}: "
