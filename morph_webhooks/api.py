@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from .conf import conf
+
+try:
+    import httpx
+except ImportError as exc:  # an optional dependency: only the sync reads Morph's API
+    raise ImportError("Reading Morph's API needs httpx: pip install 'morph-webhooks[sync]'") from exc
 
 # Seconds before the first retry, doubled for each further one.
 BACKOFF = 1.0

@@ -482,6 +482,18 @@ def test_a_failing_receiver_rolls_the_page_back_and_is_recorded(deals):
     assert Opportunity.objects.count() == 3 and Connection.objects.get().last_sync_outcome == "succeeded"
 
 
+def test_ctrl_c_is_recorded_and_the_next_run_resumes(deals):
+    with (
+        raising_receiver(signals.opportunity_created, KeyboardInterrupt, "", remote_id="opp_3"),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        sync_tenant()
+
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == ("failed", "Interrupted.")
+    assert Opportunity.objects.count() == 2 and OPPORTUNITIES in connection.cursors
+
+
 @pytest.mark.django_db(transaction=True)
 @postgresql_only
 def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, received):
