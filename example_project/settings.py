@@ -12,6 +12,8 @@ works with no setup. Environment variables override the defaults:
   db_worker`` beside the server to apply the queued events).
 - ``MORPH_WEBHOOKS_SECRET``: the shared secret(s) Morph sends in ``?token=``, comma-separated so
   an old and a new secret can both be accepted while rotating. Required when DEBUG is off.
+- ``MORPH_API_URL``, ``MORPH_API_KEY``, ``MORPH_API_SECRET``: Morph's REST API, for
+  ``python manage.py morph_webhooks_sync`` (the URL defaults to Morph's).
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ MORPH_WEBHOOKS = {
     "SECRETS": [DEV_MORPH_WEBHOOKS_SECRET] if _morph_secrets is None else _morph_secrets,
     # "sync" applies each event in the request; "deferred" queues it for `manage.py db_worker`.
     "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+    # Morph's REST API, read by morph_webhooks_sync: only those set (the app's defaults otherwise).
+    **{
+        setting: os.environ[variable]
+        for setting, variable in (
+            ("API_URL", "MORPH_API_URL"),
+            ("API_KEY", "MORPH_API_KEY"),
+            ("API_SECRET", "MORPH_API_SECRET"),
+        )
+        if variable in os.environ
+    },
 }
 
 # The database task backend: its queue commits with the webhook, its worker is db_worker.

@@ -131,6 +131,23 @@ def check_values() -> list[CheckMessage]:
                 id="morph_webhooks.W003",
             )
         )
+    if bool(conf.API_KEY) != bool(conf.API_SECRET):
+        missing, given = ("API_SECRET", "API_KEY") if conf.API_KEY else ("API_KEY", "API_SECRET")
+        messages.append(
+            Error(
+                f"MORPH_WEBHOOKS['{given}'] is set without MORPH_WEBHOOKS['{missing}'].",
+                hint="Morph's REST API takes both (Morph's dashboard, API keys); morph_webhooks_sync needs them.",
+                id="morph_webhooks.E013",
+            )
+        )
+    if not conf.API_URL.startswith(("https://", "http://")):
+        messages.append(
+            Error(
+                f"MORPH_WEBHOOKS['API_URL'] is not an http(s) URL: {conf.API_URL!r}.",
+                hint="Morph's is https://api.runmorph.dev.",
+                id="morph_webhooks.E014",
+            )
+        )
     if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
         messages.append(
             Warning(

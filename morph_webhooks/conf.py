@@ -140,6 +140,13 @@ class Settings:
     LOCK_TIMEOUT = Setting(10.0, NUMBER, minimum=0)  # 0: no limit
     KEY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
     DELIVERY_RETENTION_DAYS = Setting(30, INTEGER, minimum=0)
+    # Morph's REST API, read by morph_webhooks_sync.
+    API_URL = Setting("https://api.runmorph.dev", STRING)
+    API_KEY = Setting("", STRING)
+    API_SECRET = Setting("", STRING, secret=True)
+    API_TIMEOUT = Setting(30.0, NUMBER, above=0)
+    API_PAGE_SIZE = Setting(100, INTEGER, minimum=1)
+    API_RETRIES = Setting(5, INTEGER, minimum=0)
 
     @property
     def DEFERRED(self) -> bool:

@@ -13,7 +13,7 @@ from django.db import models
 
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
-from .serializers import EnvelopeSerializer, HeadersSerializer, ResourceDataSerializer
+from .serializers import EnvelopeSerializer, HeadersSerializer, ResourceDataSerializer, ResourceSerializer
 
 # Deeper JSON is refused: nothing Morph sends comes close, and it would strain the encoders later.
 MAX_DEPTH = 64
@@ -39,7 +39,8 @@ class MorphEvent:
 
     ``payload`` is the JSON body as Morph sent it; ``ignored_keys`` names the keys of the envelope
     and of ``data`` that the app does not read. Events for the models the app mirrors are
-    :class:`ResourceEvent`.
+    :class:`ResourceEvent`. ``source`` is "webhook", or "sync" for a resource read from Morph's
+    REST API by a sync (which has no idempotency key).
     """
 
     model: str
@@ -50,6 +51,7 @@ class MorphEvent:
     remote_id: str
     payload: Mapping[str, Any]
     ignored_keys: tuple[str, ...] = ()
+    source: str = "webhook"
 
     @property
     def type(self) -> str:
@@ -128,6 +130,29 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
         ignored_keys=ignored_keys(payload),
         **header_values,
     )
+
+
+def parse_resource(spec: ResourceSpec, data: Any, connector_id: str, owner_id: str) -> ResourceEvent:
+    """A resource of ``spec``'s model read from Morph's REST API (shaped like a webhook's
+    ``data``), validated by the same rules, as the ``updated`` event of a sync; raises InvalidEvent."""
+    if not isinstance(data, dict):
+        raise InvalidEvent({"data": [f"Expected a resource object, got {type(data).__name__}."]})
+    _check_storable(data)
+    errors: dict[str, list[str]] = {}
+    resource = ResourceSerializer(data=data)
+    if not resource.is_valid():
+        errors |= flatten_errors(resource.errors, prefix="data")
+    elif resource.validated_data["model"] != spec.morph_model:
+        errors["data.model"] = [f'Expected "{spec.morph_model}", the model that was listed.']
+    headers = Headers(connector_id=connector_id, owner_id=owner_id, idempotency_key="")
+    event = _resource_event(spec, "updated", data, "data", headers, errors)
+    if event is None or errors:
+        raise InvalidEvent(errors)
+    return _from_sync(event)
+
+
+def _from_sync(event: ResourceEvent) -> ResourceEvent:
+    return replace(event, source="sync", related=tuple(_from_sync(related) for related in event.related))
 
 
 def ignored_keys(payload: dict[str, Any]) -> tuple[str, ...]:

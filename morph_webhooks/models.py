@@ -6,8 +6,9 @@ import traceback
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, models, router, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
@@ -302,3 +303,99 @@ class SignedMessage(models.Model):
         except IntegrityError:
             return False
         return True
+
+
+# The connections this process has seen registered: an event for one of them costs no statement.
+_REGISTERED: set[tuple[str, str]] = set()
+
+
+class SyncOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+
+
+class Connection(models.Model):
+    """One Morph connection (a connector for one owner, the tenant), and the state of its sync
+    from Morph's REST API.
+
+    ``cursors`` holds, per Morph model whose scan a sync left unfinished, the cursor of the next
+    page and when that scan started: the next sync resumes it from there.
+    """
+
+    connector_id = models.CharField(max_length=ID_LENGTH)
+    owner_id = models.CharField(max_length=ID_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    last_sync_started_at = models.DateTimeField(null=True, blank=True)
+    last_sync_finished_at = models.DateTimeField(null=True, blank=True)
+    last_sync_outcome = models.CharField(max_length=16, choices=SyncOutcome.choices, blank=True)
+    last_sync_error = models.TextField(blank=True)
+    last_sync_counts = models.JSONField(default=dict, blank=True)
+    cursors = models.JSONField(default=dict, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("connection")
+        verbose_name_plural = _("connections")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector_id", "owner_id"], name="morph_webhooks_connection_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector_id} / {self.owner_id}"
+
+    @classmethod
+    def register(cls, connector_id: str, owner_id: str) -> None:
+        """Record the connection of an accepted event: one statement the first time this process
+        sees it, none after. The row is inserted, never updated: events must not queue up on one
+        shared row."""
+        if (connector_id, owner_id) in _REGISTERED:
+            return
+        with transaction.atomic(using=router.db_for_write(cls)):
+            Connection.objects.bulk_create(
+                [Connection(connector_id=connector_id, owner_id=owner_id)], ignore_conflicts=True
+            )
+        _REGISTERED.add((connector_id, owner_id))
+
+    def start_sync(self) -> None:
+        self.last_sync_started_at = now()
+        self.last_sync_finished_at = None
+        self.save(update_fields=["last_sync_started_at", "last_sync_finished_at"])
+
+    def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:
+        self.last_sync_finished_at = now()
+        self.last_sync_outcome = outcome
+        self.last_sync_counts = counts
+        self.last_sync_error = error
+        self.save(
+            update_fields=[
+                "last_sync_finished_at",
+                "last_sync_outcome",
+                "last_sync_counts",
+                "last_sync_error",
+            ]
+        )
+
+    def save_cursor(self, model: str, cursor: str | None, scan_started_at: datetime) -> None:
+        """Where the scan of ``model`` resumes (None: it is complete; the next one starts over)."""
+        if cursor is None:
+            self.cursors.pop(model, None)
+        else:
+            self.cursors[model] = {"cursor": cursor, "scan_started_at": scan_started_at.isoformat()}
+        self.save(update_fields=["cursors"])
+
+    def resume_point(self, model: str) -> tuple[str, datetime] | None:
+        """The cursor and start of an unfinished scan of ``model``, if a sync left one."""
+        state = self.cursors.get(model)
+        if not isinstance(state, dict) or not isinstance(state.get("cursor"), str):
+            return None
+        return state["cursor"], datetime.fromisoformat(state["scan_started_at"])
+
+
+def _forget_connection(sender: type[Connection], instance: Connection, **kwargs: Any) -> None:
+    # Deleted in this process (the admin): its next event registers it again.
+    _REGISTERED.discard((instance.connector_id, instance.owner_id))
+
+
+post_delete.connect(_forget_connection, sender=Connection, dispatch_uid="morph_webhooks_forget_connection")

@@ -177,13 +177,36 @@ def store_resource(event: ResourceEvent) -> str:
     """Store the version of a resource that ``event`` describes, within the caller's transaction
     and without an idempotency key: for a resource carried by another event, or read from Morph's
     API. Returns "created" or "updated"; or, changing nothing and sending no signal, "unchanged"
-    (the stored version is this one) or "stale" (it is newer). Raises Collision when a concurrent transaction created the row
-    first: the caller's transaction is spoilt and must start over."""
+    (the stored version is this one) or "stale" (it is newer). Raises Collision when a concurrent
+    transaction created the row first: the caller's transaction is spoilt and must start over."""
     row = _locked_row(event)
-    if row is not None and not _supersedes(event, row):
+    outcome = storing_outcome(event, row)
+    if outcome in ("created", "updated"):
+        _write(event, row)
+    return outcome
+
+
+def preview_resource(event: ResourceEvent) -> str:
+    """What :func:`store_resource` would return for ``event`` now, storing nothing and locking
+    nothing: for a dry run."""
+    row = (
+        event.spec.model._default_manager.filter(
+            connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
+        )
+        .only("remote_updated_at", "deleted_at")
+        .first()
+    )
+    return storing_outcome(event, row)
+
+
+def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
+    """What storing ``event`` over ``row`` (None: no such resource here) comes to, by the rules of
+    :func:`store_resource`; ``row`` needs only its ``remote_updated_at`` and ``deleted_at``."""
+    if row is None:
+        return "created"
+    if not _supersedes(event, row):
         return "unchanged" if row.remote_updated_at == event.remote_updated_at else "stale"
-    _write(event, row)
-    return "created" if row is None else "updated"
+    return "updated"
 
 
 def _locked_row(event: ResourceEvent) -> MirroredResource | None:

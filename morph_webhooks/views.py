@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
@@ -19,7 +19,7 @@ from .body import read_body
 from .conf import conf
 from .errors import http_status_for
 from .events import InvalidEvent, connector_header, parse_event
-from .models import ID_LENGTH, WebhookDelivery
+from .models import ID_LENGTH, Connection, WebhookDelivery
 from .policy import check_allowed
 from .processing import process_event
 from .redaction import (
@@ -105,7 +105,17 @@ class ReceiveView(APIView):
             result = queue_event(event, delivery)
         else:
             result = process_event(event, delivery)
+        register_connection(event.connector_id, event.owner_id)
         return Response({"status": result.outcome})
+
+
+def register_connection(connector_id: str, owner_id: str) -> None:
+    """Note the connection of an accepted event, once it is stored: a sync can then read it from
+    Morph's API. Failing to is logged, not answered: Morph would retry an event already stored."""
+    try:
+        Connection.register(connector_id, owner_id)
+    except DatabaseError:
+        logger.exception("Could not register the connection %r / %r", connector_id, owner_id)
 
 
 def request_headers(request: HttpRequest) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from morph_webhooks import signals
+from morph_webhooks import models, signals
 from morph_webhooks.testing import morph_headers, post_event
 from tests.helpers import raising_receiver
 
@@ -28,6 +28,20 @@ class SignalRecorder:
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
+
+
+@pytest.fixture(autouse=True)
+def forget_registered_connections() -> None:
+    """Each test starts from an empty database: this process has registered no connection yet."""
+    models._REGISTERED.clear()
+
+
+@pytest.fixture
+def known_connection(transactional_db: None) -> None:
+    """The test connection (morph_headers()'s), registered: for counting the statements of every
+    event but a new connection's first, which costs one more, once per process."""
+    headers = morph_headers()
+    models.Connection.register(headers["x-conector-id"], headers["x-owner-id"])
 
 
 @pytest.fixture

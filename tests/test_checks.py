@@ -66,6 +66,26 @@ def test_check_is_registered_with_the_framework(settings):
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
+        ({}, []),
+        ({"API_KEY": "key"}, ["morph_webhooks.E013"]),
+        ({"API_SECRET": "secret"}, ["morph_webhooks.E013"]),
+        ({"API_KEY": "key", "API_SECRET": "secret"}, []),
+        ({"API_URL": "api.runmorph.dev"}, ["morph_webhooks.E014"]),
+    ],
+)
+def test_api_settings(settings, value, expected):
+    # A sync needs both halves of the credential; without either, it says so when it is run.
+    assert ids({"SECRETS": [SECRET], **value}, settings) == expected
+
+
+def test_the_api_secret_is_never_shown(settings):
+    settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "API_SECRET": ["the-api-secret-0123456"]}
+    assert "the-api-secret" not in str(check_settings())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
         ({"PROCESSING": "deferred"}, []),
         ({"PROCESSING": "later"}, ["morph_webhooks.E005"]),
         ({"KEY_RETENTION_DAYS": 3}, ["morph_webhooks.W003"]),
@@ -110,6 +130,10 @@ def test_deferred_without_a_tasks_framework(settings, monkeypatch):
         ("LOCK_TIMEOUT", -1, "morph_webhooks.E008"),
         ("DELIVERY_RETENTION_DAYS", -1, "morph_webhooks.E008"),
         ("KEY_RETENTION_DAYS", "thirty", "morph_webhooks.E007"),
+        ("API_TIMEOUT", 0, "morph_webhooks.E008"),
+        ("API_PAGE_SIZE", 0, "morph_webhooks.E008"),
+        ("API_RETRIES", -1, "morph_webhooks.E008"),
+        ("API_SECRET", 42, "morph_webhooks.E007"),
         ("KEY_RETENTION_DAYS", 30.5, "morph_webhooks.E007"),
         ("TASK_BACKEND", None, "morph_webhooks.E007"),
         ("PROCESSING", "later", "morph_webhooks.E005"),

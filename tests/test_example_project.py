@@ -33,7 +33,15 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the example reads; the developer's own values must not change what is tested.
-EXAMPLE_VARIABLES = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "MORPH_WEBHOOKS_SECRET")
+EXAMPLE_VARIABLES = (
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "MORPH_WEBHOOKS_SECRET",
+    "MORPH_API_URL",
+    "MORPH_API_KEY",
+    "MORPH_API_SECRET",
+)
 DEV_SECRET = "dev-only-morph-webhook-secret-change-me"
 
 ACME, GLOBEX, INITECH = "Acme Corp - annual renewal", "Globex - 250 seat expansion", "Initech - pilot project"
@@ -286,6 +294,19 @@ def test_send_example_events_without_a_server(env: dict[str, str]) -> None:
     assert "Traceback" not in sent.stderr
     assert f"Could not reach {url}" in sent.stderr
     assert "python manage.py runserver" in sent.stderr
+
+
+def test_morphs_api_settings_come_from_the_environment(env: dict[str, str]) -> None:
+    env |= {"MORPH_API_URL": "http://127.0.0.1:9", "MORPH_API_KEY": "key", "MORPH_API_SECRET": "secret"}
+    shown = manage(
+        env,
+        "shell",
+        "-c",
+        "from morph_webhooks.conf import conf; print(conf.API_URL, conf.API_KEY, conf.API_SECRET)",
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert "http://127.0.0.1:9 key secret" in shown.stdout
 
 
 def test_settings_come_from_the_environment(env: dict[str, str]) -> None:

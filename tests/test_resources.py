@@ -199,6 +199,7 @@ def test_a_crm_user_is_named_by_its_name_or_email(db):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("known_connection")
 def test_statements_per_event_are_the_opportunitys(send, spec, sample):
     lock_timeout = 1 if connection.vendor == "postgresql" else 0
     with statements() as new:
@@ -331,6 +332,7 @@ class TestExpandedReferences:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("known_connection")
 def test_each_expanded_reference_stored_costs_its_lock_and_its_write(send):
     lock_timeout = 1 if connection.vendor == "postgresql" else 0
     with statements() as sql:

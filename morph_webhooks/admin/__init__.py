@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import IdempotencyKey, Opportunity, WebhookDelivery
+from ..models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
 from ..resources.registry import REGISTRY
+from .connections import ConnectionAdmin
 from .deliveries import WebhookDeliveryAdmin
 from .keys import IdempotencyKeyAdmin
 from .resources import OpportunityAdmin, resource_admin
@@ -18,3 +19,4 @@ for spec in REGISTRY.values():
         admin.site.register(spec.model, resource_admin(spec))
 admin.site.register(IdempotencyKey, IdempotencyKeyAdmin)
 admin.site.register(WebhookDelivery, WebhookDeliveryAdmin)
+admin.site.register(Connection, ConnectionAdmin)

@@ -57,6 +57,12 @@ class MirroredResource(models.Model):
     remote_created_at = models.DateTimeField()
     remote_updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Marked in the database, one UPDATE per page, rather than held in memory: what lets a sync
+    # with --delete-missing tell, in flat memory and across resumed runs, which rows its scan
+    # did not return.
+    synced_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text=_("When a sync last read it from Morph's API.")
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

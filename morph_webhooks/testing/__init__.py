@@ -2,7 +2,8 @@
 
 ``opportunity_event`` (``resource_event`` for any Morph model) builds a body shaped like what Morph
 really sends; ``morph_headers`` the headers that go with it; ``post_event`` sends both to the
-endpoint with Django's test client.
+endpoint with Django's test client. :mod:`.fake_api` is a fake of Morph's REST API, served over
+real HTTP, for testing a sync.
 """
 
 from __future__ import annotations

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import conf
+from ...models import ID_LENGTH, Connection
+from ...resources.registry import REGISTRY
+from ...sync import OUTCOMES, ModelSync, SyncReport, models_to_sync, sync_connection
+
+
+class Command(BaseCommand):
+    help = (
+        "Bring the local copy up to date from Morph's REST API: read every resource of each model "
+        "for a connection (or --all known connections) and store each as a webhook's would be. "
+        "Exits with status 1 unless every page of every model was read and applied."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--connector", help="The connection's connector id (with --owner).")
+        which.add_argument("--all", action="store_true", help="Every known connection.")
+        parser.add_argument("--owner", help="The connection's owner id (with --connector).")
+        parser.add_argument(
+            "--model",
+            action="append",
+            choices=list(REGISTRY),
+            metavar="MODEL",
+            help=f"A Morph model to sync; repeat for more (default: all of {', '.join(REGISTRY)}).",
+        )
+        parser.add_argument(
+            "--delete-missing",
+            action="store_true",
+            help=(
+                "After a complete scan of a model, soft-delete the local rows Morph no longer returned "
+                "(not those written here since the scan started); sends the *_deleted signals."
+            ),
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Read Morph's API and say what would change; write nothing.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not conf.API_KEY or not conf.API_SECRET:
+            raise CommandError(
+                "Morph's API credentials are not configured: set MORPH_WEBHOOKS['API_KEY'] and "
+                "MORPH_WEBHOOKS['API_SECRET'] (Morph's dashboard, API keys)."
+            )
+        if options["all"] and options["owner"]:
+            raise CommandError("--owner goes with --connector, not with --all.")
+        if options["connector"] is not None and not options["owner"]:
+            raise CommandError("--connector needs --owner: a connection is a connector for one owner.")
+        for option in ("connector", "owner"):
+            if options[option] is not None and not 0 < len(options[option]) <= ID_LENGTH:
+                raise CommandError(f"--{option} must be 1 to {ID_LENGTH} characters.")
+        connections = self.connections(options)
+        if not connections:
+            self.stdout.write(
+                "No connection is known yet: one is registered with its first event, or add one in the admin."
+            )
+            return
+        specs = models_to_sync(options["model"] or ())
+        failed = []
+        for connection in connections:
+            self.stdout.write(
+                f"Syncing {connection}{' (dry run: nothing is written)' if options['dry_run'] else ''}"
+            )
+            report = sync_connection(
+                connection,
+                specs,
+                delete_missing=options["delete_missing"],
+                dry_run=options["dry_run"],
+                progress=self.show_model,
+            )
+            self.show_report(report)
+            if not report.ok:
+                failed.append(report)
+        if failed:
+            raise CommandError(" ".join(report.problem() for report in failed))
+
+    def connections(self, options: dict[str, Any]) -> list[Connection]:
+        if options["all"]:
+            return list(Connection.objects.order_by("connector_id", "owner_id"))
+        connector, owner = options["connector"], options["owner"]
+        if options["dry_run"]:
+            connection = Connection.objects.filter(connector_id=connector, owner_id=owner).first()
+            return [connection or Connection(connector_id=connector, owner_id=owner)]
+        # Backfill on day one: a connection named here is known from now on.
+        return [Connection.objects.get_or_create(connector_id=connector, owner_id=owner)[0]]
+
+    def show_model(self, model: ModelSync) -> None:
+        self.stdout.write(f"  {model.summary()}")
+        for note in model.notes:
+            self.stdout.write(f"    {note}")
+        for failure in model.failures:
+            self.stdout.write(f"    failed: {failure}")
+        if model.counts["failed"] > len(model.failures):
+            self.stdout.write(f"    ... and {model.counts['failed'] - len(model.failures)} more invalid")
+
+    def show_report(self, report: SyncReport) -> None:
+        if report.error:
+            self.stderr.write(f"  {report.error}")
+        totals = {
+            outcome: sum(counts[outcome] for counts in report.counts().values()) for outcome in OUTCOMES
+        }
+        self.stdout.write(
+            f"{report.connection}: {'ok' if report.ok else 'FAILED'}: "
+            + ", ".join(f"{count} {outcome}" for outcome, count in totals.items())
+        )

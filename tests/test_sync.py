@@ -1,0 +1,558 @@
+"""morph_webhooks_sync against the fake Morph API, over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection as db_connection
+from django.test import Client
+
+from morph_webhooks import api as morph_api
+from morph_webhooks import signals
+from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, Stage, WebhookDelivery
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
+from morph_webhooks.testing.fake_api import FakeMorphAPI
+from tests.helpers import T0, postgresql_only, raising_receiver, statements
+
+pytestmark = pytest.mark.django_db
+
+CONNECTOR, OWNER = "hubspot", "tenant_1"
+OPPORTUNITIES = "crmOpportunity"
+# A re-synced page where nothing changed: its versions read (locked), its rows marked seen, the
+# next cursor saved; in a test's transaction, a savepoint and its release besides.
+PAGE_STATEMENTS = 5
+
+
+def deal(remote_id: str, minutes: int = 0, **fields: Any) -> dict[str, Any]:
+    event = opportunity_event(remote_id=remote_id, updated_at=T0 + timedelta(minutes=minutes))
+    event["data"]["fields"] |= fields
+    return event["data"]
+
+
+@pytest.fixture
+def fake_api(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMorphAPI]:
+    monkeypatch.setattr(morph_api, "BACKOFF", 0.01)
+    with FakeMorphAPI() as api:
+        settings.MORPH_WEBHOOKS = {
+            **settings.MORPH_WEBHOOKS,
+            "API_URL": api.url,
+            "API_KEY": api.key,
+            "API_SECRET": api.secret,
+            "API_PAGE_SIZE": 2,
+            "API_RETRIES": 2,
+            "API_TIMEOUT": 5.0,
+        }
+        yield api
+
+
+@pytest.fixture
+def deals(fake_api: FakeMorphAPI) -> FakeMorphAPI:
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2"), deal("opp_3")])
+    return fake_api
+
+
+@pytest.fixture
+def received() -> Iterator[list[tuple[str, Any]]]:
+    calls: list[tuple[str, Any]] = []
+    by_action = {
+        "created": signals.opportunity_created,
+        "updated": signals.opportunity_updated,
+        "deleted": signals.opportunity_deleted,
+    }
+    for action, signal in by_action.items():
+        signal.connect(
+            lambda action=action, **kwargs: calls.append((action, kwargs["event"])),
+            weak=False,
+            dispatch_uid=f"test-sync-{action}",
+        )
+    yield calls
+    for action, signal in by_action.items():
+        signal.disconnect(dispatch_uid=f"test-sync-{action}")
+
+
+def sync(*args: str) -> str:
+    out = io.StringIO()
+    call_command("morph_webhooks_sync", *args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def sync_tenant(*args: str) -> str:
+    return sync("--connector", CONNECTOR, "--owner", OWNER, "--model", OPPORTUNITIES, *args)
+
+
+def counts() -> dict[str, int]:
+    return Connection.objects.get(connector_id=CONNECTOR, owner_id=OWNER).last_sync_counts[OPPORTUNITIES]
+
+
+def test_a_first_sync_creates_every_resource(deals, received):
+    output = sync_tenant()
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1", "opp_2", "opp_3"]
+    assert [action for action, _ in received] == ["created"] * 3
+    assert {(event.source, event.idempotency_key, event.action) for _, event in received} == {
+        ("sync", "", "created")
+    }
+    # No key consumed, no request logged per resource: the run is recorded once.
+    assert not IdempotencyKey.objects.exists() and not WebhookDelivery.objects.exists()
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error, connection.cursors) == (
+        "succeeded",
+        "",
+        {},
+    )
+    assert connection.last_sync_started_at <= connection.last_sync_finished_at
+    assert counts() == {"created": 3, "updated": 0, "unchanged": 0, "stale": 0, "deleted": 0, "failed": 0}
+    assert "crmOpportunity: 2 pages, 3 resources: 3 created" in output
+    assert [(request.cursor is None, request.limit) for request in deals.requests] == [(True, 2), (False, 2)]
+
+
+def test_every_model_is_synced_related_ones_first(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        "crmStage",
+        [resource_event("crmStage", remote_id="won", fields={"name": "Won"})["data"]],
+    )
+
+    sync("--connector", CONNECTOR, "--owner", OWNER)
+
+    assert Stage.objects.get().name == "Won" and Opportunity.objects.get().remote_id == "opp_1"
+    asked = list(dict.fromkeys(request.model for request in fake_api.requests))
+    assert asked.index("crmStage") < asked.index(OPPORTUNITIES)
+    assert asked[0] == "crmPipeline"
+
+
+def test_a_second_sync_changes_nothing(deals, received):
+    sync_tenant()
+    received.clear()
+    before = list(Opportunity.objects.values_list("remote_id", "updated_at"))
+
+    sync_tenant()
+
+    assert received == []
+    assert list(Opportunity.objects.values_list("remote_id", "updated_at")) == before
+    assert counts()["unchanged"] == 3 and counts()["created"] == 0
+
+
+def test_a_changed_resource_is_updated(deals, received):
+    sync_tenant()
+    received.clear()
+    deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2", 5, name="Renamed")])
+
+    sync_tenant()
+
+    assert Opportunity.objects.get(remote_id="opp_2").name == "Renamed"
+    assert [(action, event.remote_id) for action, event in received] == [("updated", "opp_2")]
+    assert (counts()["updated"], counts()["unchanged"]) == (1, 2)
+
+
+def test_a_webhook_newer_than_the_apis_copy_wins(deals, send, received):
+    assert send(
+        opportunity_event(
+            "updated", "opp_1", updated_at=T0 + timedelta(minutes=9), fields={"name": "From webhook"}
+        )
+    ).json() == {"status": "processed"}
+    received.clear()
+
+    sync_tenant()
+
+    assert Opportunity.objects.get(remote_id="opp_1").name == "From webhook"
+    assert counts()["stale"] == 1
+    assert sorted(event.remote_id for _, event in received) == ["opp_2", "opp_3"]
+
+
+def test_a_rate_limit_is_waited_out_as_morph_asks(deals):
+    deals.fail(429, retry_after="1")
+    started = time.monotonic()
+
+    sync_tenant()
+
+    assert time.monotonic() - started >= 1
+    assert [request.status for request in deals.requests] == [429, 200, 200]
+    assert Opportunity.objects.count() == 3
+
+
+def test_server_errors_and_timeouts_are_retried(deals, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_TIMEOUT": 0.3}
+    deals.fail(500, times=2, page=1)
+    deals.fail(None, delay=0.6, page=0)
+
+    sync_tenant()
+
+    assert Opportunity.objects.count() == 3
+    deadline = time.monotonic() + 5
+    while len(deals.requests) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the slow answer is logged once the fake has given it, after the retry's
+    first_page, second_page = (
+        [request.status for request in deals.requests if (request.cursor is None) == first]
+        for first in (True, False)
+    )
+    # The first page timed out once (its late answer came after the retry's), the second failed twice.
+    assert (first_page, second_page) == ([200, 200], [500, 500, 200])
+
+
+def test_wrong_credentials_stop_with_the_connection_named(deals, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_SECRET": "a-wrong-secret-987654"}
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as error:
+        call_command(
+            "morph_webhooks_sync", "--connector", CONNECTOR, "--owner", OWNER, stdout=out, stderr=out
+        )
+
+    message = str(error.value)
+    assert "401" in message and "MORPH::UNAUTHORIZED" in message and "Invalid API key or secret" in message
+    assert f"connector '{CONNECTOR}', owner '{OWNER}'" in message
+    assert len(deals.requests) == 1  # not retried
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "failed" and "MORPH::UNAUTHORIZED" in connection.last_sync_error
+    for text in (message, out.getvalue(), connection.last_sync_error):
+        assert "a-wrong-secret-987654" not in text and deals.secret not in text
+
+
+def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
+    fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="500 after 3 attempts"):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+            stderr=out,
+        )
+
+    assert Opportunity.objects.count() == 2
+    assert "crmOpportunity: 1 page, 2 resources (incomplete): 2 created" in out.getvalue()
+    assert "hubspot / tenant_1: FAILED" in out.getvalue()
+    connection = Connection.objects.get()
+    saved = connection.cursors[OPPORTUNITIES]["cursor"]
+    assert connection.last_sync_outcome == "failed"
+    fake_api.requests.clear()
+
+    output = sync_tenant()
+
+    assert fake_api.requests[0].cursor == saved
+    assert Opportunity.objects.count() == 5
+    assert "resumed the scan" in output
+    assert Connection.objects.get().cursors == {}
+
+
+class TestDeleteMissing:
+    def test_after_a_complete_scan_it_deletes_what_morph_no_longer_has(self, deals, received):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        received.clear()
+
+        sync_tenant("--delete-missing")
+
+        assert list(
+            Opportunity.objects.alive().values_list("remote_id", flat=True).order_by("remote_id")
+        ) == [
+            "opp_1",
+            "opp_3",
+        ]
+        assert [(action, event.remote_id, event.source) for action, event in received] == [
+            ("deleted", "opp_2", "sync")
+        ]
+        assert counts()["deleted"] == 1
+
+    def test_rows_written_here_since_the_scan_started_are_kept(self, deals):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+
+        def webhook_meanwhile(**kwargs: Any) -> None:
+            # A webhook for a deal the scan has not returned, written while the scan runs.
+            Opportunity.objects.update_or_create(
+                connector_id=CONNECTOR,
+                owner_id=OWNER,
+                remote_id="opp_new",
+                defaults={"remote_created_at": T0, "remote_updated_at": T0},
+            )
+
+        deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5)])
+        signals.opportunity_updated.connect(webhook_meanwhile, weak=False, dispatch_uid="test-meanwhile")
+        try:
+            sync_tenant("--delete-missing")
+        finally:
+            signals.opportunity_updated.disconnect(dispatch_uid="test-meanwhile")
+
+        assert sorted(Opportunity.objects.alive().values_list("remote_id", flat=True)) == [
+            "opp_1",
+            "opp_3",
+            "opp_new",
+        ]
+
+    def test_an_interrupted_scan_deletes_nothing_and_its_resumed_end_does(self, fake_api):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
+        sync_tenant()
+        fake_api.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_0")
+        fake_api.fail(500, times=3, page=1)
+
+        with pytest.raises(CommandError):
+            sync_tenant("--delete-missing")
+
+        assert not Opportunity.objects.deleted().exists()
+
+        # The rows the first part of the scan returned are marked: the resumed scan is complete.
+        sync_tenant("--delete-missing")
+
+        assert list(Opportunity.objects.deleted().values_list("remote_id", flat=True)) == ["opp_0"]
+
+
+def test_a_dry_run_writes_nothing(deals, received):
+    output = sync_tenant("--dry-run", "--delete-missing")
+
+    assert not Opportunity.objects.exists() and not Connection.objects.exists()
+    assert received == []
+    assert "3 created" in output and "would delete about 0" in output
+
+
+def test_a_dry_run_says_what_would_change(deals):
+    sync_tenant()
+    deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, name="Renamed"), deal("opp_4")])
+    deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+    cursors_before = Connection.objects.get().cursors
+
+    output = sync_tenant("--dry-run", "--delete-missing")
+
+    assert "3 resources: 1 created, 1 updated, 1 unchanged" in output and "would delete about 1" in output
+    assert Opportunity.objects.get(remote_id="opp_1").name == "Acme renewal"
+    assert Opportunity.objects.alive().count() == 3
+    assert Connection.objects.get().cursors == cursors_before
+
+
+def test_invalid_resources_are_named_and_the_rest_stored(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_bad", amount=-1), deal("opp_3")])
+
+    with pytest.raises(
+        CommandError, match=r"Invalid resources for hubspot / tenant_1.*crmOpportunity \(1\)"
+    ) as error:
+        sync_tenant("--delete-missing")
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1", "opp_3"]
+    assert counts()["failed"] == 1
+    assert "opp_bad" in Connection.objects.get().last_sync_error or "crmOpportunity" in str(error.value)
+
+
+def test_invalid_resources_are_listed_in_the_output(fake_api, capsys):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_bad", amount=-1), {"id": 3}])
+    out = io.StringIO()
+
+    with pytest.raises(CommandError):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+        )
+
+    assert "failed: crmOpportunity 'opp_bad': data.fields.amount" in out.getvalue()
+    assert "failed: crmOpportunity 3:" in out.getvalue()
+
+
+def test_all_syncs_every_known_connection(fake_api):
+    Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+    Connection.objects.create(connector_id="pipedrive", owner_id="tenant_2")
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    fake_api.add("pipedrive", "tenant_2", OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+
+    sync("--all", "--model", OPPORTUNITIES)
+
+    assert sorted(Opportunity.objects.values_list("connector_id", "remote_id")) == [
+        ("hubspot", "opp_1"),
+        ("pipedrive", "opp_1"),
+        ("pipedrive", "opp_2"),
+    ]
+    assert set(Connection.objects.values_list("last_sync_outcome", flat=True)) == {"succeeded"}
+
+
+def test_all_goes_on_after_a_connection_fails(fake_api):
+    Connection.objects.create(connector_id="a_connector", owner_id="tenant_1")
+    Connection.objects.create(connector_id="b_connector", owner_id="tenant_2")
+    fake_api.add("b_connector", "tenant_2", OPPORTUNITIES, [deal("opp_1")])
+    fake_api.fail(403)  # the first connection's first request
+
+    with pytest.raises(CommandError, match="answered 403 for connector 'a_connector', owner 'tenant_1'"):
+        sync("--all", "--model", OPPORTUNITIES)
+
+    assert list(Opportunity.objects.values_list("connector_id", flat=True)) == ["b_connector"]
+    assert dict(Connection.objects.values_list("connector_id", "last_sync_outcome")) == {
+        "a_connector": "failed",
+        "b_connector": "succeeded",
+    }
+
+
+def test_all_without_connections_says_so(fake_api):
+    assert "No connection is known yet" in sync("--all")
+
+
+@pytest.mark.parametrize(
+    ("configured", "args", "message"),
+    [
+        ({"API_KEY": ""}, ["--all"], "credentials are not configured"),
+        ({"API_SECRET": ""}, ["--all"], "credentials are not configured"),
+        ({}, ["--connector", "hubspot"], "--connector needs --owner"),
+        ({}, ["--all", "--owner", "x"], "--owner goes with --connector"),
+        ({}, ["--connector", "x" * 256, "--owner", "o"], "--connector must be 1 to 255 characters"),
+        ({}, ["--connector", "c", "--owner", ""], "--connector needs --owner"),
+        ({}, ["--all", "--model", "crmNothing"], "invalid choice: 'crmNothing'"),
+    ],
+)
+def test_the_command_refuses_what_it_cannot_do(fake_api, settings, configured, args, message):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, **configured}
+
+    with pytest.raises(CommandError, match=message):
+        sync(*args)
+
+
+def test_a_saved_cursor_morph_refuses_is_dropped_for_the_next_run(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+    connection.save_cursor(OPPORTUNITIES, "expired-cursor", T0)
+
+    with pytest.raises(CommandError, match="answered 400 .* could not be resumed from its saved cursor"):
+        sync_tenant()
+
+    assert Connection.objects.get().cursors == {}
+    sync_tenant()
+    assert Opportunity.objects.count() == 1
+
+
+def test_a_resync_costs_statements_per_page_not_per_resource(fake_api, settings):
+    # Each page's stored versions are compared in one query; only what changed is written.
+    def statements_of_a_resync(page_size: int) -> int:
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_PAGE_SIZE": page_size}
+        with statements() as sql:
+            sync_tenant()
+        return len(sql)
+
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(40)])
+    sync_tenant()
+
+    assert statements_of_a_resync(20) == statements_of_a_resync(2) - 18 * PAGE_STATEMENTS
+    assert counts()["unchanged"] == 40
+
+
+def test_a_resource_listed_twice_in_a_page_is_stored_once_per_version(fake_api, received):
+    fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [deal("opp_1"), deal("opp_1", 5, name="Later")]
+
+    sync_tenant()
+
+    assert Opportunity.objects.get().name == "Later"
+    assert [action for action, _ in received] == ["created", "updated"]
+
+
+def test_a_failing_receiver_rolls_the_page_back_and_is_recorded(deals):
+    with (
+        raising_receiver(signals.opportunity_created, RuntimeError, "receiver exploded", remote_id="opp_3"),
+        pytest.raises(RuntimeError, match="receiver exploded"),
+    ):
+        sync_tenant()
+
+    assert Opportunity.objects.count() == 2  # the first page
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == (
+        "failed",
+        "RuntimeError: receiver exploded",
+    )
+    assert connection.last_sync_finished_at is not None and OPPORTUNITIES in connection.cursors
+
+    sync_tenant()
+
+    assert Opportunity.objects.count() == 3 and Connection.objects.get().last_sync_outcome == "succeeded"
+
+
+def test_ctrl_c_is_recorded_and_the_next_run_resumes(deals):
+    with (
+        raising_receiver(signals.opportunity_created, KeyboardInterrupt, "", remote_id="opp_3"),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        sync_tenant()
+
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == ("failed", "Interrupted.")
+    assert Opportunity.objects.count() == 2 and OPPORTUNITIES in connection.cursors
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, received):
+    # While the sync's page is open, a newer webhook creates opp_2 and commits first: the sync's
+    # insert collides, the page starts over, and the sync's older copy is stale.
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+    raced: list[int] = []
+
+    def webhook_meanwhile(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id != "opp_1" or raced:
+            return
+        newer = opportunity_event(
+            "updated", "opp_2", updated_at=T0 + timedelta(minutes=9), fields={"name": "Webhook"}
+        )
+        with ThreadPoolExecutor(1) as pool:
+            raced.append(pool.submit(post_in_thread, newer).result())
+
+    signals.opportunity_created.connect(webhook_meanwhile, weak=False, dispatch_uid="test-race")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_created.disconnect(dispatch_uid="test-race")
+
+    assert raced == [200]
+    assert Opportunity.objects.get(remote_id="opp_2").name == "Webhook"
+    assert (counts()["created"], counts()["stale"]) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_for_a_row_the_sync_holds_waits_and_then_applies(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+    sync_tenant()
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, name="From the API")])
+    pool = ThreadPoolExecutor(1)
+    pending: list[Future[int]] = []
+
+    def webhook_meanwhile(instance: Opportunity, **kwargs: Any) -> None:
+        # opp_1 is locked by the sync's open page: the webhook waits for its commit.
+        newer = opportunity_event(
+            "updated", "opp_1", updated_at=T0 + timedelta(minutes=9), fields={"name": "Webhook"}
+        )
+        pending.append(pool.submit(post_in_thread, newer))
+        time.sleep(0.3)
+        assert not pending[0].done()
+
+    signals.opportunity_updated.connect(webhook_meanwhile, weak=False, dispatch_uid="test-race")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_updated.disconnect(dispatch_uid="test-race")
+
+    assert pending[0].result(timeout=10) == 200
+    pool.shutdown()
+    assert Opportunity.objects.get(remote_id="opp_1").name == "Webhook"
+
+
+def post_in_thread(payload: dict[str, Any]) -> int:
+    try:
+        return int(post_event(Client(), payload, headers=morph_headers()).status_code)
+    finally:
+        db_connection.close()
