@@ -56,6 +56,24 @@ STRING = Kind[str]("a string", lambda value: isinstance(value, str), str)
 STRINGS = Kind[list[str]]("a list of strings", _is_strings, _strings)
 
 
+def _is_seconds_by_connection(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(key, str) and key.count("/") == 1 and _is_number(seconds) and seconds >= 0
+        for key, seconds in value.items()
+    )
+
+
+def _seconds_by_connection(value: Mapping[str, float]) -> dict[str, float]:
+    return {key: float(seconds) for key, seconds in value.items()}
+
+
+SECONDS_BY_CONNECTION = Kind[dict[str, float]](
+    'a dict of "connector/owner" to a number of seconds of at least 0',
+    _is_seconds_by_connection,
+    _seconds_by_connection,
+)
+
+
 def configured() -> Mapping[Any, Any]:
     value = getattr(settings, "MORPH_WEBHOOKS", {})
     if not isinstance(value, Mapping):
@@ -147,6 +165,13 @@ class Settings:
     API_TIMEOUT = Setting(30.0, NUMBER, above=0)
     API_PAGE_SIZE = Setting(100, INTEGER, minimum=1)
     API_RETRIES = Setting(5, INTEGER, minimum=0)
+    # The health check's thresholds (morph_webhooks.health).
+    HEALTH_DEAD_CRITICAL = Setting(10, INTEGER, minimum=1)
+    HEALTH_OVERDUE_SECONDS = Setting(300.0, NUMBER, minimum=0)
+    HEALTH_FAILURE_RATE = Setting(0.1, NUMBER, minimum=0)
+    SILENCE_THRESHOLD = Setting(86400.0, NUMBER, minimum=0)  # 0: no silence check
+    SILENCE_OVERRIDES = Setting({}, SECONDS_BY_CONNECTION)
+    SYNC_MAX_AGE = Setting(0.0, NUMBER, minimum=0)  # 0: no age check
 
     @property
     def DEFERRED(self) -> bool:

@@ -139,6 +139,8 @@ class WebhookDelivery(models.Model):
                 name="morph_delivery_pending_idx",
             ),
             models.Index(fields=["remote_id"], name="morph_delivery_remote_idx"),
+            # The health check's question: when did each connection last send an event?
+            models.Index(fields=["connector_id", "owner_id", "received_at"], name="morph_delivery_conn_idx"),
         ]
 
     def __str__(self) -> str:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import ReceiveView
+from .views import HealthView, ReceiveView
 
 app_name = "morph_webhooks"
 
 urlpatterns = [
     path("", ReceiveView.as_view(), name="receive"),
+    path("health/", HealthView.as_view(), name="health"),
 ]

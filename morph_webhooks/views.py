@@ -19,6 +19,7 @@ from .body import read_body
 from .conf import conf
 from .errors import http_status_for
 from .events import InvalidEvent, connector_header, parse_event
+from .health import Status, run_checks
 from .models import ID_LENGTH, Connection, WebhookDelivery
 from .policy import check_allowed
 from .processing import process_event
@@ -107,6 +108,40 @@ class ReceiveView(APIView):
             result = process_event(event, delivery)
         register_connection(event.connector_id, event.owner_id)
         return Response({"status": result.outcome})
+
+
+class HealthView(APIView):
+    """The health check for load balancers and uptime monitors: 503 when something is critical."""
+
+    http_method_names = ["get"]
+    authentication_classes = [MorphAuthentication]
+    permission_classes = [FromAllowedNetwork]
+    throttle_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJSON
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # A monitor has no session for LoginRequiredMiddleware; the token is its credential.
+        return login_not_required(super().as_view(**initkwargs))
+
+    def get_exception_handler(self) -> Any:
+        return handle_exception
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # The token is in the URL here too: error reports must not show it.
+        request.exception_reporter_filter = SafeExceptionReporterFilter()
+        request.exception_reporter_class = ExceptionReporter
+        return super().initialize_request(request, *args, **kwargs)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        forget_token(request._request)
+
+    def get(self, request: Request) -> Response:
+        report = run_checks()
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if report.status == Status.CRITICAL else status.HTTP_200_OK
+        return Response(report.as_json(), status=code, headers={"Cache-Control": "no-store"})
 
 
 def register_connection(connector_id: str, owner_id: str) -> None:
