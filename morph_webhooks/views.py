@@ -122,8 +122,9 @@ class HealthView(APIView):
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
-        # A monitor has no session for LoginRequiredMiddleware; the token is its credential.
-        return login_not_required(super().as_view(**initkwargs))
+        # A monitor has no session for LoginRequiredMiddleware; the token is its credential. Outside
+        # ATOMIC_REQUESTS' transaction, one check's database error does not abort the others'.
+        return login_not_required(transaction.non_atomic_requests(super().as_view(**initkwargs)))
 
     def get_exception_handler(self) -> Any:
         return handle_exception

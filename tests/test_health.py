@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -278,6 +278,33 @@ class TestHealthView:
         delivery(status=Outcome.QUEUED, next_attempt_at=ago(3600))
         response = client.get(HEALTH_URL, {"token": SECRET})
         assert response.status_code == 503 and response.json()["status"] == "critical"
+
+    def test_works_behind_login_required_middleware(self, client, settings):
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
+        assert client.get(HEALTH_URL, {"token": SECRET}).status_code == 200
+
+    @pytest.mark.django_db(transaction=True)
+    def test_under_atomic_requests_a_failing_check_leaves_the_others_running(self, client, monkeypatch):
+        monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+
+        def dead_deliveries() -> Any:
+            # A statement the database refuses: inside a transaction, PostgreSQL would refuse
+            # every later one too.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT * FROM morph_webhooks_no_such_table")
+
+        monkeypatch.setattr(health, "CHECKS", [health.database, dead_deliveries, *health.CHECKS[2:]])
+        response = client.get(HEALTH_URL, {"token": SECRET})
+        statuses = {check["name"]: check["status"] for check in response.json()["checks"]}
+        assert response.status_code == 503
+        assert statuses == {
+            "database": "ok",
+            "dead_deliveries": "critical",
+            "overdue_deliveries": "ok",
+            "failure_rate": "ok",
+            "silent_connections": "ok",
+            "connection_syncs": "ok",
+        }
 
     def test_post_is_not_allowed(self, client):
         assert client.post(f"{HEALTH_URL}?token={SECRET}").status_code == 405

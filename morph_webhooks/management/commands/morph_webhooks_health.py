@@ -25,7 +25,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report.as_json(), indent=2))
         else:
             self.stdout.write(self.table(report))
-        # Monitoring reads the exit status; CommandError would print a traceback hint and exit 1 only.
+        # Cron and probes read the exit status: 1 for a warning, 2 for critical (CommandError exits 1).
         if report.status != Status.OK:
             sys.exit(int(report.status))
 
