@@ -4,7 +4,7 @@ import hashlib
 import json
 import traceback
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import IntegrityError, models, router, transaction
 from django.db.models import Q
@@ -87,6 +87,17 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+def _storable_text(value: object) -> TypeGuard[str]:
+    # A refused body may hold what no column can (an escaped NUL or lone surrogate): keep none of it.
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class WebhookDelivery(models.Model):
@@ -187,9 +198,9 @@ class WebhookDelivery(models.Model):
             return
         event, data = payload.get("event"), payload.get("data")
         remote_id = data.get("id") if isinstance(data, dict) else None
-        if not self.event and isinstance(event, str):
+        if not self.event and _storable_text(event):
             self.event = event[:ID_LENGTH]
-        if not self.remote_id and isinstance(remote_id, str):
+        if not self.remote_id and _storable_text(remote_id):
             self.remote_id = remote_id[:ID_LENGTH]
 
     def begin_attempt(self) -> None:

@@ -329,8 +329,10 @@ def test_delivery_labels_times_and_search_help(admin_client):
         ({"event": ["x"], "data": "opp"}, ("", "")),
         ([1, 2], ("", "")),
         (b"{not json", ("", "")),
+        # Escapes of what no column can hold: a NUL, a lone surrogate.
+        (b'{"event": "\\u0000", "data": {"id": "\\ud800"}}', ("", "")),
     ],
-    ids=["invalid_field", "id_not_a_string", "neither_a_string", "not_an_object", "not_json"],
+    ids=["invalid_field", "id_not_a_string", "neither_a_string", "not_an_object", "not_json", "unstorable"],
 )
 def test_a_rejected_delivery_keeps_what_its_body_named(admin_client, client, body, named):
     assert post_event(client, body).status_code == 400
