@@ -579,7 +579,7 @@ def test_enqueue_on_the_immediate_backend_syncs_each_connection_inline(
         out = sync("--all", "--enqueue", "--model", OPPORTUNITIES)
 
     assert "the syncs run here, one by one" in out
-    assert "2 syncs queued" in out
+    assert "2 syncs run" in out
     assert Opportunity.objects.count() == 3
     assert dict(Connection.objects.values_list("connector_id", "last_sync_outcome")) == {
         CONNECTOR: "succeeded",

@@ -109,7 +109,8 @@ class Command(BaseCommand):
                     else f"--connector {options['connector']} --owner {options['owner']}"
                 )
             )
-        if sync_backend_problem(inline_is_usable=False):
+        inline = bool(sync_backend_problem(inline_is_usable=False))
+        if inline:
             self.stdout.write(
                 f"The task backend {conf.TASK_BACKEND!r} runs each task at once: the syncs run here, one by one."
             )
@@ -117,10 +118,14 @@ class Command(BaseCommand):
         for connection in connections:
             enqueue_sync(connection, models, delete_missing=options["delete_missing"])
             self.stdout.write(f"Queued a sync of {connection}")
-        self.stdout.write(
-            f"{len(connections)} sync{'' if len(connections) == 1 else 's'} queued on the task backend "
-            f"{conf.TASK_BACKEND!r}: its workers run them; each connection's admin page shows the outcome."
-        )
+        count = f"{len(connections)} sync{'' if len(connections) == 1 else 's'}"
+        if inline:
+            self.stdout.write(f"{count} run; each connection's admin page shows the outcome.")
+        else:
+            self.stdout.write(
+                f"{count} queued on the task backend {conf.TASK_BACKEND!r}: its workers run them; "
+                "each connection's admin page shows the outcome."
+            )
 
     def connections(self, options: dict[str, Any]) -> list[Connection]:
         if options["all"]:
