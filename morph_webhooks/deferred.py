@@ -89,8 +89,8 @@ def sync_backend_problem(*, inline_is_usable: bool) -> str:
 
 
 def enqueue_sync(connection: Connection, models: list[str], delete_missing: bool = False) -> None:
-    """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE).
-    A duplicate sync of one connection is harmless: each page's versions are compared first."""
+    """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE), of
+    ``models`` (Morph model names; empty: every stored model)."""
     queued = sync_connection_task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
     if _stores_tasks_in_the_database(queued.get_backend()):
         queued.enqueue(connection.pk, models, delete_missing)

@@ -596,7 +596,7 @@ def test_enqueue_one_connection_queues_one_task(fake_api, settings):
 
     out = sync_tenant("--enqueue", "--delete-missing")
 
-    assert "1 sync queued" in out
+    assert "1 sync queued on the task backend 'default': its workers run it;" in out
     connection = Connection.objects.get(connector_id=CONNECTOR, owner_id=OWNER)
     task = DBTaskResult.objects.get()
     assert task.task_path == "morph_webhooks.deferred.sync_connection_task"

@@ -123,7 +123,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{count} run; each connection's admin page shows the outcome.")
         else:
             self.stdout.write(
-                f"{count} queued on the task backend {conf.TASK_BACKEND!r}: its workers run them; "
+                f"{count} queued on the task backend {conf.TASK_BACKEND!r}: its workers run "
+                f"{'it' if len(connections) == 1 else 'them'}; "
                 "each connection's admin page shows the outcome."
             )
 
