@@ -1,5 +1,6 @@
 """Deferred mode, on Django's Tasks framework (``django.tasks``, or the ``django-tasks`` backport
-on Django 5.2): queueing a delivery, the worker's run of it, retries and the sweeper.
+on Django 5.2): queueing a delivery, the worker's run of it, retries and the sweeper; and a connection's sync from
+Morph's API, run by a worker.
 
 The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
 carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from .conf import conf
 from .events import InvalidEvent, MorphEvent, parse_event
-from .models import Outcome, WebhookDelivery
+from .models import Connection, Outcome, WebhookDelivery
 from .processing import (
     Result,
     claim_key,
@@ -37,6 +38,11 @@ try:
 except ImportError:  # Django 5.2
     from django_tasks import task  # type: ignore[no-redef,import-not-found,unused-ignore]
 
+# The task framework's backends without workers: one runs a task in the enqueueing process at
+# once, the other (for tests) never runs it.
+RUNS_INLINE = "ImmediateBackend"
+NEVER_RUNS = "DummyBackend"
+
 
 @task()
 def process_delivery(delivery_id: int) -> str | None:
@@ -47,6 +53,50 @@ def process_delivery(delivery_id: int) -> str | None:
 @task()
 def sweep_pending() -> int:
     return sweep()
+
+
+@task()
+def sync_connection_task(connection_id: int, models: list[str], delete_missing: bool) -> str | None:
+    """Sync one connection from Morph's API, as ``morph_webhooks_sync`` does. Returns the run's
+    outcome, or None when the connection is gone. The run is recorded on the connection."""
+    # Reading Morph's API needs httpx (the sync extra): deferred mode for webhooks must not.
+    from .sync import models_to_sync, sync_connection
+
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return None
+    report = sync_connection(connection, models_to_sync(models), delete_missing=delete_missing)
+    return "succeeded" if report.ok else report.problem()
+
+
+def sync_backend_problem(*, inline_is_usable: bool) -> str:
+    """Why the configured task backend cannot run syncs in workers, or "" when it can. A backend
+    that runs tasks inline is usable only where the caller may wait for the syncs."""
+    try:
+        backend = sync_connection_task.using(
+            backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE
+        ).get_backend()
+    except Exception as exc:  # the task framework reports a bad TASKS setting in several ways
+        return f"The task backend {conf.TASK_BACKEND!r} cannot be loaded ({type(exc).__name__}: {exc})."
+    if type(backend).__name__ == NEVER_RUNS:
+        return f"The task backend {conf.TASK_BACKEND!r} ({NEVER_RUNS}) never runs a task."
+    if not inline_is_usable and type(backend).__name__ == RUNS_INLINE:
+        return (
+            f"The task backend {conf.TASK_BACKEND!r} ({type(backend).__name__}) has no workers: "
+            "it would run the sync here and now."
+        )
+    return ""
+
+
+def enqueue_sync(connection: Connection, models: list[str], delete_missing: bool = False) -> None:
+    """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE), of
+    ``models`` (Morph model names; empty: every stored model)."""
+    queued = sync_connection_task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
+    if _stores_tasks_in_the_database(queued.get_backend()):
+        queued.enqueue(connection.pk, models, delete_missing)
+    else:
+        # An outside queue's worker must find the connection committed.
+        transaction.on_commit(partial(queued.enqueue, connection.pk, models, delete_missing))
 
 
 def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:

@@ -349,6 +349,7 @@ class Connection(models.Model):
     class Meta:
         verbose_name = _("connection")
         verbose_name_plural = _("connections")
+        permissions = [("sync_connection", _("Can sync connections from Morph's API"))]
         constraints = [
             models.UniqueConstraint(
                 fields=["connector_id", "owner_id"], name="morph_webhooks_connection_unique"

@@ -62,6 +62,12 @@ MORPH_WEBHOOKS = {
     "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
     "MAX_ATTEMPTS": int(os.environ.get("MORPH_WEBHOOKS_MAX_ATTEMPTS", "5")),
     "RETRY_DELAY": float(os.environ.get("MORPH_WEBHOOKS_RETRY_DELAY", "10")),
+    # Workers that sync connections read the test's fake Morph API from the environment.
+    **{
+        setting: os.environ[f"MORPH_WEBHOOKS_{setting}"]
+        for setting in ("API_URL", "API_KEY", "API_SECRET")
+        if f"MORPH_WEBHOOKS_{setting}" in os.environ
+    },
 }
 
 # Deferred-mode tests pick a backend; workers started by the tests read it from the environment.

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import django
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -556,3 +557,64 @@ def post_in_thread(payload: dict[str, Any]) -> int:
         return int(post_event(Client(), payload, headers=morph_headers()).status_code)
     finally:
         db_connection.close()
+
+
+DATABASE_TASKS = "django_tasks_db.DatabaseBackend"
+DUMMY_TASKS = (
+    "django.tasks.backends.dummy.DummyBackend"
+    if django.VERSION >= (6,)
+    else "django_tasks.backends.dummy.DummyBackend"
+)
+
+
+def test_enqueue_on_the_immediate_backend_syncs_each_connection_inline(
+    fake_api, django_capture_on_commit_callbacks
+):
+    Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+    Connection.objects.create(connector_id="pipedrive", owner_id="tenant_2")
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    fake_api.add("pipedrive", "tenant_2", OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out = sync("--all", "--enqueue", "--model", OPPORTUNITIES)
+
+    assert "the syncs run here, one by one" in out
+    assert "2 syncs run" in out
+    assert Opportunity.objects.count() == 3
+    assert dict(Connection.objects.values_list("connector_id", "last_sync_outcome")) == {
+        CONNECTOR: "succeeded",
+        "pipedrive": "succeeded",
+    }
+    assert Connection.objects.get(connector_id="pipedrive").last_sync_counts == {
+        OPPORTUNITIES: {"created": 2, "updated": 0, "unchanged": 0, "stale": 0, "deleted": 0, "failed": 0}
+    }
+
+
+def test_enqueue_one_connection_queues_one_task(fake_api, settings):
+    settings.TASKS = {"default": {"BACKEND": DATABASE_TASKS}}
+    from django_tasks_db.models import DBTaskResult
+
+    out = sync_tenant("--enqueue", "--delete-missing")
+
+    assert "1 sync queued on the task backend 'default': its workers run it;" in out
+    connection = Connection.objects.get(connector_id=CONNECTOR, owner_id=OWNER)
+    task = DBTaskResult.objects.get()
+    assert task.task_path == "morph_webhooks.deferred.sync_connection_task"
+    assert task.args_kwargs["args"] == [connection.pk, [OPPORTUNITIES], True]
+    assert connection.last_sync_started_at is None  # a worker runs it
+
+
+def test_enqueue_without_a_backend_that_runs_tasks_says_what_to_run(fake_api, settings):
+    settings.TASKS = {"default": {"BACKEND": DUMMY_TASKS}}
+
+    with pytest.raises(CommandError) as raised:
+        sync_tenant("--enqueue")
+
+    message = str(raised.value)
+    assert "never runs a task" in message
+    assert f"python manage.py morph_webhooks_sync --connector {CONNECTOR} --owner {OWNER}" in message
+
+
+def test_enqueue_is_no_dry_run(fake_api):
+    with pytest.raises(CommandError, match="cannot be queued"):
+        sync_tenant("--enqueue", "--dry-run")

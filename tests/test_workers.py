@@ -3,6 +3,7 @@ RQ's worker on Redis. The endpoint runs in the test process; workers are separat
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management import call_command
 from django.db import connection
 
 from morph_webhooks.deferred import sweep
-from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.testing import opportunity_event
+from morph_webhooks.testing.fake_api import FakeMorphAPI
 from tests.helpers import postgresql_only
 
 pytestmark = [
@@ -225,3 +228,31 @@ def test_rq_worker_runs_a_retry_when_it_falls_due(send, settings, tmp_path, sign
     assert (delivery.status, delivery.attempts) == ("processed", 2)
     assert Opportunity.objects.count() == 1
     assert signal_file.read_text().splitlines() == ["created k1"]
+
+
+def test_all_enqueue_is_synced_by_worker_processes(backend, settings):
+    Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
+    Connection.objects.create(connector_id="pipedrive", owner_id="tenant_2")
+    with FakeMorphAPI() as api:
+        api.add("hubspot", "tenant_1", "crmOpportunity", [opportunity_event(remote_id="opp_1")["data"]])
+        api.add(
+            "pipedrive",
+            "tenant_2",
+            "crmOpportunity",
+            [opportunity_event(remote_id=f"opp_{n}")["data"] for n in range(3)],
+        )
+        credentials = {"API_URL": api.url, "API_KEY": api.key, "API_SECRET": api.secret}
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, **credentials}
+
+        call_command("morph_webhooks_sync", "--all", "--enqueue", stdout=io.StringIO())
+        assert Opportunity.objects.count() == 0  # queued, not run here
+
+        run_worker(backend, **{f"MORPH_WEBHOOKS_{name}": value for name, value in credentials.items()})
+
+    assert sorted(Opportunity.objects.values_list("connector_id", "remote_id")) == [
+        ("hubspot", "opp_1"),
+        ("pipedrive", "opp_0"),
+        ("pipedrive", "opp_1"),
+        ("pipedrive", "opp_2"),
+    ]
+    assert set(Connection.objects.values_list("last_sync_outcome", flat=True)) == {"succeeded"}

@@ -2,12 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin import display as admin_display
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from ..models import Connection
-from .display import ModelAdmin, pretty_json
+from ..models import Connection, WebhookDelivery
+from .display import EMPTY, ModelAdmin, field_as, moment, pretty_json
+
+# What the list shows of a failed sync's error; the connection's page shows all of it.
+ERROR_CHARS = 80
 
 
 class ConnectionAdmin(ModelAdmin):
@@ -17,14 +24,17 @@ class ConnectionAdmin(ModelAdmin):
     list_display = [
         "connector_id",
         "owner_id",
-        "created_at",
-        "last_sync_started_at",
-        "last_sync_finished_at",
+        "last_event_received",
+        "last_sync",
         "last_sync_outcome",
+        "last_sync_totals",
+        "last_sync_problem",
     ]
     list_filter = ["last_sync_outcome", "connector_id"]
     search_fields = ["connector_id__exact", "owner_id__exact"]
     ordering = ["connector_id", "owner_id"]
+    actions = ["sync_now"]
+    empty_value_display = EMPTY
     sync_fields: list[Any] = [
         "created_at",
         "last_sync_started_at",
@@ -39,14 +49,77 @@ class ConnectionAdmin(ModelAdmin):
         (_("Sync from Morph's API"), {"fields": list(sync_fields)}),
     ]
 
+    last_sync = field_as("last_sync_finished_at", _("last sync"))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
+        # The newest delivery of each connection, within the page's one query.
+        newest = WebhookDelivery.objects.filter(
+            connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
+        ).order_by("-received_at")
+        connections: QuerySet[Connection] = super().get_queryset(request)
+        return connections.annotate(last_event_at=Subquery(newest.values("received_at")[:1]))
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Once added, a connection is what Morph's events and the API name: not renamed here.
         return self.sync_fields + (["connector_id", "owner_id"] if obj is not None else [])
 
-    @admin_display(description=_("last sync counts"))
+    @admin.display(description=_("last event received"), ordering="last_event_at")
+    def last_event_received(self, obj: Connection) -> str:
+        return moment(getattr(obj, "last_event_at", None)) or EMPTY
+
+    @admin.display(description=_("last sync counts"))
+    def last_sync_totals(self, obj: Connection) -> str:
+        totals: dict[str, int] = {}
+        for counts in obj.last_sync_counts.values():
+            for outcome, count in counts.items():
+                totals[outcome] = totals.get(outcome, 0) + count
+        return ", ".join(f"{count} {outcome}" for outcome, count in totals.items() if count) or EMPTY
+
+    @admin.display(description=_("error"))
+    def last_sync_problem(self, obj: Connection) -> str:
+        return Truncator(obj.last_sync_error).chars(ERROR_CHARS) or EMPTY
+
+    @admin.display(description=_("last sync counts"))
     def counts(self, obj: Connection) -> Any:
         return pretty_json(obj.last_sync_counts)
 
-    @admin_display(description=_("resume cursors"))
+    @admin.display(description=_("resume cursors"))
     def resume_cursors(self, obj: Connection) -> Any:
         return pretty_json(obj.cursors)
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('sync', opts)}")
+
+    @admin.action(permissions=["sync"], description=_("Sync now from Morph's API"))
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        connections = list(queryset.order_by("connector_id", "owner_id"))
+        try:
+            # Only syncing from here needs the task framework (and a loadable TASKS).
+            from ..deferred import enqueue_sync, sync_backend_problem
+        except ImportError as exc:
+            problem = f"Django's task framework is not available ({exc})."
+        else:
+            # A sync takes minutes: it must not run inside this request.
+            problem = sync_backend_problem(inline_is_usable=False)
+        if problem:
+            commands = "; ".join(
+                f"python manage.py morph_webhooks_sync --connector {connection.connector_id} "
+                f"--owner {connection.owner_id}"
+                for connection in connections
+            )
+            self.message_user(
+                request,
+                _("%(problem)s Nothing was queued. Run instead: %(commands)s")
+                % {"problem": problem, "commands": commands},
+                messages.WARNING,
+            )
+            return
+        for connection in connections:
+            enqueue_sync(connection, [])
+        message = ngettext(
+            "Queued a sync of %(count)d connection: the task backend's workers run it.",
+            "Queued a sync of %(count)d connections: the task backend's workers run them.",
+            len(connections),
+        ) % {"count": len(connections)}
+        self.message_user(request, message, messages.SUCCESS)

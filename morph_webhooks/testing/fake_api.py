@@ -69,9 +69,10 @@ class FakeMorphAPI:
 
     # Serving
 
-    def start(self) -> FakeMorphAPI:
+    def start(self, port: int = 0) -> FakeMorphAPI:
+        """Serve on 127.0.0.1 only, on ``port`` (0: any free one; see :attr:`url`)."""
         handler = type("Handler", (_Handler,), {"api": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-morph-api", daemon=True)
         self.thread.start()

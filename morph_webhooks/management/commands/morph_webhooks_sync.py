@@ -42,6 +42,14 @@ class Command(BaseCommand):
             action="store_true",
             help="Read Morph's API and say what would change; write nothing.",
         )
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help=(
+                "Queue one task per connection on the task backend (TASK_BACKEND, TASK_QUEUE) "
+                "instead of syncing here: the workers sync the connections in parallel."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not conf.API_KEY or not conf.API_SECRET:
@@ -56,11 +64,16 @@ class Command(BaseCommand):
         for option in ("connector", "owner"):
             if options[option] is not None and not 0 < len(options[option]) <= ID_LENGTH:
                 raise CommandError(f"--{option} must be 1 to {ID_LENGTH} characters.")
+        if options["enqueue"] and options["dry_run"]:
+            raise CommandError("--dry-run shows here what a sync would change: it cannot be queued.")
         connections = self.connections(options)
         if not connections:
             self.stdout.write(
                 "No connection is known yet: one is registered with its first event, or add one in the admin."
             )
+            return
+        if options["enqueue"]:
+            self.enqueue(connections, options)
             return
         specs = models_to_sync(options["model"] or ())
         failed = []
@@ -80,6 +93,40 @@ class Command(BaseCommand):
                 failed.append(report)
         if failed:
             raise CommandError(" ".join(report.problem() for report in failed))
+
+    def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
+        # Only --enqueue needs the task framework and a loadable TASKS setting.
+        from ...deferred import enqueue_sync, sync_backend_problem
+
+        problem = sync_backend_problem(inline_is_usable=True)
+        if problem:
+            raise CommandError(
+                f"{problem} Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), "
+                "or sync here without --enqueue: python manage.py morph_webhooks_sync "
+                + (
+                    "--all"
+                    if options["all"]
+                    else f"--connector {options['connector']} --owner {options['owner']}"
+                )
+            )
+        inline = bool(sync_backend_problem(inline_is_usable=False))
+        if inline:
+            self.stdout.write(
+                f"The task backend {conf.TASK_BACKEND!r} runs each task at once: the syncs run here, one by one."
+            )
+        models = [spec.morph_model for spec in models_to_sync(options["model"] or ())]
+        for connection in connections:
+            enqueue_sync(connection, models, delete_missing=options["delete_missing"])
+            self.stdout.write(f"Queued a sync of {connection}")
+        count = f"{len(connections)} sync{'' if len(connections) == 1 else 's'}"
+        if inline:
+            self.stdout.write(f"{count} run; each connection's admin page shows the outcome.")
+        else:
+            self.stdout.write(
+                f"{count} queued on the task backend {conf.TASK_BACKEND!r}: its workers run "
+                f"{'it' if len(connections) == 1 else 'them'}; "
+                "each connection's admin page shows the outcome."
+            )
 
     def connections(self, options: dict[str, Any]) -> list[Connection]:
         if options["all"]:
