@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('morph_webhooks', '0005_connections'),
+        ('morph_webhooks', '0006_delivery_connection_index'),
     ]
 
     operations = [
