@@ -77,12 +77,12 @@ def test_the_list_shows_the_last_event_and_the_last_sync(admin_client, connectio
     assert "answered 403 for connector" in page
     headers = [str(header["text"]) for header in response.context["result_headers"]]
     assert headers[1:] == [
-        "connector id",
-        "owner id",
-        "last event received",
+        "connector",
+        "owner",
+        "last event",
         "last sync",
-        "last sync outcome",
-        "last sync counts",
+        "outcome",
+        "counts",
         "error",
     ]
 

@@ -371,3 +371,9 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
     assert_fits(browser)
     screenshot("07-overview")
+
+    # The connections the events registered, with their last event, ready to sync.
+    browser.get(f"{live_server.url}/admin/morph_webhooks/connection/")
+    assert "hubspot" in browser.find_element(By.ID, "result_list").text
+    screenshot("08-connections")
+    assert_fits(browser)
