@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 try:
     from factory.declarations import LazyAttribute, LazyFunction, Sequence, Trait
@@ -26,6 +27,7 @@ from django.utils import timezone as django_timezone
 from ..models import (
     CrmUser,
     IdempotencyKey,
+    MirroredResource,
     Opportunity,
     Outcome,
     Pipeline,
@@ -37,10 +39,24 @@ from . import morph_headers, opportunity_event
 
 # Before opportunity_event()'s default updatedAt (2025-03-06T09:15:04.596Z).
 REMOTE_TIMESTAMP = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)
+R = TypeVar("R", bound=MirroredResource)
 SETTLED = (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED, Outcome.DUPLICATE)
 
 
-class OpportunityFactory(DjangoModelFactory[Opportunity]):
+class MirroredResourceFactory(DjangoModelFactory[R], Generic[R]):
+    """What every mirrored resource's factory shares: the helpers' connection, and timestamps
+    older than their events' default ``updatedAt``."""
+
+    class Meta:
+        abstract = True
+
+    connector_id = "hubspot"
+    owner_id = "tenant_1"
+    remote_created_at = REMOTE_TIMESTAMP
+    remote_updated_at = REMOTE_TIMESTAMP
+
+
+class OpportunityFactory(MirroredResourceFactory[Opportunity]):
     """An opportunity as a processed ``crmOpportunity::created`` leaves it.
     ``OpportunityFactory(deleted=True)`` makes one that Morph reported deleted."""
 
@@ -50,8 +66,6 @@ class OpportunityFactory(DjangoModelFactory[Opportunity]):
     class Params:
         deleted = Trait(deleted_at=LazyFunction(django_timezone.now))
 
-    connector_id = "hubspot"
-    owner_id = "tenant_1"
     remote_id = Sequence(lambda n: f"opp_{n}")
     name = Sequence(lambda n: f"Opportunity {n}")
     amount = Decimal("12500")
@@ -59,57 +73,43 @@ class OpportunityFactory(DjangoModelFactory[Opportunity]):
     stage_id = "stage_qualified"
     pipeline_id = "pipeline_sales"
     crm_owner_id = "user_42"
-    remote_created_at = REMOTE_TIMESTAMP
-    remote_updated_at = REMOTE_TIMESTAMP
 
 
-class PipelineFactory(DjangoModelFactory[Pipeline]):
+class PipelineFactory(MirroredResourceFactory[Pipeline]):
     """A pipeline; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``pipeline_id``."""
 
     class Meta:
         model = Pipeline
         django_get_or_create = ("connector_id", "owner_id", "remote_id")
 
-    connector_id = "hubspot"
-    owner_id = "tenant_1"
     remote_id = "pipeline_sales"
     name = "Sales"
-    remote_created_at = REMOTE_TIMESTAMP
-    remote_updated_at = REMOTE_TIMESTAMP
 
 
-class StageFactory(DjangoModelFactory[Stage]):
+class StageFactory(MirroredResourceFactory[Stage]):
     """A stage; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``stage_id``."""
 
     class Meta:
         model = Stage
         django_get_or_create = ("connector_id", "owner_id", "remote_id")
 
-    connector_id = "hubspot"
-    owner_id = "tenant_1"
     remote_id = "stage_qualified"
     name = "Qualified"
     type = StageType.OPEN
     pipeline_id = "pipeline_sales"
-    remote_created_at = REMOTE_TIMESTAMP
-    remote_updated_at = REMOTE_TIMESTAMP
 
 
-class CrmUserFactory(DjangoModelFactory[CrmUser]):
+class CrmUserFactory(MirroredResourceFactory[CrmUser]):
     """A CRM user; ``remote_id`` defaults to :class:`OpportunityFactory`'s ``crm_owner_id``."""
 
     class Meta:
         model = CrmUser
         django_get_or_create = ("connector_id", "owner_id", "remote_id")
 
-    connector_id = "hubspot"
-    owner_id = "tenant_1"
     remote_id = "user_42"
     first_name = "Ada"
     last_name = "Lovelace"
     email = "ada@example.com"
-    remote_created_at = REMOTE_TIMESTAMP
-    remote_updated_at = REMOTE_TIMESTAMP
 
 
 class IdempotencyKeyFactory(DjangoModelFactory[IdempotencyKey]):
