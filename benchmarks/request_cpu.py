@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""The CPU one request costs in this process: the app's endpoint against the two yardsticks.
+
+    .venv/bin/python benchmarks/request_cpu.py [--database postgres|sqlite] [--events 2000]
+        [--scenario new|mixed|duplicate|naive|bare ...] [--log-info] [--profile FILE] [--top 30]
+
+No server and no client: each request is a prepared WSGI environ handed to the project's WSGI
+handler (``benchmarks.settings``: the example's middleware, persistent connections), so the figure
+is the Python the request runs, plus the database's client side, without the noise of a shared
+machine's other processes. ``time.process_time()`` counts this process's CPU only: the
+database server's own work is not in it (wall time is shown beside it).
+
+Scenarios: ``new`` (every event a new opportunity), ``mixed`` (70% new, 20% updates, 10% re-sends,
+as ``benchmarks/lua/events.lua``), ``duplicate`` (re-sends of stored events), and the yardsticks
+``naive`` (the hand-written receiver, new events) and ``bare`` (a view that does nothing).
+``--log-info`` logs the app's request line at INFO to a handler writing to /dev/null, as a
+deployment that keeps the line would; by default the benchmark settings log WARNING and above.
+``--profile FILE`` runs the first scenario under cProfile and prints the top by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import random
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+
+STAGES = ("appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost")
+
+
+def fresh_database(kind: str, name: str) -> str:
+    if kind == "sqlite":
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{PG_SERVER}/{name}"
+
+
+def setup_django(database_url: str) -> str:
+    token = secrets.token_urlsafe(32)
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "MORPH_WEBHOOKS_SECRET": token,
+            "BENCH_DATABASE_URL": database_url,
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    return token
+
+
+class Events:
+    """Bodies shaped like ``benchmarks/lua/events.lua``'s, each with its own key."""
+
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+        self.count = 0
+        self.sent: list[tuple[str, bytes]] = []  # (key, body) of every request so far
+        self.opportunities: list[tuple[str, int]] = []  # (id, seconds of its last updatedAt)
+
+    def _body(self, action: str, remote_id: str, seconds: int) -> bytes:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1735689600 + seconds))
+        data = {
+            "object": "resource",
+            "model": "crmOpportunity",
+            "id": remote_id,
+            "fields": {
+                "name": f"Deal {remote_id}",
+                "amount": random.randint(1, 100000),
+                "currency": random.choice(("EUR", "USD", "GBP")),
+                "stage": {"object": "resourceRef", "model": "crmStage", "id": random.choice(STAGES)},
+                "pipeline": {"object": "resourceRef", "model": "crmPipeline", "id": "pipeline_sales"},
+                "owner": {"object": "resourceRef", "model": "genericUser", "id": "user_1"},
+                "contacts": [{"object": "resourceRef", "model": "genericContact", "id": "contact_1"}],
+                "companies": [{"object": "resourceRef", "model": "genericCompany", "id": "company_1"}],
+                "engagements": [],
+            },
+            "createdAt": f"{stamp}.000Z",
+            "updatedAt": f"{stamp}.{random.randint(0, 999):03d}Z",
+            "rawResource": None,
+            "warnings": [],
+        }
+        return json.dumps({"event": f"crmOpportunity::{action}", "data": data}).encode()
+
+    def new(self) -> tuple[str, bytes]:
+        self.count += 1
+        remote_id = f"opp_{self.nonce}_{self.count}"
+        self.opportunities.append((remote_id, self.count))
+        return self._send(self._body("created", remote_id, self.count))
+
+    def update(self) -> tuple[str, bytes]:
+        self.count += 1
+        index = random.randrange(len(self.opportunities))
+        remote_id, _ = self.opportunities[index]
+        self.opportunities[index] = (remote_id, self.count)
+        return self._send(self._body("updated", remote_id, self.count))
+
+    def resend(self) -> tuple[str, bytes]:
+        return random.choice(self.sent)
+
+    def _send(self, body: bytes) -> tuple[str, bytes]:
+        key = f"key_{self.nonce}_{len(self.sent)}"
+        self.sent.append((key, body))
+        return key, body
+
+    def mixed(self) -> tuple[str, bytes]:
+        roll = random.random()
+        if roll < 0.7 or len(self.sent) < 10:
+            return self.new()
+        return self.update() if roll < 0.9 else self.resend()
+
+
+def environ(path: str, token: str, key: str, body: bytes, owner: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": f"token={token}",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "morph-webhooks",
+        "HTTP_ACCEPT": "*/*",
+        "HTTP_X_CONECTOR_ID": "hubspot",
+        "HTTP_X_OWNER_ID": owner,
+        "HTTP_X_IDEMPOTENCY_KEY": key,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def requests(scenario: str, token: str, count: int, nonce: str) -> Iterator[dict[str, Any]]:
+    events = Events(nonce)
+    path = {"naive": "/bench/naive/", "bare": "/bench/bare/"}.get(scenario, "/webhooks/morph/")
+    if scenario == "duplicate":
+        # Store the events first (not timed), then send them again.
+        originals = [events.new() for _ in range(count)]
+        yield from (environ(path, token, key, body, "tenant_1") for key, body in originals)
+        yield from (environ(path, token, key, body, "tenant_1") for key, body in originals)
+        return
+    make: Callable[[], tuple[str, bytes]] = events.mixed if scenario == "mixed" else events.new
+    for _ in range(count):
+        key, body = make()
+        yield environ(path, token, key, body, "tenant_1")
+
+
+def run(application: Any, environs: list[dict[str, Any]], expect: set[int]) -> tuple[float, float]:
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    for env in environs:
+        response = application(env, start_response)
+        for _ in response:
+            pass
+        response.close()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    codes = {int(status.split()[0]) for status in statuses}
+    if not codes <= expect:
+        raise SystemExit(f"unexpected answers: {sorted(codes)}")
+    return cpu, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--database-name", default="morph_webhooks_cpu", help="dropped and created")
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--scenario", nargs="+", default=["new", "mixed", "duplicate", "naive", "bare"])
+    parser.add_argument("--log-info", action="store_true")
+    parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+
+    token = setup_django(fresh_database(args.database, args.database_name))
+    from django.core.wsgi import get_wsgi_application
+
+    if args.log_info:
+        logger = logging.getLogger("morph_webhooks")
+        logger.setLevel(logging.INFO)
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+        handler.setFormatter(logging.Formatter("{asctime} {levelname} {name}: {message}", style="{"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    application = get_wsgi_application()
+    random.seed(1)
+    for _, env in zip(range(args.warmup), requests("mixed", token, args.warmup, "warm"), strict=False):
+        run(application, [env], {200})
+    print(f"{args.database}: {args.events} requests per scenario, CPU of this process per request")
+    for index, scenario in enumerate(args.scenario):
+        environs = list(requests(scenario, token, args.events, f"{scenario}{secrets.token_hex(4)}"))
+        if scenario == "duplicate":
+            run(application, environs[: args.events], {200})
+            environs = environs[args.events :]
+        profiler = cProfile.Profile() if args.profile and index == 0 else None
+        if profiler:
+            profiler.enable()
+        cpu, wall = run(application, environs, {200})
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        print(
+            f"  {scenario:10} cpu {cpu / len(environs) * 1e6:7.0f} µs   wall {wall / len(environs) * 1e6:7.0f} µs"
+        )
+    if args.profile:
+        stream = io.StringIO()
+        pstats.Stats(args.profile, stream=stream).sort_stats("cumulative").print_stats(args.top)
+        print(stream.getvalue())
+
+
+if __name__ == "__main__":
+    main()
