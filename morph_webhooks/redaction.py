@@ -39,15 +39,41 @@ def configured_secrets() -> list[str]:
     return [secret for secret in conf.SECRETS if isinstance(secret, str) and secret]
 
 
+def spellings(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as it is written in a URL: itself, percent-encoded, form-encoded."""
+    return tuple(
+        dict.fromkeys(
+            spelling
+            for secret in secrets
+            for spelling in (secret, quote(secret, safe=""), quote_plus(secret))
+        )
+    )
+
+
+def _configured_spellings() -> tuple[str, ...]:
+    return spellings(configured_secrets())
+
+
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """``text`` with every ``token=`` value masked, and the shared secrets (the configured ones
     unless given) in every spelling a URL gives them: a percent-encoded parameter name
     (``%74oken=``) or a URL nested in another one still carries the secret itself."""
-    text = TOKEN_IN_TEXT.sub(lambda match: match[1] + REDACTED, text)
-    for secret in configured_secrets() if secrets is None else secrets:
-        for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(spelling, REDACTED)
+    if "=" in text:  # what every match of TOKEN_IN_TEXT holds; most header values have none
+        text = TOKEN_IN_TEXT.sub(_masked, text)
+    if secrets is not None:
+        masked = spellings(secrets)
+    elif settings.configured:
+        # Every request redacts each of its headers: the spellings are worked out once per settings.
+        masked = conf.derived(_configured_spellings)
+    else:
+        masked = ()
+    for spelling in masked:
+        text = text.replace(spelling, REDACTED)
     return text
+
+
+def _masked(match: re.Match[str]) -> str:
+    return match[1] + REDACTED
 
 
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:

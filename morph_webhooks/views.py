@@ -34,6 +34,8 @@ from .redaction import (
 
 logger = logging.getLogger(__name__)
 
+_HEADERS = "_morph_webhooks_headers"
+
 
 class AlwaysJSON(BaseContentNegotiation):
     """Morph's Accept header is no reason to refuse an event: answer JSON whatever it asks for."""
@@ -155,9 +157,17 @@ def register_connection(connector_id: str, owner_id: str) -> None:
 
 
 def request_headers(request: HttpRequest) -> dict[str, str]:
-    return {
-        name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS
-    }
+    """The request's headers by lower-case name, credentials left out; worked out once per request
+    (the delivery, the event and the log line all read them). Not to be changed."""
+    headers: dict[str, str] | None = getattr(request, _HEADERS, None)
+    if headers is None:
+        headers = {
+            lower: value
+            for name, value in request.headers.items()
+            if (lower := name.lower()) not in SECRET_HEADERS
+        }
+        setattr(request, _HEADERS, headers)
+    return headers
 
 
 def new_delivery(request: HttpRequest) -> WebhookDelivery:
@@ -210,10 +220,13 @@ def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
 def log_request(request: HttpRequest, response: Response, seconds: float) -> None:
     """One line per request, without secrets; header values are quoted with %r so that a
     hostile value cannot forge log lines."""
+    level = logging.INFO if response.status_code < 400 else logging.WARNING
+    if not logger.isEnabledFor(level):
+        return  # a project that keeps only warnings pays nothing for the others
     data = response.data if isinstance(response.data, dict) else {}
     headers = request_headers(request)
     logger.log(
-        logging.INFO if response.status_code < 400 else logging.WARNING,
+        level,
         "Morph webhook %s %s key=%r connector=%r owner=%r %.1fms",
         response.status_code,
         data.get("status") or data.get("error", ""),
