@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
@@ -317,17 +317,21 @@ def load_json(body: bytes) -> Any:
         raise InvalidEvent({"body": [f"Not valid JSON: {exc}"]}) from None
     if not isinstance(payload, dict):
         raise InvalidEvent({"body": [f"Expected a JSON object, got {type(payload).__name__}."]})
-    _check_storable(payload)
+    # Only an escape (\u0000, \ud800) puts a NUL or a lone surrogate in a string: the JSON parser
+    # refuses raw control characters, and the UTF-8 decoder surrogates.
+    _check_storable(payload, check_text="\\u" in text)
     return payload
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -335,9 +339,12 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
-def _check_storable(payload: dict[str, Any]) -> None:
+def _check_storable(payload: dict[str, Any], check_text: bool = True) -> None:
     """Refuse what no database can store (NUL, lone surrogates, numbers beyond a double's range)
-    and excessive nesting."""
+    and excessive nesting; the text of strings only if ``check_text``."""
+    if _plainly_storable(payload, check_text):
+        return
+    # Walked again, this time naming where the problem is.
     stack: list[tuple[str, Any, int]] = [("", payload, 1)]
     while stack:
         path, value, depth = stack.pop()
@@ -356,6 +363,45 @@ def _check_storable(payload: dict[str, Any]) -> None:
             # json reads a number beyond a double's range (1e400) as infinity, which no database
             # column for JSON can store; integers of any length are kept exactly instead.
             raise InvalidEvent({path: ["A number too large to store; send it as a string."]})
+
+
+def _plainly_storable(payload: dict[str, Any], check_text: bool) -> bool:
+    """Whether :func:`_check_storable` would find nothing: the same walk, without the paths that
+    only an error needs. False means "maybe not", never a wrong yes: deep nesting is left to it."""
+    pending: list[dict[str, Any] | list[Any]] = [payload]
+    depths = [1]
+    while pending:
+        container, depth = pending.pop(), depths.pop()
+        if depth >= MAX_DEPTH:
+            return False
+        if isinstance(container, dict):
+            if check_text and not all(map(_storable_text, container)):
+                return False
+            items: Iterable[Any] = container.values()
+        else:
+            items = container
+        for item in items:
+            if isinstance(item, (dict, list)):
+                pending.append(item)
+                depths.append(depth + 1)
+            elif isinstance(item, str):
+                if check_text and not _storable_text(item):
+                    return False
+            elif isinstance(item, float) and not math.isfinite(item):
+                return False
+    return True
+
+
+def _storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(path: str, text: str) -> None:
