@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.utils.safestring import SafeString, mark_safe
 from django.views import debug
 
@@ -88,8 +88,10 @@ def forget_token(request: HttpRequest) -> None:
     and error trackers read them too. Nothing needs the secret after authentication."""
     if TOKEN_PARAMETER not in request.GET:
         return
-    query = request.GET.copy()
-    query[TOKEN_PARAMETER] = REDACTED
+    # Not request.GET.copy(): a deep copy, of values nothing changes.
+    query = QueryDict(mutable=True, encoding=request.GET.encoding)
+    for name, values in request.GET.lists():
+        query.setlist(name, [REDACTED] if name == TOKEN_PARAMETER else list(values))
     request.GET = query  # type: ignore[assignment]  # the stubs type it read-only, Django lets it be set
     request.META["QUERY_STRING"] = redact(request.META.get("QUERY_STRING", ""))
 
