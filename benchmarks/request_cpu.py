@@ -2,7 +2,7 @@
 """The CPU one request costs in this process: the app's endpoint against the two yardsticks.
 
     .venv/bin/python benchmarks/request_cpu.py [--database postgres|sqlite] [--events 2000]
-        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare ...] [--log-info] [--profile FILE]
+        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare|view ...] [--log-info] [--profile FILE]
         [--top 30]
 
 No server and no client: each request is a prepared WSGI environ handed to the project's WSGI
@@ -13,7 +13,10 @@ database server's own work is not in it (wall time is shown beside it).
 
 Scenarios: ``new`` (every event a new opportunity), ``mixed`` (70% new, 20% updates, 10% re-sends,
 as ``benchmarks/lua/events.lua``), ``duplicate`` (re-sends of stored events), and the yardsticks
-``naive`` (the hand-written receiver, new events) and ``bare`` (a view that does nothing).
+``naive`` (the hand-written receiver, new events) and ``bare`` (a view that does nothing); and
+``view``: the app's endpoint with new events and ``process_event`` replaced by a stub, i.e. what
+a request costs besides processing (DRF, authentication, validation, the request log's row
+built but not saved, the answer, the log line).
 ``--log-info`` logs the app's request line at INFO to a handler writing to /dev/null, as a
 deployment that keeps the line would; by default the benchmark settings log WARNING and above.
 Rounds interleave the scenarios; the table shows each one's least and median CPU per request over
@@ -24,6 +27,7 @@ table) and prints the top by cumulative time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -183,6 +187,18 @@ def requests(scenario: str, token: str, count: int, nonce: str) -> Iterator[dict
         yield environ(path, token, key, body, "tenant_1")
 
 
+def without_processing(scenario: str) -> Any:
+    """For ``view``: the endpoint with processing (the database's part) replaced by a stub."""
+    from unittest import mock
+
+    from morph_webhooks.models import Outcome
+    from morph_webhooks.processing import Result
+
+    if scenario != "view":
+        return contextlib.nullcontext()
+    return mock.patch("morph_webhooks.views.process_event", return_value=Result(Outcome.PROCESSED))
+
+
 def run(application: Any, environs: list[dict[str, Any]], expect: set[int]) -> tuple[float, float]:
     statuses: list[str] = []
 
@@ -211,7 +227,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scenario", nargs="+", default=["new", "mixed", "duplicate", "naive", "bare"])
+    parser.add_argument(
+        "--scenario", nargs="+", default=["new", "mixed", "duplicate", "naive", "bare", "view"]
+    )
     parser.add_argument("--log-info", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--top", type=int, default=30)
@@ -250,7 +268,8 @@ def main() -> None:
             profiler = cProfile.Profile(time.process_time) if profiled else None
             if profiler:
                 profiler.enable()
-            cpu, wall = run(application, environs, {200})
+            with without_processing(scenario):
+                cpu, wall = run(application, environs, {200})
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(args.profile)

@@ -311,15 +311,28 @@ def load_json(body: bytes) -> Any:
         raise InvalidEvent({"body": [f"Not valid UTF-8 (byte {exc.start})."]}) from None
     if not text.strip():
         raise InvalidEvent({"body": ["Empty body; expected a JSON object."]})
+    infinite: list[float] = []
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            infinite.append(value)
+        return value
+
     try:
-        payload = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_reject_constant)
+        payload = json.loads(
+            text, object_pairs_hook=unique_keys, parse_constant=_reject_constant, parse_float=number
+        )
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent({"body": [f"Not valid JSON: {exc}"]}) from None
     if not isinstance(payload, dict):
         raise InvalidEvent({"body": [f"Expected a JSON object, got {type(payload).__name__}."]})
-    # Only an escape (\u0000, \ud800) puts a NUL or a lone surrogate in a string: the JSON parser
-    # refuses raw control characters, and the UTF-8 decoder surrogates.
-    _check_storable(payload, check_text="\\u" in text)
+    # What could not be stored shows in the text, and most bodies have none of it: an escape (only
+    # \u0000 or \ud800 puts a NUL or a lone surrogate in a string: the parser refuses raw control
+    # characters, the UTF-8 decoder surrogates), a number beyond a double's range, or deep nesting
+    # (each level opens a bracket).
+    if "\\u" in text or infinite or text.count("{") + text.count("[") >= MAX_DEPTH:
+        _check_storable(payload)
     return payload
 
 
@@ -339,10 +352,10 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
-def _check_storable(payload: dict[str, Any], check_text: bool = True) -> None:
+def _check_storable(payload: dict[str, Any]) -> None:
     """Refuse what no database can store (NUL, lone surrogates, numbers beyond a double's range)
-    and excessive nesting; the text of strings only if ``check_text``."""
-    if _plainly_storable(payload, check_text):
+    and excessive nesting."""
+    if _plainly_storable(payload):
         return
     # Walked again, this time naming where the problem is.
     stack: list[tuple[str, Any, int]] = [("", payload, 1)]
@@ -365,7 +378,7 @@ def _check_storable(payload: dict[str, Any], check_text: bool = True) -> None:
             raise InvalidEvent({path: ["A number too large to store; send it as a string."]})
 
 
-def _plainly_storable(payload: dict[str, Any], check_text: bool) -> bool:
+def _plainly_storable(payload: dict[str, Any]) -> bool:
     """Whether :func:`_check_storable` would find nothing: the same walk, without the paths that
     only an error needs. False means "maybe not", never a wrong yes: deep nesting is left to it."""
     pending: list[dict[str, Any] | list[Any]] = [payload]
@@ -375,7 +388,7 @@ def _plainly_storable(payload: dict[str, Any], check_text: bool) -> bool:
         if depth >= MAX_DEPTH:
             return False
         if isinstance(container, dict):
-            if check_text and not all(map(_storable_text, container)):
+            if not all(map(_storable_text, container)):
                 return False
             items: Iterable[Any] = container.values()
         else:
@@ -385,7 +398,7 @@ def _plainly_storable(payload: dict[str, Any], check_text: bool) -> bool:
                 pending.append(item)
                 depths.append(depth + 1)
             elif isinstance(item, str):
-                if check_text and not _storable_text(item):
+                if not _storable_text(item):
                     return False
             elif isinstance(item, float) and not math.isfinite(item):
                 return False
