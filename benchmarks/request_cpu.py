@@ -248,7 +248,7 @@ def main() -> None:
         handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
         handler.setFormatter(logging.Formatter("{asctime} {levelname} {name}: {message}", style="{"))
         handler.addFilter(RedactToken())  # as the example project's handlers
-        logger.addHandler(handler)
+        logger.handlers = [handler]  # not also the settings' console handler
         logger.propagate = False
     random.seed(1)
     for _, env in zip(range(args.warmup), requests("mixed", token, args.warmup, "warm"), strict=False):

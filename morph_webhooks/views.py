@@ -201,6 +201,8 @@ def check_content_type(request: HttpRequest) -> None:
 
 def storable(text: str) -> str:
     # The log keeps what arrived, in a form every database can store (no NUL, valid UTF-8).
+    if text.isascii() and "\x00" not in text:
+        return text  # as almost every header is
     return text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
 
 
