@@ -12,6 +12,7 @@ from decimal import Context, Decimal
 from typing import Any, TypeVar
 
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .resources.base import ACTIONS, ID_LENGTH
 
@@ -26,6 +27,20 @@ EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+
 S = TypeVar("S", bound="serializers.Serializer[Any]")
 
 
+class ProhibitSurrogateCharacters(ProhibitSurrogateCharactersValidator):
+    """DRF's check of every string field, which loops over each character in Python: text without
+    a surrogate, nearly all, is told apart in C first; with one, DRF's says which."""
+
+    def __call__(self, value: Any) -> None:
+        text = str(value)
+        if text.isascii():
+            return
+        try:
+            text.encode("utf-8")  # fails on a surrogate, and only on one
+        except UnicodeEncodeError:
+            super().__call__(value)
+
+
 def prepared(serializer: S) -> S:
     """``serializer`` with every field it holds built, to be shared (see :func:`validate`): DRF
     deep-copies a serializer's declared fields into each instance and builds nested ones when first
@@ -33,7 +48,12 @@ def prepared(serializer: S) -> S:
     pending: list[serializers.Field[Any, Any, Any, Any]] = [serializer]
     while pending:
         field = pending.pop()
-        _ = field.validators
+        field.validators = [
+            ProhibitSurrogateCharacters()
+            if type(validator) is ProhibitSurrogateCharactersValidator
+            else validator
+            for validator in field.validators
+        ]
         if isinstance(field, serializers.Serializer):
             pending.extend(field.fields.values())
         child = getattr(field, "child", None)

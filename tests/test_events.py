@@ -11,6 +11,7 @@ import pytest
 from rest_framework.serializers import Serializer
 
 from morph_webhooks.events import InvalidEvent, parse_event
+from morph_webhooks.serializers import HeadersSerializer
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
 
 HEADERS = morph_headers("key-1")
@@ -378,3 +379,15 @@ def test_parsing_an_event_builds_no_serializer_fields():
         parse_event(HEADERS, body)
         parse_event(HEADERS, json.dumps(resource_event("crmStage", "deleted", "stage_2")).encode())
     assert built.call_count == 0
+
+
+@pytest.mark.parametrize("owner", ["tenant_\ud800", "tenant_é\udfff", "tenant_é", "tenant_\U0001f600"])
+def test_shared_serializers_answer_as_drf_does(owner):
+    # The shared serializers check strings for surrogates faster than DRF, with DRF's answers.
+    headers = {**HEADERS, "x-owner-id": owner}
+    fresh = HeadersSerializer(data={"connector_id": "hubspot", "owner_id": owner, "idempotency_key": "k"})
+    expected = {} if fresh.is_valid() else {"x-owner-id": [str(error) for error in fresh.errors["owner_id"]]}
+
+    result = outcome(headers, json.dumps(opportunity_event()).encode())
+
+    assert (result if isinstance(result, dict) else {}) == expected
