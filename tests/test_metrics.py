@@ -3,12 +3,23 @@ authentication and statements, a project's own registry, and the app without pro
 
 from __future__ import annotations
 
+import json
 import os
+import runpy
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +36,8 @@ from morph_webhooks.deferred import run_delivery
 from morph_webhooks.models import Connection, Outcome, SyncOutcome, WebhookDelivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from morph_webhooks.testing.factories import WebhookDeliveryFactory
-from tests.helpers import SECRET, URL, at, postgresql_only, raising_receiver
+from tests.helpers import SECRET, URL, at, free_port, postgresql_only, raising_receiver
+from tests.test_example_project import DEV_SECRET, EXAMPLE_VARIABLES, manage, stop, wait_until_listening
 
 pytestmark = pytest.mark.django_db
 
@@ -449,3 +461,151 @@ def test_counting_adds_no_statement_to_a_request(client, settings, known_connect
     off = statement_count("opp_off")
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "METRICS": True}
     assert statement_count("opp_on") == off
+
+
+# Under gunicorn: several worker processes, prometheus-client's multiprocess mode, real scrapes.
+
+
+@pytest.fixture
+def gunicorn_site(tmp_path: Path) -> Iterator[tuple[str, Path, Path, subprocess.Popen[bytes]]]:
+    """The example project under gunicorn with 3 workers, in multiprocess mode; yields its site URL,
+    its SQLite database, its metrics directory and the gunicorn master."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_999999.db").write_bytes(b"left by an earlier run")
+    db_path = tmp_path / "example.sqlite3"
+    env = {name: value for name, value in os.environ.items() if name not in EXAMPLE_VARIABLES}
+    env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        DATABASE_URL=f"sqlite:///{db_path}",
+        PROMETHEUS_MULTIPROC_DIR=str(directory),
+        PYTHONUNBUFFERED="1",
+    )
+    migrate = manage(env, "migrate", "--no-input")
+    assert migrate.returncode == 0, migrate.stderr
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "example_project/gunicorn.conf.py"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_listening(port, process, log_path)
+            yield f"http://127.0.0.1:{port}", db_path, directory, process
+        finally:
+            stop(process)
+
+
+def send(site: str, body: Any, key: str, *, token: str | None = DEV_SECRET, **headers: str) -> int:
+    query = f"?token={token}" if token else ""
+    request = urllib.request.Request(
+        f"{site}{URL}{query}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **morph_headers(key), **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def scrape_site(site: str, token: str | None = DEV_SECRET) -> tuple[int, str]:
+    query = f"?token={token}" if token else ""
+    try:
+        with urllib.request.urlopen(f"{site}{METRICS_URL}{query}", timeout=30) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def counted_by_outcome(text: str) -> Counter[str]:
+    counted: Counter[str] = Counter()
+    for (name, label_set), value in parse(text).items():
+        if name == "morph_webhooks_deliveries_total":
+            counted[dict(label_set)["outcome"]] += int(value)
+    return counted
+
+
+def request_log(db_path: Path) -> Counter[str]:
+    """The example's WebhookDelivery rows by the outcome the endpoint answered."""
+    with closing(sqlite3.connect(db_path)) as db:
+        rows = db.execute(
+            "SELECT status, http_status, COUNT(*) FROM morph_webhooks_webhookdelivery GROUP BY 1, 2"
+        ).fetchall()
+    answered = {("rejected", 400): "invalid_event"}
+    return Counter({answered.get((status, code), status): count for status, code, count in rows})
+
+
+def test_counts_add_up_to_the_request_log_under_several_gunicorn_workers(gunicorn_site):
+    site, db_path, directory, master = gunicorn_site
+    new = [(opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(12)]
+    again = [
+        *((opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(3)),
+        (opportunity_event("updated", remote_id="opp_5", updated_at=at(-60)), "key_stale"),
+        (resource_event("crmEngagement"), "key_ignored"),
+        ({"event": "nonsense"}, "key_invalid_1"),
+        ({"data": {}}, "key_invalid_2"),
+    ]
+    hostile = "evil-connector-0123"
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        # Concurrent requests, so that every worker answers some.
+        assert set(pool.map(lambda sent: send(site, *sent), new)) == {200}
+        statuses = Counter(pool.map(lambda sent: send(site, *sent), again))
+        refused = list(
+            pool.map(lambda n: send(site, {}, f"k{n}", token=None, **{"x-conector-id": hostile}), range(4))
+        )
+        scrapes = list(pool.map(lambda _: scrape_site(site), range(6)))
+
+    assert statuses == {200: 5, 400: 2} and refused == [401] * 4
+    assert scrape_site(site, token=None)[0] == 401
+    logged = request_log(db_path)
+    assert logged == {"processed": 12, "duplicate": 3, "stale": 1, "ignored": 1, "invalid_event": 2}
+    # Each scrape, whichever worker answered it, sums every worker's counts: the request log's,
+    # and the refused requests that the log does not keep.
+    for code, text in scrapes:
+        assert code == 200
+        assert counted_by_outcome(text) == logged + Counter(not_authenticated=4)
+        assert hostile not in text
+    counting = [path.name for path in directory.glob("counter_*.db")]
+    assert len(counting) >= 2, f"only {counting} counted: the requests did not reach several workers"
+    assert "counter_999999.db" not in counting  # emptied at start
+    processing = parse(scrapes[0][1])
+    assert (
+        processing[("morph_webhooks_processing_seconds_count", labels(model="crmOpportunity", mode="sync"))]
+        == 16
+    )
+
+    # One worker fewer: gunicorn's child_exit hook runs, and what it counted stays in the sums.
+    os.kill(master.pid, signal.SIGTTOU)
+    deadline = time.monotonic() + 20
+    while (
+        time.monotonic() < deadline
+        and "Worker exiting" not in (directory.parent / "gunicorn.log").read_text()
+    ):
+        time.sleep(0.1)
+    assert "Worker exiting" in (directory.parent / "gunicorn.log").read_text()
+    for _ in range(4):
+        code, text = scrape_site(site)
+        assert counted_by_outcome(text) == logged + Counter(not_authenticated=4)
+
+
+def test_the_example_gunicorn_child_exit_marks_the_process_dead(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    live, counted = tmp_path / "gauge_livesum_4242.db", tmp_path / "counter_4242.db"
+    live.write_bytes(b"")
+    counted.write_bytes(b"")
+    config = runpy.run_path(str(ROOT / "example_project" / "gunicorn.conf.py"))
+
+    config["child_exit"](None, SimpleNamespace(pid=4242))
+
+    # The live gauge goes with the process; the counts stay in the sums.
+    assert not live.exists() and counted.exists()
+    config["on_starting"](None)
+    assert list(tmp_path.iterdir()) == []
