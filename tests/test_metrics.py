@@ -16,7 +16,8 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -466,10 +467,19 @@ def test_counting_adds_no_statement_to_a_request(client, settings, known_connect
 # Under gunicorn: several worker processes, prometheus-client's multiprocess mode, real scrapes.
 
 
-@pytest.fixture
-def gunicorn_site(tmp_path: Path) -> Iterator[tuple[str, Path, Path, subprocess.Popen[bytes]]]:
-    """The example project under gunicorn with 3 workers, in multiprocess mode; yields its site URL,
-    its SQLite database, its metrics directory and the gunicorn master."""
+@dataclass
+class Site:
+    url: str
+    db_path: Path
+    directory: Path  # PROMETHEUS_MULTIPROC_DIR
+    env: dict[str, str]
+    master: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@contextmanager
+def gunicorn_example(tmp_path: Path, **variables: str) -> Iterator[Site]:
+    """The example project under gunicorn with 3 workers, in multiprocess mode."""
     directory = tmp_path / "prometheus"
     directory.mkdir()
     (directory / "counter_999999.db").write_bytes(b"left by an earlier run")
@@ -480,6 +490,7 @@ def gunicorn_site(tmp_path: Path) -> Iterator[tuple[str, Path, Path, subprocess.
         DATABASE_URL=f"sqlite:///{db_path}",
         PROMETHEUS_MULTIPROC_DIR=str(directory),
         PYTHONUNBUFFERED="1",
+        **variables,
     )
     migrate = manage(env, "migrate", "--no-input")
     assert migrate.returncode == 0, migrate.stderr
@@ -496,7 +507,7 @@ def gunicorn_site(tmp_path: Path) -> Iterator[tuple[str, Path, Path, subprocess.
         )
         try:
             wait_until_listening(port, process, log_path)
-            yield f"http://127.0.0.1:{port}", db_path, directory, process
+            yield Site(f"http://127.0.0.1:{port}", db_path, directory, env, process, log_path)
         finally:
             stop(process)
 
@@ -543,8 +554,13 @@ def request_log(db_path: Path) -> Counter[str]:
     return Counter({answered.get((status, code), status): count for status, code, count in rows})
 
 
-def test_counts_add_up_to_the_request_log_under_several_gunicorn_workers(gunicorn_site):
-    site, db_path, directory, master = gunicorn_site
+def test_counts_add_up_to_the_request_log_under_several_gunicorn_workers(tmp_path):
+    with gunicorn_example(tmp_path) as example:
+        counts_add_up(example)
+
+
+def counts_add_up(example: Site) -> None:
+    site, db_path, directory = example.url, example.db_path, example.directory
     new = [(opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(12)]
     again = [
         *((opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(3)),
@@ -583,17 +599,14 @@ def test_counts_add_up_to_the_request_log_under_several_gunicorn_workers(gunicor
     )
 
     # One worker fewer: gunicorn's child_exit hook runs, and what it counted stays in the sums.
-    os.kill(master.pid, signal.SIGTTOU)
+    os.kill(example.master.pid, signal.SIGTTOU)
     deadline = time.monotonic() + 20
-    while (
-        time.monotonic() < deadline
-        and "Worker exiting" not in (directory.parent / "gunicorn.log").read_text()
-    ):
+    while time.monotonic() < deadline and "Worker exiting" not in example.log_path.read_text():
         time.sleep(0.1)
-    assert "Worker exiting" in (directory.parent / "gunicorn.log").read_text()
+    assert "Worker exiting" in example.log_path.read_text()
     for _ in range(4):
         code, text = scrape_site(site)
-        assert counted_by_outcome(text) == logged + Counter(not_authenticated=4)
+        assert code == 200 and counted_by_outcome(text) == logged + Counter(not_authenticated=4)
 
 
 def test_the_example_gunicorn_child_exit_marks_the_process_dead(tmp_path, monkeypatch):
@@ -609,3 +622,43 @@ def test_the_example_gunicorn_child_exit_marks_the_process_dead(tmp_path, monkey
     assert not live.exists() and counted.exists()
     config["on_starting"](None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_task_workers_processing_times_reach_the_scrape(tmp_path):
+    with gunicorn_example(tmp_path, MORPH_WEBHOOKS_PROCESSING="deferred") as example:
+        sent = [
+            send(example.url, opportunity_event(remote_id=f"opp_{number}"), f"key_{number}")
+            for number in range(5)
+        ]
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-startup-delay"],
+            cwd=ROOT,
+            env=example.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and request_log(example.db_path) != {"processed": 5}:
+                time.sleep(0.2)
+        finally:
+            stop(worker)
+        samples = parse(scrape_site(example.url)[1])
+
+    assert sent == [200] * 5
+    assert request_log(example.db_path) == {"processed": 5}
+    assert (
+        samples[("morph_webhooks_processing_seconds_count", labels(model="crmOpportunity", mode="deferred"))]
+        == 5
+    )
+    assert (
+        "morph_webhooks_processing_seconds_count",
+        labels(model="crmOpportunity", mode="sync"),
+    ) not in samples
+    queued = {
+        dict(label_set)["outcome"]: value
+        for (name, label_set), value in samples.items()
+        if name == "morph_webhooks_deliveries_total"
+    }
+    assert queued == {"queued": 5}
+    assert samples[("morph_webhooks_queued", labels())] == 0
