@@ -1,5 +1,6 @@
 """Prometheus metrics: each metric's value after known traffic, bounded labels, the scrape's
-authentication and statements, a project's own registry, and the app without prometheus-client."""
+authentication and statements, a project's own registry, the app without prometheus-client; and
+the example project under a real multi-worker gunicorn (and a db_worker) in multiprocess mode."""
 
 from __future__ import annotations
 
