@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Time the health check (morph_webhooks.health.run_checks) on a large request log.
+"""Time the health check (morph_webhooks.health.run_checks), and the metrics' scrape, on a large
+request log.
 
     .venv/bin/python benchmarks/health.py [--deliveries 1000000] [--connections 200] [--runs 7]
 
@@ -7,7 +8,8 @@ Creates a throwaway PostgreSQL database (``--database``, default ``mw_health_ben
 ``--server`` (default ``postgres://postgres@127.0.0.1:5432``), migrates it, stores the deliveries
 server-side (INSERT ... SELECT over generate_series) spread over 30 days and the connections, then
 prints the median time of the whole check, each check's median, and the plan of each check's
-query (EXPLAIN ANALYZE). The database is dropped at the end, also on failure.
+query (EXPLAIN ANALYZE); then the same for the metrics' database gauges (the scrape's
+statements). The database is dropped at the end, also on failure.
 
 The mix: 0.1% dead, 1% failed, 10 queued (overdue), the rest processed; one connection in ten
 silent for two days, one in fifty with a failed last sync.
@@ -21,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from morph_webhooks import health
+    from morph_webhooks import health, metrics
 
     call_command("migrate", verbosity=0)
     started = time.monotonic()
@@ -128,12 +131,30 @@ def run(args: argparse.Namespace) -> None:
 
     with CaptureQueriesContext(connection) as queries:
         health.run_checks()
+    explain(connection, queries.captured_queries)
+
+    scrapes = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        gauges = list(metrics.database_metrics())
+        scrapes.append(time.perf_counter() - started)
+    print(
+        f"\nmetrics.database_metrics(): median {statistics.median(scrapes) * 1000:.1f} ms over {args.runs} runs "
+        f"(min {min(scrapes) * 1000:.1f}, max {max(scrapes) * 1000:.1f}); "
+        + ", ".join(f"{gauge.name} {len(gauge.samples)} samples" for gauge in gauges)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        list(metrics.database_metrics())
+    explain(connection, queries.captured_queries)
+    connection.close()
+
+
+def explain(connection: Any, queries: list[dict[str, str]]) -> None:
     with connection.cursor() as cursor:
-        for query in queries.captured_queries:
+        for query in queries:
             print(f"\n{query['sql']}")
             cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query['sql']}")
             print("\n".join(f"    {row[0]}" for row in cursor.fetchall()))
-    connection.close()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ MORPH_WEBHOOKS = {
     "SECRETS": [DEV_MORPH_WEBHOOKS_SECRET] if _morph_secrets is None else _morph_secrets,
     # "sync" applies each event in the request; "deferred" queues it for `manage.py db_worker`.
     "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+    # Prometheus metrics at /webhooks/morph/metrics/ (prometheus-client, in the dev extra); under
+    # several gunicorn workers, see gunicorn.conf.py.
+    "METRICS": True,
     # Morph's REST API, read by morph_webhooks_sync: only those set (the app's defaults otherwise).
     **{
         setting: os.environ[variable]

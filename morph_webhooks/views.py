@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
-from django.http import HttpRequest, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -18,8 +18,9 @@ from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
 from .conf import conf
 from .errors import http_status_for
-from .events import InvalidEvent, connector_header, parse_event
+from .events import InvalidEvent, MorphEvent, connector_header, parse_event
 from .health import Status, run_checks
+from .metrics import count_delivery, exposition, unavailable_reason
 from .models import ID_LENGTH, Connection, WebhookDelivery
 from .policy import check_allowed
 from .processing import process_event
@@ -57,6 +58,8 @@ class ReceiveView(APIView):
     parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
+    # The request's event once the policy let it in: its model and connector may label the metrics.
+    event: MorphEvent | None = None
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
@@ -83,6 +86,7 @@ class ReceiveView(APIView):
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
         log_request(request._request, response, time.monotonic() - getattr(self, "started", time.monotonic()))
+        count_delivery(response.status_code, response.data, self.event)
         return response
 
     def post(self, request: Request) -> Response:
@@ -98,6 +102,7 @@ class ReceiveView(APIView):
             delivery.reject(response.status_code, response.data)
             return response
         delivery.identify(event)
+        self.event = event
         if conf.DEFERRED:
             # Only claim, record and enqueue here; a worker runs process_event. Only deferred mode
             # imports the tasks (see that module's docstring).
@@ -143,6 +148,19 @@ class HealthView(APIView):
         report = run_checks()
         code = status.HTTP_503_SERVICE_UNAVAILABLE if report.status == Status.CRITICAL else status.HTTP_200_OK
         return Response(report.as_json(), status=code, headers={"Cache-Control": "no-store"})
+
+
+class MetricsView(HealthView):
+    """Prometheus' scrape (``morph_webhooks.metrics``), authenticated and served as the health check."""
+
+    def get(self, request: Request) -> Response | HttpResponse:  # type: ignore[override]
+        reason = unavailable_reason()
+        if reason:
+            return Response(
+                {"error": "metrics_unavailable", "detail": reason}, status=status.HTTP_404_NOT_FOUND
+            )
+        content, content_type = exposition()
+        return HttpResponse(content, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def register_connection(connector_id: str, owner_id: str) -> None:

@@ -316,8 +316,8 @@ def test_settings_come_from_the_environment(env: dict[str, str]) -> None:
 
     assert shown.returncode == 0, shown.stderr
     assert (
-        "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred'}"
-        in shown.stdout
+        "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred', "
+        "'METRICS': True}" in shown.stdout
     )
 
 
