@@ -172,6 +172,7 @@ class Settings:
     SILENCE_THRESHOLD = Setting(86400.0, NUMBER, minimum=0)  # 0: no silence check
     SILENCE_OVERRIDES = Setting({}, SECONDS_BY_CONNECTION)
     SYNC_MAX_AGE = Setting(0.0, NUMBER, minimum=0)  # 0: no age check
+    MAIL_ADMINS_ON_FAILURE = Setting(False, BOOLEAN)  # morph_webhooks.alerts
 
     @property
     def DEFERRED(self) -> bool:
