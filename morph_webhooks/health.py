@@ -110,31 +110,20 @@ def failure_rate() -> CheckResult:
     )
 
 
-def last_events() -> list[tuple[Connection, datetime | None]]:
-    """Every connection, by connector and owner, with when it last received a delivery (None:
-    never), in one statement; the (connector_id, owner_id, received_at) index answers each
-    subquery."""
-    newest = WebhookDelivery.objects.filter(
-        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
-    ).order_by("-received_at")
-    connections = Connection.objects.only("connector_id", "owner_id").annotate(
-        last_event_at=Subquery(newest.values("received_at")[:1])
-    )
-    return [
-        (connection, connection.last_event_at)
-        for connection in connections.order_by("connector_id", "owner_id")
-    ]
-
-
 def silent_connections() -> CheckResult:
     """Connections that received events once and none for longer than their threshold."""
+    connections = Connection.objects.only("connector_id", "owner_id").annotate(last_event_at=last_event())
     # Filtered here, not in SQL: a WHERE on the annotation would run each subquery twice.
-    heard = [(connection, last_event_at) for connection, last_event_at in last_events() if last_event_at]
+    heard = [
+        connection
+        for connection in connections.order_by("connector_id", "owner_id")
+        if connection.last_event_at is not None
+    ]
     current = now()
     silent = [
-        f"{connection} (since {last_event_at:%Y-%m-%d %H:%M %Z})"
-        for connection, last_event_at in heard
-        if is_silent(connection, last_event_at, current)
+        f"{connection} (since {connection.last_event_at:%Y-%m-%d %H:%M %Z})"
+        for connection in heard
+        if is_silent(connection, connection.last_event_at, current)
     ]
     if not silent:
         return CheckResult(
@@ -147,14 +136,25 @@ def silent_connections() -> CheckResult:
     )
 
 
-def silence_threshold(connector_id: str, owner_id: str) -> float:
-    """Seconds without events after which the connection is silent; 0: never."""
-    return conf.SILENCE_OVERRIDES.get(f"{connector_id}/{owner_id}", conf.SILENCE_THRESHOLD)
+def last_event() -> Subquery:
+    """For a query of connections: when each last received a delivery (None: never), in the same
+    statement; the (connector_id, owner_id, received_at) index answers each connection's subquery
+    whatever the size of the request log. The metrics read it too."""
+    newest = WebhookDelivery.objects.filter(
+        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
+    ).order_by("-received_at")
+    return Subquery(newest.values("received_at")[:1])
 
 
 def is_silent(connection: Connection, last_event_at: datetime, current: datetime) -> bool:
+    # The admin overview judges each connection by this too.
     threshold = silence_threshold(connection.connector_id, connection.owner_id)
     return threshold > 0 and last_event_at < current - timedelta(seconds=threshold)
+
+
+def silence_threshold(connector_id: str, owner_id: str) -> float:
+    """Seconds without events after which a connection is silent; 0: never."""
+    return conf.SILENCE_OVERRIDES.get(f"{connector_id}/{owner_id}", conf.SILENCE_THRESHOLD)
 
 
 def connection_syncs() -> CheckResult:

@@ -57,6 +57,8 @@ class ReceiveView(APIView):
     parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
+    # The request's log entry, once authenticated: the request log line names its model.
+    delivery: WebhookDelivery | None = None
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
@@ -86,7 +88,7 @@ class ReceiveView(APIView):
             request._request,
             response,
             time.monotonic() - getattr(self, "started", time.monotonic()),
-            getattr(self, "delivery", None),
+            self.delivery,
         )
         return response
 
