@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,19 @@ def test_a_rule_for_each_metric() -> None:
 
     assert len(expressions) == len(alerts)
     assert [metric for metric in METRICS if not any(metric in expr for expr in expressions)] == []
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool: apt-get install prometheus (Debian's package)"
+)
+def test_the_rules_are_valid_and_fire_as_described(tmp_path: Path) -> None:
+    [rules] = re.findall(r"```yaml\n(.*?)```", ALERTING, flags=re.DOTALL)
+    (tmp_path / "rules.yml").write_text(rules)
+    shutil.copy(ROOT / "tests" / "prometheus_rules_test.yml", tmp_path / "test.yml")
+
+    for command in (["check", "rules", "rules.yml"], ["test", "rules", "test.yml"]):
+        run = subprocess.run(["promtool", *command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_mail_setting_it_shows_exists() -> None:
