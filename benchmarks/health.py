@@ -3,6 +3,10 @@
 request log.
 
     .venv/bin/python benchmarks/health.py [--deliveries 1000000] [--connections 200] [--runs 7]
+        [--overview]
+
+``--overview`` also times the admin overview's connections section (its two queries and the
+silence verdicts), which reads every connection as the silence check does.
 
 Creates a throwaway PostgreSQL database (``--database``, default ``mw_health_bench``) on
 ``--server`` (default ``postgres://postgres@127.0.0.1:5432``), migrates it, stores the deliveries
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--overview", action="store_true", help="time the admin overview's connections too")
     args = parser.parse_args()
 
     with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
@@ -129,6 +134,9 @@ def run(args: argparse.Namespace) -> None:
     for check in report.checks:
         print(f"  {check.name:<20} {check.status!s:<8} {check.detail[:110]}")
 
+    if args.overview:
+        time_overview(args.runs)
+
     with CaptureQueriesContext(connection) as queries:
         health.run_checks()
     explain(connection, queries.captured_queries)
@@ -155,6 +163,32 @@ def explain(connection: Any, queries: list[dict[str, str]]) -> None:
             print(f"\n{query['sql']}")
             cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query['sql']}")
             print("\n".join(f"    {row[0]}" for row in cursor.fetchall()))
+
+
+def time_overview(runs: int) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils.timezone import now
+
+    from morph_webhooks.admin.overview import connection_rows
+
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = connection_rows(now(), "/admin/morph_webhooks/webhookdelivery/")
+        times.append(time.perf_counter() - started)
+    print(
+        f"\nconnection_rows(): median {statistics.median(times) * 1000:.1f} ms over {runs} runs "
+        f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}); {len(rows)} connections, "
+        f"{sum(row.silent for row in rows)} silent, {sum(bool(row.failures) for row in rows)} with failures"
+    )
+    with CaptureQueriesContext(connection) as queries:
+        connection_rows(now(), "/admin/morph_webhooks/webhookdelivery/")
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query['sql']}")
+            plan = [row[0] for row in cursor.fetchall()]
+            print(f"  {query['sql'][:100]}...\n    " + "\n    ".join(plan[:4] + plan[-1:]))
 
 
 if __name__ == "__main__":

@@ -147,10 +147,14 @@ def last_event() -> Subquery:
 
 
 def is_silent(connection: Connection, last_event_at: datetime, current: datetime) -> bool:
-    threshold = conf.SILENCE_OVERRIDES.get(
-        f"{connection.connector_id}/{connection.owner_id}", conf.SILENCE_THRESHOLD
-    )
+    # The admin overview judges each connection by this too.
+    threshold = silence_threshold(connection.connector_id, connection.owner_id)
     return threshold > 0 and last_event_at < current - timedelta(seconds=threshold)
+
+
+def silence_threshold(connector_id: str, owner_id: str) -> float:
+    """Seconds without events after which a connection is silent; 0: never."""
+    return conf.SILENCE_OVERRIDES.get(f"{connector_id}/{owner_id}", conf.SILENCE_THRESHOLD)
 
 
 def connection_syncs() -> CheckResult:

@@ -60,6 +60,8 @@ class ReceiveView(APIView):
     content_negotiation_class = AlwaysJSON
     # The request's event once the policy let it in: its model and connector may label the metrics.
     event: MorphEvent | None = None
+    # The request's log entry, once authenticated: the request log line names its model.
+    delivery: WebhookDelivery | None = None
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
@@ -85,12 +87,17 @@ class ReceiveView(APIView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        log_request(request._request, response, time.monotonic() - getattr(self, "started", time.monotonic()))
+        log_request(
+            request._request,
+            response,
+            time.monotonic() - getattr(self, "started", time.monotonic()),
+            self.delivery,
+        )
         count_delivery(response.status_code, response.data, self.event)
         return response
 
     def post(self, request: Request) -> Response:
-        delivery = new_delivery(request._request)
+        delivery = self.delivery = new_delivery(request._request)
         try:
             body = read_body(request._request)
             delivery.record_body(body, printable(body))
@@ -225,20 +232,34 @@ def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
     return response
 
 
-def log_request(request: HttpRequest, response: Response, seconds: float) -> None:
+def log_request(
+    request: HttpRequest, response: Response, seconds: float, delivery: WebhookDelivery | None = None
+) -> None:
     """One line per request, without secrets; header values are quoted with %r so that a
-    hostile value cannot forge log lines."""
+    hostile value cannot forge log lines. The same values are the record's attributes (``extra``),
+    for JSON formatters; none is the name of a LogRecord attribute."""
     data = response.data if isinstance(response.data, dict) else {}
     headers = request_headers(request)
+    fields = {
+        "outcome": str(data.get("status") or data.get("error", "")),
+        # The Morph model named by the body, when there was one to read (not on a 401).
+        "model": delivery.event.partition("::")[0] if delivery is not None else "",
+        "connector": (connector_header(headers) or "")[:ID_LENGTH],
+        "owner": headers.get("x-owner-id", "")[:ID_LENGTH],
+        "key": headers.get("x-idempotency-key", "")[:ID_LENGTH],
+        "status": response.status_code,
+        "ms": round(seconds * 1000, 1),
+    }
     logger.log(
         logging.INFO if response.status_code < 400 else logging.WARNING,
         "Morph webhook %s %s key=%r connector=%r owner=%r %.1fms",
         response.status_code,
-        data.get("status") or data.get("error", ""),
-        headers.get("x-idempotency-key", "")[:ID_LENGTH],
-        (connector_header(headers) or "")[:ID_LENGTH],
-        headers.get("x-owner-id", "")[:ID_LENGTH],
+        fields["outcome"],
+        fields["key"],
+        fields["connector"],
+        fields["owner"],
         seconds * 1000,
+        extra=fields,
     )
 
 
