@@ -816,13 +816,14 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
 
 
 def print_targets(rows: list[Target], rounds: int) -> None:
+    width = max(len(row.scenario) for row in rows) + 2
     log(f"\nTargets (issue 11): medians of {rounds} rounds")
     log(
-        f"  {'scenario':<84}{'app':>14}{'hand-written':>15}{'ratio':>8}{'target':>10}{'stretch':>10}  verdict"
+        f"  {'scenario':<{width}}{'app':>14}{'hand-written':>15}{'ratio':>8}{'target':>10}{'stretch':>10}  verdict"
     )
     for row in rows:
         log(
-            f"  {row.scenario:<84}{row.app:>8.1f} {row.unit:<5}{row.yardstick:>9.1f} {row.unit:<5}"
+            f"  {row.scenario:<{width}}{row.app:>8.1f} {row.unit:<5}{row.yardstick:>9.1f} {row.unit:<5}"
             f"{row.ratio:>7.2f}x{row.bound(row.target):>10}{row.bound(row.stretch):>10}  {row.verdict()}"
         )
 
