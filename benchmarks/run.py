@@ -819,7 +819,7 @@ def print_targets(rows: list[Target], rounds: int) -> None:
     width = max(len(row.scenario) for row in rows) + 2
     log(f"\nTargets (issue 11): medians of {rounds} rounds")
     log(
-        f"  {'scenario':<{width}}{'app':>14}{'hand-written':>15}{'ratio':>8}{'target':>10}{'stretch':>10}  verdict"
+        f"  {'scenario':<{width}}{'app':>14}{'compared with':>15}{'ratio':>8}{'target':>10}{'stretch':>10}  verdict"
     )
     for row in rows:
         log(
@@ -838,7 +838,7 @@ def markdown(report: dict[str, Any], rows: list[Target]) -> str:
         f"{settings['connections']} connections, medians of {settings['rounds']} rounds of "
         f"{settings['duration']:g} s (`benchmarks/run.py`).",
         "",
-        "| scenario | app | hand-written | ratio | target | stretch | |",
+        "| scenario | app | compared with | ratio | target | stretch | |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
