@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Time the health check (morph_webhooks.health.run_checks) on a large request log.
+"""Time the health check (morph_webhooks.health.run_checks), and the metrics' scrape, on a large
+request log.
 
     .venv/bin/python benchmarks/health.py [--deliveries 1000000] [--connections 200] [--runs 7]
+        [--overview]
+
+``--overview`` also times the admin overview's connections section (its two queries and the
+silence verdicts), which reads every connection as the silence check does.
 
 Creates a throwaway PostgreSQL database (``--database``, default ``mw_health_bench``) on
 ``--server`` (default ``postgres://postgres@127.0.0.1:5432``), migrates it, stores the deliveries
 server-side (INSERT ... SELECT over generate_series) spread over 30 days and the connections, then
 prints the median time of the whole check, each check's median, and the plan of each check's
-query (EXPLAIN ANALYZE). The database is dropped at the end, also on failure.
+query (EXPLAIN ANALYZE); then the same for the metrics' database gauges (the scrape's
+statements). The database is dropped at the end, also on failure.
 
 The mix: 0.1% dead, 1% failed, 10 queued (overdue), the rest processed; one connection in ten
 silent for two days, one in fifty with a failed last sync.
@@ -21,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -34,6 +41,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--overview", action="store_true", help="time the admin overview's connections too")
     args = parser.parse_args()
 
     with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from morph_webhooks import health
+    from morph_webhooks import health, metrics
 
     call_command("migrate", verbosity=0)
     started = time.monotonic()
@@ -126,14 +134,61 @@ def run(args: argparse.Namespace) -> None:
     for check in report.checks:
         print(f"  {check.name:<20} {check.status!s:<8} {check.detail[:110]}")
 
+    if args.overview:
+        time_overview(args.runs)
+
     with CaptureQueriesContext(connection) as queries:
         health.run_checks()
+    explain(connection, queries.captured_queries)
+
+    scrapes = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        gauges = list(metrics.database_metrics())
+        scrapes.append(time.perf_counter() - started)
+    print(
+        f"\nmetrics.database_metrics(): median {statistics.median(scrapes) * 1000:.1f} ms over {args.runs} runs "
+        f"(min {min(scrapes) * 1000:.1f}, max {max(scrapes) * 1000:.1f}); "
+        + ", ".join(f"{gauge.name} {len(gauge.samples)} samples" for gauge in gauges)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        list(metrics.database_metrics())
+    explain(connection, queries.captured_queries)
+    connection.close()
+
+
+def explain(connection: Any, queries: list[dict[str, str]]) -> None:
     with connection.cursor() as cursor:
-        for query in queries.captured_queries:
+        for query in queries:
             print(f"\n{query['sql']}")
             cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query['sql']}")
             print("\n".join(f"    {row[0]}" for row in cursor.fetchall()))
-    connection.close()
+
+
+def time_overview(runs: int) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils.timezone import now
+
+    from morph_webhooks.admin.overview import connection_rows
+
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = connection_rows(now(), "/admin/morph_webhooks/webhookdelivery/")
+        times.append(time.perf_counter() - started)
+    print(
+        f"\nconnection_rows(): median {statistics.median(times) * 1000:.1f} ms over {runs} runs "
+        f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}); {len(rows)} connections, "
+        f"{sum(row.silent for row in rows)} silent, {sum(bool(row.failures) for row in rows)} with failures"
+    )
+    with CaptureQueriesContext(connection) as queries:
+        connection_rows(now(), "/admin/morph_webhooks/webhookdelivery/")
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query['sql']}")
+            plan = [row[0] for row in cursor.fetchall()]
+            print(f"  {query['sql'][:100]}...\n    " + "\n    ".join(plan[:4] + plan[-1:]))
 
 
 if __name__ == "__main__":

@@ -1,43 +1,60 @@
 #!/usr/bin/env python
-"""Benchmark morph_webhooks under gunicorn against two yardsticks, in one command.
+"""Benchmark morph_webhooks under gunicorn against two yardsticks, every row of the targets in one command.
 
     .venv/bin/python benchmarks/run.py [--rounds 3] [--duration 10] [--workers 2] [--connections 16]
-        [--database postgres|sqlite] [--preload 1000000] [--admin] [--memory-events 100000]
+        [--database postgres|sqlite] [--no-deferred] [--no-sqlite]
+        [--preload 1000000] [--admin] [--memory-events 100000]
 
-One run: a fresh database, migrated; gunicorn (sync workers, fixed count) serving
-``benchmarks.settings`` on 127.0.0.1; a warm-up; then, in each round, wrk against
+A run, with the defaults (about 10 minutes on 2 cores):
 
-- ``bare``: a Django view that answers 200 and does nothing (the stack's limit);
-- ``naive new`` / ``naive mixed``: a hand-written receiver (``benchmarks/yardsticks.py``);
-- ``app new`` / ``app mixed``: the app's endpoint.
+1. A fresh PostgreSQL database, migrated; gunicorn (sync workers, fixed count) serving
+   ``benchmarks.settings`` on 127.0.0.1, the app in sync mode; a warm-up. In each round, wrk
+   against ``bare`` (a Django view that answers 200 and does nothing: the stack's limit), the
+   hand-written receiver (``benchmarks/yardsticks.py``, "naive") and the app's endpoint, each with
+   ``new`` events (only new opportunities), ``mixed`` (70% new, 20% updates, 10% re-sends) and
+   ``resend`` (only re-sends of keys each endpoint has already handled: its duplicate path).
+2. Deferred mode: the same server restarted with ``PROCESSING = "deferred"``; rounds of the
+   hand-written receiver and the app's endpoint with new events, no worker running, so the
+   endpoint alone is timed and its tasks pile up. Then one ``db_worker --batch`` (the database
+   task backend, which the example project and the README recommend) drains that backlog alone;
+   its rate is compared with the sync-mode app's requests per second per gunicorn worker.
+3. The same as 1 on SQLite, new events only: this script run again with ``--database sqlite``.
 
-"new" sends only new opportunities, "mixed" 70% new, 20% updates, 10% re-sends
-(``benchmarks/lua/events.lua``). Rounds interleave the scenarios so that drift (autovacuum,
-checkpoints, a noisy neighbour) hits them all alike; the table shows medians over rounds. After
-every run the request log is read back to check what the app answered: a fast run of 400s would
-prove nothing.
+Rounds interleave the scenarios so that drift (autovacuum, checkpoints, a noisy neighbour) hits
+them all alike; the figures are medians over rounds. The app logs its INFO line per request, as
+the example project deployed does. After every wrk run the answers are checked: the app's from its
+own request log, the hand-written receiver's from what it stored, the worker's drain from every
+delivery's final status and every task's: a fast run of 400s would prove nothing, and any wrong
+answer makes the script exit 1. Then each row of the targets table is printed with its target and
+stretch, met or not.
 
 ``--preload N`` then stores N opportunities, N keys and N deliveries (server-side INSERT ... SELECT)
 and measures the app again; ``--admin`` times the admin's changelists on that data;
 ``--memory-events N`` sends N mixed events and samples each worker's RSS.
-Results go to ``benchmarks/results/latest.json``.
+Results go to ``benchmarks/results/latest.json`` and, as a table ready for the README with the
+machine it ran on, ``benchmarks/results/latest.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import datetime
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +65,48 @@ LUA = BENCH / "lua" / "events.lua"
 BIN = Path(sys.executable).parent
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-PG_DATABASE = "morph_webhooks_bench"
 SQLITE_PATH = RESULTS / "bench.sqlite3"
 
 APP_PATH = "/webhooks/morph/"
 NAIVE_PATH = "/bench/naive/"
 BARE_PATH = "/bench/bare/"
 
-# (name, path, Lua mode). Interleaved in this order in every round.
+# What the app may answer in each kind of run, as its request log records it ("status http").
+PROCESSED = frozenset({"processed 200"})
+# Mixed: an update overtaking its create under load (the create then loses to it) is answered
+# stale, as it should be.
+PROCESSED_DUPLICATE_OR_STALE = frozenset({"processed 200", "duplicate 200", "stale 200"})
+DUPLICATE = frozenset({"duplicate 200"})
+QUEUED = frozenset({"queued 200"})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    mode: str  # events.lua's mode: new, mixed or resend
+    answers: frozenset[str] = frozenset()  # the app's allowed answers; empty for the yardsticks
+
+
+# Interleaved in this order in every round.
 SCENARIOS = [
-    ("bare", BARE_PATH, "new"),
-    ("naive new", NAIVE_PATH, "new"),
-    ("app new", APP_PATH, "new"),
-    ("naive mixed", NAIVE_PATH, "mixed"),
-    ("app mixed", APP_PATH, "mixed"),
+    Scenario("bare", BARE_PATH, "new"),
+    Scenario("naive new", NAIVE_PATH, "new"),
+    Scenario("app new", APP_PATH, "new", PROCESSED),
+    Scenario("naive mixed", NAIVE_PATH, "mixed"),
+    Scenario("app mixed", APP_PATH, "mixed", PROCESSED_DUPLICATE_OR_STALE),
+    Scenario("naive resend", NAIVE_PATH, "resend"),
+    Scenario("app resend", APP_PATH, "resend", DUPLICATE),
 ]
+DEFERRED_SCENARIOS = [
+    Scenario("naive new", NAIVE_PATH, "new"),
+    Scenario("app deferred", APP_PATH, "new", QUEUED),
+]
+# The SQLite run (step 3) and its row of the table.
+SQLITE_SCENARIOS = ["naive new", "app new"]
+
+# Re-sends: this many events, delivered once to each endpoint before the rounds, then re-sent.
+RESEND_EVENTS = 1000
 
 
 def log(message: str) -> None:
@@ -106,7 +150,7 @@ def free_port() -> int:
 # --- Database -------------------------------------------------------------------------------------
 
 
-def fresh_database(kind: str) -> str:
+def fresh_database(kind: str, name: str) -> str:
     """Drop and create the benchmark database; return its URL."""
     if kind == "sqlite":
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -116,9 +160,9 @@ def fresh_database(kind: str) -> str:
     import psycopg
 
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-    return f"{PG_SERVER}/{PG_DATABASE}"
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG_SERVER}/{name}"
 
 
 def setup_django(args: argparse.Namespace, database_url: str) -> dict[str, str]:
@@ -154,6 +198,14 @@ def db_vendor() -> str:
     return connection.vendor
 
 
+def postgres_version() -> str:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres") as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "unknown"
+
+
 def delivery_cursor() -> int:
     from morph_webhooks.models import WebhookDelivery
 
@@ -175,6 +227,18 @@ def outcomes_since(pk: int) -> dict[str, int]:
         .order_by()
     )
     counts = {f"{status} {http_status}": n for status, http_status, n in rows}
+    connections.close_all()
+    return counts
+
+
+def task_counts() -> dict[str, int]:
+    """The database task backend's tasks, by status."""
+    from django.db import connections
+    from django.db.models import Count
+    from django_tasks_db.models import DBTaskResult
+
+    rows = DBTaskResult.objects.values_list("status").annotate(n=Count("pk")).order_by()
+    counts = {str(status): n for status, n in rows}
     connections.close_all()
     return counts
 
@@ -282,7 +346,9 @@ def rss_kib(pid: int) -> int | None:
 # --- wrk ------------------------------------------------------------------------------------------
 
 
-def wrk_command(args: argparse.Namespace, url: str, mode: str, duration: float) -> list[str]:
+def wrk_command(
+    args: argparse.Namespace, url: str, mode: str, duration: float, resends: Path | None = None
+) -> list[str]:
     per_thread = max(1, args.connections // args.threads)
     # Updates and re-sends reach back further than any request still in flight (see events.lua).
     min_age = max(64, 4 * per_thread)
@@ -296,6 +362,8 @@ def wrk_command(args: argparse.Namespace, url: str, mode: str, duration: float) 
         f"{duration:g}s",
         "--timeout",
         "10s",
+        # The latency distribution (p50 to p99.999), printed next to the script's own summary.
+        "--latency",
         "-s",
         str(LUA),
         url,
@@ -303,6 +371,7 @@ def wrk_command(args: argparse.Namespace, url: str, mode: str, duration: float) 
         mode,
         secrets.token_hex(6),
         str(min_age),
+        *([str(resends)] if resends else []),
     ]
 
 
@@ -318,8 +387,12 @@ def parse_wrk(output: str) -> dict[str, Any]:
     raise RuntimeError(f"wrk printed no BENCH_JSON line:\n{output}")
 
 
-def run_wrk(args: argparse.Namespace, url: str, mode: str, duration: float) -> dict[str, Any]:
-    done = subprocess.run(wrk_command(args, url, mode, duration), capture_output=True, text=True, check=True)
+def run_wrk(
+    args: argparse.Namespace, url: str, mode: str, duration: float, resends: Path | None = None
+) -> dict[str, Any]:
+    done = subprocess.run(
+        wrk_command(args, url, mode, duration, resends), capture_output=True, text=True, check=True
+    )
     return parse_wrk(done.stdout)
 
 
@@ -328,32 +401,49 @@ def url_for(server: Server, path: str, token: str) -> str:
     return f"{server.base}{path}" if path == BARE_PATH else f"{server.base}{path}?token={token}"
 
 
-def smoke_test(server: Server, token: str) -> None:
+def post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **headers}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answered: dict[str, Any] = json.loads(answer.read())
+        return answered
+
+
+def smoke_test(server: Server, token: str, app_answer: str) -> None:
     """One request to each endpoint with the testing helpers' body: fail early and clearly."""
     from morph_webhooks.testing import morph_headers, opportunity_event
 
-    for path in (APP_PATH, NAIVE_PATH):
-        request = urllib.request.Request(
-            url_for(server, path, token),
-            data=json.dumps(opportunity_event(remote_id=f"smoke-{path}")).encode(),
-            headers={"Content-Type": "application/json", **morph_headers()},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            body = json.loads(answer.read())
-        if body != {"status": "processed"}:
-            sys.exit(f"{path} answered {body}")
+    for path, expected in ((APP_PATH, app_answer), (NAIVE_PATH, "processed")):
+        # Its own opportunity each time: another server's smoke test must not make it stale.
+        body = json.dumps(opportunity_event(remote_id=f"smoke-{secrets.token_hex(6)}")).encode()
+        answered = post(url_for(server, path, token), body, morph_headers())
+        if answered != {"status": expected}:
+            sys.exit(f"{path} answered {answered}")
+
+
+def warm_up(args: argparse.Namespace, server: Server, token: str, scenarios: list[Scenario]) -> None:
+    # Imports, caches, connections and the first pages of each table in place before timing.
+    for path in dict.fromkeys(scenario.path for scenario in scenarios):
+        run_wrk(args, url_for(server, path, token), "new", 3)
+        drain(path)
 
 
 def measure(
-    args: argparse.Namespace, server: Server, token: str, scenarios: list[tuple[str, str, str]]
+    args: argparse.Namespace,
+    server: Server,
+    token: str,
+    scenarios: list[Scenario],
+    problems: list[str],
+    resends: Path | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in scenarios}
+    runs: dict[str, list[dict[str, Any]]] = {scenario.name: [] for scenario in scenarios}
     for round_number in range(1, args.rounds + 1):
-        for name, path, mode in scenarios:
+        for scenario in scenarios:
+            path = scenario.path
             before = delivery_cursor() if path == APP_PATH else 0
             naive_before = naive_counts() if path == NAIVE_PATH else {}
-            result = run_wrk(args, url_for(server, path, token), mode, args.duration)
+            result = run_wrk(args, url_for(server, path, token), scenario.mode, args.duration, resends)
             drain(path)
             if path == APP_PATH:
                 result["outcomes"] = outcomes_since(before)
@@ -361,16 +451,48 @@ def measure(
                 after = naive_counts()
                 result["stored"] = {key: after[key] - naive_before[key] for key in after}
             result["load"] = load()
-            runs[name].append(result)
+            result["problems"] = wrong_answers(scenario, result)
+            problems.extend(
+                f"round {round_number} {scenario.name}: {problem}" for problem in result["problems"]
+            )
+            runs[scenario.name].append(result)
             errors = {kind: n for kind, n in result["errors"].items() if n}
             log(
-                f"  round {round_number} {name:<12} {result['rps']:8.1f} req/s  "
+                f"  round {round_number} {scenario.name:<13}{result['rps']:8.1f} req/s  "
                 f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms"
                 + (f"  errors {errors}" if errors else "")
                 + (f"  {result['outcomes']}" if "outcomes" in result else "")
+                + (f"  stored {result['stored']}" if "stored" in result else "")
                 + f"  load {result['load']}"
+                + "".join(f"\n    WRONG: {problem}" for problem in result["problems"])
             )
     return runs
+
+
+def wrong_answers(scenario: Scenario, result: dict[str, Any]) -> list[str]:
+    """What shows that a run did not do its work: wrk's errors (non-2xx answers, timeouts), an
+    answer the app should not give here, or fewer requests logged or stored than answered."""
+    problems = [f"wrk counted {n} {kind} errors" for kind, n in result["errors"].items() if n]
+    answered = result["requests"]
+    if scenario.path == APP_PATH:
+        outcomes: dict[str, int] = result["outcomes"]
+        unexpected = {outcome: n for outcome, n in outcomes.items() if outcome not in scenario.answers}
+        if unexpected:
+            problems.append(f"the app answered {unexpected}, expected only {sorted(scenario.answers)}")
+        # Requests still queued in gunicorn when wrk stopped are logged too: at least as many.
+        if sum(outcomes.values()) < answered:
+            problems.append(f"{answered} requests answered, {sum(outcomes.values())} in the request log")
+    elif scenario.path == NAIVE_PATH:
+        keys, deals = result["stored"]["keys"], result["stored"]["deals"]
+        if scenario.mode == "new" and not (keys >= answered and deals == keys):
+            problems.append(f"{answered} new events answered, {keys} keys and {deals} deals stored")
+        if scenario.mode == "mixed" and not (
+            keys >= answered - result["generated"]["resends"] and deals <= keys
+        ):
+            problems.append(f"{answered} mixed events answered, {keys} keys and {deals} deals stored")
+        if scenario.mode == "resend" and (keys or deals):
+            problems.append(f"re-sends stored {keys} keys and {deals} deals, expected none")
+    return problems
 
 
 def drain(path: str) -> None:
@@ -402,25 +524,329 @@ def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]
     }
 
 
-def ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
-    pairs = [
-        ("app new / naive new", "app new", "naive new"),
-        ("app new / bare", "app new", "bare"),
-        ("app mixed / naive mixed", "app mixed", "naive mixed"),
-        ("app mixed / bare", "app mixed", "bare"),
-    ]
-    return {
-        label: figures[a]["rps"] / figures[b]["rps"]
-        for label, a, b in pairs
-        if a in figures and b in figures and figures[b]["rps"]
-    }
-
-
 def print_table(title: str, figures: dict[str, dict[str, float]]) -> None:
     log(f"\n{title}")
     log(f"  {'scenario':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, figure in figures.items():
         log(f"  {name:<14}{figure['rps']:>10.1f}{figure['p50_ms']:>10.2f}{figure['p99_ms']:>10.2f}")
+
+
+# --- Re-sends -------------------------------------------------------------------------------------
+
+
+def prepare_resends(args: argparse.Namespace, server: Server, token: str, path: Path) -> Path:
+    """Write RESEND_EVENTS events for events.lua's ``resend`` mode and deliver each once to the
+    app and to the hand-written receiver: every request of the timed runs is then a re-send of a
+    key the endpoint has handled, which takes its duplicate path."""
+    nonce = secrets.token_hex(6)
+    lines, events = [], []
+    for i in range(RESEND_EVENTS):
+        updated_at = f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z"
+        body = json.dumps(
+            {
+                "event": "crmOpportunity::created",
+                "data": {
+                    "object": "resource",
+                    "model": "crmOpportunity",
+                    "id": f"resend-{nonce}-{i}",
+                    "fields": {
+                        "name": f"Deal resend-{nonce}-{i}",
+                        "amount": 1000 + i,
+                        "currency": "EUR",
+                        "stage": {"object": "resourceRef", "model": "crmStage", "id": "qualifiedtobuy"},
+                        "pipeline": {"object": "resourceRef", "model": "crmPipeline", "id": "pipeline_sales"},
+                        "owner": {"object": "resourceRef", "model": "genericUser", "id": f"user_{i % 50}"},
+                        "contacts": [
+                            {"object": "resourceRef", "model": "genericContact", "id": f"contact_{i}"}
+                        ],
+                        "companies": [
+                            {"object": "resourceRef", "model": "genericCompany", "id": f"company_{i}"}
+                        ],
+                        "engagements": [],
+                    },
+                    "createdAt": updated_at,
+                    "updatedAt": updated_at,
+                    "rawResource": None,
+                    "warnings": [],
+                },
+            },
+            separators=(",", ":"),
+        )
+        headers = {
+            "x-conector-id": ("hubspot", "salesforce", "pipedrive")[i % 3],
+            "x-owner-id": ("tenant_1", "tenant_2")[i % 2],
+            "x-idempotency-key": f"resend-{nonce}-{i}-{secrets.token_hex(8)}",
+        }
+        events.append((body.encode(), headers))
+        lines.append(
+            "\t".join([headers["x-idempotency-key"], headers["x-conector-id"], headers["x-owner-id"], body])
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+    def deliver(target: str, event: tuple[bytes, dict[str, str]]) -> Any:
+        return post(url_for(server, target, token), *event).get("status")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers * 2) as pool:
+        for target in (APP_PATH, NAIVE_PATH):
+            answers = set(pool.map(lambda event, target=target: deliver(target, event), events))
+            if answers != {"processed"}:
+                sys.exit(f"Delivering the events to re-send: {target} answered {answers}")
+    log(f"{RESEND_EVENTS} events to re-send delivered once to the app and to the hand-written receiver")
+    return path
+
+
+# --- Deferred mode --------------------------------------------------------------------------------
+
+
+def measure_deferred(
+    args: argparse.Namespace, gunicorn: str, env: dict[str, str], token: str, problems: list[str]
+) -> dict[str, Any]:
+    """The endpoint in deferred mode with no worker running, then one worker draining the backlog."""
+    deferred_env = {**env, "MORPH_WEBHOOKS_PROCESSING": "deferred"}
+    before = delivery_cursor()
+    server = Server(gunicorn, args.workers, deferred_env, RESULTS / "gunicorn-deferred.log")
+    log(f"\nDeferred mode, endpoint only (no worker running): gunicorn on {server.base}")
+    try:
+        smoke_test(server, token, "queued")
+        warm_up(args, server, token, DEFERRED_SCENARIOS)
+        runs = measure(args, server, token, DEFERRED_SCENARIOS, problems)
+    finally:
+        server.stop()
+    figures = medians(runs)
+    print_table(f"Medians of {args.rounds} rounds, deferred mode", figures)
+    result: dict[str, Any] = {"runs": runs, "medians": figures, "server_problems": server.problems()}
+    problems.extend(f"deferred server log: {line}" for line in result["server_problems"])
+    result["worker"] = drain_backlog(deferred_env, before, problems)
+    return result
+
+
+def drain_backlog(env: dict[str, str], before: int, problems: list[str]) -> dict[str, Any]:
+    """One ``db_worker --batch`` applies every queued delivery and exits; nothing else runs."""
+    from django.db import connections
+    from django.db.models import Count, Max, Min
+
+    from morph_webhooks.models import WebhookDelivery
+
+    backlog = WebhookDelivery.objects.filter(pk__gt=before, status="queued").count()
+    tasks_before = task_counts()
+    log(f"\nOne worker (db_worker --batch) applying the backlog of {backlog} queued deliveries")
+    log_path = RESULTS / "db_worker.log"
+    started = time.monotonic()
+    with log_path.open("w") as worker_log:
+        worker = subprocess.run(
+            [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay"],
+            cwd=ROOT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    wall = time.monotonic() - started
+    drained = WebhookDelivery.objects.filter(pk__gt=before)
+    outcomes = {
+        f"{status} {http}": n
+        for status, http, n in drained.values_list("status", "http_status").annotate(n=Count("pk")).order_by()
+    }
+    span = drained.filter(processed_at__isnull=False).aggregate(
+        first=Min("processed_at"), last=Max("processed_at")
+    )
+    tasks = task_counts()
+    connections.close_all()
+    processed = outcomes.get("processed 200", 0)
+    # From the first delivery applied to the last: the worker's rate, without its start-up.
+    seconds = (span["last"] - span["first"]).total_seconds() if span["first"] else 0.0
+    rate = (processed - 1) / seconds if seconds and processed > 1 else 0.0
+    result = {
+        "backlog": backlog,
+        "outcomes": outcomes,
+        "tasks_before": tasks_before,
+        "tasks": tasks,
+        "exit_code": worker.returncode,
+        "wall_seconds": wall,
+        "processing_seconds": seconds,
+        "deliveries_per_second": rate,
+    }
+    wrong = []
+    if worker.returncode:
+        wrong.append(f"db_worker exited with {worker.returncode}; see {log_path}")
+    if outcomes != {"processed 200": backlog}:
+        wrong.append(f"{backlog} deliveries were queued, and after the worker: {outcomes}")
+    if set(tasks) != {"SUCCESSFUL"}:
+        wrong.append(f"tasks not all successful: {tasks}")
+    problems.extend(f"worker: {problem}" for problem in wrong)
+    result["problems"] = wrong
+    log(
+        f"  {processed} applied in {seconds:.1f} s: {rate:.1f} deliveries/s "
+        f"(the worker ran {wall:.1f} s with its start-up); deliveries {outcomes}, tasks {tasks}"
+        + "".join(f"\n    WRONG: {problem}" for problem in wrong)
+    )
+    return result
+
+
+# --- Targets --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    scenario: str
+    app: float
+    yardstick: float
+    unit: str
+    target: float
+    stretch: float | None
+    at_most: bool = False  # latency: lower is better
+
+    @property
+    def ratio(self) -> float:
+        return self.app / self.yardstick if self.yardstick else 0.0
+
+    def meets(self, bound: float | None) -> bool | None:
+        if bound is None:
+            return None
+        return self.ratio <= bound if self.at_most else self.ratio >= bound
+
+    def bound(self, value: float | None) -> str:
+        return "" if value is None else f"{'<=' if self.at_most else '>='} {value:.1f}x"
+
+    def verdict(self) -> str:
+        if not self.meets(self.target):
+            return "not met"
+        return "stretch met" if self.meets(self.stretch) else "met"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "app": self.app,
+            "yardstick": self.yardstick,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "target": self.bound(self.target),
+            "stretch": self.bound(self.stretch),
+            "met": self.meets(self.target),
+            "stretch_met": self.meets(self.stretch),
+        }
+
+
+def targets(report: dict[str, Any], workers: int) -> list[Target]:
+    """The rows of issue 11's table that this run measured."""
+    rows = []
+    main: dict[str, dict[str, float]] = report.get("empty", {}).get("medians", {})
+    postgres = report["machine"]["database"] == "postgresql"
+    sqlite = main if not postgres else report.get("sqlite", {}).get("empty", {}).get("medians", {})
+
+    def rps(figures: dict[str, dict[str, float]], name: str) -> float:
+        return figures[name]["rps"]
+
+    if postgres and main:
+        rows += [
+            Target(
+                "new events, sync mode, app / hand-written",
+                rps(main, "app new"),
+                rps(main, "naive new"),
+                "req/s",
+                1.0,
+                1.5,
+            ),
+            Target(
+                "mixed 70/20/10, app / hand-written",
+                rps(main, "app mixed"),
+                rps(main, "naive mixed"),
+                "req/s",
+                1.0,
+                1.5,
+            ),
+            Target(
+                "re-sent events, app / hand-written's duplicate path",
+                rps(main, "app resend"),
+                rps(main, "naive resend"),
+                "req/s",
+                1.5,
+                2.0,
+            ),
+        ]
+    deferred = report.get("deferred")
+    if postgres and deferred:
+        figures = deferred["medians"]
+        rows.append(
+            Target(
+                "deferred mode, endpoint only, app / hand-written",
+                rps(figures, "app deferred"),
+                rps(figures, "naive new"),
+                "req/s",
+                1.5,
+                2.0,
+            )
+        )
+        if main:
+            rows.append(
+                Target(
+                    "deferred mode, one worker: deliveries/s / sync-mode app req/s per gunicorn worker",
+                    deferred["worker"]["deliveries_per_second"],
+                    rps(main, "app new") / workers,
+                    "/s",
+                    1.0,
+                    None,
+                )
+            )
+    if postgres and main:
+        for kind in ("new", "mixed"):
+            rows.append(
+                Target(
+                    f"p99 latency, {kind}, app / hand-written",
+                    main[f"app {kind}"]["p99_ms"],
+                    main[f"naive {kind}"]["p99_ms"],
+                    "ms",
+                    1.0,
+                    0.7,
+                    at_most=True,
+                )
+            )
+    if "app new" in sqlite and "naive new" in sqlite:
+        rows.append(
+            Target(
+                "SQLite, new events, app / hand-written",
+                rps(sqlite, "app new"),
+                rps(sqlite, "naive new"),
+                "req/s",
+                1.0,
+                None,
+            )
+        )
+    return rows
+
+
+def print_targets(rows: list[Target], rounds: int) -> None:
+    width = max(len(row.scenario) for row in rows) + 2
+    log(f"\nTargets (issue 11): medians of {rounds} rounds")
+    log(
+        f"  {'scenario':<{width}}{'app':>14}{'compared with':>15}{'ratio':>8}{'target':>10}{'stretch':>10}  verdict"
+    )
+    for row in rows:
+        log(
+            f"  {row.scenario:<{width}}{row.app:>8.1f} {row.unit:<5}{row.yardstick:>9.1f} {row.unit:<5}"
+            f"{row.ratio:>7.2f}x{row.bound(row.target):>10}{row.bound(row.stretch):>10}  {row.verdict()}"
+        )
+
+
+def markdown(report: dict[str, Any], rows: list[Target]) -> str:
+    machine, settings = report["machine"], report["settings"]
+    lines = [
+        f"Measured {machine['date']} on {machine['cores']} cores ({machine['cpu']}), Python "
+        f"{machine['python']}, Django {machine['django']}, "
+        + (f"PostgreSQL {machine['postgresql']}, " if machine["postgresql"] else "")
+        + f"SQLite {machine['sqlite']}; gunicorn with {settings['workers']} sync workers, wrk with "
+        f"{settings['connections']} connections, medians of {settings['rounds']} rounds of "
+        f"{settings['duration']:g} s (`benchmarks/run.py`).",
+        "",
+        "| scenario | app | compared with | ratio | target | stretch | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.scenario} | {row.app:,.1f} {row.unit} | {row.yardstick:,.1f} {row.unit} | "
+            f"{row.ratio:.2f}x | {row.bound(row.target)} | {row.bound(row.stretch)} | {row.verdict()} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 # --- Preloaded data -------------------------------------------------------------------------------
@@ -752,16 +1178,27 @@ def measure_memory(args: argparse.Namespace, server: Server, token: str) -> dict
 # --- Main -----------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
+def machine(database: str) -> dict[str, Any]:
+    import django
+
     model = next(
         (
             line.partition(":")[2].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         ),
-        "unknown",
+        platform.processor() or "unknown",
     )
-    return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "postgresql": postgres_version() if database == "postgresql" else "",
+        "sqlite": sqlite3.sqlite_version,
+        "database": database,
+    }
 
 
 def load() -> str:
@@ -780,6 +1217,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument(
+        "--pg-database", default="mw_bench", help="PostgreSQL database to drop and create (default mw_bench)"
+    )
+    parser.add_argument(
+        "--no-deferred", dest="deferred", action="store_false", help="skip deferred mode (PostgreSQL only)"
+    )
+    parser.add_argument(
+        "--no-sqlite", dest="sqlite", action="store_false", help="skip the SQLite run after PostgreSQL's"
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda value: [name.strip() for name in value.split(",") if name.strip()],
+        default=[scenario.name for scenario in SCENARIOS],
+        help="comma-separated names of the sync-mode scenarios to run (default: all)",
+    )
     parser.add_argument("--conn-max-age", type=int, default=600, help="CONN_MAX_AGE of the workers")
     parser.add_argument(
         "--stage-history", action="store_true", help="keep the example's stage-history receivers"
@@ -791,7 +1243,38 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.connections % args.threads:
         parser.error("--connections must be a multiple of --threads")
+    unknown = set(args.scenarios) - {scenario.name for scenario in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}")
     return args
+
+
+def run_sqlite(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    """This script again, on SQLite, new events only; its results are read back from its JSON."""
+    output = args.output.with_name(f"{args.output.stem}-sqlite.json")
+    output.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        __file__,
+        "--database=sqlite",
+        "--no-deferred",
+        "--no-sqlite",
+        f"--scenarios={','.join(SQLITE_SCENARIOS)}",
+        f"--output={output}",
+        *(
+            f"--{name.replace('_', '-')}={getattr(args, name)}"
+            for name in ("rounds", "duration", "workers", "connections", "threads", "conn_max_age")
+        ),
+        *(["--stage-history"] if args.stage_history else []),
+    ]
+    log("\nSQLite: " + " ".join(command[1:]))
+    done = subprocess.run(command, cwd=ROOT, check=False)
+    if not output.exists():
+        problems.append(f"the SQLite run exited with {done.returncode} and wrote no results")
+        return {}
+    result: dict[str, Any] = json.loads(output.read_text())
+    problems.extend(f"SQLite: {problem}" for problem in result.get("problems", []))
+    return result
 
 
 def main() -> None:
@@ -799,47 +1282,51 @@ def main() -> None:
     args.wrk = ensure_wrk()
     gunicorn = ensure_gunicorn()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # Wrong answers, gunicorn's warnings and errors, a worker that did not apply everything: any
+    # of them makes the figures meaningless, and the script exit 1.
+    problems: list[str] = []
+
+    env = setup_django(args, fresh_database(args.database, args.pg_database))
+    migrate()
+    vendor = db_vendor()
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine(vendor),
         "settings": {key: value for key, value in vars(args).items() if key not in ("wrk", "output")},
     }
-    log(f"Machine: {report['machine']['nproc']} CPUs, {report['machine']['cpu']}, load {load()}")
-
-    env = setup_django(args, fresh_database(args.database))
-    migrate()
-    token = env["MORPH_WEBHOOKS_SECRET"]
-    server = Server(gunicorn, args.workers, env, RESULTS / "gunicorn.log")
+    m = report["machine"]
     log(
-        f"gunicorn: {args.workers} sync workers on {server.base}, database {db_vendor()}, "
+        f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, Django {m['django']}, "
+        + (f"PostgreSQL {m['postgresql']}, " if m["postgresql"] else "")
+        + f"SQLite {m['sqlite']}, load {load()}"
+    )
+    token = env["MORPH_WEBHOOKS_SECRET"]
+    scenarios = [scenario for scenario in SCENARIOS if scenario.name in args.scenarios]
+    server = Server(gunicorn, args.workers, env, RESULTS / f"gunicorn-{vendor}.log")
+    log(
+        f"gunicorn: {args.workers} sync workers on {server.base}, database {vendor}, "
         f"wrk -t{args.threads} -c{args.connections}, {args.rounds} rounds of {args.duration:g} s"
     )
     try:
-        smoke_test(server, token)
-        for path in (BARE_PATH, NAIVE_PATH, APP_PATH):
-            run_wrk(args, url_for(server, path, token), "new", 3)
+        smoke_test(server, token, "processed")
+        warm_up(args, server, token, scenarios)
+        resends = None
+        if args.rounds and any(scenario.mode == "resend" for scenario in scenarios):
+            resends = prepare_resends(args, server, token, RESULTS / "resend.tsv")
 
         empty: dict[str, dict[str, float]] = {}
         if args.rounds:
-            log("\nEmpty database")
-            runs = measure(args, server, token, SCENARIOS)
+            log("\nEmpty database, sync mode")
+            runs = measure(args, server, token, scenarios, problems, resends)
             empty = medians(runs)
-            report["empty"] = {"runs": runs, "medians": empty, "ratios": ratios(empty)}
+            report["empty"] = {"runs": runs, "medians": empty}
             print_table(f"Medians of {args.rounds} rounds, empty database", empty)
-            for label, value in report["empty"]["ratios"].items():
-                log(f"  {label:<26}{value:.2f}x")
-            for kind in ("new", "mixed"):
-                app, naive = empty[f"app {kind}"], empty[f"naive {kind}"]
-                log(
-                    f"  p99 app {kind} / naive {kind}: {app['p99_ms']:.2f} / {naive['p99_ms']:.2f} ms"
-                    f" = {app['p99_ms'] / naive['p99_ms']:.2f}x"
-                )
 
         if args.preload:
             preload(args.preload)
             if args.rounds:
                 log(f"\nWith {args.preload} rows per table")
-                app_scenarios = [s for s in SCENARIOS if s[0].startswith("app")]
-                runs = measure(args, server, token, app_scenarios)
+                app_scenarios = [s for s in scenarios if s.path == APP_PATH and s.mode != "resend"]
+                runs = measure(args, server, token, app_scenarios, problems)
                 loaded = medians(runs)
                 flat = {name: loaded[name]["rps"] / empty[name]["rps"] for name in loaded}
                 report["preloaded"] = {
@@ -860,13 +1347,33 @@ def main() -> None:
     finally:
         server.stop()
     report["server_problems"] = server.problems()
+    problems.extend(f"server log: {line}" for line in report["server_problems"])
     log(f"\ngunicorn log ({server.log_path}): {len(report['server_problems'])} warnings or errors")
     for line in report["server_problems"][:10]:
         log(f"  {line}")
 
+    if args.rounds and args.deferred and vendor == "postgresql":
+        report["deferred"] = measure_deferred(args, gunicorn, env, token, problems)
+    if args.rounds and args.sqlite and vendor == "postgresql":
+        report["sqlite"] = run_sqlite(args, problems)
+
+    rows = targets(report, args.workers)
+    report["targets"] = [row.as_dict() for row in rows]
+    report["problems"] = problems
+    if rows:
+        print_targets(rows, args.rounds)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     log(f"\nResults written to {args.output}")
+    if rows:
+        table = args.output.with_suffix(".md")
+        table.write_text(markdown(report, rows))
+        log(f"The table for the README: {table}")
+    if problems:
+        log(f"\n{len(problems)} problems: these figures do not count")
+        for problem in problems[:20]:
+            log(f"  {problem}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

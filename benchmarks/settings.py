@@ -6,9 +6,14 @@ process shares one secret and one database:
 - ``DJANGO_SECRET_KEY`` and ``MORPH_WEBHOOKS_SECRET``: required (run.py draws them at random).
   They are not defaulted here: gunicorn's workers each import this module, and a random default
   would give each worker a different webhook secret.
-- ``BENCH_DATABASE_URL``: default ``postgres://postgres@127.0.0.1:5432/morph_webhooks_bench``.
+- ``BENCH_DATABASE_URL``: default ``postgres://postgres@127.0.0.1:5432/mw_bench``.
 - ``BENCH_CONN_MAX_AGE``: seconds a worker keeps its database connection (default ``600``).
 - ``BENCH_STAGE_HISTORY``: ``1`` keeps the example's stage-history receivers (default ``0``).
+- ``MORPH_WEBHOOKS_PROCESSING``: ``deferred`` for run.py's deferred-mode rounds (read by the
+  example project's settings).
+
+Logging is the example project's: the app writes its INFO line per request to stderr, which
+gunicorn's log receives, as a deployment would keep it.
 """
 
 from __future__ import annotations
@@ -34,15 +39,13 @@ WSGI_APPLICATION = "benchmarks.wsgi.application"
 # testserver: the admin timings use Django's test client in-process against the same database.
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 
-BENCH_DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/morph_webhooks_bench"
-)
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mw_bench")
 DATABASES = {
     "default": dj_database_url.parse(
         BENCH_DATABASE_URL,
-        # Persistent connections, as a gunicorn deployment would configure them: with 0 (the
-        # example's default) every request would also pay a PostgreSQL backend start, for the
-        # app and the hand-written receiver alike, and the comparison would mostly measure that.
+        # Persistent connections, as the example project has them on PostgreSQL (and here on
+        # SQLite too, for both endpoints alike): with 0 every request would also pay a
+        # PostgreSQL backend start, and the comparison would mostly measure that.
         conn_max_age=int(os.environ.get("BENCH_CONN_MAX_AGE", "600")),
         conn_health_checks=True,
     )
@@ -64,10 +67,8 @@ INSTALLED_APPS = [
     "benchmarks.naive",
 ]
 
-# Quiet: the app logs one INFO line per request, which would turn the benchmark into a benchmark
-# of the terminal. Warnings and errors still reach gunicorn's error log, which run.py keeps.
+# The example's logging, INFO line per request included: it is part of what the app costs as
+# deployed. It goes to gunicorn's log file (run.py keeps it), not to a terminal.
 LOGGING = copy.deepcopy(LOGGING)
-for _logger in ("morph_webhooks", "example_project"):
-    LOGGING["loggers"][_logger]["level"] = "WARNING"
 # Django reports 5xx answers on django.request, which has no console handler when DEBUG is off.
 LOGGING["loggers"]["django.request"] = {"handlers": ["console"], "level": "ERROR", "propagate": False}

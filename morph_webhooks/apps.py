@@ -10,6 +10,10 @@ class MorphWebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from .alerts import mail_admins_on_failure
         from .checks import check_settings
+        from .signals import delivery_failed
 
         checks.register(check_settings, checks.Tags.security)
+        # Does nothing unless MAIL_ADMINS_ON_FAILURE is on, read at each death.
+        delivery_failed.connect(mail_admins_on_failure, dispatch_uid="morph_webhooks_mail_admins_on_failure")

@@ -148,6 +148,14 @@ def check_values() -> list[CheckMessage]:
                 id="morph_webhooks.E014",
             )
         )
+    if conf.METRICS and find_spec("prometheus_client") is None:
+        messages.append(
+            Error(
+                "MORPH_WEBHOOKS['METRICS'] is on but prometheus-client is not installed.",
+                hint="pip install 'morph-webhooks[metrics]', or turn METRICS off.",
+                id="morph_webhooks.E015",
+            )
+        )
     if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
         messages.append(
             Warning(

@@ -219,6 +219,9 @@ class Settings:
     SILENCE_THRESHOLD = Setting(86400.0, NUMBER, minimum=0)  # 0: no silence check
     SILENCE_OVERRIDES = Setting({}, SECONDS_BY_CONNECTION)
     SYNC_MAX_AGE = Setting(0.0, NUMBER, minimum=0)  # 0: no age check
+    # Prometheus metrics (morph_webhooks.metrics), with the metrics extra.
+    METRICS = Setting(False, BOOLEAN)
+    MAIL_ADMINS_ON_FAILURE = Setting(False, BOOLEAN)  # morph_webhooks.alerts
 
     @property
     def DEFERRED(self) -> bool:

@@ -135,7 +135,7 @@ def run_delivery(delivery_id: int) -> Outcome | None:
         # Valid when it arrived; only a change of the app's rules can make it invalid now.
         delivery.reject(400, exc.detail)
         return Outcome.REJECTED
-    return process_event(event, delivery, on_failure=retry_later).outcome
+    return process_event(event, delivery, on_failure=retry_later, mode="deferred").outcome
 
 
 def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:

@@ -112,13 +112,7 @@ def failure_rate() -> CheckResult:
 
 def silent_connections() -> CheckResult:
     """Connections that received events once and none for longer than their threshold."""
-    newest = WebhookDelivery.objects.filter(
-        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
-    ).order_by("-received_at")
-    # One statement; the (connector_id, owner_id, received_at) index answers each subquery.
-    connections = Connection.objects.only("connector_id", "owner_id").annotate(
-        last_event_at=Subquery(newest.values("received_at")[:1])
-    )
+    connections = Connection.objects.only("connector_id", "owner_id").annotate(last_event_at=last_event())
     # Filtered here, not in SQL: a WHERE on the annotation would run each subquery twice.
     heard = [
         connection
@@ -142,11 +136,25 @@ def silent_connections() -> CheckResult:
     )
 
 
+def last_event() -> Subquery:
+    """For a query of connections: when each last received a delivery (None: never), in the same
+    statement; the (connector_id, owner_id, received_at) index answers each connection's subquery
+    whatever the size of the request log. The metrics read it too."""
+    newest = WebhookDelivery.objects.filter(
+        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
+    ).order_by("-received_at")
+    return Subquery(newest.values("received_at")[:1])
+
+
 def is_silent(connection: Connection, last_event_at: datetime, current: datetime) -> bool:
-    threshold = conf.SILENCE_OVERRIDES.get(
-        f"{connection.connector_id}/{connection.owner_id}", conf.SILENCE_THRESHOLD
-    )
+    # The admin overview judges each connection by this too.
+    threshold = silence_threshold(connection.connector_id, connection.owner_id)
     return threshold > 0 and last_event_at < current - timedelta(seconds=threshold)
+
+
+def silence_threshold(connector_id: str, owner_id: str) -> float:
+    """Seconds without events after which a connection is silent; 0: never."""
+    return conf.SILENCE_OVERRIDES.get(f"{connector_id}/{owner_id}", conf.SILENCE_THRESHOLD)
 
 
 def connection_syncs() -> CheckResult:

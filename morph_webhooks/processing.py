@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from django.utils import timezone
 from .conf import conf
 from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
+from .metrics import observe_processing
 from .models import AWAITING_APPLY, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
 from .signals import delivery_failed
 
@@ -67,15 +69,24 @@ def give_up(delivery: WebhookDelivery, exc: Exception) -> None:
 
 
 def process_event(
-    event: MorphEvent, delivery: WebhookDelivery, on_failure: FailureRecorder = record_failure
+    event: MorphEvent,
+    delivery: WebhookDelivery,
+    on_failure: FailureRecorder = record_failure,
+    mode: str = "sync",
 ) -> Result:
     """Apply ``event`` exactly once, in ``updatedAt`` order, and record the outcome on ``delivery``.
 
     Runs in its own transaction: the idempotency key, the resource, the delivery record and
     whatever signal receivers write are committed together or not at all. On failure
     ``on_failure`` records it on the delivery (with the traceback) and the exception propagates.
+    ``mode`` labels the time it took in the metrics: "sync" in the calling process, "deferred" in
+    a task worker.
     """
-    return run_atomically(_apply, event, delivery, on_failure)
+    started = time.perf_counter()
+    try:
+        return run_atomically(_apply, event, delivery, on_failure)
+    finally:
+        observe_processing(event, mode, time.perf_counter() - started)
 
 
 def run_atomically(

@@ -96,9 +96,14 @@ def forget_token(request: HttpRequest) -> None:
     request.META["QUERY_STRING"] = redact(request.META.get("QUERY_STRING", ""))
 
 
+# What every LogRecord has; anything else on a record came from a call's ``extra``.
+RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
 class RedactToken(logging.Filter):
     """Masks the secret in a record's message (its arguments included: runserver's request
-    line, a request's repr), its traceback (APPEND_SLASH's error quotes the URL) and its stack.
+    line, a request's repr), its traceback (APPEND_SLASH's error quotes the URL), its stack and
+    the text of its ``extra`` fields, which JSON formatters write as they are.
     Attach it to handlers: a logger's filters do not see records propagated from its children."""
 
     formatter = logging.Formatter()
@@ -118,6 +123,9 @@ class RedactToken(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if isinstance(value, str) and name not in RECORD_ATTRIBUTES:
+                setattr(record, name, redact(value))
         return True
 
 

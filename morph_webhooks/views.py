@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
-from django.http import HttpRequest, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -18,8 +18,9 @@ from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
 from .conf import conf
 from .errors import http_status_for
-from .events import InvalidEvent, connector_header, parse_event
+from .events import InvalidEvent, MorphEvent, connector_header, parse_event
 from .health import Status, run_checks
+from .metrics import count_delivery, exposition, unavailable_reason
 from .models import ID_LENGTH, Connection, WebhookDelivery
 from .policy import check_allowed
 from .processing import process_event
@@ -59,6 +60,10 @@ class ReceiveView(APIView):
     parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
+    # The request's event once the policy let it in: its model and connector may label the metrics.
+    event: MorphEvent | None = None
+    # The request's log entry, once authenticated: the request log line names its model.
+    delivery: WebhookDelivery | None = None
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
@@ -84,11 +89,17 @@ class ReceiveView(APIView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        log_request(request._request, response, time.monotonic() - getattr(self, "started", time.monotonic()))
+        log_request(
+            request._request,
+            response,
+            time.monotonic() - getattr(self, "started", time.monotonic()),
+            self.delivery,
+        )
+        count_delivery(response.status_code, response.data, self.event)
         return response
 
     def post(self, request: Request) -> Response:
-        delivery = new_delivery(request._request)
+        delivery = self.delivery = new_delivery(request._request)
         try:
             body = read_body(request._request)
             delivery.record_body(body, printable(body))
@@ -100,6 +111,7 @@ class ReceiveView(APIView):
             delivery.reject(response.status_code, response.data)
             return response
         delivery.identify(event)
+        self.event = event
         if conf.DEFERRED:
             # Only claim, record and enqueue here; a worker runs process_event. Only deferred mode
             # imports the tasks (see that module's docstring).
@@ -145,6 +157,19 @@ class HealthView(APIView):
         report = run_checks()
         code = status.HTTP_503_SERVICE_UNAVAILABLE if report.status == Status.CRITICAL else status.HTTP_200_OK
         return Response(report.as_json(), status=code, headers={"Cache-Control": "no-store"})
+
+
+class MetricsView(HealthView):
+    """Prometheus' scrape (``morph_webhooks.metrics``), authenticated and served as the health check."""
+
+    def get(self, request: Request) -> Response | HttpResponse:  # type: ignore[override]
+        reason = unavailable_reason()
+        if reason:
+            return Response(
+                {"error": "metrics_unavailable", "detail": reason}, status=status.HTTP_404_NOT_FOUND
+            )
+        content, content_type = exposition()
+        return HttpResponse(content, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def register_connection(connector_id: str, owner_id: str) -> None:
@@ -219,23 +244,37 @@ def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
     return response
 
 
-def log_request(request: HttpRequest, response: Response, seconds: float) -> None:
+def log_request(
+    request: HttpRequest, response: Response, seconds: float, delivery: WebhookDelivery | None = None
+) -> None:
     """One line per request, without secrets; header values are quoted with %r so that a
-    hostile value cannot forge log lines."""
+    hostile value cannot forge log lines. The same values are the record's attributes (``extra``),
+    for JSON formatters; none is the name of a LogRecord attribute."""
     level = logging.INFO if response.status_code < 400 else logging.WARNING
     if not logger.isEnabledFor(level):
         return  # a project that keeps only warnings pays nothing for the others
     data = response.data if isinstance(response.data, dict) else {}
     headers = request_headers(request)
+    fields = {
+        "outcome": str(data.get("status") or data.get("error", "")),
+        # The Morph model named by the body, when there was one to read (not on a 401).
+        "model": delivery.event.partition("::")[0] if delivery is not None else "",
+        "connector": (connector_header(headers) or "")[:ID_LENGTH],
+        "owner": headers.get("x-owner-id", "")[:ID_LENGTH],
+        "key": headers.get("x-idempotency-key", "")[:ID_LENGTH],
+        "status": response.status_code,
+        "ms": round(seconds * 1000, 1),
+    }
     logger.log(
         level,
         "Morph webhook %s %s key=%r connector=%r owner=%r %.1fms",
         response.status_code,
-        data.get("status") or data.get("error", ""),
-        headers.get("x-idempotency-key", "")[:ID_LENGTH],
-        (connector_header(headers) or "")[:ID_LENGTH],
-        headers.get("x-owner-id", "")[:ID_LENGTH],
+        fields["outcome"],
+        fields["key"],
+        fields["connector"],
+        fields["owner"],
         seconds * 1000,
+        extra=fields,
     )
 
 

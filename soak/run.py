@@ -130,13 +130,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--retries", type=int, default=3, help="rounds of re-delivery after a failure, as Morph"
     )
-    # Persistent connections, as a gunicorn deployment would have: the example project's default
-    # (0, a new connection per request) makes the run about three times slower.
+    # Persistent connections, as a gunicorn deployment would have: 0 (a new connection per
+    # request) makes the run about three times slower.
     parser.add_argument(
         "--conn-max-age",
         type=int,
         default=60,
-        help="seconds a worker keeps its DB connection (default 60; 0 is the example project's default)",
+        help="seconds a worker keeps its DB connection (default 60; 0: one per request)",
     )
     parser.add_argument(
         "--database-url",

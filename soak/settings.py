@@ -4,8 +4,8 @@
 final check), so that they all share one secret and one database:
 
 - ``SOAK_DATABASE_URL``: default ``postgres://postgres@127.0.0.1:5432/morph_webhooks_soak``.
-- ``SOAK_CONN_MAX_AGE``: seconds a worker keeps its database connection (default ``60``; the
-  example project's default, ``0``, opens one connection per request).
+- ``SOAK_CONN_MAX_AGE``: seconds a worker keeps its database connection (default ``60``; ``0``
+  opens one connection per request).
 - ``DJANGO_SECRET_KEY`` and ``MORPH_WEBHOOKS_SECRET``: random per run.
 """
 

@@ -1,4 +1,5 @@
-"""The admin's overview page: deliveries per hour and outcome, latest failures, open pipeline."""
+"""The admin's overview page: deliveries per hour and outcome, connections, latest failures, open
+pipeline."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.timezone import localtime
 
+from morph_webhooks import health
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
-from morph_webhooks.admin.overview import OVERVIEW_FAILURES
-from morph_webhooks.models import Outcome, StageType, WebhookDelivery
+from morph_webhooks.admin.overview import OVERVIEW_FAILURES, duration_text
+from morph_webhooks.models import Connection, Outcome, StageType, WebhookDelivery
 from morph_webhooks.testing.factories import OpportunityFactory, StageFactory, WebhookDeliveryFactory
 from tests.helpers import T0, grant
 
@@ -33,7 +35,10 @@ NOW = datetime(2025, 3, 6, 12, 20, tzinfo=timezone.utc)
 @pytest.fixture
 def frozen() -> Iterator[None]:
     # Fixed, so that a test running across the turn of an hour still finds its rows in place.
-    with mock.patch("django.utils.timezone.now", return_value=NOW):
+    with (
+        mock.patch("django.utils.timezone.now", return_value=NOW),
+        mock.patch("morph_webhooks.health.now", return_value=NOW),
+    ):
         yield
 
 
@@ -292,7 +297,7 @@ def test_opportunities_by_stage_name_open_apart_from_won_and_lost(admin_client, 
     OpportunityFactory(stage_id="s_odd", amount=Decimal("3"))
     OpportunityFactory(stage_id="s_later", amount=Decimal("4"))  # its stage has not arrived
 
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(7):
         response = overview(admin_client)
 
     assert stages(response, "open") == [
@@ -326,6 +331,137 @@ def test_stage_ids_are_escaped(admin_client):
     assert "?stage_id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x&amp;deleted=no" in content
 
 
+# Connections
+
+
+def connections(response: Any) -> list[tuple[str, str, int, str, bool]]:
+    return [
+        (
+            f"{row.connector_id}/{row.owner_id}",
+            row.last_event_at and f"{localtime(row.last_event_at):%Y-%m-%d %H:%M}",
+            row.failures,
+            row.silence_after,
+            row.silent,
+        )
+        for row in response.context["connections"]
+    ]
+
+
+@pytest.mark.usefixtures("frozen")
+def test_each_connection_with_its_last_event_failures_and_silence(admin_client, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "SILENCE_OVERRIDES": {"hubspot/tenant_7": 604800}}
+    for owner in ("tenant_1", "quiet", "tenant_7", "new"):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner)
+    delivery(NOW - timedelta(hours=2), owner_id="tenant_1")
+    delivery(NOW - timedelta(hours=3), Outcome.FAILED, http_status=500, owner_id="tenant_1")
+    delivery(NOW - timedelta(hours=4), Outcome.DEAD, owner_id="tenant_1")
+    delivery(NOW - timedelta(hours=5), Outcome.REJECTED, http_status=400, owner_id="tenant_1")  # the sender's
+    delivery(
+        NOW - timedelta(hours=30), Outcome.FAILED, http_status=500, owner_id="tenant_1"
+    )  # before the day
+    delivery(NOW - timedelta(days=3), owner_id="quiet")
+    delivery(NOW - timedelta(days=3), owner_id="tenant_7")  # a quiet tenant, with its own threshold
+    # Every event of this one failed, so nothing registered it.
+    delivery(
+        NOW - timedelta(hours=1), Outcome.FAILED, http_status=500, connector_id="pipedrive", owner_id="t9"
+    )
+
+    response = overview(admin_client)
+
+    # Silent first, then the most failures.
+    assert connections(response) == [
+        ("hubspot/quiet", "2025-03-03 12:20", 0, "1 day", True),
+        ("hubspot/tenant_1", "2025-03-06 10:20", 2, "1 day", False),
+        ("pipedrive/t9", None, 1, "1 day", False),
+        ("hubspot/new", None, 0, "1 day", False),
+        ("hubspot/tenant_7", "2025-03-03 12:20", 0, "7 days", False),
+    ]
+    # The failures are those the table of hours counts.
+    totals = dict(response.context["outcome_totals"])
+    assert sum(row.failures for row in response.context["connections"]) == totals["failed"] + totals["dead"]
+    # The health check finds the same connection silent.
+    silent = health.silent_connections()
+    assert silent.status == health.Status.WARNING and "1 connection silent: hubspot / quiet" in silent.detail
+    content = response.content.decode()
+    assert "5 connections, 1 silent, 2 with failures" in content
+    assert "Silent: no event for longer than its threshold" in content
+    assert "Not registered: no event applied yet" in content and "No events yet" in content
+    deliveries = reverse(DELIVERIES)
+    assert f'<a href="{deliveries}?connector_id=hubspot&amp;owner_id=quiet">hubspot / quiet</a>' in content
+    assert f'<a href="{reverse("admin:morph_webhooks_connection_changelist")}">All connections</a>' in content
+    listed = admin_client.get(f"{deliveries}?connector_id=hubspot&owner_id=tenant_1")
+    assert len(listed.context["cl"].result_list) == 5
+
+
+@pytest.mark.usefixtures("frozen")
+@pytest.mark.parametrize(
+    ("silent_for", "silent"), [(timedelta(days=1), False), (timedelta(days=1, seconds=1), True)]
+)
+def test_silent_once_past_the_threshold(admin_client, silent_for, silent):
+    Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
+    delivery(NOW - silent_for)
+
+    [row] = overview(admin_client).context["connections"]
+
+    assert row.silent is silent
+    assert (health.silent_connections().status == health.Status.WARNING) is silent
+
+
+@pytest.mark.usefixtures("frozen")
+def test_no_silence_check_when_the_threshold_is_zero(admin_client, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "SILENCE_THRESHOLD": 0}
+    Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
+    delivery(NOW - timedelta(days=30))
+
+    [row] = overview(admin_client).context["connections"]
+
+    assert (row.silent, row.silence_after) == (False, "never")
+
+
+@pytest.mark.usefixtures("frozen")
+def test_connections_beyond_the_limit_are_counted(admin_client, monkeypatch):
+    monkeypatch.setattr("morph_webhooks.admin.deliveries.OVERVIEW_CONNECTIONS", 2)
+    for owner in ("a", "b", "c"):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner)
+    delivery(NOW - timedelta(days=2), owner_id="c")  # silent: listed first
+
+    response = overview(admin_client)
+
+    assert [row.owner_id for row in response.context["connections"]] == ["c", "a"]
+    assert "and 1 more connection, silent or failing ones listed first." in response.content.decode()
+
+
+@pytest.mark.usefixtures("frozen")
+def test_connection_names_are_escaped(admin_client):
+    Connection.objects.create(connector_id="hubspot", owner_id="<script>x</script>")
+
+    content = overview(admin_client).content.decode()
+
+    assert "<script>x" not in content and "hubspot / &lt;script&gt;x&lt;/script&gt;" in content
+
+
+@pytest.mark.usefixtures("frozen")
+def test_no_connections_yet(admin_client):
+    assert (
+        "No connection yet: each registers with its first event." in overview(admin_client).content.decode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (86400, "1 day"),
+        (604800, "7 days"),
+        (7200, "2 hours"),
+        (90, "90 s"),
+        (300, "5 minutes"),
+        (0.5, "0.5 s"),
+    ],
+)
+def test_thresholds_are_shown_in_their_unit(seconds, text):
+    assert duration_text(seconds) == text
+
+
 # Access
 
 
@@ -348,6 +484,20 @@ def test_anonymous_and_non_staff_are_sent_to_log_in(client, django_user_model):
     response = client.get(reverse(OVERVIEW))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+@pytest.mark.usefixtures("frozen")
+def test_the_link_to_all_connections_needs_their_view_permission(client, staff):
+    Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
+    grant(staff, "view_webhookdelivery")
+    link = f'href="{reverse("admin:morph_webhooks_connection_changelist")}"'
+
+    response = overview(client)
+    assert "hubspot / tenant_1" in response.content.decode()
+    assert link not in response.content.decode()
+
+    grant(staff, "view_connection")
+    assert link in overview(client).content.decode()
 
 
 @pytest.mark.usefixtures("frozen")
@@ -405,31 +555,43 @@ def test_registered_before_the_change_view():
 def fill(hours: int, per_hour: int, opportunities: int) -> None:
     for hour in range(hours):
         for i in range(per_hour):
-            delivery(NOW - timedelta(hours=hour, minutes=i), OUTCOMES[i % len(OUTCOMES)], http_status=200)
+            delivery(
+                NOW - timedelta(hours=hour, minutes=i),
+                OUTCOMES[i % len(OUTCOMES)],
+                http_status=200,
+                # Spread over as many connections as there are deliveries an hour.
+                owner_id=f"tenant_{i}",
+            )
+    for i in range(per_hour):
+        Connection.objects.create(connector_id="hubspot", owner_id=f"tenant_{i}")
     for i in range(opportunities):
         OpportunityFactory(stage_id=f"stage_{i % 4}", currency=["EUR", "USD", "GBP"][i % 3])
 
 
 @pytest.mark.usefixtures("frozen")
-@pytest.mark.parametrize(("hours", "per_hour", "opportunities"), [(0, 0, 0), (1, 1, 1), (24, 6, 30)])
+@pytest.mark.parametrize(
+    ("hours", "per_hour", "opportunities"), [(0, 0, 0), (1, 1, 1), (24, 6, 30), (2, 60, 0)]
+)
 def test_query_count_does_not_grow_with_the_data(
     admin_client, django_assert_num_queries, hours, per_hour, opportunities
 ):
     fill(hours, per_hour, opportunities)
 
-    # The session, the user, the hourly counts, the latest failures, the opportunities.
-    with django_assert_num_queries(5):
-        overview(admin_client)
+    # The session, the user, the hourly counts, the connections' failures, the connections with
+    # their last event, the latest failures, the opportunities.
+    with django_assert_num_queries(7):
+        response = overview(admin_client)
+    assert response.context["connections_total"] == per_hour
 
 
 @pytest.mark.usefixtures("frozen")
-@pytest.mark.parametrize(("hours", "per_hour", "opportunities"), [(0, 0, 0), (24, 6, 30)])
+@pytest.mark.parametrize(("hours", "per_hour", "opportunities"), [(0, 0, 0), (24, 6, 30), (2, 60, 0)])
 def test_query_count_for_staff(client, staff, django_assert_num_queries, hours, per_hour, opportunities):
-    grant(staff, "view_webhookdelivery", "view_opportunity")
+    grant(staff, "view_webhookdelivery", "view_opportunity", "view_connection")
     fill(hours, per_hour, opportunities)
 
     # As for a superuser, plus the user's and their groups' permissions, loaded once.
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):
         overview(client)
 
 

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,10 +21,12 @@ import pytest
 from django.conf import settings
 from django.test.utils import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
-from morph_webhooks.models import Opportunity, WebhookDelivery
+from morph_webhooks.models import Connection, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
+from morph_webhooks.testing.factories import WebhookDeliveryFactory
 from tests.helpers import raising_receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -342,6 +345,11 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     assert WebhookDelivery.objects.get(idempotency_key="browser-initech").attempts == 2
     screenshot("06-reprocessed")
 
+    # A tenant that has gone quiet for three days, to be flagged as the health check would.
+    Connection.objects.create(connector_id="pipedrive", owner_id="tenant_9")
+    quiet = WebhookDeliveryFactory(connector_id="pipedrive", owner_id="tenant_9")
+    WebhookDelivery.objects.filter(pk=quiet.pk).update(received_at=timezone.now() - timedelta(days=3))
+
     # The overview, linked from the request log.
     # By its address: the admin's CSS writes the object tools' labels in capitals.
     overview = reverse("admin:morph_webhooks_webhookdelivery_overview")
@@ -369,6 +377,14 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     )
     # The hours without deliveries are one row.
     assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
+    # Each connection: the quiet one first, flagged; the one Morph calls, receiving.
+    connections = browser.find_elements(By.CSS_SELECTOR, "#connections tbody tr")
+    assert [row.get_attribute("data-connection") for row in connections] == [
+        "pipedrive/tenant_9",
+        "hubspot/tenant_1",
+    ]
+    assert "Silent: no event for longer than its threshold" in connections[0].text
+    assert "Receiving" in connections[1].text and "1 day" in connections[1].text
     assert_fits(browser)
     screenshot("07-overview")
 

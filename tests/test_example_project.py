@@ -316,9 +316,34 @@ def test_settings_come_from_the_environment(env: dict[str, str]) -> None:
 
     assert shown.returncode == 0, shown.stderr
     assert (
-        "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred'}"
-        in shown.stdout
+        "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred', "
+        "'METRICS': True}" in shown.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("database_url", "settings"),
+    [
+        # Persistent, and checked before each reuse: a new PostgreSQL backend per request would
+        # cost more than the request itself.
+        ("postgres://user@127.0.0.1:5432/morph", "django.db.backends.postgresql 600 True"),
+        # SQLite opens a file, not a server process: nothing to keep.
+        (None, "django.db.backends.sqlite3 0 True"),
+    ],
+)
+def test_database_connections(env: dict[str, str], database_url: str | None, settings: str) -> None:
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    shown = manage(
+        env,
+        "shell",
+        "-c",
+        "from django.conf import settings; database = settings.DATABASES['default']; "
+        "print(database['ENGINE'], database['CONN_MAX_AGE'], database['CONN_HEALTH_CHECKS'])",
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[-1] == settings
 
 
 def test_debug_off_refuses_the_development_defaults(env: dict[str, str]) -> None:

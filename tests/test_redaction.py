@@ -91,6 +91,15 @@ class TestRedactToken:
             in output.getvalue()
         )
 
+    def test_masks_the_extra_fields_json_formatters_write(self):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "Morph webhook", (), None)
+        record.key, record.status = f"a?token={SECRET}", 401
+
+        assert RedactToken().filter(record) is True
+
+        assert (record.key, record.status) == ("a?token=[redacted]", 401)
+        assert record.name == "x" and record.msg == "Morph webhook"
+
     def test_a_malformed_call_is_left_to_the_handler(self):
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("one",), None)
         assert RedactToken().filter(record) is True

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -10,8 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.redaction import RECORD_ATTRIBUTES
 from morph_webhooks.signals import opportunity_created
-from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from tests.helpers import SECRET, URL, raising_receiver, raw_post
 
 pytestmark = pytest.mark.django_db
@@ -233,3 +235,88 @@ def test_header_sent_twice_is_400_naming_it(client, name, value):
     assert response.status_code == 400
     assert list(response.json()["fields"]) == [name]
     assert Opportunity.objects.count() == 0
+
+
+# The per-request log line, its values as the record's attributes
+
+
+LOG_FIELDS = {"outcome", "model", "connector", "owner", "key", "status", "ms"}
+
+
+def logged(caplog: Any) -> Any:
+    [record] = [record for record in caplog.records if record.name == "morph_webhooks.views"]
+    return record
+
+
+def fields(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in LOG_FIELDS if name != "ms"}
+
+
+def test_no_log_field_is_named_like_a_log_record_attribute():
+    assert not LOG_FIELDS & RECORD_ATTRIBUTES
+
+
+def test_a_processed_event_is_logged_with_its_fields(send, caplog):
+    caplog.set_level("INFO", logger="morph_webhooks")
+
+    send(opportunity_event(), key="k1")
+
+    record = logged(caplog)
+    assert fields(record) == {
+        "outcome": "processed",
+        "model": "crmOpportunity",
+        "connector": "hubspot",
+        "owner": "tenant_1",
+        "key": "k1",
+        "status": 200,
+    }
+    assert isinstance(record.ms, float) and record.ms >= 0
+    # The sentence stays as it was.
+    assert record.levelname == "INFO"
+    assert record.getMessage() == (
+        f"Morph webhook 200 processed key='k1' connector='hubspot' owner='tenant_1' {record.ms:.1f}ms"
+    )
+
+
+def test_a_rejected_event_is_logged_with_its_fields(send, caplog):
+    caplog.set_level("INFO", logger="morph_webhooks")
+
+    send(resource_event("crmStage", fields={"name": ""}), key="k2")
+
+    record = logged(caplog)
+    assert fields(record) == {
+        "outcome": "invalid_event",
+        "model": "crmStage",
+        "connector": "hubspot",
+        "owner": "tenant_1",
+        "key": "k2",
+        "status": 400,
+    }
+    assert record.levelname == "WARNING"
+
+
+def test_a_refused_request_keeps_hostile_header_values_as_bounded_values(client, caplog):
+    caplog.set_level("INFO", logger="morph_webhooks")
+    hostile = "k3\nERROR morph_webhooks.views Morph webhook 200 processed" + "x" * 1000
+
+    response = raw_post(
+        client,
+        json.dumps(opportunity_event()),
+        path=f"{URL}?token=wrong-secret-0123456789abcdef",
+        **{"x-idempotency-key": hostile, "x-owner-id": '"}{"status": 200'},
+    )
+
+    assert response.status_code == 401
+    record = logged(caplog)
+    assert (
+        fields(record)
+        == {
+            "outcome": "authentication_failed",
+            "model": "",  # the body of a stranger is not read
+            "connector": "hubspot",
+            "owner": '"}{"status": 200',
+            "key": hostile[:255],
+            "status": 401,
+        }
+    )
+    assert "\n" not in record.getMessage()

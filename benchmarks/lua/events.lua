@@ -2,12 +2,15 @@
 -- every request with its own idempotency key.
 --
 --   wrk -t1 -c16 -d10s -s benchmarks/lua/events.lua 'http://127.0.0.1:8000/webhooks/morph/?token=...' \
---       -- <mode> <nonce> [min_age]
+--       -- <mode> <nonce> [min_age] [file]
 --
 -- mode     "new": every request creates a new opportunity.
 --          "mixed": 70% new opportunities, 20% updates of opportunities this thread created
 --          earlier (newer updatedAt, another stage and amount), 10% exact re-sends of an earlier
 --          request (same key and body: the app must answer "duplicate").
+--          "resend": only exact re-sends of the requests in <file>, which run.py wrote and
+--          already delivered once to the endpoint under test (one request a line: key, connector,
+--          owner and body, separated by tabs), taken in turn.
 -- nonce    unique per wrk run (run.py draws it), so ids and keys never collide with another run.
 -- min_age  updates and re-sends only pick requests sent at least this many requests earlier by
 --          the same thread, i.e. long since answered: a re-send is then a duplicate, not a
@@ -86,6 +89,18 @@ function init(args)
   mode = args[1] or "new"
   nonce = args[2] or tostring(os.time())
   min_age = tonumber(args[3] or "64") or 64
+  if mode == "resend" then
+    prepared = {}
+    for line in io.lines(args[4]) do
+      local key, connector, owner, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+      table.insert(prepared, wrk.format("POST", nil, {
+        ["Content-Type"] = "application/json",
+        ["x-conector-id"] = connector,
+        ["x-owner-id"] = owner,
+        ["x-idempotency-key"] = key,
+      }, body))
+    end
+  end
   -- LuaJIT's math.random, seeded per thread so that threads draw different payloads.
   math.randomseed(os.time() * 1000 + tid * 7919)
   counter = 0
@@ -95,6 +110,11 @@ end
 
 function request()
   counter = counter + 1
+  if mode == "resend" then
+    resends = resends + 1
+    -- Threads start at different places in the list, so that they do not send the same key at once.
+    return prepared[(counter + tid * 997) % #prepared + 1]
+  end
   local roll = math.random(100)
   local req
   if mode == "mixed" and roll > 90 and counter > min_age then

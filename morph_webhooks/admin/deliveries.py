@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
@@ -22,15 +23,17 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import MirroredResource, Opportunity, Outcome, WebhookDelivery
+from ..models import Connection, MirroredResource, Opportunity, Outcome, WebhookDelivery
 from ..redaction import redact_headers
 from ..reprocess import ALREADY_APPLIED, reprocess_many
 from ..resources.registry import REGISTRY
 from .display import EMPTY, ReadOnlyAdmin, field_as, json_or_text, pretty_json
 from .overview import (
+    OVERVIEW_CONNECTIONS,
     OVERVIEW_FAILURES,
     OVERVIEW_OUTCOMES,
     TROUBLE,
+    connection_rows,
     deliveries_per_hour,
     latest_failures,
     opportunities_by_stage,
@@ -133,7 +136,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         request.current_app = self.admin_site.name
-        rows = deliveries_per_hour(timezone.now())
+        now = timezone.now()
+        rows = deliveries_per_hour(now)
         context = {
             **self.admin_site.each_context(request),
             "title": _("Webhook overview"),
@@ -145,6 +149,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             "trouble": TROUBLE,
             "failures": latest_failures(self.delivery_url),
             "failure_limit": OVERVIEW_FAILURES,
+            **self.connection_context(request, now),
             # Whole-percent widths as classes rather than style attributes, which a Content
             # Security Policy without 'unsafe-inline' would drop.
             "bar_widths": range(1, 101),
@@ -158,6 +163,30 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             args=[delivery.pk],
             current_app=self.admin_site.name,
         )
+
+    def connection_context(self, request: HttpRequest, now: datetime) -> dict[str, Any]:
+        """Each connection's last event, failures and silence, those that need a look first."""
+        deliveries = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist", current_app=self.admin_site.name
+        )
+        rows = connection_rows(now, deliveries)
+        all_connections = None
+        if self.admin_site.is_registered(Connection) and (
+            self.admin_site.get_model_admin(Connection).has_view_permission(request)
+        ):
+            all_connections = reverse(
+                f"admin:{Connection._meta.app_label}_{Connection._meta.model_name}_changelist",
+                current_app=self.admin_site.name,
+            )
+        return {
+            "connections": rows[:OVERVIEW_CONNECTIONS],
+            "connections_total": len(rows),
+            "connections_silent": sum(row.silent for row in rows),
+            "connections_failing": sum(bool(row.failures) for row in rows),
+            "connections_more": max(len(rows) - OVERVIEW_CONNECTIONS, 0),
+            "all_connections_url": all_connections,
+            "now": now,
+        }
 
     def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
         """Opportunities by stage for those allowed to see opportunities: seeing the request log does

@@ -1,7 +1,8 @@
 """What the deliveries' overview page shows: deliveries per hour and outcome over the last day (runs
-of hours without any collapsed to one row), the latest failures, and the opportunities per stage
-name, open apart from won and lost. One query each, however much data there is;
-WebhookDeliveryAdmin serves the page and decides who sees what."""
+of hours without any collapsed to one row), each connection's last event, failures and silence,
+the latest failures, and the opportunities per stage name, open apart from won and lost. One query
+each (two for the connections), however much data there is; WebhookDeliveryAdmin serves the page
+and decides who sees what."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from django.db.models.functions import Right, TruncHour
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from ..models import Opportunity, Outcome, Stage, StageType, WebhookDelivery
+from ..health import is_silent, last_event, silence_threshold
+from ..models import Connection, Opportunity, Outcome, Stage, StageType, WebhookDelivery
 from .display import amount_text
 
 # The overview's columns, from "all is well" to "someone should look"; an outcome missing here
@@ -31,8 +34,12 @@ OVERVIEW_OUTCOMES = sorted(
 )
 # The outcomes that need a person: the request was refused, or its processing failed.
 TROUBLE = [o.value for o in Outcome if o.value in ("rejected", "failed", "dead")]
+# What the health check counts as failed (its failure rate): processing failed, or a worker gave up.
+FAILED = [Outcome.FAILED.value, Outcome.DEAD.value]
 OVERVIEW_HOURS = 24
 OVERVIEW_FAILURES = 20
+# Connections listed, those that need a look first; the Connections page lists them all.
+OVERVIEW_CONNECTIONS = 50
 # Enough of the error's end for a traceback's last line (the exception) or a rejection's JSON.
 ERROR_TAIL = 300
 ERROR_SUMMARY = 160
@@ -54,6 +61,25 @@ class Failure:
     delivery: WebhookDelivery
     url: str
     summary: str
+
+
+@dataclass
+class ConnectionRow:
+    connector_id: str
+    owner_id: str
+    # None: no delivery yet, or not a registered connection (its every event failed so far).
+    last_event_at: datetime | None
+    # Failed or dead deliveries over the hours the overview shows.
+    failures: int
+    # Seconds without events after which it is silent (0: never), as the health check judges it.
+    silence_threshold: float
+    silent: bool
+    registered: bool
+    url: str  # its deliveries
+
+    @property
+    def silence_after(self) -> str:
+        return duration_text(self.silence_threshold) if self.silence_threshold > 0 else str(_("never"))
 
 
 @dataclass
@@ -158,6 +184,74 @@ def outcome_totals(rows: list[HourRow]) -> list[tuple[str, int]]:
         (outcome.value, sum(row.counts[index][1] for row in rows))
         for index, outcome in enumerate(OVERVIEW_OUTCOMES)
     ]
+
+
+def connection_rows(now: datetime, deliveries_url: str) -> list[ConnectionRow]:
+    """Every connection, with its last event, its failures since ``first_hour_shown(now)`` and
+    whether the health check finds it silent: those silent first, then those with the most
+    failures. Two statements whatever the number of connections and deliveries."""
+    failures = {
+        (row["connector_id"], row["owner_id"]): row["count"]
+        # Answered by the (status, received_at) index: only the failures are read.
+        for row in WebhookDelivery.objects.filter(status__in=FAILED, received_at__gte=first_hour_shown(now))
+        .values("connector_id", "owner_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    }
+    rows = []
+    # One statement, as the health check's silence check runs it.
+    for connection in Connection.objects.only("connector_id", "owner_id").annotate(
+        last_event_at=last_event()
+    ):
+        pair = (connection.connector_id, connection.owner_id)
+        last_event_at = connection.last_event_at
+        rows.append(
+            ConnectionRow(
+                *pair,
+                last_event_at=last_event_at,
+                failures=failures.pop(pair, 0),
+                silence_threshold=silence_threshold(*pair),
+                silent=last_event_at is not None and is_silent(connection, last_event_at, now),
+                registered=True,
+                url=connection_url(deliveries_url, *pair),
+            )
+        )
+    # Failures of a connection that no applied event has registered yet, when every one failed.
+    rows += [
+        ConnectionRow(
+            *pair,
+            last_event_at=None,
+            failures=count,
+            silence_threshold=silence_threshold(*pair),
+            silent=False,
+            registered=False,
+            url=connection_url(deliveries_url, *pair),
+        )
+        for pair, count in failures.items()
+    ]
+    rows.sort(key=lambda row: (not row.silent, -row.failures, row.connector_id, row.owner_id))
+    return rows
+
+
+# (seconds, singular, plural) of the units a threshold is shown in.
+UNITS = [
+    (86400, "%(count)d day", "%(count)d days"),
+    (3600, "%(count)d hour", "%(count)d hours"),
+    (60, "%(count)d minute", "%(count)d minutes"),
+]
+
+
+def duration_text(seconds: float) -> str:
+    """A threshold as it was most likely configured: in days, hours, minutes or seconds."""
+    for unit, one, many in UNITS:
+        if seconds >= unit and seconds % unit == 0:
+            count = int(seconds // unit)
+            return ngettext(one, many, count) % {"count": count}
+    return f"{seconds:g} s"
+
+
+def connection_url(deliveries_url: str, connector_id: str, owner_id: str) -> str:
+    return f"{deliveries_url}?{urlencode({'connector_id': connector_id, 'owner_id': owner_id})}"
 
 
 def latest_failures(delivery_url: Callable[[WebhookDelivery], str]) -> list[Failure]:
