@@ -123,8 +123,9 @@ class RedactToken(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if isinstance(value, str) and name not in RECORD_ATTRIBUTES:
+        for name in vars(record).keys() - RECORD_ATTRIBUTES:  # the extra fields, found in C
+            value = getattr(record, name)
+            if isinstance(value, str):
                 setattr(record, name, redact(value))
         return True
 
