@@ -109,12 +109,12 @@ class MorphAuthentication(authentication.BaseAuthentication):
     """A shared secret (URL token, Bearer or Basic), or a Standard Webhooks signature."""
 
     def authenticate(self, request: Request) -> tuple[Any, Any]:
-        secrets = [secret for secret in conf.SECRETS if secret]
+        secrets = conf.derived(_shared_secrets)
         if not secrets and not conf.SIGNING_SECRETS and conf.ALLOW_UNAUTHENTICATED:
             return AnonymousUser(), None
         candidate = presented_secret(request)
         if candidate is not None and secrets:
-            if not matches_any(candidate.encode(), [secret.encode() for secret in secrets]):
+            if not matches_any(candidate.encode(), secrets):
                 raise exceptions.AuthenticationFailed("Invalid secret.")
             return AnonymousUser(), None
         if conf.SIGNING_SECRETS and "webhook-signature" in request.headers:
@@ -127,6 +127,10 @@ class MorphAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="morph-webhooks"'
+
+
+def _shared_secrets() -> list[bytes]:
+    return [secret.encode() for secret in conf.SECRETS if secret]
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -151,6 +155,9 @@ class FromAllowedNetwork(permissions.BasePermission):
             address = ipaddress.ip_address(client_address(request._request) or "")
         except ValueError:
             return False
-        return any(
-            address in ipaddress.ip_network(network, strict=False) for network in conf.ALLOWED_NETWORKS
-        )
+        return any(address in network for network in conf.derived(_allowed_networks))
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    # Parsed once per settings, not for every request.
+    return [ipaddress.ip_network(network, strict=False) for network in conf.ALLOWED_NETWORKS]

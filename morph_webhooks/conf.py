@@ -1,9 +1,12 @@
 """The app's settings, each declared once with its default, its type and its range.
 
-Values are read from ``settings.MORPH_WEBHOOKS`` on every access (so ``override_settings`` works
-in tests) and checked on every access: a value of the wrong type or out of range raises
-ImproperlyConfigured naming the setting, rather than being coerced into something else
-(``bool("false")`` is True). The system checks report the same declarations at startup.
+Values are read from ``settings.MORPH_WEBHOOKS`` and checked when first read: a value of the wrong
+type or out of range raises ImproperlyConfigured naming the setting, rather than being coerced
+into something else (``bool("false")`` is True). The system checks report the same declarations
+at startup. A checked value is kept until ``MORPH_WEBHOOKS`` changes (another dict, or Django's
+``setting_changed`` signal: ``override_settings`` works in tests); every request reads several,
+and checking each every time cost more than some of what they configure. The values handed out
+are shared: read them, never change them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 T = TypeVar("T")
 
@@ -74,11 +78,16 @@ SECONDS_BY_CONNECTION = Kind[dict[str, float]](
 )
 
 
-def configured() -> Mapping[Any, Any]:
-    value = getattr(settings, "MORPH_WEBHOOKS", {})
-    if not isinstance(value, Mapping):
-        raise ImproperlyConfigured(f"MORPH_WEBHOOKS must be a dict, not {type(value).__name__}.")
-    return value
+# What MORPH_WEBHOOKS holds when a project does not set it.
+_UNSET = object()
+
+
+def as_mapping(configured: object) -> Mapping[Any, Any]:
+    if configured is _UNSET:
+        return {}
+    if not isinstance(configured, Mapping):
+        raise ImproperlyConfigured(f"MORPH_WEBHOOKS must be a dict, not {type(configured).__name__}.")
+    return configured
 
 
 @dataclass(frozen=True)
@@ -106,10 +115,18 @@ class Setting(Generic[T]):
     def __get__(self, instance: object, owner: type) -> Setting[T] | T:
         if instance is None:
             return self
-        value = self.configured_value(configured())
+        assert isinstance(instance, Settings)
+        source, values = instance.checked()
+        try:
+            return values[self.name]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        # From the dict the values are kept for, not read again: it may have changed meanwhile.
+        value = self.configured_value(as_mapping(source))
         if not self.is_valid(value):
             raise ImproperlyConfigured(self.problem(value))
-        return self.kind.normalise(value)
+        values[self.name] = normalised = self.kind.normalise(value)
+        return normalised
 
     def configured_value(self, configured: Mapping[Any, Any]) -> Any:
         return configured.get(self.name, self.default)
@@ -138,6 +155,36 @@ class Setting(Generic[T]):
 
 
 class Settings:
+    def __init__(self) -> None:
+        # The MORPH_WEBHOOKS these values were read from, and the values: replaced together, in
+        # one assignment, so that a thread never reads one setting's values with another's.
+        self._checked: tuple[object, dict[Any, Any]] = (_UNSET, {})
+
+    def checked(self) -> tuple[object, dict[Any, Any]]:
+        """The current MORPH_WEBHOOKS, with the values checked so far (by name) and what was
+        derived from them (by function); empty again once it changed."""
+        source = getattr(settings, "MORPH_WEBHOOKS", _UNSET)
+        checked = self._checked
+        if checked[0] is not source:
+            checked = self._checked = (source, {})
+        return checked
+
+    def forget(self) -> None:
+        self._checked = (_UNSET, {})
+
+    def derived(self, compute: Callable[[], T]) -> T:
+        """What ``compute`` makes of the settings (parsed networks, the spellings of a secret):
+        computed once per change of MORPH_WEBHOOKS, like the values it reads."""
+        source, values = self.checked()
+        try:
+            return values[compute]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        result = compute()
+        if self.checked()[0] is source:  # else computed from the next settings: not kept for these
+            values[compute] = result
+        return result
+
     # One line per setting; README's Configuration section documents each.
     SECRETS = Setting([], STRINGS, secret=True)
     SIGNING_SECRETS = Setting([], STRINGS, secret=True)
@@ -186,3 +233,12 @@ DECLARED: dict[str, Setting[Any]] = {
 }
 
 conf = Settings()
+
+
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    # A MORPH_WEBHOOKS changed in place and set again (override_settings) is the same dict.
+    if setting == "MORPH_WEBHOOKS":
+        conf.forget()
+
+
+setting_changed.connect(_forget_settings, dispatch_uid="morph_webhooks_forget_settings")

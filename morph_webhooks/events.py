@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from django.db import models
 
-from .resources.base import ResourceSpec
+from .resources.base import ACTIONS, ResourceSpec
 from .resources.registry import REGISTRY
-from .serializers import EnvelopeSerializer, HeadersSerializer, ResourceDataSerializer, ResourceSerializer
+from .serializers import (
+    EnvelopeSerializer,
+    HeadersSerializer,
+    ResourceDataSerializer,
+    ResourceSerializer,
+    prepared,
+    validate,
+)
 
 # Deeper JSON is refused: nothing Morph sends comes close, and it would strain the encoders later.
 MAX_DEPTH = 64
@@ -31,6 +38,13 @@ ENVELOPE_KEYS = frozenset({"event", "data"})
 RESOURCE_KEYS = frozenset(
     {"object", "model", "id", "fields", "createdAt", "updatedAt", "remote", "rawResource", "warnings"}
 )
+
+# Built once, shared by every request and thread (see serializers.validate).
+HEADERS = prepared(HeadersSerializer())
+# context["mirrored"] is the registry itself: a model registered later is mirrored too.
+ENVELOPE = prepared(EnvelopeSerializer(context={"mirrored": REGISTRY}))
+RESOURCE = prepared(ResourceSerializer())
+_RESOURCE_DATA: dict[tuple[str, str], ResourceDataSerializer] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +117,9 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     except InvalidEvent as exc:
         raise InvalidEvent(errors | exc.errors) from None
 
-    envelope = EnvelopeSerializer(data=payload, context={"mirrored": REGISTRY})
-    if not envelope.is_valid():
-        errors |= flatten_errors(envelope.errors)
+    envelope, envelope_errors = validate(ENVELOPE, payload)
+    if envelope_errors:
+        errors |= flatten_errors(envelope_errors)
     data = payload.get("data")
     # "<model>::<action>" is split here once; the envelope has checked its shape when errors is empty.
     model, _, action = str(payload.get("event")).partition("::")
@@ -116,7 +130,7 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
         if event is not None and not errors:
             return replace(
                 event,
-                remote_id=envelope.validated_data["data"]["id"],
+                remote_id=envelope["data"]["id"],
                 payload=payload,
                 ignored_keys=ignored_keys(payload),
             )
@@ -125,7 +139,7 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> MorphEvent:
     return MorphEvent(
         model=model,
         action=action,
-        remote_id=envelope.validated_data["data"]["id"],
+        remote_id=envelope["data"]["id"],
         payload=payload,
         ignored_keys=ignored_keys(payload),
         **header_values,
@@ -139,10 +153,10 @@ def parse_resource(spec: ResourceSpec, data: Any, connector_id: str, owner_id: s
         raise InvalidEvent({"data": [f"Expected a resource object, got {type(data).__name__}."]})
     _check_storable(data)
     errors: dict[str, list[str]] = {}
-    resource = ResourceSerializer(data=data)
-    if not resource.is_valid():
-        errors |= flatten_errors(resource.errors, prefix="data")
-    elif resource.validated_data["model"] != spec.morph_model:
+    resource, resource_errors = validate(RESOURCE, data)
+    if resource_errors:
+        errors |= flatten_errors(resource_errors, prefix="data")
+    elif resource["model"] != spec.morph_model:
         errors["data.model"] = [f'Expected "{spec.morph_model}", the model that was listed.']
     headers = Headers(connector_id=connector_id, owner_id=owner_id, idempotency_key="")
     event = _resource_event(spec, "updated", data, "data", headers, errors)
@@ -175,11 +189,10 @@ def _resource_event(
 ) -> ResourceEvent | None:
     """The event for ``data`` (a resource of ``spec``'s model at ``path`` in the body), with an
     event for each expanded reference it carries; None, with ``errors`` told why, if invalid."""
-    resource = ResourceDataSerializer(data=data, context={"spec": spec, "action": action})
-    if not resource.is_valid():
-        errors |= flatten_errors(resource.errors, prefix=path)
+    valid, resource_errors = validate(resource_data_serializer(spec, action), data)
+    if resource_errors:
+        errors |= flatten_errors(resource_errors, prefix=path)
         return None
-    valid = resource.validated_data
     changes = {name: _stored_value(spec, name, value) for name, value in (valid.get("fields") or {}).items()}
     sent_fields = data.get("fields") or {}
     extra = {key: value for key, value in sent_fields.items() if key not in spec.field_names}
@@ -208,6 +221,26 @@ def _resource_event(
         related=tuple(event for event in related if event is not None),
         **header_values,
     )
+
+
+def resource_data_serializer(spec: ResourceSpec, action: str) -> ResourceDataSerializer:
+    """The serializer of ``data`` for ``spec``'s model and ``action``, built once for each of
+    Morph's actions."""
+    key = (spec.morph_model, action)
+    serializer = _RESOURCE_DATA.get(key)
+    if serializer is None or serializer.context["spec"] is not spec:
+        serializer = prepared(ResourceDataSerializer(context={"spec": spec, "action": action}))
+        # Any other action comes from a body refused for it: keeping those would let a sender
+        # grow this without bound.
+        if action in ACTIONS:
+            _RESOURCE_DATA[key] = serializer
+    return serializer
+
+
+# Built now rather than by the first event of each kind, which would pay for it.
+for _spec in REGISTRY.values():
+    for _action in ACTIONS:
+        resource_data_serializer(_spec, _action)
 
 
 def _expanded_references(fields: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -254,9 +287,8 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> H
         "owner_id": headers.get("x-owner-id"),
         "idempotency_key": headers.get("x-idempotency-key"),
     }
-    serializer = HeadersSerializer(data={key: value for key, value in data.items() if value is not None})
-    if serializer.is_valid():
-        valid = serializer.validated_data
+    valid, header_errors = validate(HEADERS, {key: value for key, value in data.items() if value is not None})
+    if not header_errors:
         return Headers(
             connector_id=valid["connector_id"],
             owner_id=valid["owner_id"],
@@ -265,7 +297,7 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> H
     # Named as sent: Morph's spelling, unless only the correct one came.
     sent = next((name for name in CONNECTOR_HEADERS if name in headers), CONNECTOR_HEADERS[0])
     names = {**HEADER_NAMES, "connector_id": sent}
-    for name, messages in serializer.errors.items():
+    for name, messages in header_errors.items():
         errors[names[name]] = [str(message) for message in messages]
     # Never used: the errors recorded above stop parse_event before an event is built.
     return Headers(connector_id="", owner_id="", idempotency_key="")
@@ -279,23 +311,40 @@ def load_json(body: bytes) -> Any:
         raise InvalidEvent({"body": [f"Not valid UTF-8 (byte {exc.start})."]}) from None
     if not text.strip():
         raise InvalidEvent({"body": ["Empty body; expected a JSON object."]})
+    infinite: list[float] = []
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            infinite.append(value)
+        return value
+
     try:
-        payload = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_reject_constant)
+        payload = json.loads(
+            text, object_pairs_hook=unique_keys, parse_constant=_reject_constant, parse_float=number
+        )
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent({"body": [f"Not valid JSON: {exc}"]}) from None
     if not isinstance(payload, dict):
         raise InvalidEvent({"body": [f"Expected a JSON object, got {type(payload).__name__}."]})
-    _check_storable(payload)
+    # What could not be stored shows in the text, and most bodies have none of it: an escape (only
+    # \u0000 or \ud800 puts a NUL or a lone surrogate in a string: the parser refuses raw control
+    # characters, the UTF-8 decoder surrogates), a number beyond a double's range, or deep nesting
+    # (each level opens a bracket).
+    if "\\u" in text or infinite or text.count("{") + text.count("[") >= MAX_DEPTH:
+        _check_storable(payload)
     return payload
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        # Parsers disagree on which of two equal keys wins; refusing is the only safe reading.
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -306,6 +355,9 @@ def _reject_constant(name: str) -> None:
 def _check_storable(payload: dict[str, Any]) -> None:
     """Refuse what no database can store (NUL, lone surrogates, numbers beyond a double's range)
     and excessive nesting."""
+    if _plainly_storable(payload):
+        return
+    # Walked again, this time naming where the problem is.
     stack: list[tuple[str, Any, int]] = [("", payload, 1)]
     while stack:
         path, value, depth = stack.pop()
@@ -324,6 +376,45 @@ def _check_storable(payload: dict[str, Any]) -> None:
             # json reads a number beyond a double's range (1e400) as infinity, which no database
             # column for JSON can store; integers of any length are kept exactly instead.
             raise InvalidEvent({path: ["A number too large to store; send it as a string."]})
+
+
+def _plainly_storable(payload: dict[str, Any]) -> bool:
+    """Whether :func:`_check_storable` would find nothing: the same walk, without the paths that
+    only an error needs. False means "maybe not", never a wrong yes: deep nesting is left to it."""
+    pending: list[dict[str, Any] | list[Any]] = [payload]
+    depths = [1]
+    while pending:
+        container, depth = pending.pop(), depths.pop()
+        if depth >= MAX_DEPTH:
+            return False
+        if isinstance(container, dict):
+            if not all(map(_storable_text, container)):
+                return False
+            items: Iterable[Any] = container.values()
+        else:
+            items = container
+        for item in items:
+            if isinstance(item, (dict, list)):
+                pending.append(item)
+                depths.append(depth + 1)
+            elif isinstance(item, str):
+                if not _storable_text(item):
+                    return False
+            elif isinstance(item, float) and not math.isfinite(item):
+                return False
+    return True
+
+
+def _storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(path: str, text: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.utils.safestring import SafeString, mark_safe
 from django.views import debug
 
@@ -39,15 +39,41 @@ def configured_secrets() -> list[str]:
     return [secret for secret in conf.SECRETS if isinstance(secret, str) and secret]
 
 
+def spellings(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as it is written in a URL: itself, percent-encoded, form-encoded."""
+    return tuple(
+        dict.fromkeys(
+            spelling
+            for secret in secrets
+            for spelling in (secret, quote(secret, safe=""), quote_plus(secret))
+        )
+    )
+
+
+def _configured_spellings() -> tuple[str, ...]:
+    return spellings(configured_secrets())
+
+
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """``text`` with every ``token=`` value masked, and the shared secrets (the configured ones
     unless given) in every spelling a URL gives them: a percent-encoded parameter name
     (``%74oken=``) or a URL nested in another one still carries the secret itself."""
-    text = TOKEN_IN_TEXT.sub(lambda match: match[1] + REDACTED, text)
-    for secret in configured_secrets() if secrets is None else secrets:
-        for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(spelling, REDACTED)
+    if "=" in text:  # what every match of TOKEN_IN_TEXT holds; most header values have none
+        text = TOKEN_IN_TEXT.sub(_masked, text)
+    if secrets is not None:
+        masked = spellings(secrets)
+    elif settings.configured:
+        # Every request redacts each of its headers: the spellings are worked out once per settings.
+        masked = conf.derived(_configured_spellings)
+    else:
+        masked = ()
+    for spelling in masked:
+        text = text.replace(spelling, REDACTED)
     return text
+
+
+def _masked(match: re.Match[str]) -> str:
+    return match[1] + REDACTED
 
 
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -62,8 +88,10 @@ def forget_token(request: HttpRequest) -> None:
     and error trackers read them too. Nothing needs the secret after authentication."""
     if TOKEN_PARAMETER not in request.GET:
         return
-    query = request.GET.copy()
-    query[TOKEN_PARAMETER] = REDACTED
+    # Not request.GET.copy(): a deep copy, of values nothing changes.
+    query = QueryDict(mutable=True, encoding=request.GET.encoding)
+    for name, values in request.GET.lists():
+        query.setlist(name, [REDACTED] if name == TOKEN_PARAMETER else list(values))
     request.GET = query  # type: ignore[assignment]  # the stubs type it read-only, Django lets it be set
     request.META["QUERY_STRING"] = redact(request.META.get("QUERY_STRING", ""))
 
@@ -95,8 +123,9 @@ class RedactToken(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if isinstance(value, str) and name not in RECORD_ATTRIBUTES:
+        for name in vars(record).keys() - RECORD_ATTRIBUTES:  # the extra fields, found in C
+            value = getattr(record, name)
+            if isinstance(value, str):
                 setattr(record, name, redact(value))
         return True
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Context, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .resources.base import ACTIONS, ID_LENGTH
 
@@ -22,6 +23,53 @@ ACTIONS_WITH_FIELDS = ("created", "updated")
 SIGNIFICANT_DIGITS = 15
 # Morph event types are "<model>::<action>"; models the app does not mirror are acknowledged.
 EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+)$")
+
+S = TypeVar("S", bound="serializers.Serializer[Any]")
+
+
+class ProhibitSurrogateCharacters(ProhibitSurrogateCharactersValidator):
+    """DRF's check of every string field, which loops over each character in Python: text without
+    a surrogate, nearly all, is told apart in C first; with one, DRF's says which."""
+
+    def __call__(self, value: Any) -> None:
+        text = str(value)
+        if text.isascii():
+            return
+        try:
+            text.encode("utf-8")  # fails on a surrogate, and only on one
+        except UnicodeEncodeError:
+            super().__call__(value)
+
+
+def prepared(serializer: S) -> S:
+    """``serializer`` with every field it holds built, to be shared (see :func:`validate`): DRF
+    deep-copies a serializer's declared fields into each instance and builds nested ones when first
+    used, which cost more than the validation itself."""
+    pending: list[serializers.Field[Any, Any, Any, Any]] = [serializer]
+    while pending:
+        field = pending.pop()
+        field.validators = [
+            ProhibitSurrogateCharacters()
+            if type(validator) is ProhibitSurrogateCharactersValidator
+            else validator
+            for validator in field.validators
+        ]
+        if isinstance(field, serializers.Serializer):
+            pending.extend(field.fields.values())
+        child = getattr(field, "child", None)
+        if child is not None:
+            pending.append(child)
+    return serializer
+
+
+def validate(serializer: serializers.Serializer[Any], data: Any) -> tuple[Any, Any]:
+    """The validated data and None, or None and the errors, that ``is_valid`` would give; but kept
+    on nothing, so that one :func:`prepared` serializer validates for every thread at once:
+    ``run_validation`` only reads the serializer, its fields and its context."""
+    try:
+        return serializer.run_validation(data), None
+    except serializers.ValidationError as exc:
+        return None, exc.detail
 
 
 def single_header_value(value: str) -> None:

@@ -35,6 +35,8 @@ from .redaction import (
 
 logger = logging.getLogger(__name__)
 
+_HEADERS = "_morph_webhooks_headers"
+
 
 class AlwaysJSON(BaseContentNegotiation):
     """Morph's Accept header is no reason to refuse an event: answer JSON whatever it asks for."""
@@ -180,9 +182,17 @@ def register_connection(connector_id: str, owner_id: str) -> None:
 
 
 def request_headers(request: HttpRequest) -> dict[str, str]:
-    return {
-        name.lower(): value for name, value in request.headers.items() if name.lower() not in SECRET_HEADERS
-    }
+    """The request's headers by lower-case name, credentials left out; worked out once per request
+    (the delivery, the event and the log line all read them). Not to be changed."""
+    headers: dict[str, str] | None = getattr(request, _HEADERS, None)
+    if headers is None:
+        headers = {
+            lower: value
+            for name, value in request.headers.items()
+            if (lower := name.lower()) not in SECRET_HEADERS
+        }
+        setattr(request, _HEADERS, headers)
+    return headers
 
 
 def new_delivery(request: HttpRequest) -> WebhookDelivery:
@@ -216,6 +226,8 @@ def check_content_type(request: HttpRequest) -> None:
 
 def storable(text: str) -> str:
     # The log keeps what arrived, in a form every database can store (no NUL, valid UTF-8).
+    if text.isascii() and "\x00" not in text:
+        return text  # as almost every header is
     return text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
 
 
@@ -238,6 +250,9 @@ def log_request(
     """One line per request, without secrets; header values are quoted with %r so that a
     hostile value cannot forge log lines. The same values are the record's attributes (``extra``),
     for JSON formatters; none is the name of a LogRecord attribute."""
+    level = logging.INFO if response.status_code < 400 else logging.WARNING
+    if not logger.isEnabledFor(level):
+        return  # a project that keeps only warnings pays nothing for the others
     data = response.data if isinstance(response.data, dict) else {}
     headers = request_headers(request)
     fields = {
@@ -251,7 +266,7 @@ def log_request(
         "ms": round(seconds * 1000, 1),
     }
     logger.log(
-        logging.INFO if response.status_code < 400 else logging.WARNING,
+        level,
         "Morph webhook %s %s key=%r connector=%r owner=%r %.1fms",
         response.status_code,
         fields["outcome"],

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import copy
 import json
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 import pytest
+from rest_framework.serializers import Serializer
 
 from morph_webhooks.events import InvalidEvent, parse_event
-from morph_webhooks.testing import morph_headers, opportunity_event, reference
+from morph_webhooks.serializers import HeadersSerializer
+from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
 
 HEADERS = morph_headers("key-1")
 
@@ -324,3 +328,66 @@ def test_both_connector_spellings_must_agree():
 def test_timestamp_digits_below_a_microsecond_are_dropped():
     event = parse(opportunity_event(updated_at="2025-03-06T09:15:04.5961239Z"))
     assert event.remote_updated_at.isoformat() == "2025-03-06T09:15:04.596123+00:00"
+
+
+def concurrent_samples() -> list[tuple[dict[str, str], bytes]]:
+    valid = [opportunity_event("updated", f"opp_{index}", fields={"amount": index}) for index in range(5)]
+    invalid = [
+        with_fields(amount="lots"),
+        with_fields(currency="EURO", stage={"object": "other"}),
+        opportunity_event("created", fields=None) | {"data": {"object": "resource"}},
+        {"event": "crmOpportunity::moved", "data": {"object": "resource", "model": "crmOpportunity"}},
+        resource_event("crmStage", "created", "stage_1", fields={"type": "MAYBE"}),
+        resource_event("genericUser", "deleted", "user_1", fields=None),
+    ]
+    bodies = [json.dumps(payload).encode() for payload in valid + invalid]
+    headers = [HEADERS, morph_headers("key-2", owner_id="a,b"), {"x-owner-id": "tenant_1"}]
+    return [(header, body) for header in headers for body in bodies]
+
+
+def outcome(headers: dict[str, str], body: bytes) -> Any:
+    try:
+        event = parse_event(headers, body)
+    except InvalidEvent as exc:
+        return exc.errors
+    return (event.type, event.remote_id, dict(event.changes), event.remote_updated_at)
+
+
+def test_one_set_of_serializers_validates_for_many_threads_at_once():
+    # The serializers are built once and shared (serializers.validate): concurrent requests in a
+    # threaded server must each get their own answer, as they would one at a time.
+    samples = concurrent_samples()
+    expected = [outcome(headers, body) for headers, body in samples]
+    assert any(isinstance(result, dict) for result in expected)
+    assert any(isinstance(result, tuple) for result in expected)
+    rounds = 20
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda sample: outcome(*sample), samples * rounds))
+    assert results == expected * rounds
+
+
+def test_parsing_an_event_builds_no_serializer_fields():
+    # An expanded stage: its own resource is validated too.
+    stage = resource_event("crmStage", "updated", "stage_9", fields={"name": "Won", "type": "WON"})["data"]
+    body = json.dumps(
+        opportunity_event(fields={**opportunity_event()["data"]["fields"], "stage": stage})
+    ).encode()
+    assert len(parse_event(HEADERS, body).related) == 1
+    with mock.patch.object(
+        Serializer, "get_fields", autospec=True, side_effect=Serializer.get_fields
+    ) as built:
+        parse_event(HEADERS, body)
+        parse_event(HEADERS, json.dumps(resource_event("crmStage", "deleted", "stage_2")).encode())
+    assert built.call_count == 0
+
+
+@pytest.mark.parametrize("owner", ["tenant_\ud800", "tenant_é\udfff", "tenant_é", "tenant_\U0001f600"])
+def test_shared_serializers_answer_as_drf_does(owner):
+    # The shared serializers check strings for surrogates faster than DRF, with DRF's answers.
+    headers = {**HEADERS, "x-owner-id": owner}
+    fresh = HeadersSerializer(data={"connector_id": "hubspot", "owner_id": owner, "idempotency_key": "k"})
+    expected = {} if fresh.is_valid() else {"x-owner-id": [str(error) for error in fresh.errors["owner_id"]]}
+
+    result = outcome(headers, json.dumps(opportunity_event()).encode())
+
+    assert (result if isinstance(result, dict) else {}) == expected

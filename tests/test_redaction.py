@@ -48,6 +48,16 @@ def test_redact(text, expected):
     assert redact(text) == expected
 
 
+def test_redact_masks_the_secrets_configured_now(settings):
+    rotated = "rotated secret/0123456789+abc"
+    text = f"Bearer {SECRET} ?t={rotated} ?u=rotated%20secret%2F0123456789%2Babc ?v=rotated+secret%2F0123456789%2Babc"
+    assert redact(text) == text.replace(SECRET, "[redacted]")
+
+    settings.MORPH_WEBHOOKS = {"SECRETS": [rotated]}
+
+    assert redact(text) == f"Bearer {SECRET} ?t=[redacted] ?u=[redacted] ?v=[redacted]"
+
+
 class TestRedactToken:
     @pytest.fixture
     def output(self) -> Iterator[io.StringIO]:
