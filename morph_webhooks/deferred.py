@@ -25,8 +25,7 @@ from .events import InvalidEvent, MorphEvent, parse_event
 from .models import Connection, Outcome, WebhookDelivery
 from .processing import (
     Result,
-    claim_key,
-    count_redelivery,
+    first_delivery,
     give_up,
     process_event,
     run_atomically,
@@ -106,9 +105,8 @@ def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
 
 
 def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    if count_redelivery(event):
+    if not first_delivery(event, Outcome.QUEUED):
         return settle(event, delivery, Outcome.DUPLICATE)
-    claim_key(event, Outcome.QUEUED)
     delivery.queue()
     enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
