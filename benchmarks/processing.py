@@ -3,11 +3,13 @@
 Sends N events of each kind (new, update, duplicate, stale) through the endpoint with Django's
 test client, and the same kinds straight to ``process_event`` (what processing alone costs), and
 reports ``time.process_time()`` per event and statements per event (on SQLite these include the
-transaction's BEGIN, which Django sends as a statement; psycopg sends PostgreSQL's itself). CPU time, not wall time: the
-machine it runs on is shared, and CPU time is what a worker spends.
+transaction's BEGIN, which Django sends as a statement; psycopg sends PostgreSQL's itself). CPU
+time, not wall time: the machine it runs on is shared, and CPU time is what a worker spends.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/mw_perfsql \\
         python -m benchmarks.processing [--events 300] [--rounds 3] [--profile new]
+
+``--profile`` prints a cProfile of CPU time (``BENCH_SORT=tottime`` sorts it by own time).
 
 Without DATABASE_URL it runs on SQLite (in memory). It creates and drops the test database
 (``test_<name>``) as the test suite does.
@@ -108,7 +110,7 @@ def measure(
     for scenario in order:
         make = getattr(events, scenario)
         batch = [make() for _ in range(n)]
-        profiler = cProfile.Profile() if scenario == profile else None
+        profiler = cProfile.Profile(time.process_time) if scenario == profile else None
         # Counted by a wrapper, not by Django's query log: that would format every statement.
         statements = Counted()
         with connection.execute_wrapper(statements):
@@ -120,7 +122,9 @@ def measure(
             elapsed = time.process_time() - started
             if profiler:
                 profiler.disable()
-                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats(
+                    os.environ.get("BENCH_SORT", "cumulative")
+                ).print_stats(40)
         yield scenario, elapsed / n * 1000, statements.count / n
 
 

@@ -218,11 +218,7 @@ def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
 
 
 def _locked_row(event: ResourceEvent) -> MirroredResource | None:
-    return (
-        event.spec.model._default_manager.select_for_update()
-        .filter(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
-        .first()
-    )
+    return statements.locked_row(event.spec.model, event.connector_id, event.owner_id, event.remote_id)
 
 
 def _write(event: ResourceEvent, row: MirroredResource | None) -> None:

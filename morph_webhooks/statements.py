@@ -1,4 +1,4 @@
-"""The hand-written SQL statements of the event path, and why each is not the ORM's.
+"""The SQL statements of the event path that are not compiled by the ORM on every event, and why.
 
 Every event's first statement claims its idempotency key or, when the key is known, counts one
 more delivery of it: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, which PostgreSQL and
@@ -11,6 +11,8 @@ project's ``db_table`` or ``db_column`` does not break it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router
@@ -18,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 from django.utils import timezone
 
-from .models import IdempotencyKey
+from .models import IdempotencyKey, MirroredResource
 
 # Columns the claim writes, in the order of its parameters.
 _CLAIMED = (
@@ -136,3 +138,68 @@ def _psycopg3() -> bool:
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
     return bool(is_psycopg3)
+
+
+@dataclass(frozen=True)
+class _RowLock:
+    sql: str
+    # Where the connector, owner and remote ids go among the statement's parameters.
+    order: tuple[int, int, int]
+    attnames: list[str]
+    # Column position -> the backend's and the field's converters of what the driver returns.
+    converters: dict[int, tuple[list[Callable[..., Any]], Any]]
+
+
+_row_locks: dict[tuple[type[MirroredResource], str], _RowLock] = {}
+_IDS = ("connector_id", "owner_id", "remote_id")
+
+
+def locked_row(
+    model: type[MirroredResource], connector_id: str, owner_id: str, remote_id: str
+) -> MirroredResource | None:
+    """The stored resource, locked (``SELECT ... FOR UPDATE``) until the transaction ends; None
+    when there is none yet.
+
+    What ``model._default_manager.select_for_update().filter(...).first()`` returns, but compiled
+    by the ORM once per model and database rather than on every event: building and compiling the
+    queryset cost more than running it. The ORM writes the statement (names from ``_meta``,
+    quoting, the backend's FOR UPDATE or none on SQLite) and the converters of its columns; only
+    its parameters change between events. The resource's unique constraint makes LIMIT needless.
+    """
+    connection = connections[router.db_for_write(model)]
+    lock = _row_locks.get((model, connection.alias))
+    if lock is None:
+        lock = _row_locks[(model, connection.alias)] = _compile_row_lock(model, connection)
+    ids = (connector_id, owner_id, remote_id)
+    params = [""] * 3
+    for position, value in zip(lock.order, ids, strict=True):
+        params[position] = value
+    with connection.cursor() as cursor:
+        cursor.execute(lock.sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for position, (converters, expression) in lock.converters.items():
+        value = values[position]
+        for convert in converters:
+            value = convert(value, expression, connection)
+        values[position] = value
+    return model.from_db(connection.alias, lock.attnames, values)
+
+
+def _compile_row_lock(model: type[MirroredResource], connection: BaseDatabaseWrapper) -> _RowLock:
+    # Placeholders stand for the ids, so that the compiled parameters tell where each goes.
+    placeholders = {name: f"\x00{name}" for name in _IDS}
+    queryset = model._default_manager.select_for_update().filter(**placeholders)
+    compiler = queryset.query.get_compiler(using=connection.alias)
+    sql, params = compiler.as_sql()
+    assert len(params) == len(_IDS), "the row lock's parameters are the three ids"
+    order = tuple(list(params).index(placeholders[name]) for name in _IDS)
+    selected = [column[0] for column in compiler.select]
+    return _RowLock(
+        sql=sql,
+        order=order,  # type: ignore[arg-type]
+        attnames=[expression.target.attname for expression in selected],
+        converters=compiler.get_converters(selected),
+    )

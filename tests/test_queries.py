@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
+from morph_webhooks.models import IdempotencyKey, Opportunity
+from morph_webhooks.statements import _claim_sql, _compile_row_lock
 from morph_webhooks.testing import opportunity_event, reference
 from tests.helpers import T0, statements
 
@@ -91,3 +93,27 @@ def test_rejected_request_is_one_statement(send):
     with statements() as sql:
         assert send(opportunity_event(fields={"amount": -1})).status_code == 400
     assert verbs(sql) == ['INSERT INTO "morph_webhooks_webhookdelivery"']
+
+
+def test_statements_name_tables_and_columns_from_meta(monkeypatch):
+    # A project's db_table or db_column must not break the statements written outside the ORM.
+    for model, renamed in ((IdempotencyKey, "deliveries"), (Opportunity, "stage_id")):
+        monkeypatch.setattr(model._meta, "db_table", f"custom_{model._meta.model_name}")
+        monkeypatch.setattr(model._meta.get_field(renamed), "column", f"custom_{renamed}")
+        monkeypatch.setattr(model._meta.get_field("owner_id"), "column", "custom_owner_id")
+        for field in model._meta.concrete_fields:
+            # Its column expression, cached by Django under the names it was first used with.
+            monkeypatch.delitem(field.__dict__, "cached_col", raising=False)
+    quote = connection.ops.quote_name
+
+    claim = _claim_sql(connection)
+    with transaction.atomic():  # FOR UPDATE compiles only in a transaction
+        lock = _compile_row_lock(Opportunity, connection)
+
+    for sql, model, renamed in ((claim, IdempotencyKey, "deliveries"), (lock.sql, Opportunity, "stage_id")):
+        assert quote(f"custom_{model._meta.model_name}") in sql
+        assert quote(f"custom_{renamed}") in sql and quote(renamed) not in sql
+        assert quote("custom_owner_id") in sql and quote("owner_id") not in sql
+        assert "morph_webhooks_" not in sql
+    # The row is rebuilt by attribute name, whatever the column.
+    assert "stage_id" in lock.attnames and "owner_id" in lock.attnames
