@@ -143,7 +143,7 @@ def bound_lock_wait() -> None:
     logged; a lock timeout is an OperationalError, answered 503 so that Morph retries. SQLite has
     no such setting: there the connection's busy timeout (its ``timeout`` option) bounds the wait.
     """
-    statements.bound_lock_wait(conf.LOCK_TIMEOUT)
+    statements.bound_lock_wait(IdempotencyKey, conf.LOCK_TIMEOUT)
 
 
 def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
@@ -232,12 +232,12 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
     _copy_event(event, row)
     if created:
         try:
-            row.save(force_insert=True)
+            statements.insert(row)
         except IntegrityError as exc:
             # A concurrent event created the row first: start over, and this time see it.
             raise Collision from exc
     else:
-        row.save()
+        statements.update(row)
     event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
     if event.spec.after_apply is not None:
         event.spec.after_apply(event, row, before)
@@ -251,6 +251,7 @@ def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
     A concurrent twin's claim makes it wait on the key's unique index until the twin's transaction
     ends: once committed, this is its duplicate; rolled back, this claims the key."""
     return statements.claim_or_count_key(
+        IdempotencyKey,
         connector_id=event.connector_id,
         owner_id=event.owner_id,
         key=event.idempotency_key,

@@ -1,12 +1,16 @@
 """The SQL statements of the event path that are not compiled by the ORM on every event, and why.
 
+Each ORM statement costs more Python to build and compile than the database takes to run it (about
+1 ms an event on a small machine), so the event path's statements are compiled once per model and
+database connection alias and only their parameters change. Names always come from the models'
+``_meta``, quoted by the backend, so that a project's ``db_table`` or ``db_column`` does not break
+them. This module sits below :mod:`.models` (whose transitions insert with it): the models it
+works on are passed in.
+
 Every event's first statement claims its idempotency key or, when the key is known, counts one
 more delivery of it: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, which PostgreSQL and
 SQLite (3.35 and later) both run. The ORM can only spell it as two statements (an UPDATE, then an
-INSERT when the UPDATE found nothing), and each ORM statement costs more Python to compile than
-the database takes to run it. The statement is built once per database connection alias, with
-the table and column names read from the model's ``_meta`` and quoted by the backend, so that a
-project's ``db_table`` or ``db_column`` does not break it.
+INSERT when the UPDATE found nothing).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, router
+from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
+from django.db.models import Field, Model
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from .models import IdempotencyKey, MirroredResource
+from .resources.base import MirroredResource
 
 # Columns the claim writes, in the order of its parameters.
 _CLAIMED = (
@@ -40,6 +45,7 @@ _claims: dict[str, tuple[str, list[Field[Any, Any]]]] = {}
 
 
 def claim_or_count_key(
+    key_model: type[Model],
     *,
     connector_id: str,
     owner_id: str,
@@ -49,14 +55,14 @@ def claim_or_count_key(
     outcome: str,
     lock_timeout: float,
 ) -> bool:
-    """Claim the key with ``outcome``, or count one more delivery of it when it was claimed before
+    """Claim the key (a row of ``key_model``, the IdempotencyKey model) with ``outcome``, or count one more delivery of it when it was claimed before
     (committed, or by a concurrent twin: the statement waits for the twin's transaction on the
     unique index, then counts). True when claimed here. ``lock_timeout`` (seconds, 0: none) bounds
     lock waits for the rest of the transaction on PostgreSQL, from this statement on."""
-    connection = connections[router.db_for_write(IdempotencyKey)]
+    connection = connections[router.db_for_write(key_model)]
     claim = _claims.get(connection.alias)
     if claim is None:
-        claim = _claims[connection.alias] = (_claim_sql(connection), _fields())
+        claim = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
     sql, fields = claim
     now = timezone.now()
     values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
@@ -76,13 +82,13 @@ def claim_or_count_key(
     return bool(deliveries == 1)
 
 
-def _fields() -> list[Field[Any, Any]]:
-    by_name = {field.name: field for field in IdempotencyKey._meta.concrete_fields}
+def _fields(key_model: type[Model]) -> list[Field[Any, Any]]:
+    by_name = {field.name: field for field in key_model._meta.concrete_fields}
     return [by_name[name] for name in _CLAIMED]
 
 
-def _claim_sql(connection: BaseDatabaseWrapper) -> str:
-    meta = IdempotencyKey._meta
+def _claim_sql(key_model: type[Model], connection: BaseDatabaseWrapper) -> str:
+    meta = key_model._meta
     quote = connection.ops.quote_name
     columns = {field.name: str(field.column) for field in meta.concrete_fields}
 
@@ -110,10 +116,10 @@ def _lock_timeout_prefix(connection: BaseDatabaseWrapper, lock_timeout: float) -
     return f"SET LOCAL lock_timeout = '{max(round(lock_timeout * 1000), 1)}ms'; "
 
 
-def bound_lock_wait(lock_timeout: float) -> None:
+def bound_lock_wait(key_model: type[Model], lock_timeout: float) -> None:
     """``SET LOCAL lock_timeout`` as a statement of its own, for a transaction whose first
-    statement is not the claim."""
-    connection = connections[router.db_for_write(IdempotencyKey)]
+    statement is not the claim (on the database of ``key_model``'s claims)."""
+    connection = connections[router.db_for_write(key_model)]
     prefix = _lock_timeout_prefix(connection, lock_timeout)
     if prefix:
         with connection.cursor() as cursor:
@@ -203,3 +209,94 @@ def _compile_row_lock(model: type[MirroredResource], connection: BaseDatabaseWra
         attnames=[expression.target.attname for expression in selected],
         converters=compiler.get_converters(selected),
     )
+
+
+@dataclass(frozen=True)
+class _Save:
+    sql: str
+    fields: list[Field[Any, Any]]
+
+
+_inserts: dict[tuple[type[Model], str], _Save] = {}
+_updates: dict[tuple[type[Model], str], _Save] = {}
+
+
+def insert(instance: Model) -> None:
+    """``instance.save(force_insert=True)`` (its signals included) for a model with no parent and
+    an auto-incremented primary key, the INSERT compiled once per model and database."""
+    model = type(instance)
+    meta = model._meta
+    connection = connections[router.db_for_write(model, instance=instance)]
+    statement = _inserts.get((model, connection.alias))
+    if statement is None:
+        statement = _inserts[(model, connection.alias)] = _compile_insert(model, connection)
+    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
+    # What the ORM's INSERT would write: each field's pre_save() value (auto_now...), prepared.
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in statement.fields
+    ]
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        (pk,) = cursor.fetchone()
+    setattr(instance, meta.pk.attname, pk)
+    instance._state.db = connection.alias
+    instance._state.adding = False
+    post_save.send(
+        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
+    )
+
+
+def update(instance: Model) -> None:
+    """``instance.save()`` (its signals included) of a row known to exist (it is locked), for a
+    model with no parent, the UPDATE compiled once per model and database."""
+    model = type(instance)
+    connection = connections[router.db_for_write(model, instance=instance)]
+    statement = _updates.get((model, connection.alias))
+    if statement is None:
+        statement = _updates[(model, connection.alias)] = _compile_update(model, connection)
+    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in statement.fields
+    ]
+    params.append(instance.pk)
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        updated = cursor.rowcount
+    if updated != 1:
+        raise DatabaseError(f"{model.__name__} {instance.pk} was not there to update")
+    instance._state.db = connection.alias
+    post_save.send(
+        sender=model, instance=instance, created=False, update_fields=None, raw=False, using=connection.alias
+    )
+
+
+def _compile_insert(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:
+    meta = model._meta
+    _check_plain(model)
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if field is not meta.auto_field]
+    return _Save(
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(field.column)) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(str(meta.pk.column))}",
+        fields,
+    )
+
+
+def _compile_update(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:
+    meta = model._meta
+    _check_plain(model)
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    return _Save(
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(str(field.column))} = %s' for field in fields)} "
+        f"WHERE {quote(str(meta.pk.column))} = %s",
+        fields,
+    )
+
+
+def _check_plain(model: type[Model]) -> None:
+    # What the statements above leave out of Model.save(): parents' rows, values the database
+    # computes (db_default, generated fields), primary keys the application chooses.
+    meta = model._meta
+    assert not meta.parents and meta.auto_field is not None, f"{model.__name__}: save() it instead"
+    assert list(meta.db_returning_fields) == [meta.pk], f"{model.__name__}: save() it instead"

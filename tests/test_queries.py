@@ -106,7 +106,7 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
             monkeypatch.delitem(field.__dict__, "cached_col", raising=False)
     quote = connection.ops.quote_name
 
-    claim = _claim_sql(connection)
+    claim = _claim_sql(IdempotencyKey, connection)
     with transaction.atomic():  # FOR UPDATE compiles only in a transaction
         lock = _compile_row_lock(Opportunity, connection)
 
