@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.signals import post_save
 
-from morph_webhooks.models import IdempotencyKey, Opportunity
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.statements import _claim_sql, _compile_row_lock
 from morph_webhooks.testing import opportunity_event, reference
 from tests.helpers import T0, statements
@@ -117,3 +118,28 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
         assert "morph_webhooks_" not in sql
     # The row is rebuilt by attribute name, whatever the column.
     assert "stage_id" in lock.attnames and "owner_id" in lock.attnames
+
+
+def test_compiled_writes_keep_what_save_does(send):
+    saved = []
+
+    def record(sender, instance, created, **kwargs):
+        saved.append((sender.__name__, created, instance.pk is not None))
+
+    post_save.connect(record, weak=False, dispatch_uid="test-compiled-writes")
+    try:
+        send(small_event("created", 0), key="k1")
+        created_at = Opportunity.objects.get().updated_at
+        send(small_event("updated", 1), key="k2")
+    finally:
+        post_save.disconnect(dispatch_uid="test-compiled-writes")
+
+    assert saved == [
+        ("Opportunity", True, True),
+        ("WebhookDelivery", True, True),
+        ("Opportunity", False, True),
+        ("WebhookDelivery", True, True),
+    ]
+    # auto_now and auto_now_add are the fields' pre_save(), as in save().
+    assert Opportunity.objects.get().updated_at > created_at
+    assert all(delivery.received_at for delivery in WebhookDelivery.objects.all())
