@@ -12,7 +12,7 @@ from django.db.models.signals import post_delete
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
-from .statements import insert
+from .statements import insert, update
 
 if TYPE_CHECKING:
     from .events import MorphEvent
@@ -251,11 +251,12 @@ class WebhookDelivery(models.Model):
         self._save()
 
     def _save(self) -> None:
-        # Every request's delivery is inserted by its first transition: with the INSERT compiled
-        # once, not by the ORM on every request (see morph_webhooks.statements).
+        # Every request's delivery is written by its transitions: with statements compiled once,
+        # not by the ORM on every request (see morph_webhooks.statements). One deleted meanwhile
+        # (pruned) is inserted again, as save() would.
         if self._state.adding and self.pk is None:
             insert(self)
-        else:
+        elif not update(self):
             self.save()
 
     def schedule_retry(self, exc: BaseException, due_at: datetime) -> bool:

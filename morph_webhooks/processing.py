@@ -236,8 +236,8 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
         except IntegrityError as exc:
             # A concurrent event created the row first: start over, and this time see it.
             raise Collision from exc
-    else:
-        statements.update(row)
+    elif not statements.update(row):
+        raise DatabaseError(f"{row} was deleted while locked")  # the lock forbids it
     event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
     if event.spec.after_apply is not None:
         event.spec.after_apply(event, row, before)
@@ -265,19 +265,27 @@ def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
 def _correct_key_outcome(event: MorphEvent, outcome: Outcome) -> None:
     """Record on the key, claimed by :func:`first_delivery` in this transaction, what became of
     its event after all."""
-    IdempotencyKey.objects.filter(
-        connector_id=event.connector_id, owner_id=event.owner_id, key=event.idempotency_key
-    ).update(outcome=outcome)
+    statements.settle_key(
+        IdempotencyKey,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        outcome=outcome,
+    )
 
 
 def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
     """Settle the key that a queued delivery claimed on arrival (outcome "queued") with ``outcome``."""
-    key = IdempotencyKey.objects.filter(
-        connector_id=event.connector_id, owner_id=event.owner_id, key=event.idempotency_key
-    )
     # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
     # second waits, then finds the key settled and changes nothing.
-    if key.filter(outcome=Outcome.QUEUED).update(outcome=outcome):
+    if statements.settle_key(
+        IdempotencyKey,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        outcome=outcome,
+        was=Outcome.QUEUED,
+    ):
         return
     try:
         IdempotencyKey.objects.create(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.signals import post_save, pre_save
@@ -124,6 +124,41 @@ def bound_lock_wait(key_model: type[Model], lock_timeout: float) -> None:
     if prefix:
         with connection.cursor() as cursor:
             cursor.execute(prefix.rstrip("; "))
+
+
+_settles: dict[tuple[str, bool], str] = {}
+
+
+def settle_key(
+    key_model: type[Model],
+    *,
+    connector_id: str,
+    owner_id: str,
+    key: str,
+    outcome: str,
+    was: str | None = None,
+) -> bool:
+    """Set the key's outcome (only if it was ``was``, when given); False when no row changed."""
+    connection = connections[router.db_for_write(key_model)]
+    sql = _settles.get((connection.alias, was is not None))
+    if sql is None:
+        sql = _settles[(connection.alias, was is not None)] = _settle_sql(
+            key_model, connection, was is not None
+        )
+    params = [str(outcome), connector_id, owner_id, key] + ([] if was is None else [str(was)])
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount)
+
+
+def _settle_sql(key_model: type[Model], connection: BaseDatabaseWrapper, conditional: bool) -> str:
+    meta = key_model._meta
+    quote = connection.ops.quote_name
+    columns = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+    where = " AND ".join(f"{columns[name]} = %s" for name in ("connector_id", "owner_id", "key"))
+    if conditional:
+        where += f" AND {columns['outcome']} = %s"
+    return f"UPDATE {quote(meta.db_table)} SET {columns['outcome']} = %s WHERE {where}"
 
 
 def _one_round_trip(connection: Any) -> bool:
@@ -246,9 +281,10 @@ def insert(instance: Model) -> None:
     )
 
 
-def update(instance: Model) -> None:
-    """``instance.save()`` (its signals included) of a row known to exist (it is locked), for a
-    model with no parent, the UPDATE compiled once per model and database."""
+def update(instance: Model) -> bool:
+    """``instance.save()`` (its signals included) of a stored row, for a model with no parent, the
+    UPDATE compiled once per model and database. False, sending no post_save, when the row was not
+    there (deleted meanwhile): where ``save()`` would insert it again, the caller decides."""
     model = type(instance)
     connection = connections[router.db_for_write(model, instance=instance)]
     statement = _updates.get((model, connection.alias))
@@ -263,11 +299,12 @@ def update(instance: Model) -> None:
         cursor.execute(statement.sql, params)
         updated = cursor.rowcount
     if updated != 1:
-        raise DatabaseError(f"{model.__name__} {instance.pk} was not there to update")
+        return False
     instance._state.db = connection.alias
     post_save.send(
         sender=model, instance=instance, created=False, update_fields=None, raw=False, using=connection.alias
     )
+    return True
 
 
 def _compile_insert(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:

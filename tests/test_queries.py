@@ -9,7 +9,13 @@ from django.db import connection, transaction
 from django.db.models.signals import post_save
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.statements import _claim_sql, _compile_row_lock
+from morph_webhooks.statements import (
+    _claim_sql,
+    _compile_insert,
+    _compile_row_lock,
+    _compile_update,
+    _settle_sql,
+)
 from morph_webhooks.testing import opportunity_event, reference
 from tests.helpers import T0, statements
 
@@ -107,15 +113,21 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
             monkeypatch.delitem(field.__dict__, "cached_col", raising=False)
     quote = connection.ops.quote_name
 
-    claim = _claim_sql(IdempotencyKey, connection)
     with transaction.atomic():  # FOR UPDATE compiles only in a transaction
         lock = _compile_row_lock(Opportunity, connection)
+    compiled = {
+        "claim": (_claim_sql(IdempotencyKey, connection), IdempotencyKey, ["deliveries", "owner_id"]),
+        "settle": (_settle_sql(IdempotencyKey, connection, True), IdempotencyKey, ["owner_id"]),
+        "lock": (lock.sql, Opportunity, ["stage_id", "owner_id"]),
+        "insert": (_compile_insert(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+        "update": (_compile_update(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+    }
 
-    for sql, model, renamed in ((claim, IdempotencyKey, "deliveries"), (lock.sql, Opportunity, "stage_id")):
-        assert quote(f"custom_{model._meta.model_name}") in sql
-        assert quote(f"custom_{renamed}") in sql and quote(renamed) not in sql
-        assert quote("custom_owner_id") in sql and quote("owner_id") not in sql
-        assert "morph_webhooks_" not in sql
+    for name, (sql, model, renamed) in compiled.items():
+        assert quote(f"custom_{model._meta.model_name}") in sql, name
+        for column in renamed:
+            assert quote(f"custom_{column}") in sql and quote(column) not in sql, name
+        assert "morph_webhooks_" not in sql, name
     # The row is rebuilt by attribute name, whatever the column.
     assert "stage_id" in lock.attnames and "owner_id" in lock.attnames
 
