@@ -68,9 +68,10 @@ def claim_or_count_key(
     values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
     params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
     prefix = _lock_timeout_prefix(connection, lock_timeout)
-    with connection.cursor() as cursor:
+    # As the ORM's UPDATE did: an error marks an enclosing atomic block for rollback.
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         if prefix and not _one_round_trip(connection):
-            cursor.execute(prefix)
+            cursor.execute(prefix.removesuffix("; "))
             prefix = ""
         cursor.execute(prefix + sql, params)
         if prefix and _psycopg3():
@@ -123,7 +124,7 @@ def bound_lock_wait(key_model: type[Model], lock_timeout: float) -> None:
     prefix = _lock_timeout_prefix(connection, lock_timeout)
     if prefix:
         with connection.cursor() as cursor:
-            cursor.execute(prefix.rstrip("; "))
+            cursor.execute(prefix.removesuffix("; "))
 
 
 _settles: dict[tuple[str, bool], str] = {}

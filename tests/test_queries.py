@@ -17,7 +17,7 @@ from morph_webhooks.statements import (
     _settle_sql,
 )
 from morph_webhooks.testing import opportunity_event, reference
-from tests.helpers import T0, statements
+from tests.helpers import T0, postgresql_only, statements
 
 # Counted: every event of a known connection (a new one's first costs one more statement).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_connection")]
@@ -155,3 +155,28 @@ def test_compiled_writes_keep_what_save_does(send):
     # auto_now and auto_now_add are the fields' pre_save(), as in save().
     assert Opportunity.objects.get().updated_at > created_at
     assert all(delivery.received_at for delivery in WebhookDelivery.objects.all())
+
+
+@postgresql_only
+def test_with_server_side_binding_the_lock_timeout_is_a_statement_of_its_own(send):
+    # Prepared statements hold one statement each: the SET LOCAL cannot travel with the claim.
+    options = connection.settings_dict["OPTIONS"]
+    connection.close()
+    options["server_side_binding"] = True
+    try:
+        with statements() as sql:
+            assert send(small_event("created", 0), key="k1").json() == {"status": "processed"}
+        with statements() as duplicate:
+            assert send(small_event("created", 0), key="k1").json() == {"status": "duplicate"}
+    finally:
+        connection.close()
+        del options["server_side_binding"]
+
+    assert sql[0] == "SET LOCAL lock_timeout = '10000ms'"
+    assert verbs(sql[1:]) == [
+        'INSERT INTO "morph_webhooks_idempotencykey"',
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
+        'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+    assert len(duplicate) == 3
