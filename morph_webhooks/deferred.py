@@ -31,6 +31,7 @@ from .processing import (
     run_atomically,
     settle,
 )
+from .statements import by_pk
 
 try:
     from django.tasks import task
@@ -123,8 +124,9 @@ def requeue(delivery: WebhookDelivery) -> Result:
 def run_delivery(delivery_id: int) -> Outcome | None:
     """What a worker does with one queued delivery. Returns the outcome, or None when there was
     nothing to do (already settled by another run, or gone)."""
-    delivery = WebhookDelivery.objects.filter(pk=delivery_id, status=Outcome.QUEUED).first()
-    if delivery is None:
+    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
+    delivery = by_pk(WebhookDelivery, delivery_id)
+    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
         return None
     delivery.begin_attempt()
     try:

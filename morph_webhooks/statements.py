@@ -183,17 +183,24 @@ def _psycopg3() -> bool:
 
 
 @dataclass(frozen=True)
-class _RowLock:
+class _Select:
     sql: str
-    # Where the connector, owner and remote ids go among the statement's parameters.
-    order: tuple[int, int, int]
+    # Where each looked-up value goes among the statement's parameters, in the lookups' order.
+    order: tuple[int, ...]
     attnames: list[str]
     # Column position -> the backend's and the field's converters of what the driver returns.
     converters: dict[int, tuple[list[Callable[..., Any]], Any]]
 
 
-_row_locks: dict[tuple[type[MirroredResource], str], _RowLock] = {}
-_IDS = ("connector_id", "owner_id", "remote_id")
+_selects: dict[tuple[type[Model], str, bool], _Select] = {}
+# Stand-ins for the looked-up values while the ORM compiles a statement: its parameters then tell
+# where each value goes.
+_IDS: dict[str, Any] = {
+    "connector_id": "\x00connector_id",
+    "owner_id": "\x00owner_id",
+    "remote_id": "\x00remote_id",
+}
+_PK: dict[str, Any] = {"pk": -7_340_033}
 
 
 def locked_row(
@@ -208,40 +215,54 @@ def locked_row(
     quoting, the backend's FOR UPDATE or none on SQLite) and the converters of its columns; only
     its parameters change between events. The resource's unique constraint makes LIMIT needless.
     """
-    connection = connections[router.db_for_write(model)]
-    lock = _row_locks.get((model, connection.alias))
-    if lock is None:
-        lock = _row_locks[(model, connection.alias)] = _compile_row_lock(model, connection)
-    ids = (connector_id, owner_id, remote_id)
-    params = [""] * 3
-    for position, value in zip(lock.order, ids, strict=True):
+    return _select_one(model, True, _IDS, (connector_id, owner_id, remote_id))  # type: ignore[return-value]
+
+
+def by_pk(model: type[Model], pk: Any) -> Model | None:
+    """``model._default_manager.filter(pk=pk).first()``, compiled once as :func:`locked_row` is."""
+    return _select_one(model, False, _PK, (pk,))
+
+
+def _select_one(
+    model: type[Model], for_update: bool, stand_ins: dict[str, Any], values: tuple[Any, ...]
+) -> Model | None:
+    connection = connections[router.db_for_write(model) if for_update else router.db_for_read(model)]
+    select = _selects.get((model, connection.alias, for_update))
+    if select is None:
+        select = _selects[(model, connection.alias, for_update)] = _compile_select(
+            model, connection, for_update, stand_ins
+        )
+    params: list[Any] = [None] * len(values)
+    for position, value in zip(select.order, values, strict=True):
         params[position] = value
     with connection.cursor() as cursor:
-        cursor.execute(lock.sql, params)
+        cursor.execute(select.sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    values = list(row)
-    for position, (converters, expression) in lock.converters.items():
-        value = values[position]
+    converted = list(row)
+    for position, (converters, expression) in select.converters.items():
+        value = converted[position]
         for convert in converters:
             value = convert(value, expression, connection)
-        values[position] = value
-    return model.from_db(connection.alias, lock.attnames, values)
+        converted[position] = value
+    return model.from_db(connection.alias, select.attnames, converted)
 
 
-def _compile_row_lock(model: type[MirroredResource], connection: BaseDatabaseWrapper) -> _RowLock:
-    # Placeholders stand for the ids, so that the compiled parameters tell where each goes.
-    placeholders = {name: f"\x00{name}" for name in _IDS}
-    queryset = model._default_manager.select_for_update().filter(**placeholders)
-    compiler = queryset.query.get_compiler(using=connection.alias)
+def _compile_select(
+    model: type[Model], connection: BaseDatabaseWrapper, for_update: bool, stand_ins: dict[str, Any]
+) -> _Select:
+    queryset = model._default_manager.all()
+    if for_update:
+        queryset = queryset.select_for_update()
+    compiler = queryset.filter(**stand_ins).query.get_compiler(using=connection.alias)
     sql, params = compiler.as_sql()
-    assert len(params) == len(_IDS), "the row lock's parameters are the three ids"
-    order = tuple(list(params).index(placeholders[name]) for name in _IDS)
+    assert len(params) == len(stand_ins), "the statement's parameters are the looked-up values"
+    order = tuple(list(params).index(value) for value in stand_ins.values())
     selected = [column[0] for column in compiler.select]
-    return _RowLock(
+    return _Select(
         sql=sql,
-        order=order,  # type: ignore[arg-type]
+        order=order,
         attnames=[expression.target.attname for expression in selected],
         converters=compiler.get_converters(selected),
     )

@@ -10,9 +10,10 @@ from django.db.models.signals import post_save
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.statements import (
+    _IDS,
     _claim_sql,
     _compile_insert,
-    _compile_row_lock,
+    _compile_select,
     _compile_update,
     _settle_sql,
 )
@@ -114,7 +115,7 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
     quote = connection.ops.quote_name
 
     with transaction.atomic():  # FOR UPDATE compiles only in a transaction
-        lock = _compile_row_lock(Opportunity, connection)
+        lock = _compile_select(Opportunity, connection, True, _IDS)
     compiled = {
         "claim": (_claim_sql(IdempotencyKey, connection), IdempotencyKey, ["deliveries", "owner_id"]),
         "settle": (_settle_sql(IdempotencyKey, connection, True), IdempotencyKey, ["owner_id"]),
