@@ -25,13 +25,13 @@ from .events import InvalidEvent, MorphEvent, parse_event
 from .models import Connection, Outcome, WebhookDelivery
 from .processing import (
     Result,
-    claim_key,
-    count_redelivery,
+    first_delivery,
     give_up,
     process_event,
     run_atomically,
     settle,
 )
+from .statements import by_pk
 
 try:
     from django.tasks import task
@@ -106,9 +106,8 @@ def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
 
 
 def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    if count_redelivery(event):
+    if not first_delivery(event, Outcome.QUEUED):
         return settle(event, delivery, Outcome.DUPLICATE)
-    claim_key(event, Outcome.QUEUED)
     delivery.queue()
     enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
@@ -125,8 +124,9 @@ def requeue(delivery: WebhookDelivery) -> Result:
 def run_delivery(delivery_id: int) -> Outcome | None:
     """What a worker does with one queued delivery. Returns the outcome, or None when there was
     nothing to do (already settled by another run, or gone)."""
-    delivery = WebhookDelivery.objects.filter(pk=delivery_id, status=Outcome.QUEUED).first()
-    if delivery is None:
+    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
+    delivery = by_pk(WebhookDelivery, delivery_id)
+    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
         return None
     delivery.begin_attempt()
     try:

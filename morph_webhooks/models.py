@@ -12,6 +12,8 @@ from django.db.models.signals import post_delete
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
+from .statements import insert, update
+
 if TYPE_CHECKING:
     from .events import MorphEvent
 
@@ -220,7 +222,7 @@ class WebhookDelivery(models.Model):
         self.http_status = http_status
         self.error = json.dumps(detail)
         self.processed_at = None
-        self.save()
+        self._save()
 
     def finish(self, outcome: Outcome, note: str = "") -> None:
         """Record that its event was settled (applied, stale, ignored or a duplicate); ``note`` is
@@ -230,7 +232,7 @@ class WebhookDelivery(models.Model):
         self.error = note
         self.next_attempt_at = None
         self.processed_at = now()
-        self.save()
+        self._save()
 
     def fail(self, exc: BaseException, http_status: int) -> None:
         """Record that processing failed and Morph was answered ``http_status`` (it retries)."""
@@ -238,7 +240,7 @@ class WebhookDelivery(models.Model):
         self.http_status = http_status
         self.error = format_traceback(exc)
         self.processed_at = None
-        self.save()
+        self._save()
 
     def queue(self) -> None:
         """Deferred mode: accepted, for a worker to apply; its first attempt is due now."""
@@ -246,7 +248,16 @@ class WebhookDelivery(models.Model):
         self.http_status = 200
         self.attempts = 0
         self.next_attempt_at = now()
-        self.save()
+        self._save()
+
+    def _save(self) -> None:
+        # Every request's delivery is written by its transitions: with statements compiled once,
+        # not by the ORM on every request (see morph_webhooks.statements). One deleted meanwhile
+        # (pruned) is inserted again, as save() would.
+        if self._state.adding and self.pk is None:
+            insert(self)
+        elif not update(self):
+            self.save()
 
     def schedule_retry(self, exc: BaseException, due_at: datetime) -> bool:
         """Deferred mode: a worker's attempt failed; the next is due at ``due_at``. False when the

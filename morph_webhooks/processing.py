@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
-from django.db.models import F
 from django.utils import timezone
 
+from . import statements
 from .conf import conf
 from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
@@ -27,8 +27,8 @@ from .signals import delivery_failed
 
 logger = logging.getLogger(__name__)
 
-# A collision (a concurrent twin took the key, or created the opportunity first) is resolved by
-# starting over: the next attempt sees the committed row. More than a few in a row is pathological.
+# A collision (a concurrent event created the resource first) is resolved by starting over: the
+# next attempt sees the committed row. More than a few in a row is pathological.
 ATTEMPTS = 3
 
 
@@ -46,7 +46,7 @@ FailureRecorder = Callable[[WebhookDelivery, Exception], None]
 
 
 class Collision(Exception):
-    """A concurrent transaction created the same row or claimed the same key first."""
+    """A concurrent transaction created the same row first."""
 
 
 class _AlreadyApplied(Exception):
@@ -95,7 +95,11 @@ def run_atomically(
     delivery: WebhookDelivery,
     on_failure: FailureRecorder = record_failure,
 ) -> Result:
-    """Run ``body`` in a transaction, starting over after a collision with a concurrent twin."""
+    """Run ``body`` in a transaction, starting over after a collision with a concurrent twin.
+
+    ``body`` bounds its lock waits itself, before its first statement that may wait for a lock:
+    with :func:`first_delivery` as that statement (it carries LOCK_TIMEOUT), otherwise with
+    :func:`bound_lock_wait`."""
     # What the delivery was before this run: a rolled-back run's changes to it never happened.
     outcome_before = delivery.status
     try:
@@ -106,7 +110,6 @@ def run_atomically(
                     # The first callback to run after the commit, before any receiver's: once it
                     # has run, the event is stored whatever fails next.
                     transaction.on_commit(committed.mark)
-                    _bound_lock_wait()
                     result = body(event, delivery)
             except Collision:
                 continue
@@ -143,7 +146,7 @@ class _Committed:
         return self.done
 
 
-def _bound_lock_wait() -> None:
+def bound_lock_wait() -> None:
     """Give up waiting for a lock after LOCK_TIMEOUT seconds, for the rest of this transaction.
 
     A lock held elsewhere (a long transaction, a migration) would otherwise keep the request
@@ -151,21 +154,22 @@ def _bound_lock_wait() -> None:
     logged; a lock timeout is an OperationalError, answered 503 so that Morph retries. SQLite has
     no such setting: there the connection's busy timeout (its ``timeout`` option) bounds the wait.
     """
-    connection = connections[router.db_for_write(IdempotencyKey)]
-    if connection.vendor == "postgresql" and conf.LOCK_TIMEOUT > 0:
-        with connection.cursor() as cursor:
-            # SET LOCAL lasts until the transaction ends (the outer one, when nested); the session's
-            # own setting, which the project may rely on elsewhere, is left as it was.
-            cursor.execute(f"SET LOCAL lock_timeout = '{max(round(conf.LOCK_TIMEOUT * 1000), 1)}ms'")
+    statements.bound_lock_wait(IdempotencyKey, conf.LOCK_TIMEOUT)
 
 
 def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
     # A queued delivery's key was claimed when it arrived: it is this run's to settle.
     queued = delivery.status in AWAITING_APPLY
-    if not queued and count_redelivery(event):
+    if queued:
+        bound_lock_wait()
+    # Claimed as if it were to be applied: only a stale event changes the key's outcome after.
+    elif not first_delivery(
+        event, Outcome.PROCESSED if isinstance(event, ResourceEvent) else Outcome.IGNORED
+    ):
         return settle(event, delivery, Outcome.DUPLICATE)
     if not isinstance(event, ResourceEvent):
-        claim_key(event, Outcome.IGNORED, queued)
+        if queued:
+            claim_queued_key(event, Outcome.IGNORED)
         return settle(event, delivery, Outcome.IGNORED)
 
     # Resources the event carries expanded are stored first, under their own updatedAt and with
@@ -177,9 +181,13 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
     # concurrent deliveries of one event.
     row = _locked_row(event)
     if row is not None and not _supersedes(event, row):
-        claim_key(event, Outcome.STALE, queued)
+        if queued:
+            claim_queued_key(event, Outcome.STALE)
+        else:
+            _correct_key_outcome(event, Outcome.STALE)
         return settle(event, delivery, Outcome.STALE)
-    claim_key(event, Outcome.PROCESSED, queued)
+    if queued:
+        claim_queued_key(event, Outcome.PROCESSED)
     _write(event, row)
     return settle(event, delivery, Outcome.PROCESSED)
 
@@ -221,11 +229,7 @@ def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
 
 
 def _locked_row(event: ResourceEvent) -> MirroredResource | None:
-    return (
-        event.spec.model._default_manager.select_for_update()
-        .filter(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
-        .first()
-    )
+    return statements.locked_row(event.spec.model, event.connector_id, event.owner_id, event.remote_id)
 
 
 def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
@@ -239,32 +243,60 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
     _copy_event(event, row)
     if created:
         try:
-            row.save(force_insert=True)
+            statements.insert(row)
         except IntegrityError as exc:
             # A concurrent event created the row first: start over, and this time see it.
             raise Collision from exc
-    else:
-        row.save()
+    elif not statements.update(row):
+        raise DatabaseError(f"{row} was deleted while locked")  # the lock forbids it
     event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
     if event.spec.after_apply is not None:
         event.spec.after_apply(event, row, before)
 
 
-def count_redelivery(event: MorphEvent) -> bool:
-    """Count one more delivery of the event's key; False when the key is new."""
-    updated = IdempotencyKey.objects.filter(
-        connector_id=event.connector_id, owner_id=event.owner_id, key=event.idempotency_key
-    ).update(deliveries=F("deliveries") + 1, last_seen_at=timezone.now())
-    return updated > 0
+def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
+    """Claim the event's key with ``outcome``, or count one more delivery of it: False when it was
+    claimed before (the event is a duplicate). The transaction's first statement: it bounds the
+    transaction's lock waits (LOCK_TIMEOUT) from its own on, in the same round trip.
 
-
-def claim_key(event: MorphEvent, outcome: Outcome, queued: bool = False) -> None:
-    key = IdempotencyKey.objects.filter(
-        connector_id=event.connector_id, owner_id=event.owner_id, key=event.idempotency_key
+    A concurrent twin's claim makes it wait on the key's unique index until the twin's transaction
+    ends: once committed, this is its duplicate; rolled back, this claims the key."""
+    return statements.claim_or_count_key(
+        IdempotencyKey,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        event=event.type,
+        remote_id=event.remote_id,
+        outcome=outcome,
+        lock_timeout=conf.LOCK_TIMEOUT,
     )
+
+
+def _correct_key_outcome(event: MorphEvent, outcome: Outcome) -> None:
+    """Record on the key, claimed by :func:`first_delivery` in this transaction, what became of
+    its event after all."""
+    statements.settle_key(
+        IdempotencyKey,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        outcome=outcome,
+    )
+
+
+def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
+    """Settle the key that a queued delivery claimed on arrival (outcome "queued") with ``outcome``."""
     # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
     # second waits, then finds the key settled and changes nothing.
-    if queued and key.filter(outcome=Outcome.QUEUED).update(outcome=outcome):
+    if statements.settle_key(
+        IdempotencyKey,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        outcome=outcome,
+        was=Outcome.QUEUED,
+    ):
         return
     try:
         IdempotencyKey.objects.create(
@@ -276,8 +308,8 @@ def claim_key(event: MorphEvent, outcome: Outcome, queued: bool = False) -> None
             outcome=outcome,
         )
     except IntegrityError as exc:
-        # A concurrent twin committed first: the next attempt counts this one as its duplicate.
-        raise (_AlreadyApplied if queued else Collision) from exc
+        # Another run of this delivery settled the key first: it is that run's duplicate.
+        raise _AlreadyApplied from exc
 
 
 def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:

@@ -105,6 +105,48 @@ def test_lock_held_longer_than_lock_timeout_is_503_and_the_retry_succeeds(
         assert cursor.fetchone() == ("0",)
 
 
+@pytest.mark.parametrize("processing", ["sync", "deferred"])
+def test_table_locked_longer_than_lock_timeout_is_503(client, settings, processing):
+    # The key's table locked as a migration altering it would: the event's first statement waits
+    # for it while PostgreSQL analyses the statement, before running any of it. The SET LOCAL
+    # travelling in the same query string must already apply then.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0.3, "PROCESSING": processing}
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_table_lock() -> None:
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(f"LOCK TABLE {IdempotencyKey._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                release.wait(30)
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_table_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+
+    assert 0.3 <= waited < 5
+    assert response.status_code == 503
+    failed = WebhookDelivery.objects.get(idempotency_key="k1")
+    assert (failed.status, failed.http_status) == ("failed", 503)
+    assert "lock timeout" in failed.error
+    assert post_event(client, UPDATE, headers={"x-idempotency-key": "k1"}).json()["status"] in (
+        "processed",
+        "queued",
+    )
+
+
 def test_connection_dropped_mid_transaction_leaves_nothing_and_the_retry_succeeds(client, stored):
     def kill_my_connection(**kwargs) -> None:
         # Another session terminates this one, as a crashed worker or a failover would.

@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models.signals import post_save
 
+from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.statements import (
+    _IDS,
+    _claim_sql,
+    _compile_insert,
+    _compile_select,
+    _compile_update,
+    _settle_sql,
+)
 from morph_webhooks.testing import opportunity_event, reference
-from tests.helpers import T0, statements
+from tests.helpers import T0, postgresql_only, statements
 
 # Counted: every event of a known connection (a new one's first costs one more statement).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_connection")]
@@ -45,35 +55,129 @@ def test_statements_per_delivery(send, make_event):
     with statements() as stale:
         assert send(make_event("updated", 0), key="k3").json() == {"status": "stale"}
 
-    # PostgreSQL: bound the lock waits (LOCK_TIMEOUT); it cannot ride in a later statement,
-    # since the first one (the redelivery check) may already wait for a lock.
-    lock_timeout = ["SET LOCAL lock_timeout"] if connection.vendor == "postgresql" else []
-    # redelivery check, row lock, key claim, opportunity write, delivery log
-    assert verbs(new) == lock_timeout + [
-        'UPDATE "morph_webhooks_idempotencykey" SET',
+    # PostgreSQL: the claim carries a SET LOCAL lock_timeout (LOCK_TIMEOUT) in the same query
+    # string, run before the claim first waits for a lock (morph_webhooks.statements says why).
+    set_local = "SET LOCAL lock_timeout = '10000ms'; " if connection.vendor == "postgresql" else ""
+    claim = f'{set_local}INSERT INTO "morph_webhooks_idempotencykey"'
+    # 1. claim the key, or count a redelivery of it (one upsert);
+    # 2. lock the opportunity's row (FOR UPDATE: orders concurrent events for one resource);
+    # 3. write it (INSERT when new, UPDATE when newer);
+    # 4. log the delivery.
+    assert [statement.startswith(claim) for statement in new] == [True, False, False, False]
+    assert "ON CONFLICT" in new[0] and "RETURNING" in new[0]
+    assert verbs(new[1:]) == [
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
-        'INSERT INTO "morph_webhooks_idempotencykey"',
         'INSERT INTO "morph_webhooks_opportunity"',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
-    assert "FOR UPDATE" in new[len(lock_timeout) + 1] or connection.vendor == "sqlite"
-    assert verbs(duplicate) == lock_timeout + [
+    assert "FOR UPDATE" in new[1] or connection.vendor == "sqlite"
+    # A duplicate: the claim counts it, and the delivery is logged.
+    assert duplicate[0].startswith(claim)
+    assert verbs(duplicate[1:]) == ['INSERT INTO "morph_webhooks_webhookdelivery"']
+    assert update[0].startswith(claim)
+    assert verbs(update[1:]) == [
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
+        'UPDATE "morph_webhooks_opportunity" SET',
+        'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+    # Stale: the key, claimed as if the event would apply, is told its outcome instead of the write.
+    assert stale[0].startswith(claim)
+    assert verbs(stale[1:]) == [
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
-    assert len(update) == len(lock_timeout) + 5
-    assert verbs(update)[len(lock_timeout) + 3] == 'UPDATE "morph_webhooks_opportunity" SET'
-    assert len(stale) == len(lock_timeout) + 4
 
 
 def test_lock_timeout_can_be_switched_off(send, settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0}
     with statements() as sql:
         assert send(small_event("created", 0), key="k1").json() == {"status": "processed"}
-    assert len(sql) == 5
+    assert len(sql) == 4
+    assert verbs(sql)[0] == 'INSERT INTO "morph_webhooks_idempotencykey"'
 
 
 def test_rejected_request_is_one_statement(send):
     with statements() as sql:
         assert send(opportunity_event(fields={"amount": -1})).status_code == 400
     assert verbs(sql) == ['INSERT INTO "morph_webhooks_webhookdelivery"']
+
+
+def test_statements_name_tables_and_columns_from_meta(monkeypatch):
+    # A project's db_table or db_column must not break the statements written outside the ORM.
+    for model, renamed in ((IdempotencyKey, "deliveries"), (Opportunity, "stage_id")):
+        monkeypatch.setattr(model._meta, "db_table", f"custom_{model._meta.model_name}")
+        monkeypatch.setattr(model._meta.get_field(renamed), "column", f"custom_{renamed}")
+        monkeypatch.setattr(model._meta.get_field("owner_id"), "column", "custom_owner_id")
+        for field in model._meta.concrete_fields:
+            # Its column expression, cached by Django under the names it was first used with.
+            monkeypatch.delitem(field.__dict__, "cached_col", raising=False)
+    quote = connection.ops.quote_name
+
+    with transaction.atomic():  # FOR UPDATE compiles only in a transaction
+        lock = _compile_select(Opportunity, connection, True, _IDS)
+    compiled = {
+        "claim": (_claim_sql(IdempotencyKey, connection), IdempotencyKey, ["deliveries", "owner_id"]),
+        "settle": (_settle_sql(IdempotencyKey, connection, True), IdempotencyKey, ["owner_id"]),
+        "lock": (lock.sql, Opportunity, ["stage_id", "owner_id"]),
+        "insert": (_compile_insert(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+        "update": (_compile_update(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+    }
+
+    for name, (sql, model, renamed) in compiled.items():
+        assert quote(f"custom_{model._meta.model_name}") in sql, name
+        for column in renamed:
+            assert quote(f"custom_{column}") in sql and quote(column) not in sql, name
+        assert "morph_webhooks_" not in sql, name
+    # The row is rebuilt by attribute name, whatever the column.
+    assert "stage_id" in lock.attnames and "owner_id" in lock.attnames
+
+
+def test_compiled_writes_keep_what_save_does(send):
+    saved = []
+
+    def record(sender, instance, created, **kwargs):
+        saved.append((sender.__name__, created, instance.pk is not None))
+
+    post_save.connect(record, weak=False, dispatch_uid="test-compiled-writes")
+    try:
+        send(small_event("created", 0), key="k1")
+        created_at = Opportunity.objects.get().updated_at
+        send(small_event("updated", 1), key="k2")
+    finally:
+        post_save.disconnect(dispatch_uid="test-compiled-writes")
+
+    assert saved == [
+        ("Opportunity", True, True),
+        ("WebhookDelivery", True, True),
+        ("Opportunity", False, True),
+        ("WebhookDelivery", True, True),
+    ]
+    # auto_now and auto_now_add are the fields' pre_save(), as in save().
+    assert Opportunity.objects.get().updated_at > created_at
+    assert all(delivery.received_at for delivery in WebhookDelivery.objects.all())
+
+
+@postgresql_only
+def test_with_server_side_binding_the_lock_timeout_is_a_statement_of_its_own(send):
+    # Prepared statements hold one statement each: the SET LOCAL cannot travel with the claim.
+    options = connection.settings_dict["OPTIONS"]
+    connection.close()
+    options["server_side_binding"] = True
+    try:
+        with statements() as sql:
+            assert send(small_event("created", 0), key="k1").json() == {"status": "processed"}
+        with statements() as duplicate:
+            assert send(small_event("created", 0), key="k1").json() == {"status": "duplicate"}
+    finally:
+        connection.close()
+        del options["server_side_binding"]
+
+    assert sql[0] == "SET LOCAL lock_timeout = '10000ms'"
+    assert verbs(sql[1:]) == [
+        'INSERT INTO "morph_webhooks_idempotencykey"',
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
+        'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+    assert len(duplicate) == 3

@@ -1,0 +1,361 @@
+"""The SQL statements of the event path that are not compiled by the ORM on every event, and why.
+
+Each ORM statement costs more Python to build and compile than the database takes to run it (about
+1 ms an event on a small machine), so the event path's statements are compiled once per model and
+database connection alias and only their parameters change. Names always come from the models'
+``_meta``, quoted by the backend, so that a project's ``db_table`` or ``db_column`` does not break
+them. This module sits below :mod:`.models` (whose transitions insert with it): the models it
+works on are passed in.
+
+Every event's first statement claims its idempotency key or, when the key is known, counts one
+more delivery of it: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, which PostgreSQL and
+SQLite (3.35 and later) both run. The ORM can only spell it as two statements (an UPDATE, then an
+INSERT when the UPDATE found nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model
+from django.db.models.signals import post_save, pre_save
+from django.utils import timezone
+
+from .resources.base import MirroredResource
+
+# Columns the claim writes, in the order of its parameters.
+_CLAIMED = (
+    "connector_id",
+    "owner_id",
+    "key",
+    "event",
+    "remote_id",
+    "outcome",
+    "deliveries",
+    "first_seen_at",
+    "last_seen_at",
+)
+
+# Per connection alias: the statement, and the fields that prepare its parameters.
+_claims: dict[str, tuple[str, list[Field[Any, Any]]]] = {}
+
+
+def claim_or_count_key(
+    key_model: type[Model],
+    *,
+    connector_id: str,
+    owner_id: str,
+    key: str,
+    event: str,
+    remote_id: str,
+    outcome: str,
+    lock_timeout: float,
+) -> bool:
+    """Claim the key (a row of ``key_model``, the IdempotencyKey model) with ``outcome``, or count one more delivery of it when it was claimed before
+    (committed, or by a concurrent twin: the statement waits for the twin's transaction on the
+    unique index, then counts). True when claimed here. ``lock_timeout`` (seconds, 0: none) bounds
+    lock waits for the rest of the transaction on PostgreSQL, from this statement on."""
+    connection = connections[router.db_for_write(key_model)]
+    claim = _claims.get(connection.alias)
+    if claim is None:
+        claim = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
+    sql, fields = claim
+    now = timezone.now()
+    values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
+    params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
+    prefix = _lock_timeout_prefix(connection, lock_timeout)
+    # As the ORM's UPDATE did: an error marks an enclosing atomic block for rollback.
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        if prefix and not _one_round_trip(connection):
+            cursor.execute(prefix.removesuffix("; "))
+            prefix = ""
+        cursor.execute(prefix + sql, params)
+        if prefix and _psycopg3():
+            # psycopg 3 keeps each statement's result: the claim's is the second.
+            cursor.nextset()
+        (deliveries,) = cursor.fetchone()
+    # Written 1 when claimed, raised to 2 or more when counted: the app writes no key with fewer
+    # than one delivery (the column's default, and only ever incremented).
+    return bool(deliveries == 1)
+
+
+def _fields(key_model: type[Model]) -> list[Field[Any, Any]]:
+    by_name = {field.name: field for field in key_model._meta.concrete_fields}
+    return [by_name[name] for name in _CLAIMED]
+
+
+def _claim_sql(key_model: type[Model], connection: BaseDatabaseWrapper) -> str:
+    meta = key_model._meta
+    quote = connection.ops.quote_name
+    columns = {field.name: str(field.column) for field in meta.concrete_fields}
+
+    def column(name: str) -> str:
+        return quote(columns[name])
+
+    # The conflict target is the unique constraint that makes a concurrent twin a duplicate.
+    (unique,) = (c for c in meta.constraints if c.name == "morph_webhooks_idempotencykey_unique")
+    table, deliveries, last_seen = quote(meta.db_table), column("deliveries"), column("last_seen_at")
+    return (
+        f"INSERT INTO {table} ({', '.join(column(name) for name in _CLAIMED)}) "
+        f"VALUES ({', '.join(['%s'] * len(_CLAIMED))}) "
+        f"ON CONFLICT ({', '.join(column(name) for name in unique.fields)}) "  # type: ignore[attr-defined]
+        f"DO UPDATE SET {deliveries} = {table}.{deliveries} + 1, {last_seen} = EXCLUDED.{last_seen} "
+        f"RETURNING {deliveries}"
+    )
+
+
+def _lock_timeout_prefix(connection: BaseDatabaseWrapper, lock_timeout: float) -> str:
+    if connection.vendor != "postgresql" or lock_timeout <= 0:
+        # SQLite has no such setting: there the connection's busy timeout bounds the wait.
+        return ""
+    # SET LOCAL lasts until the transaction ends (the outer one, when nested); the session's own
+    # setting, which the project may rely on elsewhere, is left as it was.
+    return f"SET LOCAL lock_timeout = '{max(round(lock_timeout * 1000), 1)}ms'; "
+
+
+def bound_lock_wait(key_model: type[Model], lock_timeout: float) -> None:
+    """``SET LOCAL lock_timeout`` as a statement of its own, for a transaction whose first
+    statement is not the claim (on the database of ``key_model``'s claims)."""
+    connection = connections[router.db_for_write(key_model)]
+    prefix = _lock_timeout_prefix(connection, lock_timeout)
+    if prefix:
+        with connection.cursor() as cursor:
+            cursor.execute(prefix.removesuffix("; "))
+
+
+_settles: dict[tuple[str, bool], str] = {}
+
+
+def settle_key(
+    key_model: type[Model],
+    *,
+    connector_id: str,
+    owner_id: str,
+    key: str,
+    outcome: str,
+    was: str | None = None,
+) -> bool:
+    """Set the key's outcome (only if it was ``was``, when given); False when no row changed."""
+    connection = connections[router.db_for_write(key_model)]
+    sql = _settles.get((connection.alias, was is not None))
+    if sql is None:
+        sql = _settles[(connection.alias, was is not None)] = _settle_sql(
+            key_model, connection, was is not None
+        )
+    params = [str(outcome), connector_id, owner_id, key] + ([] if was is None else [str(was)])
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount)
+
+
+def _settle_sql(key_model: type[Model], connection: BaseDatabaseWrapper, conditional: bool) -> str:
+    meta = key_model._meta
+    quote = connection.ops.quote_name
+    columns = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+    where = " AND ".join(f"{columns[name]} = %s" for name in ("connector_id", "owner_id", "key"))
+    if conditional:
+        where += f" AND {columns['outcome']} = %s"
+    return f"UPDATE {quote(meta.db_table)} SET {columns['outcome']} = %s WHERE {where}"
+
+
+def _one_round_trip(connection: Any) -> bool:
+    """Whether the SET LOCAL can travel with the claim in one query string.
+
+    Sent together, as PostgreSQL's simple query protocol does, the two statements are parsed
+    (grammar only, no table touched) and then analysed, planned and run one after the other: the
+    SET LOCAL has run before the claim's analysis opens its table, which is where the claim first
+    waits for a lock (behind a migration's ACCESS EXCLUSIVE, say). A ``set_config()`` inside the
+    claim would run only after that lock was taken, so it would not bound that wait. Server-side
+    binding (psycopg 3's ``server_side_binding`` option) sends prepared statements, which hold one
+    statement each: then the SET LOCAL goes first, on its own.
+    """
+    return connection.settings_dict["OPTIONS"].get("server_side_binding") is not True or not _psycopg3()
+
+
+def _psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+@dataclass(frozen=True)
+class _Select:
+    sql: str
+    # Where each looked-up value goes among the statement's parameters, in the lookups' order.
+    order: tuple[int, ...]
+    attnames: list[str]
+    # Column position -> the backend's and the field's converters of what the driver returns.
+    converters: dict[int, tuple[list[Callable[..., Any]], Any]]
+
+
+_selects: dict[tuple[type[Model], str, bool], _Select] = {}
+# Stand-ins for the looked-up values while the ORM compiles a statement: its parameters then tell
+# where each value goes.
+_IDS: dict[str, Any] = {
+    "connector_id": "\x00connector_id",
+    "owner_id": "\x00owner_id",
+    "remote_id": "\x00remote_id",
+}
+_PK: dict[str, Any] = {"pk": -7_340_033}
+
+
+def locked_row(
+    model: type[MirroredResource], connector_id: str, owner_id: str, remote_id: str
+) -> MirroredResource | None:
+    """The stored resource, locked (``SELECT ... FOR UPDATE``) until the transaction ends; None
+    when there is none yet.
+
+    What ``model._default_manager.select_for_update().filter(...).first()`` returns, but compiled
+    by the ORM once per model and database rather than on every event: building and compiling the
+    queryset cost more than running it. The ORM writes the statement (names from ``_meta``,
+    quoting, the backend's FOR UPDATE or none on SQLite) and the converters of its columns; only
+    its parameters change between events. The resource's unique constraint makes LIMIT needless.
+    """
+    return _select_one(model, True, _IDS, (connector_id, owner_id, remote_id))  # type: ignore[return-value]
+
+
+def by_pk(model: type[Model], pk: Any) -> Model | None:
+    """``model._default_manager.filter(pk=pk).first()``, compiled once as :func:`locked_row` is."""
+    return _select_one(model, False, _PK, (pk,))
+
+
+def _select_one(
+    model: type[Model], for_update: bool, stand_ins: dict[str, Any], values: tuple[Any, ...]
+) -> Model | None:
+    connection = connections[router.db_for_write(model) if for_update else router.db_for_read(model)]
+    select = _selects.get((model, connection.alias, for_update))
+    if select is None:
+        select = _selects[(model, connection.alias, for_update)] = _compile_select(
+            model, connection, for_update, stand_ins
+        )
+    params: list[Any] = [None] * len(values)
+    for position, value in zip(select.order, values, strict=True):
+        params[position] = value
+    with connection.cursor() as cursor:
+        cursor.execute(select.sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    converted = list(row)
+    for position, (converters, expression) in select.converters.items():
+        value = converted[position]
+        for convert in converters:
+            value = convert(value, expression, connection)
+        converted[position] = value
+    return model.from_db(connection.alias, select.attnames, converted)
+
+
+def _compile_select(
+    model: type[Model], connection: BaseDatabaseWrapper, for_update: bool, stand_ins: dict[str, Any]
+) -> _Select:
+    queryset = model._default_manager.all()
+    if for_update:
+        queryset = queryset.select_for_update()
+    compiler = queryset.filter(**stand_ins).query.get_compiler(using=connection.alias)
+    sql, params = compiler.as_sql()
+    assert len(params) == len(stand_ins), "the statement's parameters are the looked-up values"
+    order = tuple(list(params).index(value) for value in stand_ins.values())
+    selected = [column[0] for column in compiler.select]
+    return _Select(
+        sql=sql,
+        order=order,
+        attnames=[expression.target.attname for expression in selected],
+        converters=compiler.get_converters(selected),
+    )
+
+
+@dataclass(frozen=True)
+class _Save:
+    sql: str
+    fields: list[Field[Any, Any]]
+
+
+_inserts: dict[tuple[type[Model], str], _Save] = {}
+_updates: dict[tuple[type[Model], str], _Save] = {}
+
+
+def insert(instance: Model) -> None:
+    """``instance.save(force_insert=True)`` (its signals included) for a model with no parent and
+    an auto-incremented primary key, the INSERT compiled once per model and database."""
+    model = type(instance)
+    meta = model._meta
+    connection = connections[router.db_for_write(model, instance=instance)]
+    statement = _inserts.get((model, connection.alias))
+    if statement is None:
+        statement = _inserts[(model, connection.alias)] = _compile_insert(model, connection)
+    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
+    # What the ORM's INSERT would write: each field's pre_save() value (auto_now...), prepared.
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in statement.fields
+    ]
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        (pk,) = cursor.fetchone()
+    setattr(instance, meta.pk.attname, pk)
+    instance._state.db = connection.alias
+    instance._state.adding = False
+    post_save.send(
+        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
+    )
+
+
+def update(instance: Model) -> bool:
+    """``instance.save()`` (its signals included) of a stored row, for a model with no parent, the
+    UPDATE compiled once per model and database. False, sending no post_save, when the row was not
+    there (deleted meanwhile): where ``save()`` would insert it again, the caller decides."""
+    model = type(instance)
+    connection = connections[router.db_for_write(model, instance=instance)]
+    statement = _updates.get((model, connection.alias))
+    if statement is None:
+        statement = _updates[(model, connection.alias)] = _compile_update(model, connection)
+    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in statement.fields
+    ]
+    params.append(instance.pk)
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        updated = cursor.rowcount
+    if updated != 1:
+        return False
+    instance._state.db = connection.alias
+    post_save.send(
+        sender=model, instance=instance, created=False, update_fields=None, raw=False, using=connection.alias
+    )
+    return True
+
+
+def _compile_insert(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:
+    meta = model._meta
+    _check_plain(model)
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if field is not meta.auto_field]
+    return _Save(
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(field.column)) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(str(meta.pk.column))}",
+        fields,
+    )
+
+
+def _compile_update(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:
+    meta = model._meta
+    _check_plain(model)
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    return _Save(
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(str(field.column))} = %s' for field in fields)} "
+        f"WHERE {quote(str(meta.pk.column))} = %s",
+        fields,
+    )
+
+
+def _check_plain(model: type[Model]) -> None:
+    # What the statements above leave out of Model.save(): parents' rows, values the database
+    # computes (db_default, generated fields), primary keys the application chooses.
+    meta = model._meta
+    assert not meta.parents and meta.auto_field is not None, f"{model.__name__}: save() it instead"
+    assert list(meta.db_returning_fields) == [meta.pk], f"{model.__name__}: save() it instead"
