@@ -91,6 +91,35 @@ class SyncReport:
         return f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."
 
 
+class SyncFailed(Exception):
+    """A sync run by a task failed (recorded on its connection first); the message says why."""
+
+
+class SyncRunning(Exception):
+    """Another sync of the connection holds its lease: two syncs of one connection never run at
+    once (two cron runs overlapping, "Sync now" during the cron's run)."""
+
+    def __init__(self, connection: Connection) -> None:
+        running = (
+            Connection.objects.filter(pk=connection.pk)
+            .values_list("last_sync_started_at", "sync_lease_until")
+            .first()
+        )
+        since, until = running or (None, None)
+        super().__init__(
+            f"A sync of {connection} is already running"
+            + (f", since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            + ": not starting another."
+            + (
+                f" Should it have died, the connection is free again at {until:%H:%M:%S} UTC "
+                "(SYNC_LEASE_SECONDS after its last page)."
+                if until
+                else ""
+            )
+        )
+        self.connection = connection
+
+
 def models_to_sync(names: Iterable[str] = ()) -> list[ResourceSpec]:
     """The specs of ``names`` (all when empty), in the registry's order: related models first, so
     that the names an opportunity refers to resolve."""
@@ -105,20 +134,26 @@ def sync_connection(
     delete_missing: bool = False,
     dry_run: bool = False,
     progress: Callable[[ModelSync], None] | None = None,
+    on_page: Callable[[ModelSync], None] | None = None,
 ) -> SyncReport:
     """Sync ``connection``'s resources of each of ``specs`` from Morph's API. A failure of the API
     (after retries) stops the connection and is reported; anything else (the database, a signal
-    receiver, Ctrl-C) is recorded on the connection and raised. A dry run writes nothing."""
+    receiver, Ctrl-C) is recorded on the connection and raised. A dry run writes nothing.
+
+    ``progress`` is called with each model's report once its scan ends (or fails), ``on_page``
+    after each page applied."""
     report = SyncReport(connection, dry_run=dry_run)
-    if not dry_run:
-        connection.start_sync()
+    if not dry_run and not connection.claim_sync():
+        raise SyncRunning(connection)
     try:
         with MorphAPI(connection.connector_id, connection.owner_id) as api:
             for spec in specs:
                 model = ModelSync(spec.morph_model)
                 report.models.append(model)
                 try:
-                    _ModelScan(connection, spec, api, model, dry_run=dry_run).run(delete_missing)
+                    _ModelScan(connection, spec, api, model, dry_run=dry_run, on_page=on_page).run(
+                        delete_missing
+                    )
                 finally:
                     # What was applied before a failure is shown too.
                     if progress is not None:
@@ -140,13 +175,21 @@ class _ModelScan:
     """One scan of one model for one connection, resumed from a saved cursor when a sync left one."""
 
     def __init__(
-        self, connection: Connection, spec: ResourceSpec, api: MorphAPI, report: ModelSync, *, dry_run: bool
+        self,
+        connection: Connection,
+        spec: ResourceSpec,
+        api: MorphAPI,
+        report: ModelSync,
+        *,
+        dry_run: bool,
+        on_page: Callable[[ModelSync], None] | None = None,
     ) -> None:
         self.connection = connection
         self.spec = spec
         self.api = api
         self.report = report
         self.dry_run = dry_run
+        self.on_page = on_page
         self.rows = spec.model._default_manager.filter(
             connector_id=connection.connector_id, owner_id=connection.owner_id
         )
@@ -166,6 +209,8 @@ class _ModelScan:
             for page in self.api.pages(self.spec.morph_model, self.cursor):
                 self.apply(page)
                 self.report.pages += 1
+                if self.on_page is not None:
+                    self.on_page(self.report)
         except MorphAPIError as exc:
             if self.report.resumed and self.report.pages == 0 and exc.status in REFUSED_CURSOR:
                 # A saved cursor Morph no longer accepts would otherwise fail every run from now on.
@@ -283,6 +328,7 @@ class _ModelScan:
                 return
             last_pk = batch[-1]
             with transaction.atomic():
+                self.connection.renew_sync_lease()
                 for row in self.missing().select_for_update().filter(pk__in=batch).order_by("pk"):
                     if store_resource(self.deletion(row)) == "updated":
                         self.report.counts["deleted"] += 1
