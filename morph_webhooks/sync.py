@@ -23,6 +23,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
@@ -89,6 +90,32 @@ class SyncReport:
             f"{model.model} ({model.counts['failed']})" for model in self.models if model.counts["failed"]
         ]
         return f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."
+
+
+def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: MirroredResource) -> bool:
+    """Whether ``resource`` is, by its model and ``updatedAt``, the version ``row`` holds, and
+    expands no related resource: storing it would then change nothing and send nothing
+    (``storing_outcome``: "unchanged"), so it is not validated again. The version was valid when
+    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated."""
+    fields, updated_at = resource.get("fields"), resource.get("updatedAt")
+    if (
+        resource.get("model") != spec.morph_model
+        or not isinstance(fields, dict)
+        or not isinstance(updated_at, str)
+    ):
+        return False
+    # An expanded resource is stored by its own version, whatever its parent's: the full path.
+    if any(
+        isinstance(item, dict) and item.get("object") == "resource"
+        for value in fields.values()
+        for item in (value if isinstance(value, list) else [value])
+    ):
+        return False
+    try:
+        version = parse_datetime(updated_at)  # as the serializers read it
+    except ValueError:
+        return False
+    return version is not None and version.tzinfo is not None and version == row.remote_updated_at
 
 
 class SyncFailed(Exception):
@@ -235,9 +262,28 @@ class _ModelScan:
             self.delete_missing()
 
     def apply(self, page: Page) -> None:
+        ids = [
+            resource["id"]
+            for resource in page.resources
+            if isinstance(resource, dict)
+            and isinstance(resource.get("id"), str)
+            and len(resource["id"]) <= ID_LENGTH
+        ]
+        if self.dry_run:
+            events, failed = self.parse(page.resources)
+            counts = self.preview(events, ids)
+        else:
+            counts, failed = self.store(page.resources, ids, page.next_cursor)
+        self.report.counts.update(counts)
+        self.report.counts["failed"] += len(failed)
+        room = NAMED_FAILURES - len(self.report.failures)
+        self.report.failures.extend(failed[: max(room, 0)])
+
+    def parse(self, resources: Iterable[Any]) -> tuple[list[ResourceEvent], list[str]]:
+        """The events of ``resources``, and a description of each invalid one."""
         events: list[ResourceEvent] = []
         failed: list[str] = []
-        for resource in page.resources:
+        for resource in resources:
             try:
                 events.append(
                     parse_resource(
@@ -246,26 +292,18 @@ class _ModelScan:
                 )
             except InvalidEvent as exc:
                 failed.append(self.describe_failure(resource, exc.errors))
-        ids = [event.remote_id for event in events] + [
-            resource["id"]
-            for resource in page.resources
-            if isinstance(resource, dict)
-            and isinstance(resource.get("id"), str)
-            and len(resource["id"]) <= ID_LENGTH
-        ]
-        counts = self.preview(events, ids) if self.dry_run else self.store(events, ids, page.next_cursor)
-        self.report.counts.update(counts)
-        self.report.counts["failed"] += len(failed)
-        room = NAMED_FAILURES - len(self.report.failures)
-        self.report.failures.extend(failed[: max(room, 0)])
+        return events, failed
 
     def describe_failure(self, resource: Any, errors: dict[str, list[str]]) -> str:
         remote_id = resource.get("id") if isinstance(resource, dict) else None
         problems = "; ".join(f"{path}: {' '.join(messages)}" for path, messages in errors.items())
         return f"{self.spec.morph_model} {remote_id!r}: {problems}"
 
-    def store(self, events: list[ResourceEvent], ids: list[str], next_cursor: str | None) -> Counter[str]:
-        """Apply the page's events, mark its rows seen and save the next cursor, all at once."""
+    def store(
+        self, resources: list[Any], ids: list[str], next_cursor: str | None
+    ) -> tuple[Counter[str], list[str]]:
+        """Apply the page's resources, mark its rows seen and save the next cursor, all at once.
+        Returns the outcomes and a description of each invalid resource."""
         for _ in range(ATTEMPTS):
             counts: Counter[str] = Counter()
             try:
@@ -276,9 +314,25 @@ class _ModelScan:
                     stored = {
                         row.remote_id: row
                         for row in self.rows.select_for_update()
-                        .filter(remote_id__in=[event.remote_id for event in events])
+                        .filter(remote_id__in=ids)
                         .only("remote_id", "remote_updated_at", "deleted_at")
                     }
+                    # The versions already stored are not parsed (most of a re-sync's cost); an id
+                    # listed twice in the page takes the full path, as its copies are ordered.
+                    listed = Counter(ids)
+                    changed = [
+                        resource
+                        for resource in resources
+                        if not (
+                            isinstance(resource, dict)
+                            and isinstance(resource.get("id"), str)
+                            and resource["id"] in stored
+                            and listed[resource["id"]] == 1
+                            and _is_stored_version(self.spec, resource, stored[resource["id"]])
+                        )
+                    ]
+                    counts["unchanged"] = len(resources) - len(changed)
+                    events, failed = self.parse(changed)
                     written: set[str] = set()
                     for event in events:
                         for related in event.related:
@@ -297,7 +351,7 @@ class _ModelScan:
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
                 continue  # a webhook created one of the rows first: the next attempt sees it
-            return counts
+            return counts, failed
         raise ConcurrentDeliveryError(f"gave up on a page after {ATTEMPTS} collisions with concurrent events")
 
     def preview(self, events: list[ResourceEvent], ids: list[str]) -> Counter[str]:

@@ -474,6 +474,57 @@ def test_a_resource_listed_twice_in_a_page_is_stored_once_per_version(fake_api, 
     assert [action for action, _ in received] == ["created", "updated"]
 
 
+class TestAReSyncOfStoredVersions:
+    """A version already stored is recognised by its updatedAt and not validated again; anything
+    else takes the full path, with the same outcomes as a webhook's."""
+
+    def test_a_stored_version_is_unchanged_whatever_its_fields_say(self, deals, received):
+        sync_tenant()
+        received.clear()
+        # The same updatedAt: the version stored (a CRM that did not bump it changed nothing here).
+        deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", name="Renamed", amount=-1)])
+
+        sync_tenant()
+
+        assert counts()["unchanged"] == 3 and received == []
+        assert Opportunity.objects.get(remote_id="opp_1").name == "Acme renewal"
+
+    def test_an_id_listed_twice_is_applied_in_order(self, deals, received):
+        sync_tenant()
+        received.clear()
+        deals.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [deal("opp_1", 5, name="Later"), deal("opp_1")]
+
+        sync_tenant()
+
+        assert Opportunity.objects.get(remote_id="opp_1").name == "Later"
+        assert (counts()["updated"], counts()["stale"]) == (1, 1)
+
+    def test_an_expanded_resource_newer_than_its_stored_copy_is_stored(self, fake_api):
+        def with_stage(minutes: int, name: str) -> dict[str, Any]:
+            stage = resource_event(
+                "crmStage", remote_id="won", fields={"name": name}, updated_at=T0 + timedelta(minutes=minutes)
+            )["data"]
+            return deal("opp_1", stage=stage)
+
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [with_stage(0, "Won")])
+        sync_tenant()
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [with_stage(5, "Closed won")])
+
+        sync_tenant()
+
+        assert Stage.objects.get().name == "Closed won" and counts()["unchanged"] == 1
+
+    def test_an_unusable_id_is_reported_invalid(self, fake_api):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+        sync_tenant()
+        fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)].append({**deal("opp_1"), "id": ["opp_1"]})
+
+        with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+            sync_tenant()
+
+        assert counts()["unchanged"] == 1
+
+
 def test_a_failing_receiver_rolls_the_page_back_and_is_recorded(deals):
     with (
         raising_receiver(signals.opportunity_created, RuntimeError, "receiver exploded", remote_id="opp_3"),
