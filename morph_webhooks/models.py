@@ -384,7 +384,7 @@ class Connection(models.Model):
 
     def claim_sync(self) -> bool:
         """Take the connection's sync lease, unless another sync holds one that has not expired;
-        False then. One conditional UPDATE, so two syncs claiming at once cannot both win, on any
+        False then, with the other sync's start and lease read. One conditional UPDATE, so two syncs claiming at once cannot both win, on any
         database. The lease expires SYNC_LEASE_SECONDS after its last renewal (each page applied
         renews it): a sync that crashed does not block the connection for longer."""
         lease, started = uuid.uuid4(), now()
@@ -398,6 +398,9 @@ class Connection(models.Model):
         )
         if claimed:
             self.sync_lease, self.last_sync_started_at, self.last_sync_finished_at = lease, started, None
+        else:
+            # Since when the other sync has been running, and until when it holds the connection.
+            self.refresh_from_db(fields=["last_sync_started_at", "sync_lease_until"])
         return bool(claimed)
 
     def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:

@@ -127,12 +127,7 @@ class SyncRunning(Exception):
     once (two cron runs overlapping, "Sync now" during the cron's run)."""
 
     def __init__(self, connection: Connection) -> None:
-        running = (
-            Connection.objects.filter(pk=connection.pk)
-            .values_list("last_sync_started_at", "sync_lease_until")
-            .first()
-        )
-        since, until = running or (None, None)
+        since, until = connection.last_sync_started_at, connection.sync_lease_until
         super().__init__(
             f"A sync of {connection} is already running"
             + (f", since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "")
