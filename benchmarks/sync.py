@@ -146,14 +146,19 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
     def timed(name: str) -> dict[str, Any]:
         profile = f"{args.profile}.{name}.prof" if args.profile else None
         statements = 0
+        database_seconds = 0.0
         before_models = 0
         samples: dict[str, dict[str, int]] = {}
         milestones = [m for m in MILESTONES if m <= args.opportunities] or [args.opportunities]
 
         def count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-            nonlocal statements
+            nonlocal statements, database_seconds
             statements += 1
-            return execute(sql, params, many, context)
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                database_seconds += time.perf_counter() - started
 
         def done_models(model: ModelSync) -> None:
             nonlocal before_models
@@ -194,6 +199,8 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
             "cpu_seconds": round(cpu_seconds, 2),
             "resources_per_cpu_second": round(resources / cpu_seconds),
             "statements": statements,
+            # Waiting for the statements (their Python, the round trips and the server's work).
+            "statement_seconds": round(database_seconds, 2),
             "statements_per_resource": round(statements / resources, 3),
             "outcomes": {outcome: value for outcome, value in totals.items() if value},
             "memory_at": samples,
@@ -203,7 +210,7 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
         print(
             f"  {name:<9} {resources:,} resources in {seconds:.1f} s: {result['resources_per_second']:,}/s, "
             f"{result['resources_per_cpu_second']:,}/CPU s, "
-            f"{result['statements_per_resource']} statements/resource; RSS {memory_line}; "
+            f"{result['statements_per_resource']} statements/resource ({database_seconds:.1f} s); RSS {memory_line}; "
             f"peak {result['peak_rss_mib']} MiB; {result['outcomes']}"
         )
         return result
