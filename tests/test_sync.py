@@ -265,6 +265,26 @@ def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     assert Connection.objects.get().cursors == {}
 
 
+def test_the_next_page_is_asked_for_while_a_page_is_applied_one_ahead_at_most(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(6)])
+    asked_while_applying: list[int] = []
+
+    def applying(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id == "opp_1":  # the first page's last
+            wait_until(lambda: len(fake_api.requests) >= 2)
+            time.sleep(0.1)  # time enough to ask for a third page too, were it not one ahead at most
+            asked_while_applying.append(len(fake_api.requests))
+
+    signals.opportunity_created.connect(applying, weak=False, dispatch_uid="test-ahead")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_created.disconnect(dispatch_uid="test-ahead")
+
+    assert asked_while_applying == [2]
+    assert Opportunity.objects.count() == 6 and len(fake_api.requests) == 3
+
+
 class TestDeleteMissing:
     def test_after_a_complete_scan_it_deletes_what_morph_no_longer_has(self, deals, received):
         sync_tenant()
