@@ -384,9 +384,10 @@ class Connection(models.Model):
 
     def claim_sync(self) -> bool:
         """Take the connection's sync lease, unless another sync holds one that has not expired;
-        False then, with the other sync's start and lease read. One conditional UPDATE, so two syncs claiming at once cannot both win, on any
-        database. The lease expires SYNC_LEASE_SECONDS after its last renewal (each page applied
-        renews it): a sync that crashed does not block the connection for longer."""
+        False then, with the other sync's start and lease read. One conditional UPDATE, so that
+        two syncs claiming at once cannot both win, on any database. The lease expires
+        SYNC_LEASE_SECONDS after its last renewal (each page applied renews it): a sync that
+        crashed does not block the connection for longer."""
         lease, started = uuid.uuid4(), now()
         claimed = Connection.objects.filter(
             Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=started), pk=self.pk
