@@ -18,6 +18,7 @@ Results are written to ``benchmarks/results/sync.json`` (``--output``), keyed by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -25,8 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,51 @@ def with_fake_api(args: argparse.Namespace, database_url: str) -> dict[str, Any]
         server.wait(30)
 
 
+@contextlib.contextmanager
+def autovacuum_analyze(postgresql: bool) -> Iterator[None]:
+    """ANALYZE the database once a minute while the block runs, if autovacuum is off on the server
+    (as on the machine these figures come from): autovacuum would have, the first time within a
+    minute of the first rows. Without statistics, the planner reads a page's versions through the
+    connector's index (every row of the connection) rather than the unique one."""
+    from django.db import connection
+
+    autovacuum_off = False
+    if postgresql:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW autovacuum")
+            autovacuum_off = cursor.fetchone()[0] == "off"
+    if not autovacuum_off:
+        yield
+        return
+    stop = threading.Event()
+
+    def analyze() -> None:
+        import psycopg
+
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as database:
+            while not stop.wait(60):
+                database.execute("ANALYZE")
+
+    thread = threading.Thread(target=analyze, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # what autovacuum would do in the minute after the first sync
+    print("  (autovacuum is off on this server: ANALYZE ran once a minute, and after the first sync)")
+
+
+def statement_kind(sql: str) -> str:
+    """What a statement does, to which table: "UPDATE morph_webhooks_opportunity"."""
+    verb = sql.split(None, 1)[0].upper()
+    table = re.search(r'"(morph_webhooks_\w+)"', sql)
+    locks = " FOR UPDATE" if sql.rstrip().endswith("FOR UPDATE") else ""
+    return f"{verb} {table[1] if table else ''}{locks}".strip()
+
+
 def memory() -> dict[str, int]:
     """This process's resident set and its peak so far, in MiB."""
     status = Path("/proc/self/status").read_text()
@@ -147,6 +194,7 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
         profile = f"{args.profile}.{name}.prof" if args.profile else None
         statements = 0
         database_seconds = 0.0
+        by_kind: dict[str, float] = {}
         before_models = 0
         samples: dict[str, dict[str, int]] = {}
         milestones = [m for m in MILESTONES if m <= args.opportunities] or [args.opportunities]
@@ -158,7 +206,9 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
             try:
                 return execute(sql, params, many, context)
             finally:
-                database_seconds += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                database_seconds += elapsed
+                by_kind[statement_kind(sql)] = by_kind.get(statement_kind(sql), 0.0) + elapsed
 
         def done_models(model: ModelSync) -> None:
             nonlocal before_models
@@ -201,6 +251,7 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
             "statements": statements,
             # Waiting for the statements (their Python, the round trips and the server's work).
             "statement_seconds": round(database_seconds, 2),
+            "statement_seconds_by_kind": {kind: round(seconds, 2) for kind, seconds in by_kind.items()},
             "statements_per_resource": round(statements / resources, 3),
             "outcomes": {outcome: value for outcome, value in totals.items() if value},
             "memory_at": samples,
@@ -215,8 +266,18 @@ def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, 
         )
         return result
 
-    first = timed("first")
+    with autovacuum_analyze(args.database == "postgresql"):
+        first = timed("first")
     assert Opportunity.objects.count() == args.opportunities
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_total_relation_size(%s), current_setting('shared_buffers')",
+                [Opportunity._meta.db_table],
+            )
+            size, shared_buffers = cursor.fetchone()
+        first["opportunity_table_mib"] = size // 2**20
+        print(f"  the deals' table and indexes: {size // 2**20} MiB; shared_buffers {shared_buffers}")
     resync = timed("re-sync")
     assert resync["outcomes"] == {"unchanged": resync["resources"]}, resync["outcomes"]
     connection.close()
