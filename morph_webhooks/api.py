@@ -10,6 +10,7 @@ appears in no message, exception or log line.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,14 +100,16 @@ class MorphAPI:
         return f"connector {self.connector_id!r}, owner {self.owner_id!r}"
 
     def pages(self, model: str, cursor: str | None = None) -> Iterator[Page]:
-        """The pages of ``model`` from ``cursor`` (the first page when None), one request at a time
-        as they are consumed."""
+        """The pages of ``model`` from ``cursor`` (the first page when None). The next page is
+        asked for while the caller applies the current one (Morph's answer takes about as long),
+        never more than one ahead; its failure is raised when the caller gets to it."""
+        page = _Ahead(self.page, model, cursor).result()
         while True:
-            page = self.page(model, cursor)
+            ahead = None if page.next_cursor is None else _Ahead(self.page, model, page.next_cursor)
             yield page
-            if page.next_cursor is None:
+            if ahead is None:
                 return
-            cursor = page.next_cursor
+            page = ahead.result()
 
     def page(self, model: str, cursor: str | None = None) -> Page:
         params: dict[str, str | int] = {"limit": self.page_size}
@@ -176,6 +179,32 @@ class MorphAPI:
                 status,
             )
         return MorphAPIError(text, status)
+
+
+class _Ahead:
+    """One page asked for in a thread of its own. A daemon: should the sync stop (Ctrl-C, a
+    failure), a request still under way holds nothing up; closing the client ends it."""
+
+    def __init__(self, read: Callable[[str, str | None], Page], model: str, cursor: str | None) -> None:
+        self.done = threading.Event()
+        self.page: Page | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self.run, args=(read, model, cursor), daemon=True).start()
+
+    def run(self, read: Callable[[str, str | None], Page], model: str, cursor: str | None) -> None:
+        try:
+            self.page = read(model, cursor)
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self) -> Page:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.page is not None
+        return self.page
 
 
 def morph_error(response: httpx.Response) -> tuple[str, str]:

@@ -212,6 +212,7 @@ class Settings:
     API_TIMEOUT = Setting(30.0, NUMBER, above=0)
     API_PAGE_SIZE = Setting(100, INTEGER, minimum=1)
     API_RETRIES = Setting(5, INTEGER, minimum=0)
+    SYNC_LEASE_SECONDS = Setting(900.0, NUMBER, above=0)
     # The health check's thresholds (morph_webhooks.health).
     HEALTH_DEAD_CRITICAL = Setting(10, INTEGER, minimum=1)
     HEALTH_OVERDUE_SECONDS = Setting(300.0, NUMBER, minimum=0)

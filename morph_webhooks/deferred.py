@@ -57,16 +57,24 @@ def sweep_pending() -> int:
 
 @task()
 def sync_connection_task(connection_id: int, models: list[str], delete_missing: bool) -> str | None:
-    """Sync one connection from Morph's API, as ``morph_webhooks_sync`` does. Returns the run's
-    outcome, or None when the connection is gone. The run is recorded on the connection."""
+    """Sync one connection from Morph's API, as ``morph_webhooks_sync`` does; the run is recorded
+    on the connection. Returns "succeeded"; or, having synced nothing, None when the connection is
+    gone and why when another sync of it is running. Raises SyncFailed when the sync failed, so
+    that the task backend records a failed task too."""
     # Reading Morph's API needs httpx (the sync extra): deferred mode for webhooks must not.
-    from .sync import models_to_sync, sync_connection
+    from .sync import SyncFailed, SyncRunning, models_to_sync, sync_connection
 
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None:
         return None
-    report = sync_connection(connection, models_to_sync(models), delete_missing=delete_missing)
-    return "succeeded" if report.ok else report.problem()
+    try:
+        report = sync_connection(connection, models_to_sync(models), delete_missing=delete_missing)
+    except SyncRunning as exc:
+        # Not a failure: the sync asked for is running already.
+        return str(exc)
+    if not report.ok:
+        raise SyncFailed(report.problem())
+    return "succeeded"
 
 
 def sync_backend_problem(*, inline_is_usable: bool) -> str:

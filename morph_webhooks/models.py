@@ -3,7 +3,8 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
-from datetime import datetime, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import IntegrityError, models, router, transaction
@@ -12,6 +13,7 @@ from django.db.models.signals import post_delete
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
+from .conf import conf
 from .statements import insert, update
 
 if TYPE_CHECKING:
@@ -333,6 +335,10 @@ class SignedMessage(models.Model):
 _REGISTERED: set[tuple[str, str]] = set()
 
 
+class SyncLeaseLost(Exception):
+    """A sync's lease on its connection expired and another sync took it."""
+
+
 class SyncOutcome(models.TextChoices):
     SUCCEEDED = "succeeded", _("succeeded")
     FAILED = "failed", _("failed")
@@ -356,6 +362,9 @@ class Connection(models.Model):
     last_sync_error = models.TextField(blank=True)
     last_sync_counts = models.JSONField(default=dict, blank=True)
     cursors = models.JSONField(default=dict, blank=True, editable=False)
+    # The running sync's lease (see claim_sync): which sync holds the connection, and until when.
+    sync_lease = models.UUIDField(null=True, blank=True, editable=False)
+    sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("connection")
@@ -383,32 +392,69 @@ class Connection(models.Model):
             )
         _REGISTERED.add((connector_id, owner_id))
 
-    def start_sync(self) -> None:
-        self.last_sync_started_at = now()
-        self.last_sync_finished_at = None
-        self.save(update_fields=["last_sync_started_at", "last_sync_finished_at"])
+    def claim_sync(self) -> bool:
+        """Take the connection's sync lease, unless another sync holds one that has not expired;
+        False then, with the other sync's start and lease read. One conditional UPDATE, so that
+        two syncs claiming at once cannot both win, on any database. The lease expires
+        SYNC_LEASE_SECONDS after its last renewal (each page applied renews it): a sync that
+        crashed does not block the connection for longer."""
+        lease, started = uuid.uuid4(), now()
+        claimed = Connection.objects.filter(
+            Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=started), pk=self.pk
+        ).update(
+            sync_lease=lease,
+            sync_lease_until=started + timedelta(seconds=conf.SYNC_LEASE_SECONDS),
+            last_sync_started_at=started,
+            last_sync_finished_at=None,
+        )
+        if claimed:
+            self.sync_lease, self.last_sync_started_at, self.last_sync_finished_at = lease, started, None
+        else:
+            # Since when the other sync has been running, and until when it holds the connection.
+            self.refresh_from_db(fields=["last_sync_started_at", "sync_lease_until"])
+        return bool(claimed)
 
     def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:
+        """Record the sync's outcome and give its lease back; a sync whose lease expired and was
+        taken by another records nothing: the other one's run is the connection's last."""
         self.last_sync_finished_at = now()
         self.last_sync_outcome = outcome
         self.last_sync_counts = counts
         self.last_sync_error = error
-        self.save(
-            update_fields=[
-                "last_sync_finished_at",
-                "last_sync_outcome",
-                "last_sync_counts",
-                "last_sync_error",
-            ]
+        self._held().update(
+            last_sync_finished_at=self.last_sync_finished_at,
+            last_sync_outcome=outcome,
+            last_sync_counts=counts,
+            last_sync_error=error,
+            sync_lease=None,
+            sync_lease_until=None,
         )
+        self.sync_lease = self.sync_lease_until = None
 
     def save_cursor(self, model: str, cursor: str | None, scan_started_at: datetime) -> None:
-        """Where the scan of ``model`` resumes (None: it is complete; the next one starts over)."""
+        """Where the scan of ``model`` resumes (None: it is complete; the next one starts over),
+        and the sync's lease renewed with it. Raises SyncLeaseLost if another sync took the lease
+        (this one's expired): the caller's transaction must not commit."""
         if cursor is None:
             self.cursors.pop(model, None)
         else:
             self.cursors[model] = {"cursor": cursor, "scan_started_at": scan_started_at.isoformat()}
-        self.save(update_fields=["cursors"])
+        self.renew_sync_lease(cursors=self.cursors)
+
+    def renew_sync_lease(self, **fields: Any) -> None:
+        """Renew the lease this sync holds (when it holds one), writing ``fields`` with it."""
+        if self.sync_lease is not None:
+            fields["sync_lease_until"] = now() + timedelta(seconds=conf.SYNC_LEASE_SECONDS)
+        if fields and not self._held().update(**fields):
+            raise SyncLeaseLost(
+                f"The sync of {self} stopped: it applied nothing for more than "
+                f"{conf.SYNC_LEASE_SECONDS:g} seconds (SYNC_LEASE_SECONDS), so another sync took "
+                "the connection over."
+            )
+
+    def _held(self) -> models.QuerySet[Connection]:
+        # sync_lease=None matches NULL: a connection no sync holds, written outside a sync.
+        return Connection.objects.filter(pk=self.pk, sync_lease=self.sync_lease)
 
     def resume_point(self, model: str) -> tuple[str, datetime] | None:
         """The cursor and start of an unfinished scan of ``model``, if a sync left one."""

@@ -23,6 +23,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
@@ -91,6 +92,56 @@ class SyncReport:
         return f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."
 
 
+def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: MirroredResource) -> bool:
+    """Whether ``resource`` is, by its model and ``updatedAt``, the version ``row`` holds, and
+    expands no related resource: storing it would then change nothing and send nothing
+    (``storing_outcome``: "unchanged"), so it is not validated again. The version was valid when
+    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated."""
+    fields, updated_at = resource.get("fields"), resource.get("updatedAt")
+    if (
+        resource.get("model") != spec.morph_model
+        or not isinstance(fields, dict)
+        or not isinstance(updated_at, str)
+    ):
+        return False
+    # An expanded resource is stored by its own version, whatever its parent's: the full path.
+    if any(
+        isinstance(item, dict) and item.get("object") == "resource"
+        for value in fields.values()
+        for item in (value if isinstance(value, list) else [value])
+    ):
+        return False
+    try:
+        version = parse_datetime(updated_at)  # as the serializers read it
+    except ValueError:
+        return False
+    return version is not None and version.tzinfo is not None and version == row.remote_updated_at
+
+
+class SyncFailed(Exception):
+    """A sync run by a task failed (recorded on its connection first); the message says why."""
+
+
+class SyncRunning(Exception):
+    """Another sync of the connection holds its lease: two syncs of one connection never run at
+    once (two cron runs overlapping, "Sync now" during the cron's run)."""
+
+    def __init__(self, connection: Connection) -> None:
+        since, until = connection.last_sync_started_at, connection.sync_lease_until
+        super().__init__(
+            f"A sync of {connection} is already running"
+            + (f", since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            + ": not starting another."
+            + (
+                f" Should it have died, the connection is free again at {until:%H:%M:%S} UTC "
+                "(SYNC_LEASE_SECONDS after its last page)."
+                if until
+                else ""
+            )
+        )
+        self.connection = connection
+
+
 def models_to_sync(names: Iterable[str] = ()) -> list[ResourceSpec]:
     """The specs of ``names`` (all when empty), in the registry's order: related models first, so
     that the names an opportunity refers to resolve."""
@@ -105,20 +156,26 @@ def sync_connection(
     delete_missing: bool = False,
     dry_run: bool = False,
     progress: Callable[[ModelSync], None] | None = None,
+    on_page: Callable[[ModelSync], None] | None = None,
 ) -> SyncReport:
     """Sync ``connection``'s resources of each of ``specs`` from Morph's API. A failure of the API
     (after retries) stops the connection and is reported; anything else (the database, a signal
-    receiver, Ctrl-C) is recorded on the connection and raised. A dry run writes nothing."""
+    receiver, Ctrl-C) is recorded on the connection and raised. A dry run writes nothing.
+
+    ``progress`` is called with each model's report once its scan ends (or fails), ``on_page``
+    after each page applied."""
     report = SyncReport(connection, dry_run=dry_run)
-    if not dry_run:
-        connection.start_sync()
+    if not dry_run and not connection.claim_sync():
+        raise SyncRunning(connection)
     try:
         with MorphAPI(connection.connector_id, connection.owner_id) as api:
             for spec in specs:
                 model = ModelSync(spec.morph_model)
                 report.models.append(model)
                 try:
-                    _ModelScan(connection, spec, api, model, dry_run=dry_run).run(delete_missing)
+                    _ModelScan(connection, spec, api, model, dry_run=dry_run, on_page=on_page).run(
+                        delete_missing
+                    )
                 finally:
                     # What was applied before a failure is shown too.
                     if progress is not None:
@@ -140,13 +197,21 @@ class _ModelScan:
     """One scan of one model for one connection, resumed from a saved cursor when a sync left one."""
 
     def __init__(
-        self, connection: Connection, spec: ResourceSpec, api: MorphAPI, report: ModelSync, *, dry_run: bool
+        self,
+        connection: Connection,
+        spec: ResourceSpec,
+        api: MorphAPI,
+        report: ModelSync,
+        *,
+        dry_run: bool,
+        on_page: Callable[[ModelSync], None] | None = None,
     ) -> None:
         self.connection = connection
         self.spec = spec
         self.api = api
         self.report = report
         self.dry_run = dry_run
+        self.on_page = on_page
         self.rows = spec.model._default_manager.filter(
             connector_id=connection.connector_id, owner_id=connection.owner_id
         )
@@ -166,6 +231,8 @@ class _ModelScan:
             for page in self.api.pages(self.spec.morph_model, self.cursor):
                 self.apply(page)
                 self.report.pages += 1
+                if self.on_page is not None:
+                    self.on_page(self.report)
         except MorphAPIError as exc:
             if self.report.resumed and self.report.pages == 0 and exc.status in REFUSED_CURSOR:
                 # A saved cursor Morph no longer accepts would otherwise fail every run from now on.
@@ -190,9 +257,28 @@ class _ModelScan:
             self.delete_missing()
 
     def apply(self, page: Page) -> None:
+        ids = [
+            resource["id"]
+            for resource in page.resources
+            if isinstance(resource, dict)
+            and isinstance(resource.get("id"), str)
+            and len(resource["id"]) <= ID_LENGTH
+        ]
+        if self.dry_run:
+            events, failed = self.parse(page.resources)
+            counts = self.preview(events, ids)
+        else:
+            counts, failed = self.store(page.resources, ids, page.next_cursor)
+        self.report.counts.update(counts)
+        self.report.counts["failed"] += len(failed)
+        room = NAMED_FAILURES - len(self.report.failures)
+        self.report.failures.extend(failed[: max(room, 0)])
+
+    def parse(self, resources: Iterable[Any]) -> tuple[list[ResourceEvent], list[str]]:
+        """The events of ``resources``, and a description of each invalid one."""
         events: list[ResourceEvent] = []
         failed: list[str] = []
-        for resource in page.resources:
+        for resource in resources:
             try:
                 events.append(
                     parse_resource(
@@ -201,26 +287,18 @@ class _ModelScan:
                 )
             except InvalidEvent as exc:
                 failed.append(self.describe_failure(resource, exc.errors))
-        ids = [event.remote_id for event in events] + [
-            resource["id"]
-            for resource in page.resources
-            if isinstance(resource, dict)
-            and isinstance(resource.get("id"), str)
-            and len(resource["id"]) <= ID_LENGTH
-        ]
-        counts = self.preview(events, ids) if self.dry_run else self.store(events, ids, page.next_cursor)
-        self.report.counts.update(counts)
-        self.report.counts["failed"] += len(failed)
-        room = NAMED_FAILURES - len(self.report.failures)
-        self.report.failures.extend(failed[: max(room, 0)])
+        return events, failed
 
     def describe_failure(self, resource: Any, errors: dict[str, list[str]]) -> str:
         remote_id = resource.get("id") if isinstance(resource, dict) else None
         problems = "; ".join(f"{path}: {' '.join(messages)}" for path, messages in errors.items())
         return f"{self.spec.morph_model} {remote_id!r}: {problems}"
 
-    def store(self, events: list[ResourceEvent], ids: list[str], next_cursor: str | None) -> Counter[str]:
-        """Apply the page's events, mark its rows seen and save the next cursor, all at once."""
+    def store(
+        self, resources: list[Any], ids: list[str], next_cursor: str | None
+    ) -> tuple[Counter[str], list[str]]:
+        """Apply the page's resources, mark its rows seen and save the next cursor, all at once.
+        Returns the outcomes and a description of each invalid resource."""
         for _ in range(ATTEMPTS):
             counts: Counter[str] = Counter()
             try:
@@ -231,9 +309,25 @@ class _ModelScan:
                     stored = {
                         row.remote_id: row
                         for row in self.rows.select_for_update()
-                        .filter(remote_id__in=[event.remote_id for event in events])
+                        .filter(remote_id__in=ids)
                         .only("remote_id", "remote_updated_at", "deleted_at")
                     }
+                    # The versions already stored are not parsed (most of a re-sync's cost); an id
+                    # listed twice in the page takes the full path, as its copies are ordered.
+                    listed = Counter(ids)
+                    changed = [
+                        resource
+                        for resource in resources
+                        if not (
+                            isinstance(resource, dict)
+                            and isinstance(resource.get("id"), str)
+                            and resource["id"] in stored
+                            and listed[resource["id"]] == 1
+                            and _is_stored_version(self.spec, resource, stored[resource["id"]])
+                        )
+                    ]
+                    counts["unchanged"] = len(resources) - len(changed)
+                    events, failed = self.parse(changed)
                     written: set[str] = set()
                     for event in events:
                         for related in event.related:
@@ -252,7 +346,7 @@ class _ModelScan:
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
                 continue  # a webhook created one of the rows first: the next attempt sees it
-            return counts
+            return counts, failed
         raise ConcurrentDeliveryError(f"gave up on a page after {ATTEMPTS} collisions with concurrent events")
 
     def preview(self, events: list[ResourceEvent], ids: list[str]) -> Counter[str]:
@@ -283,6 +377,7 @@ class _ModelScan:
                 return
             last_pk = batch[-1]
             with transaction.atomic():
+                self.connection.renew_sync_lease()
                 for row in self.missing().select_for_update().filter(pk__in=batch).order_by("pk"):
                     if store_resource(self.deletion(row)) == "updated":
                         self.report.counts["deleted"] += 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -15,10 +16,20 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection as db_connection
 from django.test import Client
+from django.utils import timezone
 
 from morph_webhooks import api as morph_api
 from morph_webhooks import signals
-from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, Stage, WebhookDelivery
+from morph_webhooks.deferred import sync_connection_task
+from morph_webhooks.models import (
+    Connection,
+    IdempotencyKey,
+    Opportunity,
+    Stage,
+    SyncLeaseLost,
+    WebhookDelivery,
+)
+from morph_webhooks.sync import ModelSync, models_to_sync, sync_connection
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from morph_webhooks.testing.fake_api import FakeMorphAPI
 from tests.helpers import T0, postgresql_only, raising_receiver, statements
@@ -256,6 +267,26 @@ def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     assert Connection.objects.get().cursors == {}
 
 
+def test_the_next_page_is_asked_for_while_a_page_is_applied_one_ahead_at_most(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(6)])
+    asked_while_applying: list[int] = []
+
+    def applying(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id == "opp_1":  # the first page's last
+            wait_until(lambda: len(fake_api.requests) >= 2)
+            time.sleep(0.1)  # time enough to ask for a third page too, were it not one ahead at most
+            asked_while_applying.append(len(fake_api.requests))
+
+    signals.opportunity_created.connect(applying, weak=False, dispatch_uid="test-ahead")
+    try:
+        sync_tenant()
+    finally:
+        signals.opportunity_created.disconnect(dispatch_uid="test-ahead")
+
+    assert asked_while_applying == [2]
+    assert Opportunity.objects.count() == 6 and len(fake_api.requests) == 3
+
+
 class TestDeleteMissing:
     def test_after_a_complete_scan_it_deletes_what_morph_no_longer_has(self, deals, received):
         sync_tenant()
@@ -465,6 +496,57 @@ def test_a_resource_listed_twice_in_a_page_is_stored_once_per_version(fake_api, 
     assert [action for action, _ in received] == ["created", "updated"]
 
 
+class TestAReSyncOfStoredVersions:
+    """A version already stored is recognised by its updatedAt and not validated again; anything
+    else takes the full path, with the same outcomes as a webhook's."""
+
+    def test_a_stored_version_is_unchanged_whatever_its_fields_say(self, deals, received):
+        sync_tenant()
+        received.clear()
+        # The same updatedAt: the version stored (a CRM that did not bump it changed nothing here).
+        deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", name="Renamed", amount=-1)])
+
+        sync_tenant()
+
+        assert counts()["unchanged"] == 3 and received == []
+        assert Opportunity.objects.get(remote_id="opp_1").name == "Acme renewal"
+
+    def test_an_id_listed_twice_is_applied_in_order(self, deals, received):
+        sync_tenant()
+        received.clear()
+        deals.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [deal("opp_1", 5, name="Later"), deal("opp_1")]
+
+        sync_tenant()
+
+        assert Opportunity.objects.get(remote_id="opp_1").name == "Later"
+        assert (counts()["updated"], counts()["stale"]) == (1, 1)
+
+    def test_an_expanded_resource_newer_than_its_stored_copy_is_stored(self, fake_api):
+        def with_stage(minutes: int, name: str) -> dict[str, Any]:
+            stage = resource_event(
+                "crmStage", remote_id="won", fields={"name": name}, updated_at=T0 + timedelta(minutes=minutes)
+            )["data"]
+            return deal("opp_1", stage=stage)
+
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [with_stage(0, "Won")])
+        sync_tenant()
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [with_stage(5, "Closed won")])
+
+        sync_tenant()
+
+        assert Stage.objects.get().name == "Closed won" and counts()["unchanged"] == 1
+
+    def test_an_unusable_id_is_reported_invalid(self, fake_api):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+        sync_tenant()
+        fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)].append({**deal("opp_1"), "id": ["opp_1"]})
+
+        with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+            sync_tenant()
+
+        assert counts()["unchanged"] == 1
+
+
 def test_a_failing_receiver_rolls_the_page_back_and_is_recorded(deals):
     with (
         raising_receiver(signals.opportunity_created, RuntimeError, "receiver exploded", remote_id="opp_3"),
@@ -620,3 +702,128 @@ def test_enqueue_without_a_backend_that_runs_tasks_says_what_to_run(fake_api, se
 def test_enqueue_is_no_dry_run(fake_api):
     with pytest.raises(CommandError, match="cannot be queued"):
         sync_tenant("--enqueue", "--dry-run")
+
+
+class TestOneSyncAtATime:
+    def test_a_sync_holding_the_connection_makes_another_exit_non_zero(self, deals):
+        holder = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+        assert holder.claim_sync()  # a sync in another process, running
+
+        with pytest.raises(CommandError) as error:
+            sync_tenant()
+
+        started = f"{holder.last_sync_started_at:%Y-%m-%d %H:%M:%S}"
+        assert f"A sync of {CONNECTOR} / {OWNER} is already running, since {started} UTC" in str(error.value)
+        assert not Opportunity.objects.exists() and deals.requests == []
+        # The running sync's state is left alone.
+        connection = Connection.objects.get()
+        assert (connection.sync_lease, connection.last_sync_finished_at) == (holder.sync_lease, None)
+
+    def test_a_lease_left_by_a_sync_that_died_expires(self, deals, settings):
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "SYNC_LEASE_SECONDS": 0.2}
+        assert Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER).claim_sync()
+        with pytest.raises(CommandError, match="already running"):
+            sync_tenant()
+
+        time.sleep(0.3)
+        sync_tenant()
+
+        connection = Connection.objects.get()
+        assert Opportunity.objects.count() == 3 and connection.last_sync_outcome == "succeeded"
+        assert (connection.sync_lease, connection.sync_lease_until) == (None, None)  # given back
+
+    def test_a_sync_whose_lease_was_taken_over_stops_without_committing_its_page(self, deals):
+        connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+
+        def taken_over(model: ModelSync) -> None:
+            # Its lease expired (a page slower than SYNC_LEASE_SECONDS) and another sync claimed it.
+            Connection.objects.update(sync_lease=uuid.uuid4())
+
+        with pytest.raises(SyncLeaseLost, match=f"The sync of {CONNECTOR} / {OWNER} stopped"):
+            sync_connection(connection, models_to_sync([OPPORTUNITIES]), on_page=taken_over)
+
+        assert Opportunity.objects.count() == 2  # the first page; the second rolled back
+        row = Connection.objects.get()
+        # The other sync's run is the connection's: this one recorded nothing over it.
+        assert (row.last_sync_outcome, row.last_sync_finished_at) == ("", None)
+        assert row.cursors[OPPORTUNITIES]["cursor"] == deals.requests[1].cursor
+
+    @pytest.mark.django_db(transaction=True)
+    @postgresql_only
+    def test_two_concurrent_syncs_of_one_connection_never_run_together(self, deals):
+        deals.fail(None, delay=1.5, page=1)  # the first sync is slow on its second page
+        first = ThreadPoolExecutor(1)
+        running = first.submit(sync_in_thread)
+        wait_until(lambda: Connection.objects.filter(sync_lease__isnull=False).exists())
+        started = Connection.objects.get().last_sync_started_at
+
+        with pytest.raises(CommandError, match=f"already running, since {started:%Y-%m-%d %H:%M:%S} UTC"):
+            sync_tenant()
+        # A queued sync of it (a "Sync now", --enqueue) finishes without syncing, and says so.
+        queued = sync_connection_task.enqueue(Connection.objects.get().pk, [OPPORTUNITIES], False)
+
+        assert str(queued.status) == "SUCCESSFUL"
+        assert queued.return_value.startswith(f"A sync of {CONNECTOR} / {OWNER} is already running")
+        assert "hubspot / tenant_1: ok: 3 created" in running.result(timeout=30)
+        first.shutdown()
+        assert [request.cursor is None for request in deals.requests] == [True, False]
+        assert Opportunity.objects.count() == 3
+        assert Connection.objects.get().last_sync_outcome == "succeeded"
+
+    @pytest.mark.django_db(transaction=True)
+    @postgresql_only
+    def test_a_connection_whose_sync_died_is_synced_once_its_lease_expires(self, deals, settings):
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "SYNC_LEASE_SECONDS": 1.0}
+        deals.fail(None, delay=0.5, page=1)
+        assert Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER).claim_sync()  # then died
+        with pytest.raises(CommandError, match="already running"):
+            sync_tenant()
+        wait_until(lambda: Connection.objects.get().sync_lease_until < timezone.now())
+
+        # Two syncs race for the expired lease: one syncs, the other is turned away.
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(
+                "synced" if "ok: 3 created" in output else output
+                for output in pool.map(lambda _: sync_in_thread(), range(2))
+            )
+
+        assert outcomes[1] == "synced" and "already running" in outcomes[0]
+        assert Opportunity.objects.count() == 3
+
+
+def sync_in_thread() -> str:
+    """A sync in this thread, as another process's would be; its output, or the error's text."""
+    try:
+        return sync_tenant()
+    except CommandError as exc:
+        return str(exc)
+    finally:
+        db_connection.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+class TestFailedSyncTask:
+    def test_a_failed_sync_is_a_failed_task(self, deals):
+        connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+        deals.fail(403)
+
+        result = sync_connection_task.enqueue(connection.pk, [OPPORTUNITIES], False)
+
+        assert str(result.status) == "FAILED"
+        assert result.errors[0].exception_class_path == "morph_webhooks.sync.SyncFailed"
+        connection.refresh_from_db()
+        assert connection.last_sync_outcome == "failed" and "403" in connection.last_sync_error
+        assert connection.sync_lease is None  # given back for the next run
+
+    def test_a_successful_sync_is_a_successful_task(self, deals):
+        connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+
+        result = sync_connection_task.enqueue(connection.pk, [OPPORTUNITIES], False)
+
+        assert (str(result.status), result.return_value) == ("SUCCESSFUL", "succeeded")

@@ -256,3 +256,30 @@ def test_all_enqueue_is_synced_by_worker_processes(backend, settings):
         ("pipedrive", "opp_2"),
     ]
     assert set(Connection.objects.values_list("last_sync_outcome", flat=True)) == {"succeeded"}
+
+
+def test_a_failed_sync_is_a_failed_task_for_the_worker(settings):
+    settings.TASKS = {"default": {"BACKEND": BACKENDS["db"]}}
+    from django_tasks_db.models import DBTaskResult
+
+    Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
+    Connection.objects.create(connector_id="pipedrive", owner_id="tenant_2")
+    with FakeMorphAPI() as api:
+        api.add("pipedrive", "tenant_2", "crmOpportunity", [opportunity_event(remote_id="opp_1")["data"]])
+        invalid = opportunity_event(remote_id="opp_bad")["data"]
+        invalid["fields"]["amount"] = -1
+        api.add("hubspot", "tenant_1", "crmOpportunity", [invalid])
+        credentials = {"API_URL": api.url, "API_KEY": api.key, "API_SECRET": api.secret}
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, **credentials}
+        call_command(
+            "morph_webhooks_sync", "--all", "--enqueue", "--model", "crmOpportunity", stdout=io.StringIO()
+        )
+
+        run_worker("db", **{f"MORPH_WEBHOOKS_{name}": value for name, value in credentials.items()})
+
+    tasks = {task.args_kwargs["args"][0]: task for task in DBTaskResult.objects.all()}
+    hubspot, pipedrive = Connection.objects.order_by("connector_id")
+    assert (tasks[hubspot.pk].status, tasks[pipedrive.pk].status) == ("FAILED", "SUCCESSFUL")
+    assert tasks[hubspot.pk].exception_class_path == "morph_webhooks.sync.SyncFailed"
+    assert "Invalid resources for hubspot / tenant_1" in tasks[hubspot.pk].traceback
+    assert (hubspot.last_sync_outcome, pipedrive.last_sync_outcome) == ("failed", "succeeded")

@@ -174,9 +174,10 @@ class FakeMorphAPI:
             answer = _error(400, "MORPH::BAD_REQUEST", "x-connector-id and x-owner-id are required.")
         else:
             with self.lock:
-                served = list(self.resources.get((connector_id, owner_id, model), []))
-            page = served[offset : offset + limit]
-            next_cursor = _cursor(offset + limit) if offset + limit < len(served) else None
+                # The page alone: copying every resource served would make a scan quadratic.
+                served = self.resources.get((connector_id, owner_id, model), [])
+                page, total = served[offset : offset + limit], len(served)
+            next_cursor = _cursor(offset + limit) if offset + limit < total else None
             answer = (200, {"object": "list", "data": page, "next": next_cursor}, {})
         return self.logged(model, connector_id, owner_id, limit, query, answer)
 

@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import conf
 from ...models import ID_LENGTH, Connection
 from ...resources.registry import REGISTRY
-from ...sync import OUTCOMES, ModelSync, SyncReport, models_to_sync, sync_connection
+from ...sync import OUTCOMES, ModelSync, SyncReport, SyncRunning, models_to_sync, sync_connection
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -76,23 +77,30 @@ class Command(BaseCommand):
             self.enqueue(connections, options)
             return
         specs = models_to_sync(options["model"] or ())
-        failed = []
+        problems = []
         for connection in connections:
             self.stdout.write(
                 f"Syncing {connection}{' (dry run: nothing is written)' if options['dry_run'] else ''}"
             )
-            report = sync_connection(
-                connection,
-                specs,
-                delete_missing=options["delete_missing"],
-                dry_run=options["dry_run"],
-                progress=self.show_model,
-            )
+            progress = Progress(self.stdout) if self.stdout.isatty() else None
+            try:
+                report = sync_connection(
+                    connection,
+                    specs,
+                    delete_missing=options["delete_missing"],
+                    dry_run=options["dry_run"],
+                    progress=self.show_model if progress is None else progress.done(self.show_model),
+                    on_page=None if progress is None else progress.show,
+                )
+            except SyncRunning as exc:
+                self.stderr.write(f"  {exc}")
+                problems.append(str(exc))
+                continue
             self.show_report(report)
             if not report.ok:
-                failed.append(report)
-        if failed:
-            raise CommandError(" ".join(report.problem() for report in failed))
+                problems.append(report.problem())
+        if problems:
+            raise CommandError(" ".join(problems))
 
     def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
         # Only --enqueue needs the task framework and a loadable TASKS setting.
