@@ -229,3 +229,29 @@ def runs_in_the_request(params: Mapping[str, Any], immediate: type) -> bool:
     except (KeyError, ImportError):
         return False  # the tasks framework's own checks name a backend that cannot be loaded
     return isinstance(backend, type) and issubclass(backend, immediate)
+
+
+# The key's claim is one INSERT ... ON CONFLICT ... RETURNING (morph_webhooks.statements); SQLite
+# runs RETURNING from 3.35 on, while Django 5.2 still accepts 3.31.
+MIN_SQLITE = (3, 35)
+
+
+def check_sqlite_version(**kwargs: Any) -> list[CheckMessage]:
+    return sqlite_version_errors(settings.DATABASES)
+
+
+def sqlite_version_errors(databases: Mapping[str, Mapping[str, Any]]) -> list[CheckMessage]:
+    if not any(database["ENGINE"] == "django.db.backends.sqlite3" for database in databases.values()):
+        return []
+    import sqlite3
+
+    if sqlite3.sqlite_version_info >= MIN_SQLITE:
+        return []
+    return [
+        Error(
+            f"morph_webhooks needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later; "
+            f"this Python's sqlite3 module has {sqlite3.sqlite_version}.",
+            hint="Use a Python built with a newer SQLite (3.10+ from python.org or pyenv), or PostgreSQL.",
+            id="morph_webhooks.E016",
+        )
+    ]

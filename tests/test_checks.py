@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.core.checks.registry import registry
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -258,3 +259,22 @@ def test_readme_documents_every_setting_and_check():
 
     assert [name for name in DECLARED if f"`{name}`" not in configuration] == []
     assert sorted(check_id for check_id in check_ids if f"`{check_id}`" not in table) == []
+
+
+def test_sqlite_older_than_3_35_is_an_error(monkeypatch):
+    import sqlite3
+
+    sqlite = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    postgresql = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    [error] = checks.sqlite_version_errors(sqlite)
+    assert error.id == "morph_webhooks.E016"
+    assert "3.34.1" in error.msg
+    # PostgreSQL alone: SQLite's version does not matter.
+    assert checks.sqlite_version_errors(postgresql) == []
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 35, 0))
+    assert checks.sqlite_version_errors(sqlite) == []
+    # Registered: manage.py check runs it.
+    assert checks.check_sqlite_version in registry.get_checks()
