@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -29,7 +29,7 @@ from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .processing import ATTEMPTS, Collision, preview_resource, store_resource, storing_outcome
+from .processing import ATTEMPTS, Collision, preview_resource, store_page, store_resource
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 
@@ -328,20 +328,7 @@ class _ModelScan:
                     ]
                     counts["unchanged"] = len(resources) - len(changed)
                     events, failed = self.parse(changed)
-                    written: set[str] = set()
-                    for event in events:
-                        for related in event.related:
-                            store_resource(related)
-                        outcome = storing_outcome(event, stored.get(event.remote_id))
-                        if outcome in ("created", "updated") or event.remote_id in written:
-                            action = (
-                                "updated"
-                                if event.remote_id in stored or event.remote_id in written
-                                else "created"
-                            )
-                            outcome = store_resource(replace(event, action=action))
-                            written.add(event.remote_id)
-                        counts[outcome] += 1
+                    counts.update(store_page(events, stored))
                     self.rows.filter(remote_id__in=ids).update(synced_at=timezone.now())
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
