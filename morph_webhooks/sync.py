@@ -1,10 +1,10 @@
 """Converging the local copy of a connection's resources with Morph's REST API (morph_webhooks_sync).
 
 Morph's API has no "updated since" filter: a sync scans every resource of each model, one page at
-a time, and stores each through :func:`~.processing.store_resource`, by the rules a webhook's event
-follows: an older or equal version changes nothing (a webhook that arrived meanwhile wins), a newer
-one updates, an unknown one creates; signals go out as for webhooks, with an event whose
-``source`` is "sync". No idempotency key is consumed and no request is logged per resource: the
+a time, and stores each page through :func:`~.processing.store_page`, by the rules a webhook's
+event follows (those of :func:`~.processing.store_resource`): an older or equal version changes
+nothing (a webhook that arrived meanwhile wins), a newer one updates, an unknown one creates;
+signals go out as for webhooks, with an event whose ``source`` is "sync". No idempotency key is consumed and no request is logged per resource: the
 run is recorded once, on its :class:`~.models.Connection`.
 
 Each page is applied in one transaction together with the cursor of the next, so an interrupted
@@ -304,8 +304,10 @@ class _ModelScan:
             try:
                 with transaction.atomic():
                     # The page's stored versions in one query, locked for the page's transaction:
-                    # what is unchanged costs nothing more, and whether a resource is new (hence
-                    # the signal it sends: created or updated) cannot change under it.
+                    # what is unchanged costs nothing more, what is new is known without a query
+                    # per resource (store_page inserts it; a webhook creating one of those rows
+                    # meanwhile makes the page collide and start over), and the stored versions
+                    # cannot change under the page.
                     stored = {
                         row.remote_id: row
                         for row in self.rows.select_for_update()
