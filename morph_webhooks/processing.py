@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.utils import timezone
@@ -206,7 +207,11 @@ def store_resource(event: ResourceEvent) -> str:
     return outcome
 
 
-def store_page(events: Sequence[ResourceEvent], stored: Mapping[str, MirroredResource]) -> Counter[str]:
+def store_page(
+    events: Sequence[ResourceEvent],
+    stored: Mapping[str, MirroredResource],
+    synced_at: datetime | None = None,
+) -> Counter[str]:
     """Store ``events``, a page read from Morph's API, in its order and by the rules of
     :func:`store_resource`, within the caller's transaction. ``stored`` holds the page's rows by
     ``remote_id`` (``remote_updated_at`` and ``deleted_at`` suffice), locked by the caller in one
@@ -216,14 +221,17 @@ def store_page(events: Sequence[ResourceEvent], stored: Mapping[str, MirroredRes
     Consecutive new resources are inserted together, one statement for a run of them, and each
     then sends its signal (``created``) as store_resource would, in the page's order. Anything else
     takes store_resource's own path once the new resources before it are stored: a newer version
-    of a stored row, an id the page listed before, a resource's expanded references. Returns how
-    many events came to each outcome."""
+    of a stored row, an id the page listed before, a resource's expanded references. New rows
+    are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE of its
+    new rows. Returns how many events came to each outcome."""
     counts: Counter[str] = Counter()
     new: dict[str, ResourceEvent] = {}
     written: set[str] = set()
 
     def insert_new() -> None:
         rows = [_changed_row(event, None)[0] for event in new.values()]
+        for row in rows:
+            row.synced_at = synced_at
         try:
             statements.insert_many(rows)
         except IntegrityError as exc:

@@ -330,8 +330,11 @@ class _ModelScan:
                     ]
                     counts["unchanged"] = len(resources) - len(changed)
                     events, failed = self.parse(changed)
-                    counts.update(store_page(events, stored))
-                    self.rows.filter(remote_id__in=ids).update(synced_at=timezone.now())
+                    now = timezone.now()
+                    counts.update(store_page(events, stored, synced_at=now))
+                    # The rows the page inserted were marked seen as they were written.
+                    if stored:
+                        self.rows.filter(remote_id__in=list(stored)).update(synced_at=now)
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
                 continue  # a webhook created one of the rows first: the next attempt sees it
