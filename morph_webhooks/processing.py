@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.utils import timezone
@@ -205,6 +207,62 @@ def store_resource(event: ResourceEvent) -> str:
     return outcome
 
 
+def store_page(
+    events: Sequence[ResourceEvent],
+    stored: Mapping[str, MirroredResource],
+    synced_at: datetime | None = None,
+) -> Counter[str]:
+    """Store ``events``, a page read from Morph's API, in its order and by the rules of
+    :func:`store_resource`, within the caller's transaction. ``stored`` holds the page's rows by
+    ``remote_id`` (``remote_updated_at`` and ``deleted_at`` suffice), locked by the caller in one
+    query: what the page holds new is known without a query per resource, and stays new while
+    the lock holds, unless a concurrent event creates it (a Collision, as for store_resource).
+
+    Consecutive new resources are inserted together, one statement for a run of them, and each
+    then sends its signal (``created``) as store_resource would, in the page's order. Anything else
+    takes store_resource's own path once the new resources before it are stored: a newer version
+    of a stored row, an id the page listed before, a resource's expanded references. New rows
+    are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE of its
+    new rows. Returns how many events came to each outcome."""
+    counts: Counter[str] = Counter()
+    new: dict[str, ResourceEvent] = {}
+    written: set[str] = set()
+
+    def insert_new() -> None:
+        rows = [_changed_row(event, None)[0] for event in new.values()]
+        for row in rows:
+            row.synced_at = synced_at
+        try:
+            statements.insert_many(rows)
+        except IntegrityError as exc:
+            # A concurrent event created one of the rows first: start over, and this time see it.
+            raise Collision from exc
+        for event, row in zip(new.values(), rows, strict=True):
+            _announce(event, row, {}, True)
+        written.update(new)
+        new.clear()
+
+    for event in events:
+        if event.related or event.remote_id in new:
+            insert_new()
+        for related in event.related:
+            store_resource(related)
+        row = stored.get(event.remote_id)
+        outcome = storing_outcome(event, row)
+        if event.remote_id in written:
+            # Stored by this page already: compared with that version, as a webhook's would be.
+            outcome = store_resource(replace(event, action="updated"))
+        elif outcome == "created":
+            new[event.remote_id] = replace(event, action="created")
+        elif outcome == "updated":
+            insert_new()
+            outcome = store_resource(replace(event, action="updated"))
+            written.add(event.remote_id)
+        counts[outcome] += 1
+    insert_new()
+    return counts
+
+
 def preview_resource(event: ResourceEvent) -> str:
     """What :func:`store_resource` would return for ``event`` now, storing nothing and locking
     nothing: for a dry run."""
@@ -235,12 +293,8 @@ def _locked_row(event: ResourceEvent) -> MirroredResource | None:
 def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
     """Store the version ``event`` describes over ``row`` (None: a resource new here) and send
     the event's signal, then whatever the model's spec adds (``after_apply``)."""
-    model = event.spec.model
     created = row is None
-    if row is None:
-        row = model(connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id)
-    before = {} if created else {name: getattr(row, name) for name in event.changes}
-    _copy_event(event, row)
+    row, before = _changed_row(event, row)
     if created:
         try:
             statements.insert(row)
@@ -249,7 +303,28 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
             raise Collision from exc
     elif not statements.update(row):
         raise DatabaseError(f"{row} was deleted while locked")  # the lock forbids it
-    event.spec.signals[event.action].send(sender=model, instance=row, event=event, created=created)
+    _announce(event, row, before, created)
+
+
+def _changed_row(
+    event: ResourceEvent, row: MirroredResource | None
+) -> tuple[MirroredResource, dict[str, object]]:
+    """``row`` (a new one when None) holding the version ``event`` describes, not saved yet, and
+    what its changed fields held before."""
+    if row is None:
+        row = event.spec.model(
+            connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
+        )
+        before: dict[str, object] = {}
+    else:
+        before = {name: getattr(row, name) for name in event.changes}
+    _copy_event(event, row)
+    return row, before
+
+
+def _announce(event: ResourceEvent, row: MirroredResource, before: dict[str, object], created: bool) -> None:
+    """Send the signal of ``event``, stored in ``row``, then whatever the model's spec adds."""
+    event.spec.signals[event.action].send(sender=event.spec.model, instance=row, event=event, created=created)
     if event.spec.after_apply is not None:
         event.spec.after_apply(event, row, before)
 

@@ -15,7 +15,7 @@ INSERT when the UPDATE found nothing).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,6 +301,62 @@ def insert(instance: Model) -> None:
     post_save.send(
         sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
     )
+
+
+def insert_many(instances: Sequence[Model]) -> None:
+    """:func:`insert` of several new rows of one model in one INSERT ... VALUES (...), (...) per
+    batch the backend allows (SQLite bounds a statement's parameters): each row's ``pre_save``
+    goes out before the statement, its ``post_save`` after, in the rows' order. A receiver of
+    one row's ``post_save`` therefore finds the later rows of the statement stored already.
+
+    RETURNING gives the primary keys in the order of the VALUES, as the ORM's bulk_create relies
+    on; a backend that cannot return them from a multi-row INSERT gets one :func:`insert` each."""
+    if not instances:
+        return
+    model = type(instances[0])
+    meta = model._meta
+    connection = connections[router.db_for_write(model, instance=instances[0])]
+    if not connection.features.can_return_rows_from_bulk_insert:
+        for instance in instances:
+            insert(instance)
+        return
+    statement = _inserts.get((model, connection.alias))
+    if statement is None:
+        statement = _inserts[(model, connection.alias)] = _compile_insert(model, connection)
+    # The compiled single-row statement, its VALUES repeated.
+    head, _, tail = statement.sql.partition(" VALUES ")
+    one_row, _, returning = tail.partition(" RETURNING ")
+    size = max(connection.ops.bulk_batch_size(statement.fields, list(instances)), 1)
+    for start in range(0, len(instances), size):
+        batch = instances[start : start + size]
+        params: list[Any] = []
+        for instance in batch:
+            assert type(instance) is model, "one model per statement"
+            pre_save.send(
+                sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None
+            )
+            params.extend(
+                field.get_db_prep_save(field.pre_save(instance, True), connection)
+                for field in statement.fields
+            )
+        sql = f"{head} VALUES {', '.join([one_row] * len(batch))} RETURNING {returning}"
+        with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            pks = [pk for (pk,) in cursor.fetchall()]
+        assert len(pks) == len(batch), "one primary key returned per row"
+        for instance, pk in zip(batch, pks, strict=True):
+            setattr(instance, meta.pk.attname, pk)
+            instance._state.db = connection.alias
+            instance._state.adding = False
+        for instance in batch:
+            post_save.send(
+                sender=model,
+                instance=instance,
+                created=True,
+                update_fields=None,
+                raw=False,
+                using=connection.alias,
+            )
 
 
 def update(instance: Model) -> bool:

@@ -1,10 +1,10 @@
 """Converging the local copy of a connection's resources with Morph's REST API (morph_webhooks_sync).
 
 Morph's API has no "updated since" filter: a sync scans every resource of each model, one page at
-a time, and stores each through :func:`~.processing.store_resource`, by the rules a webhook's event
-follows: an older or equal version changes nothing (a webhook that arrived meanwhile wins), a newer
-one updates, an unknown one creates; signals go out as for webhooks, with an event whose
-``source`` is "sync". No idempotency key is consumed and no request is logged per resource: the
+a time, and stores each page through :func:`~.processing.store_page`, by the rules a webhook's
+event follows (those of :func:`~.processing.store_resource`): an older or equal version changes
+nothing (a webhook that arrived meanwhile wins), a newer one updates, an unknown one creates;
+signals go out as for webhooks, with an event whose ``source`` is "sync". No idempotency key is consumed and no request is logged per resource: the
 run is recorded once, on its :class:`~.models.Connection`.
 
 Each page is applied in one transaction together with the cursor of the next, so an interrupted
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -29,7 +29,7 @@ from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .processing import ATTEMPTS, Collision, preview_resource, store_resource, storing_outcome
+from .processing import ATTEMPTS, Collision, preview_resource, store_page, store_resource
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 
@@ -304,8 +304,10 @@ class _ModelScan:
             try:
                 with transaction.atomic():
                     # The page's stored versions in one query, locked for the page's transaction:
-                    # what is unchanged costs nothing more, and whether a resource is new (hence
-                    # the signal it sends: created or updated) cannot change under it.
+                    # what is unchanged costs nothing more, what is new is known without a query
+                    # per resource (store_page inserts it; a webhook creating one of those rows
+                    # meanwhile makes the page collide and start over), and the stored versions
+                    # cannot change under the page.
                     stored = {
                         row.remote_id: row
                         for row in self.rows.select_for_update()
@@ -328,21 +330,11 @@ class _ModelScan:
                     ]
                     counts["unchanged"] = len(resources) - len(changed)
                     events, failed = self.parse(changed)
-                    written: set[str] = set()
-                    for event in events:
-                        for related in event.related:
-                            store_resource(related)
-                        outcome = storing_outcome(event, stored.get(event.remote_id))
-                        if outcome in ("created", "updated") or event.remote_id in written:
-                            action = (
-                                "updated"
-                                if event.remote_id in stored or event.remote_id in written
-                                else "created"
-                            )
-                            outcome = store_resource(replace(event, action=action))
-                            written.add(event.remote_id)
-                        counts[outcome] += 1
-                    self.rows.filter(remote_id__in=ids).update(synced_at=timezone.now())
+                    now = timezone.now()
+                    counts.update(store_page(events, stored, synced_at=now))
+                    # The rows the page inserted were marked seen as they were written.
+                    if stored:
+                        self.rows.filter(remote_id__in=list(stored)).update(synced_at=now)
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
                 continue  # a webhook created one of the rows first: the next attempt sees it

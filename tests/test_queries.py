@@ -16,6 +16,7 @@ from morph_webhooks.statements import (
     _compile_select,
     _compile_update,
     _settle_sql,
+    insert_many,
 )
 from morph_webhooks.testing import opportunity_event, reference
 from tests.helpers import T0, postgresql_only, statements
@@ -181,3 +182,35 @@ def test_with_server_side_binding_the_lock_timeout_is_a_statement_of_its_own(sen
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
     assert len(duplicate) == 3
+
+
+def test_rows_inserted_together_keep_what_save_does(monkeypatch):
+    # More rows than one statement may carry (SQLite bounds its parameters): one INSERT per batch,
+    # each row's pre_save before it, its post_save (created) after, in the rows' order.
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+    saved = []
+
+    def record(sender, instance, created, **kwargs):
+        saved.append((instance.remote_id, created, instance.pk))
+
+    rows = [
+        Opportunity(
+            connector_id="hubspot",
+            owner_id="tenant_1",
+            remote_id=f"opp_{index}",
+            remote_created_at=T0,
+            remote_updated_at=T0,
+        )
+        for index in range(3)
+    ]
+    post_save.connect(record, sender=Opportunity, weak=False, dispatch_uid="test-insert-many")
+    try:
+        with statements() as sql, transaction.atomic():
+            insert_many(rows)
+    finally:
+        post_save.disconnect(sender=Opportunity, dispatch_uid="test-insert-many")
+
+    assert verbs(sql) == 2 * ['INSERT INTO "morph_webhooks_opportunity"']
+    stored = dict(Opportunity.objects.values_list("remote_id", "pk"))
+    assert saved == [(f"opp_{index}", True, stored[f"opp_{index}"]) for index in range(3)]
+    assert all(row.created_at and row.updated_at and not row._state.adding for row in rows)

@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection as db_connection
+from django.db.models.signals import pre_save
 from django.test import Client
 from django.utils import timezone
 
@@ -487,6 +488,57 @@ def test_a_resync_costs_statements_per_page_not_per_resource(fake_api, settings)
     assert counts()["unchanged"] == 40
 
 
+def test_a_first_sync_inserts_a_pages_new_rows_in_one_statement(fake_api, settings):
+    # The page's lock query tells what is new: no query per resource, one INSERT per page.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_PAGE_SIZE": 20}
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(40)])
+    Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+
+    with statements() as sql:
+        sync_tenant()
+
+    table = Opportunity._meta.db_table
+    page = [statement for statement in sql if table in statement]
+    assert [statement.split()[0] for statement in page] == 2 * [
+        "SELECT",  # the page's stored rows, locked
+        "INSERT",  # its 20 new rows, marked seen as they are written
+    ]
+    # A page of new rows costs what a page of a re-sync does: an INSERT for the re-sync's UPDATE
+    # marking its rows seen.
+    first_sync_pages = len(sql)
+    with statements() as sql:
+        sync_tenant()
+    assert first_sync_pages == len(sql)
+    assert not Opportunity.objects.filter(synced_at__isnull=True).exists()
+    assert Opportunity.objects.count() == 40 and counts()["unchanged"] == 40
+
+
+def test_a_page_is_applied_in_its_order(fake_api, received):
+    # New rows inserted together still come in the page's order with what else the page holds.
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2")])
+    sync_tenant()
+    received.clear()
+    fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [
+        deal("opp_1"),
+        deal("opp_2", 5, name="Later"),
+        deal("opp_3"),
+        deal("opp_4"),
+        deal("opp_3", 5, name="Later"),
+    ]
+
+    sync_tenant()
+
+    assert [(action, event.remote_id) for action, event in received] == [
+        ("created", "opp_1"),
+        ("updated", "opp_2"),
+        ("created", "opp_3"),
+        ("created", "opp_4"),
+        ("updated", "opp_3"),
+    ]
+    assert Opportunity.objects.get(remote_id="opp_3").name == "Later"
+    assert (counts()["created"], counts()["updated"]) == (3, 2)
+
+
 def test_a_resource_listed_twice_in_a_page_is_stored_once_per_version(fake_api, received):
     fake_api.resources[(CONNECTOR, OWNER, OPPORTUNITIES)] = [deal("opp_1"), deal("opp_1", 5, name="Later")]
 
@@ -582,8 +634,8 @@ def test_ctrl_c_is_recorded_and_the_next_run_resumes(deals):
 @pytest.mark.django_db(transaction=True)
 @postgresql_only
 def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, received):
-    # While the sync's page is open, a newer webhook creates opp_2 and commits first: the sync's
-    # insert collides, the page starts over, and the sync's older copy is stale.
+    # The page found opp_2 new; before its new rows are inserted, a newer webhook creates opp_2
+    # and commits: the page's insert collides, the page starts over, and its older copy is stale.
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
     raced: list[int] = []
 
@@ -596,15 +648,50 @@ def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, recei
         with ThreadPoolExecutor(1) as pool:
             raced.append(pool.submit(post_in_thread, newer).result())
 
+    pre_save.connect(webhook_meanwhile, sender=Opportunity, weak=False, dispatch_uid="test-race")
+    try:
+        sync_tenant()
+    finally:
+        pre_save.disconnect(sender=Opportunity, dispatch_uid="test-race")
+
+    assert raced == [200]
+    assert Opportunity.objects.get(remote_id="opp_2").name == "Webhook"
+    assert (counts()["created"], counts()["stale"]) == (1, 1)
+    assert [(action, event.remote_id, event.source) for action, event in received] == [
+        ("updated", "opp_2", "webhook"),
+        ("created", "opp_1", "sync"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_for_a_row_the_sync_just_created_waits_and_then_applies_when_newer(fake_api):
+    # The page inserted opp_1 and opp_2, not committed yet: a newer webhook for opp_2 waits on the
+    # row's unique index, finds the sync's row once the page commits, and updates it.
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1"), deal("opp_2")])
+    pool = ThreadPoolExecutor(1)
+    pending: list[Future[int]] = []
+
+    def webhook_meanwhile(instance: Opportunity, **kwargs: Any) -> None:
+        if instance.remote_id != "opp_1":
+            return
+        newer = opportunity_event(
+            "updated", "opp_2", updated_at=T0 + timedelta(minutes=9), fields={"name": "Webhook"}
+        )
+        pending.append(pool.submit(post_in_thread, newer))
+        time.sleep(0.3)
+        assert not pending[0].done()
+
     signals.opportunity_created.connect(webhook_meanwhile, weak=False, dispatch_uid="test-race")
     try:
         sync_tenant()
     finally:
         signals.opportunity_created.disconnect(dispatch_uid="test-race")
 
-    assert raced == [200]
+    assert pending[0].result(timeout=10) == 200
+    pool.shutdown()
     assert Opportunity.objects.get(remote_id="opp_2").name == "Webhook"
-    assert (counts()["created"], counts()["stale"]) == (1, 1)
+    assert counts()["created"] == 2
 
 
 @pytest.mark.django_db(transaction=True)
