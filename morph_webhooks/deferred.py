@@ -190,9 +190,9 @@ def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
 
 
 def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
-    queued = process_delivery.using(
-        backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE, run_after=run_after
-    )
+    queued = conf.derived(_delivery_task)
+    if run_after is not None:
+        queued = queued.using(run_after=run_after)
     if _stores_tasks_in_the_database(queued.get_backend()):
         # The task row commits or rolls back with the delivery: exactly one task per delivery.
         queued.enqueue(delivery.pk)
@@ -201,6 +201,11 @@ def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = Non
         # Should the process die in between, the delivery stays queued and the sweeper
         # enqueues it again; running a delivery twice is harmless (its key settles it once).
         transaction.on_commit(partial(queued.enqueue, delivery.pk))
+
+
+def _delivery_task() -> Any:
+    # The task as the settings configure it, made once per change of them: every request enqueues it.
+    return process_delivery.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
 
 
 def _stores_tasks_in_the_database(backend: Any) -> bool:
