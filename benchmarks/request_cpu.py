@@ -2,7 +2,8 @@
 """The CPU one request costs in this process: the app's endpoint against the two yardsticks.
 
     .venv/bin/python benchmarks/request_cpu.py [--database postgres|sqlite] [--events 2000]
-        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare|view ...] [--log-warning] [--profile FILE]
+        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare|view|deferred ...] [--log-warning]
+        [--profile FILE]
         [--top 30]
 
 No server and no client: each request is a prepared WSGI environ handed to the project's WSGI
@@ -16,7 +17,10 @@ as ``benchmarks/lua/events.lua``), ``duplicate`` (re-sends of stored events), an
 ``naive`` (the hand-written receiver, new events) and ``bare`` (a view that does nothing); and
 ``view``: the app's endpoint with new events and ``process_event`` replaced by a stub, i.e. what
 a request costs besides processing (DRF, authentication, validation, the request log's row
-built but not saved, the answer, the log line).
+built but not saved, the answer, the log line); ``deferred``: the app's endpoint with new events in
+deferred mode (``PROCESSING = "deferred"`` on the example's task backend, django-tasks-db's
+DatabaseBackend), no worker running: authenticate, validate, claim the key, record the delivery
+and enqueue its task.
 The app logs as ``benchmarks.settings`` has it (the example's logging: its INFO line per request),
 to /dev/null; ``--log-warning`` keeps only its warnings, leaving that line out.
 Rounds interleave the scenarios; the table shows each one's least and median CPU per request over
@@ -187,16 +191,22 @@ def requests(scenario: str, token: str, count: int, nonce: str) -> Iterator[dict
         yield environ(path, token, key, body, "tenant_1")
 
 
-def without_processing(scenario: str) -> Any:
-    """For ``view``: the endpoint with processing (the database's part) replaced by a stub."""
+def mode(scenario: str) -> Any:
+    """How the endpoint runs for ``scenario``: ``view`` with processing (the database's part)
+    replaced by a stub, ``deferred`` in deferred mode, the others as configured (sync mode)."""
     from unittest import mock
+
+    from django.conf import settings
+    from django.test import override_settings
 
     from morph_webhooks.models import Outcome
     from morph_webhooks.processing import Result
 
-    if scenario != "view":
-        return contextlib.nullcontext()
-    return mock.patch("morph_webhooks.views.process_event", return_value=Result(Outcome.PROCESSED))
+    if scenario == "view":
+        return mock.patch("morph_webhooks.views.process_event", return_value=Result(Outcome.PROCESSED))
+    if scenario == "deferred":
+        return override_settings(MORPH_WEBHOOKS={**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"})
+    return contextlib.nullcontext()
 
 
 def run(application: Any, environs: list[dict[str, Any]], expect: set[int]) -> tuple[float, float]:
@@ -228,7 +238,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--scenario", nargs="+", default=["new", "mixed", "duplicate", "naive", "bare", "view"]
+        "--scenario",
+        nargs="+",
+        default=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred"],
+        choices=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred"],
     )
     parser.add_argument("--log-warning", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
@@ -252,6 +265,10 @@ def main() -> None:
     random.seed(1)
     for _, env in zip(range(args.warmup), requests("mixed", token, args.warmup, "warm"), strict=False):
         run(application, [env], {200})
+    if "deferred" in args.scenario:
+        # Deferred mode's first requests load the task framework and its backend.
+        with mode("deferred"):
+            run(application, list(requests("deferred", token, args.warmup // 4, "warmdeferred")), {200})
     print(f"{args.database}: {args.rounds} rounds of {args.events} requests per scenario, per request:")
     cpu_times: dict[str, list[float]] = {scenario: [] for scenario in args.scenario}
     wall_times: dict[str, list[float]] = {scenario: [] for scenario in args.scenario}
@@ -267,7 +284,7 @@ def main() -> None:
             profiler = cProfile.Profile(time.process_time) if profiled else None
             if profiler:
                 profiler.enable()
-            with without_processing(scenario):
+            with mode(scenario):
                 cpu, wall = run(application, environs, {200})
             if profiler:
                 profiler.disable()

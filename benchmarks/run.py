@@ -41,6 +41,7 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import math
 import os
 import platform
 import secrets
@@ -735,7 +736,8 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
     sqlite = main if not postgres else report.get("sqlite", {}).get("empty", {}).get("medians", {})
 
     def rps(figures: dict[str, dict[str, float]], name: str) -> float:
-        return figures[name]["rps"]
+        # NaN for a scenario left out (--scenarios): its rows are left out of the table below.
+        return figures.get(name, {}).get("rps", math.nan)
 
     if postgres and main:
         rows += [
@@ -793,8 +795,8 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
             rows.append(
                 Target(
                     f"p99 latency, {kind}, app / hand-written",
-                    main[f"app {kind}"]["p99_ms"],
-                    main[f"naive {kind}"]["p99_ms"],
+                    main.get(f"app {kind}", {}).get("p99_ms", math.nan),
+                    main.get(f"naive {kind}", {}).get("p99_ms", math.nan),
                     "ms",
                     1.0,
                     0.7,
@@ -812,7 +814,7 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
                 None,
             )
         )
-    return rows
+    return [row for row in rows if not (math.isnan(row.app) or math.isnan(row.yardstick))]
 
 
 def print_targets(rows: list[Target], rounds: int) -> None:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from .conf import conf
 from .events import InvalidEvent, MorphEvent, parse_event
-from .models import Connection, Outcome, WebhookDelivery
+from .models import Connection, IdempotencyKey, Outcome, WebhookDelivery
 from .processing import (
     Result,
     first_delivery,
@@ -31,7 +31,7 @@ from .processing import (
     run_atomically,
     settle,
 )
-from .statements import by_pk
+from .statements import by_pk, claim_key_and_insert, claims_with_insert
 
 try:
     from django.tasks import task
@@ -114,11 +114,42 @@ def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
 
 
 def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    if not first_delivery(event, Outcome.QUEUED):
+    if delivery.pk is None and claims_with_insert(WebhookDelivery):
+        # A request's delivery, not stored yet: recorded as queued by the claim's own statement,
+        # then put back as it arrived should the claim fail or find a duplicate.
+        attempts = delivery.attempts
+        delivery.queue(save=False)
+        claimed = False
+        try:
+            claimed = claim_and_record(event, delivery)
+        finally:
+            if not claimed:
+                delivery.attempts, delivery.next_attempt_at = attempts, None
+    else:
+        # Stored already (a logged delivery reprocessed), or SQLite: written once the claim is known.
+        claimed = first_delivery(event, Outcome.QUEUED)
+        if claimed:
+            delivery.queue()
+    if not claimed:
         return settle(event, delivery, Outcome.DUPLICATE)
-    delivery.queue()
     enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
+
+
+def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
+    """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
+    (see morph_webhooks.statements); False when the key was claimed before."""
+    return claim_key_and_insert(
+        IdempotencyKey,
+        delivery,
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        event=event.type,
+        remote_id=event.remote_id,
+        outcome=Outcome.QUEUED,
+        lock_timeout=conf.LOCK_TIMEOUT,
+    )
 
 
 def requeue(delivery: WebhookDelivery) -> Result:
@@ -159,9 +190,9 @@ def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
 
 
 def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
-    queued = process_delivery.using(
-        backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE, run_after=run_after
-    )
+    queued = conf.derived(_delivery_task)
+    if run_after is not None:
+        queued = queued.using(run_after=run_after)
     if _stores_tasks_in_the_database(queued.get_backend()):
         # The task row commits or rolls back with the delivery: exactly one task per delivery.
         queued.enqueue(delivery.pk)
@@ -170,6 +201,11 @@ def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = Non
         # Should the process die in between, the delivery stays queued and the sweeper
         # enqueues it again; running a delivery twice is harmless (its key settles it once).
         transaction.on_commit(partial(queued.enqueue, delivery.pk))
+
+
+def _delivery_task() -> Any:
+    # The task as the settings configure it, made once per change of them: every request enqueues it.
+    return process_delivery.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
 
 
 def _stores_tasks_in_the_database(backend: Any) -> bool:

@@ -244,13 +244,15 @@ class WebhookDelivery(models.Model):
         self.processed_at = None
         self._save()
 
-    def queue(self) -> None:
-        """Deferred mode: accepted, for a worker to apply; its first attempt is due now."""
+    def queue(self, *, save: bool = True) -> None:
+        """Deferred mode: accepted, for a worker to apply; its first attempt is due now. Not
+        ``save``: its caller writes it (with its key's claim, see deferred.queue_event)."""
         self.status = Outcome.QUEUED
         self.http_status = 200
         self.attempts = 0
         self.next_attempt_at = now()
-        self._save()
+        if save:
+            self._save()
 
     def _save(self) -> None:
         # Every request's delivery is written by its transitions: with statements compiled once,

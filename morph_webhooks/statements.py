@@ -415,3 +415,82 @@ def _check_plain(model: type[Model]) -> None:
     meta = model._meta
     assert not meta.parents and meta.auto_field is not None, f"{model.__name__}: save() it instead"
     assert list(meta.db_returning_fields) == [meta.pk], f"{model.__name__}: save() it instead"
+
+
+# Per connection alias and model: the statement that claims a key and inserts a row, the key's
+# fields and the row's that prepare its parameters.
+_claims_inserting: dict[
+    tuple[str, type[Model]], tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]]
+] = {}
+
+
+def claims_with_insert(model: type[Model]) -> bool:
+    """Whether :func:`claim_key_and_insert` can write ``model``'s rows on their database: only
+    PostgreSQL has data-modifying ``WITH`` queries."""
+    return bool(connections[router.db_for_write(model)].vendor == "postgresql")
+
+
+def claim_key_and_insert(
+    key_model: type[Model],
+    instance: Model,
+    *,
+    connector_id: str,
+    owner_id: str,
+    key: str,
+    event: str,
+    remote_id: str,
+    outcome: str,
+    lock_timeout: float,
+) -> bool:
+    """:func:`claim_or_count_key`, and :func:`insert` of ``instance`` whichever way the claim
+    went, in one statement (both are data-modifying ``WITH`` queries) after the same SET LOCAL as
+    the claim's; True when claimed here. For a row recorded as if its key were claimed (deferred
+    mode's queued delivery): a duplicate then corrects it, and a new event, the common case, costs
+    one round trip fewer. PostgreSQL only (see :func:`claims_with_insert`)."""
+    model = type(instance)
+    connection = connections[router.db_for_write(model, instance=instance)]
+    compiled = _claims_inserting.get((connection.alias, model))
+    if compiled is None:
+        compiled = _claims_inserting[(connection.alias, model)] = _claim_inserting(
+            key_model, model, connection
+        )
+    sql, key_fields, fields = compiled
+    now = timezone.now()
+    values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
+    params = [
+        field.get_db_prep_save(value, connection) for field, value in zip(key_fields, values, strict=True)
+    ]
+    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
+    params += [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    prefix = _lock_timeout_prefix(connection, lock_timeout)
+    # As claim_or_count_key: an error marks an enclosing atomic block for rollback, and the SET
+    # LOCAL travels in the same query string unless prepared statements forbid it.
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        if prefix and not _one_round_trip(connection):
+            cursor.execute(prefix.removesuffix("; "))
+            prefix = ""
+        cursor.execute(prefix + sql, params)
+        if prefix and _psycopg3():
+            cursor.nextset()
+        deliveries, pk = cursor.fetchone()
+    setattr(instance, model._meta.pk.attname, pk)
+    instance._state.db = connection.alias
+    instance._state.adding = False
+    post_save.send(
+        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
+    )
+    return bool(deliveries == 1)
+
+
+def _claim_inserting(
+    key_model: type[Model], model: type[Model], connection: BaseDatabaseWrapper
+) -> tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]]:
+    insert = _compile_insert(model, connection)
+    # Data-modifying WITH queries all run, to completion, whatever the main query reads. The row
+    # does not depend on the claim: it is inserted as it would be on its own, and a failure of
+    # either fails the statement.
+    sql = (
+        f"WITH claim AS ({_claim_sql(key_model, connection)}), logged AS ({insert.sql}) "
+        "SELECT claim.*, logged.* FROM claim, logged"
+    )
+    return sql, _fields(key_model), insert.fields

@@ -141,6 +141,8 @@ def test_table_locked_longer_than_lock_timeout_is_503(client, settings, processi
     failed = WebhookDelivery.objects.get(idempotency_key="k1")
     assert (failed.status, failed.http_status) == ("failed", 503)
     assert "lock timeout" in failed.error
+    # Deferred mode's delivery, recorded as queued by the statement that failed, is not left so.
+    assert (failed.attempts, failed.next_attempt_at) == (1, None)
     assert post_event(client, UPDATE, headers={"x-idempotency-key": "k1"}).json()["status"] in (
         "processed",
         "queued",

@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 from django.db.models.signals import post_save
+from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.statements import (
     _IDS,
+    _claim_inserting,
     _claim_sql,
     _compile_insert,
     _compile_select,
@@ -90,6 +92,39 @@ def test_statements_per_delivery(send, make_event):
     ]
 
 
+def test_statements_per_queued_delivery(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    with statements() as new:
+        assert send(small_event("created", 0), key="k1").json() == {"status": "queued"}
+    with statements() as duplicate:
+        assert send(small_event("created", 0), key="k1").json() == {"status": "duplicate"}
+
+    task = f'INSERT INTO "{DBTaskResult._meta.db_table}"'
+    delivery = 'INSERT INTO "morph_webhooks_webhookdelivery"'
+    if connection.vendor == "postgresql":
+        # 1. claim the key and log the delivery as queued, in one statement (after the claim's
+        #    SET LOCAL, in the same query string);
+        # 2. enqueue its task, through the task backend (committed with the delivery).
+        assert [verbs([statement])[0] for statement in new] == ["SET LOCAL lock_timeout", task]
+        combined = "SET LOCAL lock_timeout = '10000ms'; WITH claim AS (INSERT INTO"
+        assert new[0].startswith(combined)
+        assert '"morph_webhooks_idempotencykey"' in new[0] and delivery in new[0]
+        # A duplicate: the same statement, then the delivery corrected; no task.
+        assert duplicate[0].startswith(combined)
+        assert verbs(duplicate[1:]) == ['UPDATE "morph_webhooks_webhookdelivery" SET']
+    else:
+        # SQLite has no data-modifying WITH: the claim, then the delivery, then its task.
+        claim = 'INSERT INTO "morph_webhooks_idempotencykey"'
+        assert verbs(new) == [claim, delivery, task]
+        assert verbs(duplicate) == [claim, delivery]
+    assert list(WebhookDelivery.objects.order_by("pk").values_list("status", "attempts")) == [
+        ("queued", 0),
+        ("duplicate", 1),
+    ]
+    assert IdempotencyKey.objects.get().deliveries == 2
+
+
 def test_lock_timeout_can_be_switched_off(send, settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0}
     with statements() as sql:
@@ -123,6 +158,12 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
         "lock": (lock.sql, Opportunity, ["stage_id", "owner_id"]),
         "insert": (_compile_insert(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
         "update": (_compile_update(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+        # The claim with an insert of another model's row (deferred mode's delivery, here renamed).
+        "claim and insert": (
+            _claim_inserting(IdempotencyKey, Opportunity, connection)[0],
+            IdempotencyKey,
+            ["deliveries", "owner_id"],
+        ),
     }
 
     for name, (sql, model, renamed) in compiled.items():
