@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pprint import pformat
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -58,17 +58,29 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """``text`` with every ``token=`` value masked, and the shared secrets (the configured ones
     unless given) in every spelling a URL gives them: a percent-encoded parameter name
     (``%74oken=``) or a URL nested in another one still carries the secret itself."""
+    return _redact(text, spellings(secrets) if secrets is not None else _configured_masked())
+
+
+def redacter() -> Callable[[str], str]:
+    """:func:`redact` with the configured secrets, looked up once: for the many texts of one
+    request (its headers) or of one log record (its fields)."""
+    masked = _configured_masked()
+    return lambda text: _redact(text, masked)
+
+
+def _configured_masked() -> tuple[str, ...]:
+    if not settings.configured:
+        return ()
+    # Every request redacts each of its headers: the spellings are worked out once per settings.
+    return conf.derived(_configured_spellings)
+
+
+def _redact(text: str, masked: tuple[str, ...]) -> str:
     if "=" in text:  # what every match of TOKEN_IN_TEXT holds; most header values have none
         text = TOKEN_IN_TEXT.sub(_masked, text)
-    if secrets is not None:
-        masked = spellings(secrets)
-    elif settings.configured:
-        # Every request redacts each of its headers: the spellings are worked out once per settings.
-        masked = conf.derived(_configured_spellings)
-    else:
-        masked = ()
     for spelling in masked:
-        text = text.replace(spelling, REDACTED)
+        if spelling in text:
+            text = text.replace(spelling, REDACTED)
     return text
 
 
@@ -113,6 +125,7 @@ class RedactToken(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed call is for the handler to report, not for this to raise
             return True
+        redact = redacter()
         redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()

@@ -30,7 +30,7 @@ from .redaction import (
     ExceptionReporter,
     SafeExceptionReporterFilter,
     forget_token,
-    redact,
+    redacter,
 )
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ def request_headers(request: HttpRequest) -> dict[str, str]:
 
 def new_delivery(request: HttpRequest) -> WebhookDelivery:
     # A proxy may pass the original URL, secret included, in any header of its choosing.
+    redact = redacter()
     headers = {storable(name): storable(redact(value)) for name, value in request_headers(request).items()}
     query = QueryDict(mutable=True)
     query.update(request.GET)
