@@ -87,5 +87,6 @@ def run_on_a_terminal(api: FakeMorphAPI, database: Path) -> str:
             break
         output += chunk
     os.close(controller)
-    assert sync.wait(30) == 0, sync.stderr.read() if sync.stderr else ""
+    _, errors = sync.communicate(timeout=30)  # also closes the stderr pipe
+    assert sync.returncode == 0, errors
     return output.decode()
