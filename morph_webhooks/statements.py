@@ -64,9 +64,25 @@ def claim_or_count_key(
     if claim is None:
         claim = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
     sql, fields = claim
+    params = _key_params(fields, connection, connector_id, owner_id, key, event, remote_id, outcome)
+    (deliveries,) = _after_lock_timeout(connection, lock_timeout, sql, params)
+    # Written 1 when claimed, raised to 2 or more when counted: the app writes no key with fewer
+    # than one delivery (the column's default, and only ever incremented).
+    return bool(deliveries == 1)
+
+
+def _key_params(fields: list[Field[Any, Any]], connection: BaseDatabaseWrapper, *values: str) -> list[Any]:
+    """The claim's parameters: the key's identity and outcome, one delivery, first and last seen now."""
     now = timezone.now()
-    values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
-    params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
+    claimed = (*values, 1, now, now)
+    return [field.get_db_prep_save(value, connection) for field, value in zip(fields, claimed, strict=True)]
+
+
+def _after_lock_timeout(
+    connection: BaseDatabaseWrapper, lock_timeout: float, sql: str, params: list[Any]
+) -> tuple[Any, ...]:
+    """Run ``sql`` after ``SET LOCAL lock_timeout`` (PostgreSQL), in the same query string unless
+    prepared statements forbid it; its one row."""
     prefix = _lock_timeout_prefix(connection, lock_timeout)
     # As the ORM's UPDATE did: an error marks an enclosing atomic block for rollback.
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
@@ -77,10 +93,8 @@ def claim_or_count_key(
         if prefix and _psycopg3():
             # psycopg 3 keeps each statement's result: the claim's is the second.
             cursor.nextset()
-        (deliveries,) = cursor.fetchone()
-    # Written 1 when claimed, raised to 2 or more when counted: the app writes no key with fewer
-    # than one delivery (the column's default, and only ever incremented).
-    return bool(deliveries == 1)
+        row: tuple[Any, ...] = cursor.fetchone()
+    return row
 
 
 def _fields(key_model: type[Model]) -> list[Field[Any, Any]]:
@@ -455,24 +469,10 @@ def claim_key_and_insert(
             key_model, model, connection
         )
     sql, key_fields, fields = compiled
-    now = timezone.now()
-    values = (connector_id, owner_id, key, event, remote_id, outcome, 1, now, now)
-    params = [
-        field.get_db_prep_save(value, connection) for field, value in zip(key_fields, values, strict=True)
-    ]
+    params = _key_params(key_fields, connection, connector_id, owner_id, key, event, remote_id, outcome)
     pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
     params += [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-    prefix = _lock_timeout_prefix(connection, lock_timeout)
-    # As claim_or_count_key: an error marks an enclosing atomic block for rollback, and the SET
-    # LOCAL travels in the same query string unless prepared statements forbid it.
-    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
-        if prefix and not _one_round_trip(connection):
-            cursor.execute(prefix.removesuffix("; "))
-            prefix = ""
-        cursor.execute(prefix + sql, params)
-        if prefix and _psycopg3():
-            cursor.nextset()
-        deliveries, pk = cursor.fetchone()
+    deliveries, pk = _after_lock_timeout(connection, lock_timeout, sql, params)
     setattr(instance, model._meta.pk.attname, pk)
     instance._state.db = connection.alias
     instance._state.adding = False
