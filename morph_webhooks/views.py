@@ -50,42 +50,52 @@ class AlwaysJSON(BaseContentNegotiation):
         return (renderers[0], renderers[0].media_type)
 
 
-class ReceiveView(APIView):
-    """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
+class MorphView(APIView):
+    """What the endpoint's views share: Morph's credentials (the token is in the URL, so error
+    reports must not show it), JSON answers to everything, no session, outside ATOMIC_REQUESTS."""
 
-    http_method_names = ["post"]
     authentication_classes = [MorphAuthentication]
     permission_classes = [FromAllowedNetwork]
     throttle_classes: list[Any] = []
-    parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
-    # The request's event once the policy let it in: its model and connector may label the metrics.
-    event: MorphEvent | None = None
-    # The request's log entry, once authenticated: the request log line names its model.
-    delivery: WebhookDelivery | None = None
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
-        view = super().as_view(**initkwargs)
-        # The view commits the request log even when processing rolls back, so it must not run
-        # inside ATOMIC_REQUESTS' transaction; Morph has no session for LoginRequiredMiddleware.
-        return login_not_required(transaction.non_atomic_requests(view))
+        # The endpoint commits the request log even when processing rolls back, and one health
+        # check's database error must not abort the others': neither may run inside
+        # ATOMIC_REQUESTS' transaction. Morph and monitors have no session for
+        # LoginRequiredMiddleware; the token is their credential.
+        return login_not_required(transaction.non_atomic_requests(super().as_view(**initkwargs)))
 
     def get_exception_handler(self) -> Any:
         return handle_exception
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
         # Django's error reports (ADMINS' e-mails, the DEBUG page) take these from the request, so
-        # the endpoint's own failures mask the secret whatever the project's settings.
+        # the views' own failures mask the secret whatever the project's settings.
         request.exception_reporter_filter = SafeExceptionReporterFilter()
         request.exception_reporter_class = ExceptionReporter
         return super().initialize_request(request, *args, **kwargs)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        self.started = time.monotonic()
         super().initial(request, *args, **kwargs)
         forget_token(request._request)
+
+
+class ReceiveView(MorphView):
+    """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
+
+    http_method_names = ["post"]
+    parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
+    # The request's event once the policy let it in: its model and connector may label the metrics.
+    event: MorphEvent | None = None
+    # The request's log entry, once authenticated: the request log line names its model.
+    delivery: WebhookDelivery | None = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+        super().initial(request, *args, **kwargs)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -124,34 +134,10 @@ class ReceiveView(APIView):
         return Response({"status": result.outcome})
 
 
-class HealthView(APIView):
+class HealthView(MorphView):
     """The health check for load balancers and uptime monitors: 503 when something is critical."""
 
     http_method_names = ["get"]
-    authentication_classes = [MorphAuthentication]
-    permission_classes = [FromAllowedNetwork]
-    throttle_classes: list[Any] = []
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = AlwaysJSON
-
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        # A monitor has no session for LoginRequiredMiddleware; the token is its credential. Outside
-        # ATOMIC_REQUESTS' transaction, one check's database error does not abort the others'.
-        return login_not_required(transaction.non_atomic_requests(super().as_view(**initkwargs)))
-
-    def get_exception_handler(self) -> Any:
-        return handle_exception
-
-    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
-        # The token is in the URL here too: error reports must not show it.
-        request.exception_reporter_filter = SafeExceptionReporterFilter()
-        request.exception_reporter_class = ExceptionReporter
-        return super().initialize_request(request, *args, **kwargs)
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        forget_token(request._request)
 
     def get(self, request: Request) -> Response:
         report = run_checks()
