@@ -4,7 +4,8 @@ Morph's API, run by a worker.
 
 The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
 carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
-again), never an event.
+again), never an event. With ``QUEUE = "deliveries"`` no task is enqueued at all: those rows are
+the queue, which :mod:`morph_webhooks.worker` reads.
 
 Importing this module declares the tasks, which loads the default task backend. Workers import it
 (through the tasks' paths), and so does the sweep command; the endpoint and replays import it only

@@ -75,6 +75,11 @@ class Worker:
 
     def run(self) -> int:
         """Returns how many deliveries were applied (or failed and were scheduled again)."""
+        logger.info(
+            "Applying queued deliveries: up to %d per claim, looking again every %g s when none is due",
+            self.claim_size,
+            self.interval,
+        )
         while not self.stopping.is_set():
             _drop_old_connections()
             deliveries = claim(self.claim_size)
