@@ -5,7 +5,7 @@
         [--database postgres|sqlite] [--no-deferred] [--queues tasks,deliveries] [--no-sqlite]
         [--preload 1000000] [--admin] [--memory-events 100000]
 
-A run, with the defaults (about 10 minutes on 2 cores):
+A run, with the defaults (about 12 minutes on 2 cores):
 
 1. A fresh PostgreSQL database, migrated; gunicorn (sync workers, fixed count) serving
    ``benchmarks.settings`` on 127.0.0.1, the app in sync mode; a warm-up. In each round, wrk
