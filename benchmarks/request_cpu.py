@@ -2,7 +2,8 @@
 """The CPU one request costs in this process: the app's endpoint against the two yardsticks.
 
     .venv/bin/python benchmarks/request_cpu.py [--database postgres|sqlite] [--events 2000]
-        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare|view|deferred ...] [--log-warning]
+        [--rounds 3] [--scenario new|mixed|duplicate|naive|bare|view|deferred|deliveries ...]
+        [--log-warning]
         [--profile FILE]
         [--top 30]
 
@@ -20,7 +21,7 @@ a request costs besides processing (DRF, authentication, validation, the request
 built but not saved, the answer, the log line); ``deferred``: the app's endpoint with new events in
 deferred mode (``PROCESSING = "deferred"`` on the example's task backend, django-tasks-db's
 DatabaseBackend), no worker running: authenticate, validate, claim the key, record the delivery
-and enqueue its task.
+and enqueue its task; ``deliveries``: the same with ``QUEUE = "deliveries"``, which enqueues no task.
 The app logs as ``benchmarks.settings`` has it (the example's logging: its INFO line per request),
 to /dev/null; ``--log-warning`` keeps only its warnings, leaving that line out.
 Rounds interleave the scenarios; the table shows each one's least and median CPU per request over
@@ -206,6 +207,10 @@ def mode(scenario: str) -> Any:
         return mock.patch("morph_webhooks.views.process_event", return_value=Result(Outcome.PROCESSED))
     if scenario == "deferred":
         return override_settings(MORPH_WEBHOOKS={**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"})
+    if scenario == "deliveries":
+        return override_settings(
+            MORPH_WEBHOOKS={**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+        )
     return contextlib.nullcontext()
 
 
@@ -240,8 +245,8 @@ def main() -> None:
     parser.add_argument(
         "--scenario",
         nargs="+",
-        default=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred"],
-        choices=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred"],
+        default=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred", "deliveries"],
+        choices=["new", "mixed", "duplicate", "naive", "bare", "view", "deferred", "deliveries"],
     )
     parser.add_argument("--log-warning", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
@@ -265,7 +270,7 @@ def main() -> None:
     random.seed(1)
     for _, env in zip(range(args.warmup), requests("mixed", token, args.warmup, "warm"), strict=False):
         run(application, [env], {200})
-    if "deferred" in args.scenario:
+    if {"deferred", "deliveries"} & set(args.scenario):
         # Deferred mode's first requests load the task framework and its backend.
         with mode("deferred"):
             run(application, list(requests("deferred", token, args.warmup // 4, "warmdeferred")), {200})

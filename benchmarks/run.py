@@ -2,10 +2,10 @@
 """Benchmark morph_webhooks under gunicorn against two yardsticks, every row of the targets in one command.
 
     .venv/bin/python benchmarks/run.py [--rounds 3] [--duration 10] [--workers 2] [--connections 16]
-        [--database postgres|sqlite] [--no-deferred] [--no-sqlite]
+        [--database postgres|sqlite] [--no-deferred] [--queues tasks,deliveries] [--no-sqlite]
         [--preload 1000000] [--admin] [--memory-events 100000]
 
-A run, with the defaults (about 10 minutes on 2 cores):
+A run, with the defaults (about 12 minutes on 2 cores):
 
 1. A fresh PostgreSQL database, migrated; gunicorn (sync workers, fixed count) serving
    ``benchmarks.settings`` on 127.0.0.1, the app in sync mode; a warm-up. In each round, wrk
@@ -13,11 +13,13 @@ A run, with the defaults (about 10 minutes on 2 cores):
    hand-written receiver (``benchmarks/yardsticks.py``, "naive") and the app's endpoint, each with
    ``new`` events (only new opportunities), ``mixed`` (70% new, 20% updates, 10% re-sends) and
    ``resend`` (only re-sends of keys each endpoint has already handled: its duplicate path).
-2. Deferred mode: the same server restarted with ``PROCESSING = "deferred"``; rounds of the
-   hand-written receiver and the app's endpoint with new events, no worker running, so the
-   endpoint alone is timed and its tasks pile up. Then one ``db_worker --batch`` (the database
-   task backend, which the example project and the README recommend) drains that backlog alone;
-   its rate is compared with the sync-mode app's requests per second per gunicorn worker.
+2. Deferred mode, for each of its queues: the same server restarted with ``PROCESSING =
+   "deferred"``; rounds of the hand-written receiver and the app's endpoint with new events, no
+   worker running, so the endpoint alone is timed and its backlog piles up. Then one worker drains
+   that backlog alone, and its rate is compared with the sync-mode app's requests per second per
+   gunicorn worker: ``QUEUE = "tasks"`` on the database task backend (the example project's),
+   drained by ``db_worker --batch``; ``QUEUE = "deliveries"``, drained by
+   ``morph_webhooks_worker --batch``.
 3. The same as 1 on SQLite, new events only: this script run again with ``--database sqlite``.
 
 Rounds interleave the scenarios so that drift (autovacuum, checkpoints, a noisy neighbour) hits
@@ -599,14 +601,22 @@ def prepare_resends(args: argparse.Namespace, server: Server, token: str, path: 
 # --- Deferred mode --------------------------------------------------------------------------------
 
 
+# Deferred mode's queues (the setting QUEUE) and the worker that drains each.
+WORKERS = {
+    "tasks": ["db_worker", "--batch", "--no-startup-delay"],
+    "deliveries": ["morph_webhooks_worker", "--batch"],
+}
+
+
 def measure_deferred(
-    args: argparse.Namespace, gunicorn: str, env: dict[str, str], token: str, problems: list[str]
+    args: argparse.Namespace, gunicorn: str, env: dict[str, str], token: str, problems: list[str], queue: str
 ) -> dict[str, Any]:
-    """The endpoint in deferred mode with no worker running, then one worker draining the backlog."""
-    deferred_env = {**env, "MORPH_WEBHOOKS_PROCESSING": "deferred"}
+    """The endpoint in deferred mode on ``queue`` with no worker running, then one worker draining
+    the backlog."""
+    deferred_env = {**env, "MORPH_WEBHOOKS_PROCESSING": "deferred", "MORPH_WEBHOOKS_QUEUE": queue}
     before = delivery_cursor()
-    server = Server(gunicorn, args.workers, deferred_env, RESULTS / "gunicorn-deferred.log")
-    log(f"\nDeferred mode, endpoint only (no worker running): gunicorn on {server.base}")
+    server = Server(gunicorn, args.workers, deferred_env, RESULTS / f"gunicorn-deferred-{queue}.log")
+    log(f"\nDeferred mode, QUEUE = {queue!r}, endpoint only (no worker running): gunicorn on {server.base}")
     try:
         smoke_test(server, token, "queued")
         warm_up(args, server, token, DEFERRED_SCENARIOS)
@@ -614,15 +624,16 @@ def measure_deferred(
     finally:
         server.stop()
     figures = medians(runs)
-    print_table(f"Medians of {args.rounds} rounds, deferred mode", figures)
+    print_table(f"Medians of {args.rounds} rounds, deferred mode, QUEUE = {queue!r}", figures)
     result: dict[str, Any] = {"runs": runs, "medians": figures, "server_problems": server.problems()}
     problems.extend(f"deferred server log: {line}" for line in result["server_problems"])
-    result["worker"] = drain_backlog(deferred_env, before, problems)
+    result["worker"] = drain_backlog(deferred_env, before, problems, queue)
     return result
 
 
-def drain_backlog(env: dict[str, str], before: int, problems: list[str]) -> dict[str, Any]:
-    """One ``db_worker --batch`` applies every queued delivery and exits; nothing else runs."""
+def drain_backlog(env: dict[str, str], before: int, problems: list[str], queue: str) -> dict[str, Any]:
+    """One worker (``db_worker --batch``, or ``morph_webhooks_worker --batch`` for the deliveries
+    queue) applies every queued delivery and exits; nothing else runs."""
     from django.db import connections
     from django.db.models import Count, Max, Min
 
@@ -637,12 +648,13 @@ def drain_backlog(env: dict[str, str], before: int, problems: list[str]) -> dict
         # whole backlog for every task instead of reading the backend's partial index.
         with connections["default"].cursor() as cursor:
             cursor.execute("ANALYZE")
-    log(f"\nOne worker (db_worker --batch) applying the backlog of {backlog} queued deliveries")
-    log_path = RESULTS / "db_worker.log"
+    command = WORKERS[queue]
+    log(f"\nOne worker ({' '.join(command)}) applying the backlog of {backlog} queued deliveries")
+    log_path = RESULTS / f"{command[0]}.log"
     started = time.monotonic()
     with log_path.open("w") as worker_log:
         worker = subprocess.run(
-            [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay"],
+            [sys.executable, "manage.py", *command],
             cwd=ROOT,
             env=env,
             stdout=worker_log,
@@ -676,11 +688,13 @@ def drain_backlog(env: dict[str, str], before: int, problems: list[str]) -> dict
     }
     wrong = []
     if worker.returncode:
-        wrong.append(f"db_worker exited with {worker.returncode}; see {log_path}")
+        wrong.append(f"{command[0]} exited with {worker.returncode}; see {log_path}")
     if outcomes != {"processed 200": backlog}:
         wrong.append(f"{backlog} deliveries were queued, and after the worker: {outcomes}")
-    if set(tasks) != {"SUCCESSFUL"}:
+    if queue == "tasks" and set(tasks) != {"SUCCESSFUL"}:
         wrong.append(f"tasks not all successful: {tasks}")
+    if queue == "deliveries" and tasks != tasks_before:
+        wrong.append(f"the deliveries queue enqueued tasks: {tasks_before} before, {tasks} after")
     problems.extend(f"worker: {problem}" for problem in wrong)
     result["problems"] = wrong
     log(
@@ -773,12 +787,13 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
                 2.0,
             ),
         ]
-    deferred = report.get("deferred")
-    if postgres and deferred:
+    for queue, deferred in report.get("deferred", {}).items():
+        if not postgres:
+            break
         figures = deferred["medians"]
         rows.append(
             Target(
-                "deferred mode, endpoint only, app / hand-written",
+                f"deferred mode ({queue}), endpoint only, app / hand-written",
                 rps(figures, "app deferred"),
                 rps(figures, "naive new"),
                 "req/s",
@@ -789,7 +804,7 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
         if main:
             rows.append(
                 Target(
-                    "deferred mode, one worker: deliveries/s / sync-mode app req/s per gunicorn worker",
+                    f"deferred mode ({queue}), one worker: deliveries/s / sync-mode app req/s per worker",
                     deferred["worker"]["deliveries_per_second"],
                     rps(main, "app new") / workers,
                     "/s",
@@ -1236,6 +1251,12 @@ def parse_args() -> argparse.Namespace:
         "--no-sqlite", dest="sqlite", action="store_false", help="skip the SQLite run after PostgreSQL's"
     )
     parser.add_argument(
+        "--queues",
+        type=lambda value: [name.strip() for name in value.split(",") if name.strip()],
+        default=list(WORKERS),
+        help="deferred mode's queues to measure, comma-separated (default: tasks,deliveries)",
+    )
+    parser.add_argument(
         "--scenarios",
         type=lambda value: [name.strip() for name in value.split(",") if name.strip()],
         default=[scenario.name for scenario in SCENARIOS],
@@ -1362,7 +1383,9 @@ def main() -> None:
         log(f"  {line}")
 
     if args.rounds and args.deferred and vendor == "postgresql":
-        report["deferred"] = measure_deferred(args, gunicorn, env, token, problems)
+        report["deferred"] = {
+            queue: measure_deferred(args, gunicorn, env, token, problems, queue) for queue in args.queues
+        }
     if args.rounds and args.sqlite and vendor == "postgresql":
         report["sqlite"] = run_sqlite(args, problems)
 

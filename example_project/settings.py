@@ -11,6 +11,8 @@ works with no setup. Environment variables override the defaults:
   each reuse.
 - ``MORPH_WEBHOOKS_PROCESSING``: ``sync`` (default) or ``deferred`` (run ``python manage.py
   db_worker`` beside the server to apply the queued events).
+- ``MORPH_WEBHOOKS_QUEUE``: deferred mode's queue, ``tasks`` (default: a task per event, run by
+  ``db_worker``) or ``deliveries`` (run ``python manage.py morph_webhooks_worker`` instead).
 - ``MORPH_WEBHOOKS_SECRET``: the shared secret(s) Morph sends in ``?token=``, comma-separated so
   an old and a new secret can both be accepted while rotating. Required when DEBUG is off.
 - ``MORPH_API_URL``, ``MORPH_API_KEY``, ``MORPH_API_SECRET``: Morph's REST API, for
@@ -53,6 +55,8 @@ MORPH_WEBHOOKS = {
     "SECRETS": [DEV_MORPH_WEBHOOKS_SECRET] if _morph_secrets is None else _morph_secrets,
     # "sync" applies each event in the request; "deferred" queues it for `manage.py db_worker`.
     "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+    # Deferred mode's queue: "tasks" (db_worker) or "deliveries" (manage.py morph_webhooks_worker).
+    "QUEUE": os.environ.get("MORPH_WEBHOOKS_QUEUE", "tasks"),
     # Prometheus metrics at /webhooks/morph/metrics/ (prometheus-client, in the dev extra); under
     # several gunicorn workers, see gunicorn.conf.py.
     "METRICS": True,

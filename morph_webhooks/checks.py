@@ -176,6 +176,9 @@ def check_deferred() -> list[CheckMessage]:
                 id="morph_webhooks.E006",
             )
         ]
+    if conf.QUEUE == "deliveries":
+        # morph_webhooks_worker applies the queued deliveries: no task backend carries them.
+        return []
     backends, immediate = configured_task_backends()
     alias = conf.TASK_BACKEND
     if alias not in backends:

@@ -198,6 +198,9 @@ class Settings:
     PROCESSING = Setting("sync", STRING, choices=("sync", "deferred"))
     TASK_BACKEND = Setting("default", STRING)
     TASK_QUEUE = Setting("default", STRING)
+    # Deferred mode: "tasks", a task per delivery on TASK_BACKEND; "deliveries", the queued
+    # deliveries themselves, applied by morph_webhooks_worker (morph_webhooks.worker).
+    QUEUE = Setting("tasks", STRING, choices=("tasks", "deliveries"))
     MAX_ATTEMPTS = Setting(5, INTEGER, minimum=1)
     RETRY_DELAY = Setting(10.0, NUMBER, minimum=0)
     MAX_RETRY_DELAY = Setting(3600.0, NUMBER, minimum=0)

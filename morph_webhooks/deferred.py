@@ -4,7 +4,8 @@ Morph's API, run by a worker.
 
 The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
 carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
-again), never an event.
+again), never an event. With ``QUEUE = "deliveries"`` no task is enqueued at all: those rows are
+the queue, which :mod:`morph_webhooks.worker` reads.
 
 Importing this module declares the tasks, which loads the default task backend. Workers import it
 (through the tasks' paths), and so does the sweep command; the endpoint and replays import it only
@@ -161,11 +162,19 @@ def requeue(delivery: WebhookDelivery) -> Result:
 
 
 def run_delivery(delivery_id: int) -> Outcome | None:
-    """What a worker does with one queued delivery. Returns the outcome, or None when there was
-    nothing to do (already settled by another run, or gone)."""
+    """What a task worker does with one queued delivery. Returns the outcome, or None when there
+    was nothing to do (already settled by another run, or gone)."""
     # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
     delivery = by_pk(WebhookDelivery, delivery_id)
-    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
+    if not isinstance(delivery, WebhookDelivery):
+        return None
+    return apply_delivery(delivery)
+
+
+def apply_delivery(delivery: WebhookDelivery) -> Outcome | None:
+    """Apply a queued delivery, as read from the database: a task's, or one that
+    morph_webhooks_worker claimed. None when it is no longer queued (settled by another run)."""
+    if delivery.status != Outcome.QUEUED:
         return None
     delivery.begin_attempt()
     try:
@@ -190,6 +199,10 @@ def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
 
 
 def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
+    if conf.QUEUE == "deliveries":
+        # morph_webhooks_worker reads the queued deliveries that are due (next_attempt_at): the
+        # row the caller wrote is all it needs.
+        return
     queued = conf.derived(_delivery_task)
     if run_after is not None:
         queued = queued.using(run_after=run_after)

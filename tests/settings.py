@@ -60,8 +60,10 @@ MORPH_WEBHOOKS = {
     "SECRETS": ["test-secret-0123456789abcdef"],
     # Worker processes started by the tests run with these settings too (tests/workers.py).
     "PROCESSING": os.environ.get("MORPH_WEBHOOKS_PROCESSING", "sync"),
+    "QUEUE": os.environ.get("MORPH_WEBHOOKS_QUEUE", "tasks"),
     "MAX_ATTEMPTS": int(os.environ.get("MORPH_WEBHOOKS_MAX_ATTEMPTS", "5")),
     "RETRY_DELAY": float(os.environ.get("MORPH_WEBHOOKS_RETRY_DELAY", "10")),
+    "PENDING_TIMEOUT": float(os.environ.get("MORPH_WEBHOOKS_PENDING_TIMEOUT", "600")),
     # Workers that sync connections read the test's fake Morph API from the environment.
     **{
         setting: os.environ[f"MORPH_WEBHOOKS_{setting}"]

@@ -228,6 +228,10 @@ def test_settings_that_are_not_a_dict(settings, value):
             {"TASK_BACKEND": "inline"},
             ["morph_webhooks.W004"],
         ),
+        # The deliveries queue enqueues no task: whatever TASKS holds is not its concern.
+        (DATABASE_TASKS, {"QUEUE": "deliveries", "TASK_BACKEND": "db"}, []),
+        ({"default": {"BACKEND": IMMEDIATE}}, {"QUEUE": "deliveries"}, []),
+        (DATABASE_TASKS, {"QUEUE": "table"}, ["morph_webhooks.E005"]),
     ],
 )
 def test_deferred_processing_checks_its_task_backend(settings, tasks, changes, expected):

@@ -312,12 +312,13 @@ def test_morphs_api_settings_come_from_the_environment(env: dict[str, str]) -> N
 def test_settings_come_from_the_environment(env: dict[str, str]) -> None:
     env["MORPH_WEBHOOKS_SECRET"] = " first-secret-0123456789abcdef , ,second-secret-0123456789abcdef,"
     env["MORPH_WEBHOOKS_PROCESSING"] = "deferred"
+    env["MORPH_WEBHOOKS_QUEUE"] = "deliveries"
     shown = manage(env, "shell", "-c", "from django.conf import settings; print(settings.MORPH_WEBHOOKS)")
 
     assert shown.returncode == 0, shown.stderr
     assert (
         "{'SECRETS': ['first-secret-0123456789abcdef', 'second-secret-0123456789abcdef'], 'PROCESSING': 'deferred', "
-        "'METRICS': True}" in shown.stdout
+        "'QUEUE': 'deliveries', 'METRICS': True}" in shown.stdout
     )
 
 

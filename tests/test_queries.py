@@ -21,6 +21,7 @@ from morph_webhooks.statements import (
     insert_many,
 )
 from morph_webhooks.testing import opportunity_event, reference
+from morph_webhooks.worker import Worker
 from tests.helpers import T0, postgresql_only, statements
 
 # Counted: every event of a known connection (a new one's first costs one more statement).
@@ -123,6 +124,39 @@ def test_statements_per_queued_delivery(send, settings):
         ("duplicate", 1),
     ]
     assert IdempotencyKey.objects.get().deliveries == 2
+
+
+def test_statements_per_delivery_queued_in_its_table(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    with statements() as queued:
+        assert send(small_event("created", 0), key="k1").json() == {"status": "queued"}
+    with statements() as applied:
+        assert Worker(until_empty=True).run() == 1
+
+    delivery = 'INSERT INTO "morph_webhooks_webhookdelivery"'
+    if connection.vendor == "postgresql":
+        # The claim and the queued delivery in one statement, and no task.
+        assert len(queued) == 1 and delivery in queued[0]
+        assert queued[0].startswith("SET LOCAL lock_timeout = '10000ms'; WITH claim AS (INSERT INTO")
+    else:
+        assert verbs(queued) == ['INSERT INTO "morph_webhooks_idempotencykey"', delivery]
+    assert not DBTaskResult.objects.exists()
+    # The worker: its claim (the due deliveries, locked, then leased), the delivery applied, and a
+    # last claim that finds none due.
+    due = 'SELECT "morph_webhooks_webhookdelivery"."id", "morph_webhooks_webhookdelivery"."received_at",'
+    assert verbs(applied) == [
+        verbs([due])[0],
+        'UPDATE "morph_webhooks_webhookdelivery" SET',
+        *(["SET LOCAL lock_timeout"] if connection.vendor == "postgresql" else []),
+        'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
+        'UPDATE "morph_webhooks_idempotencykey" SET',
+        'INSERT INTO "morph_webhooks_opportunity"',
+        'UPDATE "morph_webhooks_webhookdelivery" SET',
+        verbs([due])[0],
+    ]
+    if connection.vendor == "postgresql":
+        assert applied[0].endswith("FOR UPDATE SKIP LOCKED")
+    assert WebhookDelivery.objects.get().status == "processed"
 
 
 def test_lock_timeout_can_be_switched_off(send, settings):

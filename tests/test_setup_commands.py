@@ -284,6 +284,14 @@ class TestCheck:
         assert error.startswith("Still queued after 0.3 s: no worker is processing queue 'default'")
         assert WebhookDelivery.objects.get().status == "queued"
 
+    def test_deferred_on_the_deliveries_queue_without_a_worker(self):
+        with webhooks(PROCESSING="deferred", QUEUE="deliveries"), serving() as site:
+            error = fails("morph_webhooks_check", site, "--wait", "0.3")
+
+        assert error.startswith("Still queued after 0.3 s: no worker is applying the queued deliveries.")
+        assert "manage.py morph_webhooks_worker" in error
+        assert WebhookDelivery.objects.get().status == "queued"
+
     def test_deferred_with_a_worker(self):
         # The immediate backend runs the task as soon as the delivery commits, as a fast worker would.
         with webhooks(PROCESSING="deferred"), serving() as site:

@@ -1,5 +1,6 @@
-"""Deferred mode with real worker processes on PostgreSQL: django-tasks-db's ``db_worker`` and
-RQ's worker on Redis. The endpoint runs in the test process; workers are separate processes."""
+"""Deferred mode with real worker processes on PostgreSQL: django-tasks-db's ``db_worker``, RQ's
+worker on Redis, and the app's own ``morph_webhooks_worker`` (QUEUE = "deliveries"). The endpoint
+runs in the test process; workers are separate processes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from morph_webhooks.deferred import sweep
 from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
@@ -30,6 +32,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"db": "django_tasks_db.DatabaseBackend", "rq": "django_tasks_rq.RQBackend"}
+# "deliveries": no task backend; morph_webhooks_worker reads the queued deliveries.
+QUEUES = [*BACKENDS, "deliveries"]
 
 
 def redis_url() -> str:
@@ -46,7 +50,7 @@ def redis_is_up() -> bool:
         return False
 
 
-@pytest.fixture(params=["db", "rq"])
+@pytest.fixture(params=QUEUES)
 def backend(request, settings) -> Iterator[str]:
     if request.param == "rq":
         if not redis_is_up():
@@ -54,8 +58,9 @@ def backend(request, settings) -> Iterator[str]:
         import redis
 
         redis.Redis.from_url(redis_url()).flushdb()
-    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
-    settings.TASKS = {"default": {"BACKEND": BACKENDS[request.param]}}
+    queue = "deliveries" if request.param == "deliveries" else "tasks"
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": queue}
+    settings.TASKS = {"default": {"BACKEND": BACKENDS.get(request.param, BACKENDS["db"])}}
     yield request.param
 
 
@@ -75,12 +80,23 @@ def worker_env(backend: str, **extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": url,
         "MORPH_WEBHOOKS_PROCESSING": "deferred",
-        "MORPH_WEBHOOKS_TASK_BACKEND": BACKENDS[backend],
+        "MORPH_WEBHOOKS_QUEUE": "deliveries" if backend == "deliveries" else "tasks",
+        "MORPH_WEBHOOKS_TASK_BACKEND": BACKENDS.get(backend, BACKENDS["db"]),
         **extra,
     }
 
 
 def worker_command(backend: str, burst: bool = True) -> list[str]:
+    if backend == "deliveries":
+        return [
+            sys.executable,
+            "-m",
+            "django",
+            "morph_webhooks_worker",
+            *(["--batch"] if burst else []),
+            "--interval",
+            "0.1",
+        ]
     if backend == "db":
         return [
             sys.executable,
@@ -146,6 +162,9 @@ def test_worker_killed_mid_task_is_processed_later_once(send, backend, signal_fi
     stall = tmp_path / "stalled.pid"
     send(opportunity_event(), key="k1")
     env = {"MORPH_TEST_SIGNAL_FILE": str(signal_file), "MORPH_TEST_STALL_FILE": str(stall)}
+    # morph_webhooks_worker's lease on what it claimed: short, so that the test need not wait.
+    lease = 1.0
+    env["MORPH_WEBHOOKS_PENDING_TIMEOUT"] = str(lease)
     worker = subprocess.Popen(
         worker_command(backend),
         env=worker_env(backend, **env),
@@ -166,7 +185,12 @@ def test_worker_killed_mid_task_is_processed_later_once(send, backend, signal_fi
     assert Opportunity.objects.count() == 0
     assert signal_file.read_text() == ""
 
-    assert sweep(older_than=0) == 1
+    if backend == "deliveries":
+        # No sweeper: the dead worker's lease runs out, and the delivery is due again.
+        assert delivery.next_attempt_at > timezone.now()
+        time.sleep(lease)
+    else:
+        assert sweep(older_than=0) == 1
     run_worker(backend, **env)
 
     delivery.refresh_from_db()
@@ -230,6 +254,7 @@ def test_rq_worker_runs_a_retry_when_it_falls_due(send, settings, tmp_path, sign
     assert signal_file.read_text().splitlines() == ["created k1"]
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS), indirect=True)
 def test_all_enqueue_is_synced_by_worker_processes(backend, settings):
     Connection.objects.create(connector_id="hubspot", owner_id="tenant_1")
     Connection.objects.create(connector_id="pipedrive", owner_id="tenant_2")
@@ -283,3 +308,79 @@ def test_a_failed_sync_is_a_failed_task_for_the_worker(settings):
     assert tasks[hubspot.pk].exception_class_path == "morph_webhooks.sync.SyncFailed"
     assert "Invalid resources for hubspot / tenant_1" in tasks[hubspot.pk].traceback
     assert (hubspot.last_sync_outcome, pipedrive.last_sync_outcome) == ("failed", "succeeded")
+
+
+def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings, signal_file):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    # 40 opportunities, each created then updated twice, the updates sent before the create for
+    # half of them: concurrent workers must still leave every row at its newest version.
+    keys = []
+    for n in range(40):
+        versions = [opportunity_event("created", f"opp_{n}", fields={"name": f"v0 {n}"})]
+        for minute in (1, 2):
+            versions.append(
+                opportunity_event(
+                    "updated",
+                    f"opp_{n}",
+                    updated_at=f"2025-03-06T09:{15 + minute}:04.596Z",
+                    fields={"name": f"v{minute} {n}"},
+                )
+            )
+        if n % 2:
+            versions.reverse()
+        for version in versions:
+            keys.append(f"k{len(keys)}")
+            assert send(version, key=keys[-1]).json() == {"status": "queued"}
+
+    env = worker_env("deliveries", MORPH_TEST_SIGNAL_FILE=str(signal_file))
+    workers = [
+        subprocess.Popen(
+            [*worker_command("deliveries"), "--claim", "3"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+
+    # Every delivery claimed and applied once, by one worker: none attempted twice.
+    applied = [int(out.split()[1]) for out, _ in outputs]
+    assert sum(applied) == len(keys)
+    deliveries = WebhookDelivery.objects.all()
+    assert set(deliveries.values_list("attempts", flat=True)) == {1}
+    assert set(deliveries.values_list("status", flat=True)) <= {"processed", "stale"}
+    assert sorted(Opportunity.objects.values_list("name", flat=True)) == sorted(f"v2 {n}" for n in range(40))
+    assert not IdempotencyKey.objects.filter(outcome="queued").exists()
+    # A line per signal sent, each key at most once.
+    lines = signal_file.read_text().splitlines()
+    assert len({line.split()[1] for line in lines}) == len(lines)
+
+
+def test_own_worker_stops_gracefully_on_sigterm(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    worker = subprocess.Popen(
+        worker_command("deliveries", burst=False),
+        env=worker_env("deliveries"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # It keeps polling: deliveries sent while it runs are applied within its interval.
+        for n in range(3):
+            send(opportunity_event("created", f"opp_{n}"), key=f"k{n}")
+            wait_for(lambda n=n: Opportunity.objects.filter(remote_id=f"opp_{n}").exists(), timeout=20)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=10)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err[-2000:]
+    assert time.monotonic() - started < 5
+    assert out == "Applied 3 deliveries.\n"
+    assert "SIGTERM: stopping after the delivery in hand." in err

@@ -297,6 +297,11 @@ def worker_problem(delivery: WebhookDelivery, waited: float) -> str:
             f"A worker ran delivery {delivery.pk} and failed; it retries at {delivery.next_attempt_at}: "
             f"{last_line(delivery.error)}"
         )
+    if conf.QUEUE == "deliveries":
+        return (
+            f"Still queued after {waited:g} s: no worker is applying the queued deliveries. Start one "
+            "(manage.py morph_webhooks_worker) and check its log."
+        )
     return (
         f"Still queued after {waited:g} s: no worker is processing queue {conf.TASK_QUEUE!r} of task "
         f"backend {conf.TASK_BACKEND!r}. Start one (with the database backend: manage.py db_worker) "
