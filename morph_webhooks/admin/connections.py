@@ -80,7 +80,7 @@ class ConnectionAdmin(ModelAdmin):
     @admin.display(description=_("sync running"))
     def running(self, obj: Connection) -> str:
         if not obj.sync_running():
-            return _("no")
+            return str(_("no"))
         return _("since %(started)s; it holds the connection until %(until)s unless it renews its lease") % {
             "started": moment(obj.last_sync_started_at),
             "until": moment(obj.sync_lease_until),
