@@ -394,6 +394,10 @@ class Connection(models.Model):
             )
         _REGISTERED.add((connector_id, owner_id))
 
+    def sync_running(self) -> bool:
+        """Whether a sync holds the connection now (its lease has not expired)."""
+        return self.sync_lease_until is not None and self.sync_lease_until > now()
+
     def claim_sync(self) -> bool:
         """Take the connection's sync lease, unless another sync holds one that has not expired;
         False then, with the other sync's start and lease read. One conditional UPDATE, so that

@@ -87,6 +87,29 @@ def test_the_list_shows_the_last_event_and_the_last_sync(admin_client, connectio
     ]
 
 
+def test_a_running_sync_is_shown_instead_of_the_last_outcome(admin_client, connections):
+    running, crashed, finished = connections
+    for connection in connections:
+        connection.finish_sync("succeeded", {"crmOpportunity": {"created": 1}})
+    assert running.claim_sync()
+    # A sync that died holding its lease: expired, the connection is free again.
+    assert crashed.claim_sync()
+    Connection.objects.filter(pk=crashed.pk).update(sync_lease_until=T0)
+    running.refresh_from_db()
+
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert page.count("running since") == 1
+    assert f"running since {moment(running.last_sync_started_at)}" in page
+    detail = admin_client.get(reverse("admin:morph_webhooks_connection_change", args=[running.pk]))
+    assert (
+        f"since {moment(running.last_sync_started_at)}; it holds the connection until "
+        f"{moment(running.sync_lease_until)} unless it renews its lease"
+    ) in detail.content.decode()
+    idle = admin_client.get(reverse("admin:morph_webhooks_connection_change", args=[finished.pk]))
+    assert idle.context["adminform"].form.instance.sync_running() is False
+
+
 def test_the_last_events_of_a_page_cost_no_statement_per_row(admin_client, connections):
     for connection in connections:
         received(T0, connection.connector_id, connection.owner_id)

@@ -388,8 +388,16 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     assert_fits(browser)
     screenshot("07-overview")
 
-    # The connections the events registered, with their last event, ready to sync.
+    # The connections the events registered, with their last event, ready to sync; one is
+    # syncing now.
+    syncing = Connection.objects.order_by("pk").first()
+    assert syncing is not None and syncing.claim_sync()
     browser.get(f"{live_server.url}/admin/morph_webhooks/connection/")
-    assert "hubspot" in browser.find_element(By.ID, "result_list").text
+    listing = browser.find_element(By.ID, "result_list").text
+    assert "hubspot" in listing and "running since" in listing
     screenshot("08-connections")
+    assert_fits(browser)
+    browser.get(f"{live_server.url}/admin/morph_webhooks/connection/{syncing.pk}/change/")
+    assert "it holds the connection until" in browser.find_element(By.ID, "content").text
+    screenshot("08b-connection")
     assert_fits(browser)

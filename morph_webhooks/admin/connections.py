@@ -4,13 +4,14 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import Connection, WebhookDelivery
+from ..health import last_event
+from ..models import Connection
 from .display import EMPTY, ModelAdmin, field_as, moment, pretty_json
 
 # What the list shows of a failed sync's error; the connection's page shows all of it.
@@ -38,6 +39,7 @@ class ConnectionAdmin(ModelAdmin):
     empty_value_display = EMPTY
     sync_fields: list[Any] = [
         "created_at",
+        "running",
         "last_sync_started_at",
         "last_sync_finished_at",
         "last_sync_outcome",
@@ -53,15 +55,12 @@ class ConnectionAdmin(ModelAdmin):
     connector = field_as("connector_id", _("connector"))
     owner = field_as("owner_id", _("owner"))
     last_sync = field_as("last_sync_finished_at", _("last sync"))
-    outcome = field_as("last_sync_outcome", _("outcome"))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
-        # The newest delivery of each connection, within the page's one query.
-        newest = WebhookDelivery.objects.filter(
-            connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
-        ).order_by("-received_at")
+        # The newest delivery of each connection, within the page's one query (the health
+        # check's subquery).
         connections: QuerySet[Connection] = super().get_queryset(request)
-        return connections.annotate(last_event_at=Subquery(newest.values("received_at")[:1]))
+        return connections.annotate(last_event_at=last_event())
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Once added, a connection is what Morph's events and the API name: not renamed here.
@@ -70,6 +69,22 @@ class ConnectionAdmin(ModelAdmin):
     @admin.display(description=_("last event"), ordering="last_event_at")
     def last_event_received(self, obj: Connection) -> str:
         return moment(getattr(obj, "last_event_at", None)) or EMPTY
+
+    @admin.display(description=_("outcome"), ordering="last_sync_outcome")
+    def outcome(self, obj: Connection) -> str:
+        # A running sync has no outcome yet: the previous one's would mislead.
+        if obj.sync_running():
+            return _("running since %(started)s") % {"started": moment(obj.last_sync_started_at)}
+        return obj.get_last_sync_outcome_display() or EMPTY
+
+    @admin.display(description=_("sync running"))
+    def running(self, obj: Connection) -> str:
+        if not obj.sync_running():
+            return str(_("no"))
+        return _("since %(started)s; it holds the connection until %(until)s unless it renews its lease") % {
+            "started": moment(obj.last_sync_started_at),
+            "until": moment(obj.sync_lease_until),
+        }
 
     @admin.display(description=_("counts"))
     def last_sync_totals(self, obj: Connection) -> str:
