@@ -332,7 +332,8 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
             keys.append(f"k{len(keys)}")
             assert send(version, key=keys[-1]).json() == {"status": "queued"}
 
-    env = worker_env("deliveries", MORPH_TEST_SIGNAL_FILE=str(signal_file))
+    # Each delivery takes 20 ms or more: the three workers are all at it before the backlog is gone.
+    env = worker_env("deliveries", MORPH_TEST_SIGNAL_FILE=str(signal_file), MORPH_TEST_SLOW="0.02")
     workers = [
         subprocess.Popen(
             [*worker_command("deliveries"), "--claim", "3"],
@@ -350,6 +351,7 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
     # Every delivery claimed and applied once, by one worker: none attempted twice.
     applied = [int(out.split()[1]) for out, _ in outputs]
     assert sum(applied) == len(keys)
+    assert all(applied), f"a worker applied nothing: {applied}"
     deliveries = WebhookDelivery.objects.all()
     assert set(deliveries.values_list("attempts", flat=True)) == {1}
     assert set(deliveries.values_list("status", flat=True)) <= {"processed", "stale"}

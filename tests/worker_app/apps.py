@@ -35,6 +35,11 @@ def stall(instance: Any, event: Any, **kwargs: Any) -> None:
         time.sleep(120)  # the test kills the worker meanwhile
 
 
+def slow(**kwargs: Any) -> None:
+    # A receiver that takes its time (a CRM call), so that several workers overlap.
+    time.sleep(float(os.environ["MORPH_TEST_SLOW"]))
+
+
 def fail(**kwargs: Any) -> None:
     raise RuntimeError("receiver failure requested by the test")
 
@@ -55,6 +60,9 @@ class WorkerAppConfig(AppConfig):
                 getattr(signals, f"opportunity_{name}").connect(record(name), weak=False)
         if os.environ.get("MORPH_TEST_STALL_FILE"):
             signals.opportunity_created.connect(stall, weak=False)
+        if os.environ.get("MORPH_TEST_SLOW"):
+            for name in ("created", "updated", "deleted"):
+                getattr(signals, f"opportunity_{name}").connect(slow, weak=False)
         if os.environ.get("MORPH_TEST_FAIL"):
             signals.opportunity_created.connect(fail, weak=False)
         if os.environ.get("MORPH_TEST_FAIL_ONCE_FILE"):
