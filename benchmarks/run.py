@@ -787,9 +787,7 @@ def targets(report: dict[str, Any], workers: int) -> list[Target]:
                 2.0,
             ),
         ]
-    for queue, deferred in report.get("deferred", {}).items():
-        if not postgres:
-            break
+    for queue, deferred in (report.get("deferred", {}) if postgres else {}).items():
         figures = deferred["medians"]
         rows.append(
             Target(
@@ -1276,6 +1274,10 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.scenarios) - {scenario.name for scenario in SCENARIOS}
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
+    if set(args.queues) - set(WORKERS):
+        parser.error(
+            f"unknown queues {sorted(set(args.queues) - set(WORKERS))}: choose among {list(WORKERS)}"
+        )
     return args
 
 
