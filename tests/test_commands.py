@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command, load_command_clas
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, SignedMessage, WebhookDelivery
 from morph_webhooks.testing.factories import IdempotencyKeyFactory, WebhookDeliveryFactory
@@ -162,6 +163,16 @@ def test_sweep_command(settings):
     assert "Enqueued 0 overdue deliveries again." in run("morph_webhooks_sweep")
     delivery.refresh_from_db()
     assert delivery.next_attempt_at > timezone.now() - timedelta(minutes=1)
+
+
+def test_sweep_command_on_the_deliveries_queue(settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    delivery = WebhookDeliveryFactory(status="queued", next_attempt_at=timezone.now() - timedelta(hours=1))
+
+    assert "Made 1 overdue deliveries due again." in run("morph_webhooks_sweep")
+    delivery.refresh_from_db()
+    assert delivery.next_attempt_at > timezone.now() - timedelta(minutes=1)
+    assert not DBTaskResult.objects.exists()
 
 
 @pytest.mark.parametrize(

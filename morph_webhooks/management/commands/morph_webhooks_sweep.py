@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from ...conf import conf
 from ...deferred import sweep
 from ..options import seconds_or_zero
 
@@ -24,4 +25,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, older_than: float | None, **options: Any) -> None:
         count = sweep(older_than)
-        self.stdout.write(f"Enqueued {count} overdue deliveries again.")
+        if conf.QUEUE == "deliveries":
+            # No task to enqueue: they are due now, for morph_webhooks_worker's next claim.
+            self.stdout.write(f"Made {count} overdue deliveries due again.")
+        else:
+            self.stdout.write(f"Enqueued {count} overdue deliveries again.")
