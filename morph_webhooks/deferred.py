@@ -28,6 +28,7 @@ from .processing import (
     Result,
     first_delivery,
     give_up,
+    key_claim,
     process_event,
     run_atomically,
     settle,
@@ -140,17 +141,7 @@ def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
 def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
     """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
     (see morph_webhooks.statements); False when the key was claimed before."""
-    return claim_key_and_insert(
-        IdempotencyKey,
-        delivery,
-        connector_id=event.connector_id,
-        owner_id=event.owner_id,
-        key=event.idempotency_key,
-        event=event.type,
-        remote_id=event.remote_id,
-        outcome=Outcome.QUEUED,
-        lock_timeout=conf.LOCK_TIMEOUT,
-    )
+    return claim_key_and_insert(IdempotencyKey, delivery, key_claim(event, Outcome.QUEUED), conf.LOCK_TIMEOUT)
 
 
 def requeue(delivery: WebhookDelivery) -> Result:

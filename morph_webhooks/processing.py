@@ -336,15 +336,18 @@ def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
 
     A concurrent twin's claim makes it wait on the key's unique index until the twin's transaction
     ends: once committed, this is its duplicate; rolled back, this claims the key."""
-    return statements.claim_or_count_key(
-        IdempotencyKey,
+    return statements.claim_or_count_key(IdempotencyKey, key_claim(event, outcome), conf.LOCK_TIMEOUT)
+
+
+def key_claim(event: MorphEvent, outcome: Outcome) -> statements.KeyClaim:
+    """What claiming ``event``'s key for ``outcome`` writes."""
+    return statements.KeyClaim(
         connector_id=event.connector_id,
         owner_id=event.owner_id,
         key=event.idempotency_key,
         event=event.type,
         remote_id=event.remote_id,
         outcome=outcome,
-        lock_timeout=conf.LOCK_TIMEOUT,
     )
 
 

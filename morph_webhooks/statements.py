@@ -16,7 +16,8 @@ INSERT when the UPDATE found nothing).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from django.db import connections, router, transaction
@@ -27,14 +28,23 @@ from django.utils import timezone
 
 from .resources.base import MirroredResource
 
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """What claiming an idempotency key writes: the key (connector, owner, key), the event it
+    came with, and the outcome it is claimed for. Its fields are named as the key model's."""
+
+    connector_id: str
+    owner_id: str
+    key: str
+    event: str
+    remote_id: str
+    outcome: str
+
+
 # Columns the claim writes, in the order of its parameters.
 _CLAIMED = (
-    "connector_id",
-    "owner_id",
-    "key",
-    "event",
-    "remote_id",
-    "outcome",
+    *(field.name for field in dataclass_fields(KeyClaim)),
     "deliveries",
     "first_seen_at",
     "last_seen_at",
@@ -44,37 +54,27 @@ _CLAIMED = (
 _claims: dict[str, tuple[str, list[Field[Any, Any]]]] = {}
 
 
-def claim_or_count_key(
-    key_model: type[Model],
-    *,
-    connector_id: str,
-    owner_id: str,
-    key: str,
-    event: str,
-    remote_id: str,
-    outcome: str,
-    lock_timeout: float,
-) -> bool:
-    """Claim the key (a row of ``key_model``, the IdempotencyKey model) with ``outcome``, or count one more delivery of it when it was claimed before
-    (committed, or by a concurrent twin: the statement waits for the twin's transaction on the
-    unique index, then counts). True when claimed here. ``lock_timeout`` (seconds, 0: none) bounds
-    lock waits for the rest of the transaction on PostgreSQL, from this statement on."""
+def claim_or_count_key(key_model: type[Model], claim: KeyClaim, lock_timeout: float) -> bool:
+    """Claim the key (a row of ``key_model``, the IdempotencyKey model), or count one more
+    delivery of it when it was claimed before (committed, or by a concurrent twin: the statement
+    waits for the twin's transaction on the unique index, then counts). True when claimed here.
+    ``lock_timeout`` (seconds, 0: none) bounds lock waits for the rest of the transaction on
+    PostgreSQL, from this statement on."""
     connection = connections[router.db_for_write(key_model)]
-    claim = _claims.get(connection.alias)
-    if claim is None:
-        claim = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
-    sql, fields = claim
-    params = _key_params(fields, connection, connector_id, owner_id, key, event, remote_id, outcome)
-    (deliveries,) = _after_lock_timeout(connection, lock_timeout, sql, params)
+    compiled = _claims.get(connection.alias)
+    if compiled is None:
+        compiled = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
+    sql, fields = compiled
+    (deliveries,) = _after_lock_timeout(connection, lock_timeout, sql, _key_params(fields, connection, claim))
     # Written 1 when claimed, raised to 2 or more when counted: the app writes no key with fewer
     # than one delivery (the column's default, and only ever incremented).
     return bool(deliveries == 1)
 
 
-def _key_params(fields: list[Field[Any, Any]], connection: BaseDatabaseWrapper, *values: str) -> list[Any]:
+def _key_params(fields: list[Field[Any, Any]], connection: BaseDatabaseWrapper, claim: KeyClaim) -> list[Any]:
     """The claim's parameters: the key's identity and outcome, one delivery, first and last seen now."""
     now = timezone.now()
-    claimed = (*values, 1, now, now)
+    claimed = (*astuple(claim), 1, now, now)
     return [field.get_db_prep_save(value, connection) for field, value in zip(fields, claimed, strict=True)]
 
 
@@ -445,16 +445,7 @@ def claims_with_insert(model: type[Model]) -> bool:
 
 
 def claim_key_and_insert(
-    key_model: type[Model],
-    instance: Model,
-    *,
-    connector_id: str,
-    owner_id: str,
-    key: str,
-    event: str,
-    remote_id: str,
-    outcome: str,
-    lock_timeout: float,
+    key_model: type[Model], instance: Model, claim: KeyClaim, lock_timeout: float
 ) -> bool:
     """:func:`claim_or_count_key`, and :func:`insert` of ``instance`` whichever way the claim
     went, in one statement (both are data-modifying ``WITH`` queries) after the same SET LOCAL as
@@ -469,7 +460,7 @@ def claim_key_and_insert(
             key_model, model, connection
         )
     sql, key_fields, fields = compiled
-    params = _key_params(key_fields, connection, connector_id, owner_id, key, event, remote_id, outcome)
+    params = _key_params(key_fields, connection, claim)
     pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
     params += [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     deliveries, pk = _after_lock_timeout(connection, lock_timeout, sql, params)
