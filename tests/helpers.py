@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Model
 from django.dispatch import Signal
 from django.test import Client
@@ -59,6 +59,24 @@ def statements() -> Iterator[list[str]]:
     with CaptureQueriesContext(connection) as context:
         yield captured
     captured.extend(q["sql"] for q in context.captured_queries if q["sql"].upper() not in ("BEGIN", "COMMIT"))
+
+
+@contextmanager
+def locked_elsewhere(sql: str, params: list[Any] | None = None) -> Iterator[None]:
+    """While the block runs, another database session holds the locks ``sql`` takes, in a
+    transaction it rolls back after the block. The session stays idle meanwhile, as a long
+    transaction or a migration would: no thread is needed to keep its locks."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute(sql, params)
+            try:
+                yield
+            finally:
+                cursor.execute("ROLLBACK")
+    finally:
+        other.close()
 
 
 def free_port() -> int:

@@ -4,12 +4,10 @@ in test_workers.py."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -17,7 +15,7 @@ from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.worker import Worker, claim, release
-from tests.helpers import postgresql_only, raising_receiver
+from tests.helpers import locked_elsewhere, postgresql_only, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -181,30 +179,13 @@ def test_the_command_refuses_nonsense_options(option):
 @pytest.mark.django_db(transaction=True)
 def test_claims_skip_what_another_worker_is_claiming(send):
     deliveries = queue(send, 4)
-    locked, release_lock = threading.Event(), threading.Event()
-
-    def other_worker() -> None:
-        # Another worker's claim, caught between its SELECT ... FOR UPDATE and its commit.
-        try:
-            with transaction.atomic():
-                rows = WebhookDelivery.objects.select_for_update().filter(
-                    pk__in=[d.pk for d in deliveries[:2]]
-                )
-                assert len(list(rows)) == 2
-                locked.set()
-                release_lock.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=other_worker)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    # Another worker's claim, caught between its SELECT ... FOR UPDATE and its commit.
+    table = WebhookDelivery._meta.db_table
+    with locked_elsewhere(
+        f"SELECT 1 FROM {table} WHERE id IN (%s, %s) FOR UPDATE", [d.pk for d in deliveries[:2]]
+    ):
         # Not blocked by the other claim, and none of its rows.
         assert [d.pk for d in claim(10)] == [d.pk for d in deliveries[2:]]
-    finally:
-        release_lock.set()
-        thread.join()
 
 
 def call_command_output(*args: str) -> str:

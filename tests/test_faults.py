@@ -4,7 +4,6 @@ may remain."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from django.test import Client
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_updated
 from morph_webhooks.testing import opportunity_event, post_event
-from tests.helpers import postgresql_only
+from tests.helpers import locked_elsewhere, postgresql_only
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -58,32 +57,11 @@ def test_lock_held_longer_than_lock_timeout_is_503_and_the_retry_succeeds(
     client, stored, sent_signals, settings
 ):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0.3}
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_row_lock() -> None:
-        other = connections.create_connection("default")
-        try:
-            with other.cursor() as cursor:
-                cursor.execute("BEGIN")
-                cursor.execute(
-                    "SELECT 1 FROM morph_webhooks_opportunity WHERE id = %s FOR UPDATE", [stored.pk]
-                )
-                locked.set()
-                release.wait(30)  # far longer than LOCK_TIMEOUT: the endpoint must not wait for it
-                cursor.execute("ROLLBACK")
-        finally:
-            other.close()
-
-    holder = threading.Thread(target=hold_row_lock)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    row_lock = f"SELECT 1 FROM {Opportunity._meta.db_table} WHERE id = %s FOR UPDATE"
+    with locked_elsewhere(row_lock, [stored.pk]):
         started = time.monotonic()
         response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
         waited = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join()
 
     assert 0.3 <= waited < 5
     assert response.status_code == 503
@@ -111,30 +89,10 @@ def test_table_locked_longer_than_lock_timeout_is_503(client, settings, processi
     # for it while PostgreSQL analyses the statement, before running any of it. The SET LOCAL
     # travelling in the same query string must already apply then.
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0.3, "PROCESSING": processing}
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_table_lock() -> None:
-        other = connections.create_connection("default")
-        try:
-            with other.cursor() as cursor:
-                cursor.execute("BEGIN")
-                cursor.execute(f"LOCK TABLE {IdempotencyKey._meta.db_table} IN ACCESS EXCLUSIVE MODE")
-                locked.set()
-                release.wait(30)
-                cursor.execute("ROLLBACK")
-        finally:
-            other.close()
-
-    holder = threading.Thread(target=hold_table_lock)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with locked_elsewhere(f"LOCK TABLE {IdempotencyKey._meta.db_table} IN ACCESS EXCLUSIVE MODE"):
         started = time.monotonic()
         response = post_event(client, UPDATE, headers={"x-idempotency-key": "k1"})
         waited = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join()
 
     assert 0.3 <= waited < 5
     assert response.status_code == 503
