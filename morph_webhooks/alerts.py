@@ -14,6 +14,7 @@ worker process mails at most once per interval.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
@@ -80,7 +81,9 @@ def _not_mailed_since_last_mail() -> int | None:
         return None
     not_mailed = cache.get(NOT_MAILED_KEY, 0)
     if not_mailed:
-        cache.delete(NOT_MAILED_KEY)
+        # Taken off, not deleted: a death counted meanwhile stays counted for the next mail.
+        with contextlib.suppress(ValueError):  # gone meanwhile (evicted)
+            cache.decr(NOT_MAILED_KEY, not_mailed)
     return int(not_mailed)
 
 

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 
 from django.db import DatabaseError, connections, router
-from django.db.models import Count, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Min, Q
 from django.utils.timezone import now
 
 from .conf import conf
-from .models import Connection, Outcome, SyncOutcome, WebhookDelivery
+from .models import FAILED_OUTCOMES, Connection, Outcome, SyncOutcome, WebhookDelivery
 
 FAILURE_RATE_WINDOW = timedelta(hours=1)
 SHOWN = 5  # connections named in a detail; the rest are counted
@@ -99,7 +99,7 @@ def overdue_deliveries() -> CheckResult:
 def failure_rate() -> CheckResult:
     # Answered by the received_at index: only the last hour's rows are read.
     counts = WebhookDelivery.objects.filter(received_at__gte=now() - FAILURE_RATE_WINDOW).aggregate(
-        all=Count("pk"), failed=Count("pk", filter=Q(status__in=(Outcome.FAILED, Outcome.DEAD)))
+        all=Count("pk"), failed=Count("pk", filter=Q(status__in=FAILED_OUTCOMES))
     )
     if not counts["all"]:
         return CheckResult("failure_rate", Status.OK, "No deliveries in the last hour.")
@@ -112,7 +112,9 @@ def failure_rate() -> CheckResult:
 
 def silent_connections() -> CheckResult:
     """Connections that received events once and none for longer than their threshold."""
-    connections = Connection.objects.only("connector_id", "owner_id").annotate(last_event_at=last_event())
+    connections = Connection.objects.only("connector_id", "owner_id").annotate(
+        last_event_at=Connection.last_event()
+    )
     # Filtered here, not in SQL: a WHERE on the annotation would run each subquery twice.
     heard = [
         connection
@@ -134,16 +136,6 @@ def silent_connections() -> CheckResult:
         Status.WARNING,
         f"{len(silent)} {plural(len(silent), 'connection', 'connections')} silent: {listed(silent)}.",
     )
-
-
-def last_event() -> Subquery:
-    """For a query of connections: when each last received a delivery (None: never), in the same
-    statement; the (connector_id, owner_id, received_at) index answers each connection's subquery
-    whatever the size of the request log. The metrics read it too."""
-    newest = WebhookDelivery.objects.filter(
-        connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
-    ).order_by("-received_at")
-    return Subquery(newest.values("received_at")[:1])
 
 
 def is_silent(connection: Connection, last_event_at: datetime, current: datetime) -> bool:

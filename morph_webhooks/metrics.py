@@ -25,7 +25,6 @@ from django.db.models import Count, Min, Q
 from django.utils.timezone import now
 
 from .conf import conf
-from .health import last_event
 from .models import Connection, Outcome, WebhookDelivery
 from .resources.registry import REGISTRY
 
@@ -154,7 +153,7 @@ def database_metrics() -> Iterator[Metric]:
     dead.add_metric([], queue["dead"])
     # One statement for every connection, the health check's (each connection's newest delivery
     # from the (connector_id, owner_id, received_at) index); no write per event anywhere.
-    connections = Connection.objects.annotate(last_event_at=last_event()).values_list(
+    connections = Connection.objects.annotate(last_event_at=Connection.last_event()).values_list(
         "connector_id",
         "owner_id",
         "last_event_at",

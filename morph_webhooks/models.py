@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import IntegrityError, models, router, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.signals import post_delete
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
@@ -53,6 +53,9 @@ KEY_OUTCOMES = (Outcome.QUEUED, Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORE
 # still try (queued) or gave up (dead): their key was claimed on arrival (outcome "queued") and is
 # held for them, so no other delivery of the event applies it; applying it is theirs to do.
 AWAITING_APPLY = (Outcome.QUEUED, Outcome.DEAD)
+# Deliveries whose processing failed: in the request, or in a worker that gave up. The health
+# check's failure rate and the admin overview count these.
+FAILED_OUTCOMES = (Outcome.FAILED, Outcome.DEAD)
 
 
 class IdempotencyKey(models.Model):
@@ -393,6 +396,17 @@ class Connection(models.Model):
                 [Connection(connector_id=connector_id, owner_id=owner_id)], ignore_conflicts=True
             )
         _REGISTERED.add((connector_id, owner_id))
+
+    @staticmethod
+    def last_event() -> Subquery:
+        """For a query of connections, ``annotate(last_event_at=Connection.last_event())``: when
+        each last received a delivery (None: never), in the same statement; the (connector_id,
+        owner_id, received_at) index answers each connection's subquery whatever the size of the
+        request log. The health check, the metrics and the admin read it."""
+        newest = WebhookDelivery.objects.filter(
+            connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
+        ).order_by("-received_at")
+        return Subquery(newest.values("received_at")[:1])
 
     def sync_running(self) -> bool:
         """Whether a sync holds the connection now (its lease has not expired)."""

@@ -121,7 +121,8 @@ def test_a_flood_mails_once_per_interval_and_counts_the_rest(die, mailoutbox):
     dead_list = reverse("admin:morph_webhooks_webhookdelivery_changelist") + "?status=dead"
     assert "4 more deliveries died since the last mail without a mail of their own" in body
     assert dead_list in body
-    assert caches["default"].get(alerts.NOT_MAILED_KEY) is None
+    # None counted since this mail (the count was taken off, leaving 0).
+    assert not caches["default"].get(alerts.NOT_MAILED_KEY)
 
 
 def test_the_throttle_waits_the_interval(die, mailoutbox):

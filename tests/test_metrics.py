@@ -612,17 +612,33 @@ def counts_add_up(example: Site) -> None:
 
 def test_the_example_gunicorn_child_exit_marks_the_process_dead(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    live, counted = tmp_path / "gauge_livesum_4242.db", tmp_path / "counter_4242.db"
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()  # a worker process that has exited
+    live, counted = tmp_path / f"gauge_livesum_{ended.pid}.db", tmp_path / f"counter_{ended.pid}.db"
     live.write_bytes(b"")
     counted.write_bytes(b"")
     config = runpy.run_path(str(ROOT / "example_project" / "gunicorn.conf.py"))
 
-    config["child_exit"](None, SimpleNamespace(pid=4242))
+    config["child_exit"](None, SimpleNamespace(pid=ended.pid))
 
     # The live gauge goes with the process; the counts stay in the sums.
     assert not live.exists() and counted.exists()
     config["on_starting"](None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_example_gunicorn_start_keeps_the_files_of_running_task_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    # A task worker still running (this process) and a process of an earlier run.
+    running, gone = tmp_path / f"histogram_{os.getpid()}.db", tmp_path / f"counter_{ended.pid}.db"
+    running.write_bytes(b"")
+    gone.write_bytes(b"")
+
+    runpy.run_path(str(ROOT / "example_project" / "gunicorn.conf.py"))["on_starting"](None)
+
+    assert list(tmp_path.iterdir()) == [running]
 
 
 def test_a_task_workers_processing_times_reach_the_scrape(tmp_path):

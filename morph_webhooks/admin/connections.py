@@ -10,7 +10,6 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..health import last_event
 from ..models import Connection
 from .display import EMPTY, ModelAdmin, field_as, moment, pretty_json
 
@@ -60,7 +59,7 @@ class ConnectionAdmin(ModelAdmin):
         # The newest delivery of each connection, within the page's one query (the health
         # check's subquery).
         connections: QuerySet[Connection] = super().get_queryset(request)
-        return connections.annotate(last_event_at=last_event())
+        return connections.annotate(last_event_at=Connection.last_event())
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Once added, a connection is what Morph's events and the API name: not renamed here.

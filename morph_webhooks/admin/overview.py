@@ -22,8 +22,8 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..health import is_silent, last_event, silence_threshold
-from ..models import Connection, Opportunity, Outcome, Stage, StageType, WebhookDelivery
+from ..health import is_silent, silence_threshold
+from ..models import FAILED_OUTCOMES, Connection, Opportunity, Outcome, Stage, StageType, WebhookDelivery
 from .display import amount_text
 
 # The overview's columns, from "all is well" to "someone should look"; an outcome missing here
@@ -34,8 +34,6 @@ OVERVIEW_OUTCOMES = sorted(
 )
 # The outcomes that need a person: the request was refused, or its processing failed.
 TROUBLE = [o.value for o in Outcome if o.value in ("rejected", "failed", "dead")]
-# What the health check counts as failed (its failure rate): processing failed, or a worker gave up.
-FAILED = [Outcome.FAILED.value, Outcome.DEAD.value]
 OVERVIEW_HOURS = 24
 OVERVIEW_FAILURES = 20
 # Connections listed, those that need a look first; the Connections page lists them all.
@@ -193,7 +191,9 @@ def connection_rows(now: datetime, deliveries_url: str) -> list[ConnectionRow]:
     failures = {
         (row["connector_id"], row["owner_id"]): row["count"]
         # Answered by the (status, received_at) index: only the failures are read.
-        for row in WebhookDelivery.objects.filter(status__in=FAILED, received_at__gte=first_hour_shown(now))
+        for row in WebhookDelivery.objects.filter(
+            status__in=FAILED_OUTCOMES, received_at__gte=first_hour_shown(now)
+        )
         .values("connector_id", "owner_id")
         .annotate(count=Count("pk"))
         .order_by()
@@ -201,7 +201,7 @@ def connection_rows(now: datetime, deliveries_url: str) -> list[ConnectionRow]:
     rows = []
     # One statement, as the health check's silence check runs it.
     for connection in Connection.objects.only("connector_id", "owner_id").annotate(
-        last_event_at=last_event()
+        last_event_at=Connection.last_event()
     ):
         pair = (connection.connector_id, connection.owner_id)
         last_event_at = connection.last_event_at
