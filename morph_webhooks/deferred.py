@@ -218,9 +218,16 @@ def _stores_tasks_in_the_database(backend: Any) -> bool:
 
 def sweep(older_than: float | None = None) -> int:
     """Enqueue again every queued delivery overdue by more than ``older_than`` seconds (default
-    PENDING_TIMEOUT): its task was lost, or its worker died. Returns how many."""
+    PENDING_TIMEOUT): its task was lost, or its worker died. Returns how many.
+
+    With ``QUEUE = "deliveries"`` there is no task to lose: morph_webhooks_worker takes every
+    delivery that is due. Nothing is changed then, and the overdue deliveries are counted: making
+    them due "now" would put them behind newer ones and hide from the health check how long they
+    have waited (no worker is running)."""
     cutoff = timezone.now() - timedelta(seconds=conf.PENDING_TIMEOUT if older_than is None else older_than)
     overdue = WebhookDelivery.objects.filter(status=Outcome.QUEUED, next_attempt_at__lt=cutoff)
+    if conf.QUEUE == "deliveries":
+        return overdue.count()
     count = 0
     for delivery in overdue.only("pk").iterator():
         with transaction.atomic():

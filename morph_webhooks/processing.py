@@ -82,7 +82,7 @@ def process_event(
     whatever signal receivers write are committed together or not at all. On failure
     ``on_failure`` records it on the delivery (with the traceback) and the exception propagates.
     ``mode`` labels the time it took in the metrics: "sync" in the calling process, "deferred" in
-    a task worker.
+    a worker (a task's, or morph_webhooks_worker).
     """
     started = time.perf_counter()
     try:

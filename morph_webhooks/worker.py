@@ -48,33 +48,39 @@ def claim(limit: int) -> list[WebhookDelivery]:
 
 
 def release(deliveries: list[WebhookDelivery]) -> int:
-    """Give back leased deliveries not applied (the worker is stopping): due again now, unless
-    another run settled them or took them since."""
-    count = 0
-    for delivery in deliveries:
-        count += WebhookDelivery.objects.filter(
-            pk=delivery.pk, status=Outcome.QUEUED, next_attempt_at=delivery.next_attempt_at
-        ).update(next_attempt_at=timezone.now())
-    return count
+    """Give back deliveries of one claim not applied (the worker is stopping): due again now,
+    unless another run settled them or took them since (their lease is no longer the claim's)."""
+    if not deliveries:
+        return 0
+    return WebhookDelivery.objects.filter(
+        pk__in=[delivery.pk for delivery in deliveries],
+        status=Outcome.QUEUED,
+        next_attempt_at=deliveries[0].next_attempt_at,  # the claim's lease, the same for each
+    ).update(next_attempt_at=timezone.now())
 
 
 class Worker:
     """Claims and applies queued deliveries until :meth:`stop` (or, with ``until_empty``, until
-    none is due), waiting ``interval`` seconds whenever none is."""
+    none is due), waiting ``interval`` seconds whenever none is.
+
+    A claim's rows are applied as read when claimed, up to a few deliveries later: the lease keeps
+    other workers off them, and a change made meanwhile elsewhere (a replay from the admin) is
+    settled by the key, which applies each event once."""
 
     def __init__(self, *, claim_size: int = 10, interval: float = 1.0, until_empty: bool = False) -> None:
         self.claim_size = claim_size
         self.interval = interval
         self.until_empty = until_empty
         self.stopping = threading.Event()
-        self.applied = 0
+        self.handled = 0  # applied, or failed and recorded so
+        self.failed = 0
 
     def stop(self) -> None:
         """Finish the delivery being applied, give the rest of the claim back, and return."""
         self.stopping.set()
 
     def run(self) -> int:
-        """Returns how many deliveries were applied (or failed and were scheduled again)."""
+        """Returns how many deliveries were handled: applied, or failed (and recorded so)."""
         logger.info(
             "Applying queued deliveries: up to %d per claim, looking again every %g s when none is due",
             self.claim_size,
@@ -93,7 +99,7 @@ class Worker:
                     break
                 self.stopping.wait(self.interval)
         _drop_old_connections()
-        return self.applied
+        return self.handled
 
     def _apply(self, delivery: WebhookDelivery) -> None:
         try:
@@ -103,12 +109,14 @@ class Worker:
             # were even that impossible, its lease runs out and a worker claims it again. One
             # delivery's failure must not stop the others.
             logger.exception("Delivery %s failed; see its record in the admin", delivery.pk)
-        self.applied += 1
+            self.failed += 1
+        self.handled += 1
 
 
 def _drop_old_connections() -> None:
-    """As Django does around a request: close the connections that broke or outlived CONN_MAX_AGE,
-    so that the next claim opens a new one. Not one in a transaction (a worker run by a test's)."""
+    """Django's ``close_old_connections``, as around a request: close the connections that broke
+    or outlived CONN_MAX_AGE, so that the next claim opens a new one. But not one in a transaction
+    (a worker run inside a test's), which that function would close under the caller."""
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()

@@ -160,6 +160,13 @@ def test_the_command_applies_a_backlog(send):
     assert Opportunity.objects.count() == 3
 
 
+def test_the_command_counts_failures_apart(send):
+    queue(send, 2)
+    with raising_receiver(opportunity_created, RuntimeError, "CRM mirror down", remote_id="deal_1"):
+        out = call_command_output("--batch")
+    assert out == "Applied 1 delivery; 1 failed (recorded, and retried or dead).\n"
+
+
 def test_the_command_refuses_to_run_for_another_queue(settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "QUEUE": "tasks"}
     with pytest.raises(CommandError, match="QUEUE is 'tasks'"):

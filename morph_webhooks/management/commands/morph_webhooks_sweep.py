@@ -26,7 +26,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, older_than: float | None, **options: Any) -> None:
         count = sweep(older_than)
         if conf.QUEUE == "deliveries":
-            # No task to enqueue: they are due now, for morph_webhooks_worker's next claim.
-            self.stdout.write(f"Made {count} overdue deliveries due again.")
+            # Nothing to enqueue: a worker takes every due delivery, if one runs.
+            self.stdout.write(
+                f"{count} queued deliveries overdue; none enqueued (QUEUE is 'deliveries'): "
+                "is morph_webhooks_worker running?"
+            )
         else:
             self.stdout.write(f"Enqueued {count} overdue deliveries again.")

@@ -53,5 +53,7 @@ class Command(BaseCommand):
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
-        applied = worker.run()
-        self.stdout.write(f"Applied {applied} deliveries.")
+        worker.run()
+        applied = worker.handled - worker.failed
+        failed = f"; {worker.failed} failed (recorded, and retried or dead)" if worker.failed else ""
+        self.stdout.write(f"Applied {applied} {'delivery' if applied == 1 else 'deliveries'}{failed}.")
