@@ -116,7 +116,7 @@ def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
 
 
 def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    if delivery.pk is None and claims_with_insert(WebhookDelivery):
+    if delivery.pk is None and claims_with_insert(IdempotencyKey, WebhookDelivery):
         # A request's delivery, not stored yet: recorded as queued by the claim's own statement,
         # then put back as it arrived should the claim fail or find a duplicate.
         attempts = delivery.attempts

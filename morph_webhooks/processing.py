@@ -354,40 +354,19 @@ def key_claim(event: MorphEvent, outcome: Outcome) -> statements.KeyClaim:
 def _correct_key_outcome(event: MorphEvent, outcome: Outcome) -> None:
     """Record on the key, claimed by :func:`first_delivery` in this transaction, what became of
     its event after all."""
-    statements.settle_key(
-        IdempotencyKey,
-        connector_id=event.connector_id,
-        owner_id=event.owner_id,
-        key=event.idempotency_key,
-        outcome=outcome,
-    )
+    statements.settle_key(IdempotencyKey, key_claim(event, outcome))
 
 
 def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
     """Settle the key that a queued delivery claimed on arrival (outcome "queued") with ``outcome``."""
     # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
     # second waits, then finds the key settled and changes nothing.
-    if statements.settle_key(
-        IdempotencyKey,
-        connector_id=event.connector_id,
-        owner_id=event.owner_id,
-        key=event.idempotency_key,
-        outcome=outcome,
-        was=Outcome.QUEUED,
-    ):
+    if statements.settle_key(IdempotencyKey, key_claim(event, outcome), was=Outcome.QUEUED):
         return
-    try:
-        IdempotencyKey.objects.create(
-            connector_id=event.connector_id,
-            owner_id=event.owner_id,
-            key=event.idempotency_key,
-            event=event.type,
-            remote_id=event.remote_id,
-            outcome=outcome,
-        )
-    except IntegrityError as exc:
-        # Another run of this delivery settled the key first: it is that run's duplicate.
-        raise _AlreadyApplied from exc
+    # No key held for it: claim it now. Found claimed, another run of this
+    # delivery settled it first: this run is that run's duplicate (its count rolls back with it).
+    if not first_delivery(event, outcome):
+        raise _AlreadyApplied
 
 
 def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -27,6 +27,8 @@ from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from .resources.base import MirroredResource
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,17 @@ _CLAIMED = (
     "last_seen_at",
 )
 
-# Per connection alias: the statement, and the fields that prepare its parameters.
-_claims: dict[str, tuple[str, list[Field[Any, Any]]]] = {}
+# Every compiled statement, by what it is for: its kind, its models and the database alias.
+_compiled_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _compiled(key: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """``build()``'s statement for ``key``, compiled the first time only."""
+    try:
+        return cast(T, _compiled_statements[key])
+    except KeyError:
+        compiled = _compiled_statements[key] = build()
+        return compiled
 
 
 def claim_or_count_key(key_model: type[Model], claim: KeyClaim, lock_timeout: float) -> bool:
@@ -61,10 +72,10 @@ def claim_or_count_key(key_model: type[Model], claim: KeyClaim, lock_timeout: fl
     ``lock_timeout`` (seconds, 0: none) bounds lock waits for the rest of the transaction on
     PostgreSQL, from this statement on."""
     connection = connections[router.db_for_write(key_model)]
-    compiled = _claims.get(connection.alias)
-    if compiled is None:
-        compiled = _claims[connection.alias] = (_claim_sql(key_model, connection), _fields(key_model))
-    sql, fields = compiled
+    sql, fields = _compiled(
+        ("claim", key_model, connection.alias),
+        lambda: (_claim_sql(key_model, connection), _fields(key_model)),
+    )
     (deliveries,) = _after_lock_timeout(connection, lock_timeout, sql, _key_params(fields, connection, claim))
     # Written 1 when claimed, raised to 2 or more when counted: the app writes no key with fewer
     # than one delivery (the column's default, and only ever incremented).
@@ -141,26 +152,17 @@ def bound_lock_wait(key_model: type[Model], lock_timeout: float) -> None:
             cursor.execute(prefix.removesuffix("; "))
 
 
-_settles: dict[tuple[str, bool], str] = {}
-
-
-def settle_key(
-    key_model: type[Model],
-    *,
-    connector_id: str,
-    owner_id: str,
-    key: str,
-    outcome: str,
-    was: str | None = None,
-) -> bool:
-    """Set the key's outcome (only if it was ``was``, when given); False when no row changed."""
+def settle_key(key_model: type[Model], claim: KeyClaim, was: str | None = None) -> bool:
+    """Set the claimed key's outcome to ``claim.outcome`` (only if it was ``was``, when given);
+    False when no row changed."""
     connection = connections[router.db_for_write(key_model)]
-    sql = _settles.get((connection.alias, was is not None))
-    if sql is None:
-        sql = _settles[(connection.alias, was is not None)] = _settle_sql(
-            key_model, connection, was is not None
-        )
-    params = [str(outcome), connector_id, owner_id, key] + ([] if was is None else [str(was)])
+    conditional = was is not None
+    sql = _compiled(
+        ("settle", key_model, connection.alias, conditional),
+        lambda: _settle_sql(key_model, connection, conditional),
+    )
+    params = [str(claim.outcome), claim.connector_id, claim.owner_id, claim.key]
+    params += [] if was is None else [str(was)]
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return bool(cursor.rowcount)
@@ -206,7 +208,6 @@ class _Select:
     converters: dict[int, tuple[list[Callable[..., Any]], Any]]
 
 
-_selects: dict[tuple[type[Model], str, bool], _Select] = {}
 # Stand-ins for the looked-up values while the ORM compiles a statement: its parameters then tell
 # where each value goes.
 _IDS: dict[str, Any] = {
@@ -241,11 +242,10 @@ def _select_one(
     model: type[Model], for_update: bool, stand_ins: dict[str, Any], values: tuple[Any, ...]
 ) -> Model | None:
     connection = connections[router.db_for_write(model) if for_update else router.db_for_read(model)]
-    select = _selects.get((model, connection.alias, for_update))
-    if select is None:
-        select = _selects[(model, connection.alias, for_update)] = _compile_select(
-            model, connection, for_update, stand_ins
-        )
+    select = _compiled(
+        ("select", model, connection.alias, for_update),
+        lambda: _compile_select(model, connection, for_update, stand_ins),
+    )
     params: list[Any] = [None] * len(values)
     for position, value in zip(select.order, values, strict=True):
         params[position] = value
@@ -288,32 +288,45 @@ class _Save:
     fields: list[Field[Any, Any]]
 
 
-_inserts: dict[tuple[type[Model], str], _Save] = {}
-_updates: dict[tuple[type[Model], str], _Save] = {}
-
-
 def insert(instance: Model) -> None:
     """``instance.save(force_insert=True)`` (its signals included) for a model with no parent and
     an auto-incremented primary key, the INSERT compiled once per model and database."""
     model = type(instance)
-    meta = model._meta
     connection = connections[router.db_for_write(model, instance=instance)]
-    statement = _inserts.get((model, connection.alias))
-    if statement is None:
-        statement = _inserts[(model, connection.alias)] = _compile_insert(model, connection)
-    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
-    # What the ORM's INSERT would write: each field's pre_save() value (auto_now...), prepared.
-    params = [
-        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in statement.fields
-    ]
+    statement = _insert_statement(model, connection)
+    params = _before_insert(instance, statement.fields, connection)
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(statement.sql, params)
         (pk,) = cursor.fetchone()
-    setattr(instance, meta.pk.attname, pk)
-    instance._state.db = connection.alias
+    _stored(instance, pk, connection.alias)
+    _after_insert(instance, connection.alias)
+
+
+def _insert_statement(model: type[Model], connection: BaseDatabaseWrapper) -> _Save:
+    return _compiled(("insert", model, connection.alias), lambda: _compile_insert(model, connection))
+
+
+def _before_insert(
+    instance: Model, fields: list[Field[Any, Any]], connection: BaseDatabaseWrapper
+) -> list[Any]:
+    """Send ``pre_save`` as save() does before an INSERT, and return ``instance``'s parameters: what
+    the ORM's INSERT would write, each field's pre_save() value (auto_now...), prepared."""
+    pre_save.send(
+        sender=type(instance), instance=instance, raw=False, using=connection.alias, update_fields=None
+    )
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+
+
+def _stored(instance: Model, pk: Any, alias: str) -> None:
+    """Record on ``instance`` that its INSERT stored it under ``pk``, as save() does."""
+    setattr(instance, instance._meta.pk.attname, pk)
+    instance._state.db = alias
     instance._state.adding = False
+
+
+def _after_insert(instance: Model, alias: str) -> None:
     post_save.send(
-        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
+        sender=type(instance), instance=instance, created=True, update_fields=None, raw=False, using=alias
     )
 
 
@@ -328,15 +341,12 @@ def insert_many(instances: Sequence[Model]) -> None:
     if not instances:
         return
     model = type(instances[0])
-    meta = model._meta
     connection = connections[router.db_for_write(model, instance=instances[0])]
     if not connection.features.can_return_rows_from_bulk_insert:
         for instance in instances:
             insert(instance)
         return
-    statement = _inserts.get((model, connection.alias))
-    if statement is None:
-        statement = _inserts[(model, connection.alias)] = _compile_insert(model, connection)
+    statement = _insert_statement(model, connection)
     # The compiled single-row statement, its VALUES repeated.
     head, _, tail = statement.sql.partition(" VALUES ")
     one_row, _, returning = tail.partition(" RETURNING ")
@@ -346,31 +356,16 @@ def insert_many(instances: Sequence[Model]) -> None:
         params: list[Any] = []
         for instance in batch:
             assert type(instance) is model, "one model per statement"
-            pre_save.send(
-                sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None
-            )
-            params.extend(
-                field.get_db_prep_save(field.pre_save(instance, True), connection)
-                for field in statement.fields
-            )
+            params.extend(_before_insert(instance, statement.fields, connection))
         sql = f"{head} VALUES {', '.join([one_row] * len(batch))} RETURNING {returning}"
         with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(sql, params)
             pks = [pk for (pk,) in cursor.fetchall()]
         assert len(pks) == len(batch), "one primary key returned per row"
         for instance, pk in zip(batch, pks, strict=True):
-            setattr(instance, meta.pk.attname, pk)
-            instance._state.db = connection.alias
-            instance._state.adding = False
+            _stored(instance, pk, connection.alias)
         for instance in batch:
-            post_save.send(
-                sender=model,
-                instance=instance,
-                created=True,
-                update_fields=None,
-                raw=False,
-                using=connection.alias,
-            )
+            _after_insert(instance, connection.alias)
 
 
 def update(instance: Model) -> bool:
@@ -379,9 +374,7 @@ def update(instance: Model) -> bool:
     there (deleted meanwhile): where ``save()`` would insert it again, the caller decides."""
     model = type(instance)
     connection = connections[router.db_for_write(model, instance=instance)]
-    statement = _updates.get((model, connection.alias))
-    if statement is None:
-        statement = _updates[(model, connection.alias)] = _compile_update(model, connection)
+    statement = _compiled(("update", model, connection.alias), lambda: _compile_update(model, connection))
     pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
     params = [
         field.get_db_prep_save(field.pre_save(instance, False), connection) for field in statement.fields
@@ -431,17 +424,12 @@ def _check_plain(model: type[Model]) -> None:
     assert list(meta.db_returning_fields) == [meta.pk], f"{model.__name__}: save() it instead"
 
 
-# Per connection alias and model: the statement that claims a key and inserts a row, the key's
-# fields and the row's that prepare its parameters.
-_claims_inserting: dict[
-    tuple[str, type[Model]], tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]]
-] = {}
-
-
-def claims_with_insert(model: type[Model]) -> bool:
-    """Whether :func:`claim_key_and_insert` can write ``model``'s rows on their database: only
-    PostgreSQL has data-modifying ``WITH`` queries."""
-    return bool(connections[router.db_for_write(model)].vendor == "postgresql")
+def claims_with_insert(key_model: type[Model], model: type[Model]) -> bool:
+    """Whether :func:`claim_key_and_insert` can claim keys (rows of ``key_model``) and write
+    ``model``'s rows in one statement: both on one database, a PostgreSQL one (only it has
+    data-modifying ``WITH`` queries)."""
+    alias = router.db_for_write(model)
+    return alias == router.db_for_write(key_model) and connections[alias].vendor == "postgresql"
 
 
 def claim_key_and_insert(
@@ -454,22 +442,14 @@ def claim_key_and_insert(
     one round trip fewer. PostgreSQL only (see :func:`claims_with_insert`)."""
     model = type(instance)
     connection = connections[router.db_for_write(model, instance=instance)]
-    compiled = _claims_inserting.get((connection.alias, model))
-    if compiled is None:
-        compiled = _claims_inserting[(connection.alias, model)] = _claim_inserting(
-            key_model, model, connection
-        )
-    sql, key_fields, fields = compiled
-    params = _key_params(key_fields, connection, claim)
-    pre_save.send(sender=model, instance=instance, raw=False, using=connection.alias, update_fields=None)
-    params += [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-    deliveries, pk = _after_lock_timeout(connection, lock_timeout, sql, params)
-    setattr(instance, model._meta.pk.attname, pk)
-    instance._state.db = connection.alias
-    instance._state.adding = False
-    post_save.send(
-        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=connection.alias
+    sql, key_fields, fields = _compiled(
+        ("claim+insert", key_model, model, connection.alias),
+        lambda: _claim_inserting(key_model, model, connection),
     )
+    params = _key_params(key_fields, connection, claim) + _before_insert(instance, fields, connection)
+    deliveries, pk = _after_lock_timeout(connection, lock_timeout, sql, params)
+    _stored(instance, pk, connection.alias)
+    _after_insert(instance, connection.alias)
     return bool(deliveries == 1)
 
 
