@@ -34,9 +34,12 @@ TOKEN_IN_TEXT = re.compile(rf"\b({TOKEN_PARAMETER}=)[^&#\s\"'<>]+", re.IGNORECAS
 
 
 def configured_secrets() -> list[str]:
+    """Every credential the settings hold: the shared secrets, the signing secrets and Morph's API
+    secret. Any of them may end up in a text (a URL, an exception's message): all are masked."""
     if not settings.configured:
         return []
-    return [secret for secret in conf.SECRETS if isinstance(secret, str) and secret]
+    candidates = [*conf.SECRETS, *conf.SIGNING_SECRETS, conf.API_SECRET]
+    return [secret for secret in candidates if isinstance(secret, str) and secret]
 
 
 def spellings(secrets: Iterable[str]) -> tuple[str, ...]:
@@ -55,8 +58,8 @@ def _configured_spellings() -> tuple[str, ...]:
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
-    """``text`` with every ``token=`` value masked, and the shared secrets (the configured ones
-    unless given) in every spelling a URL gives them: a percent-encoded parameter name
+    """``text`` with every ``token=`` value masked, and the secrets (the configured ones, see
+    :func:`configured_secrets`, unless given) in every spelling a URL gives them: a percent-encoded parameter name
     (``%74oken=``) or a URL nested in another one still carries the secret itself."""
     return _redact(text, spellings(secrets) if secrets is not None else _configured_masked())
 
@@ -91,7 +94,8 @@ def _masked(match: re.Match[str]) -> str:
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     """Headers as the request log keeps and shows them: no credentials, the secret masked in
     every value (a proxy may forward the original URL in any header of its choosing)."""
-    return {name: redact(value) for name, value in headers.items() if name.lower() not in SECRET_HEADERS}
+    redact_one = redacter()
+    return {name: redact_one(value) for name, value in headers.items() if name.lower() not in SECRET_HEADERS}
 
 
 def forget_token(request: HttpRequest) -> None:
