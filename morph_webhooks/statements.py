@@ -16,9 +16,8 @@ INSERT when the UPDATE found nothing).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass
-from dataclasses import fields as dataclass_fields
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -31,8 +30,7 @@ from .resources.base import MirroredResource
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class KeyClaim:
+class KeyClaim(NamedTuple):
     """What claiming an idempotency key writes: the key (connector, owner, key), the event it
     came with, and the outcome it is claimed for. Its fields are named as the key model's."""
 
@@ -46,7 +44,7 @@ class KeyClaim:
 
 # Columns the claim writes, in the order of its parameters.
 _CLAIMED = (
-    *(field.name for field in dataclass_fields(KeyClaim)),
+    *KeyClaim._fields,
     "deliveries",
     "first_seen_at",
     "last_seen_at",
@@ -85,7 +83,7 @@ def claim_or_count_key(key_model: type[Model], claim: KeyClaim, lock_timeout: fl
 def _key_params(fields: list[Field[Any, Any]], connection: BaseDatabaseWrapper, claim: KeyClaim) -> list[Any]:
     """The claim's parameters: the key's identity and outcome, one delivery, first and last seen now."""
     now = timezone.now()
-    claimed = (*astuple(claim), 1, now, now)
+    claimed = (*claim, 1, now, now)
     return [field.get_db_prep_save(value, connection) for field, value in zip(fields, claimed, strict=True)]
 
 
