@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
@@ -170,35 +170,33 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist", current_app=self.admin_site.name
         )
         rows = connection_rows(now, deliveries)
-        all_connections = None
-        if self.admin_site.is_registered(Connection) and (
-            self.admin_site.get_model_admin(Connection).has_view_permission(request)
-        ):
-            all_connections = reverse(
-                f"admin:{Connection._meta.app_label}_{Connection._meta.model_name}_changelist",
-                current_app=self.admin_site.name,
-            )
         return {
             "connections": rows[:OVERVIEW_CONNECTIONS],
             "connections_total": len(rows),
             "connections_silent": sum(row.silent for row in rows),
             "connections_failing": sum(bool(row.failures) for row in rows),
             "connections_more": max(len(rows) - OVERVIEW_CONNECTIONS, 0),
-            "all_connections_url": all_connections,
+            "all_connections_url": self.changelist_url(request, Connection),
             "now": now,
         }
+
+    def changelist_url(self, request: HttpRequest, model: type[Model]) -> str | None:
+        """The list of ``model`` in this admin site, for a user allowed to see it; else None."""
+        if not self.admin_site.is_registered(model):
+            return None
+        if not self.admin_site.get_model_admin(model).has_view_permission(request):
+            return None
+        return reverse(
+            f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
 
     def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
         """Opportunities by stage for those allowed to see opportunities: seeing the request log does
         not imply seeing the pipeline's amounts."""
-        if not self.admin_site.is_registered(Opportunity):
+        changelist = self.changelist_url(request, Opportunity)
+        if changelist is None:
             return {"show_opportunities": False}
-        if not self.admin_site.get_model_admin(Opportunity).has_view_permission(request):
-            return {"show_opportunities": False}
-        changelist = reverse(
-            f"admin:{Opportunity._meta.app_label}_{Opportunity._meta.model_name}_changelist",
-            current_app=self.admin_site.name,
-        )
         sections = opportunities_by_stage(changelist)
         return {
             "show_opportunities": True,
