@@ -4,8 +4,10 @@ the example project under a real multi-worker gunicorn (and a db_worker) in mult
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import runpy
 import signal
 import sqlite3
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -500,7 +503,8 @@ def gunicorn_example(tmp_path: Path, **variables: str) -> Iterator[Site]:
     command = [sys.executable, "-m", "gunicorn", "-c", "example_project/gunicorn.conf.py"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*command, "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+            # At debug level each worker logs "POST <path>" once it has read a request's headers.
+            [*command, "--bind", f"127.0.0.1:{port}", "--workers", "3", "--log-level", "debug"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -526,6 +530,36 @@ def send(site: str, body: Any, key: str, *, token: str | None = DEV_SECRET, **he
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def send_one_to_each_worker(example: Site, sent: list[tuple[Any, str]]) -> list[int]:
+    """Send one event to each of ``len(sent)`` workers: a sync worker busy with a request accepts
+    no other, so each request's body is held back until that many workers have read the headers
+    of one (gunicorn logs "POST <path>" then, under the worker's pid)."""
+    held = []
+    for body, key in sent:
+        data = json.dumps(body).encode()
+        request = http.client.HTTPConnection(urllib.parse.urlsplit(example.url).netloc, timeout=30)
+        request.putrequest("POST", f"{URL}?token={DEV_SECRET}")
+        for name, value in {"Content-Type": "application/json", **morph_headers(key)}.items():
+            request.putheader(name, value)
+        request.putheader("Content-Length", str(len(data)))
+        request.endheaders(data[:-1])
+        held.append((request, data[-1:]))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(posting_workers(example.log_path)) < len(sent):
+        time.sleep(0.05)
+    assert len(posting_workers(example.log_path)) == len(sent), example.log_path.read_text()
+    statuses = []
+    for request, rest in held:
+        request.send(rest)
+        with closing(request):
+            statuses.append(request.getresponse().status)
+    return statuses
+
+
+def posting_workers(log_path: Path) -> set[str]:
+    return set(re.findall(rf"\[(\d+)\] \[DEBUG\] POST {re.escape(URL)}", log_path.read_text()))
 
 
 def scrape_site(site: str, token: str | None = DEV_SECRET) -> tuple[int, str]:
@@ -563,6 +597,8 @@ def test_counts_add_up_to_the_request_log_under_several_gunicorn_workers(tmp_pat
 def counts_add_up(example: Site) -> None:
     site, db_path, directory = example.url, example.db_path, example.directory
     new = [(opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(12)]
+    # Every worker counts some: the first three go one to each.
+    assert send_one_to_each_worker(example, new[:3]) == [200] * 3
     again = [
         *((opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(3)),
         (opportunity_event("updated", remote_id="opp_5", updated_at=at(-60)), "key_stale"),
@@ -572,8 +608,7 @@ def counts_add_up(example: Site) -> None:
     ]
     hostile = "evil-connector-0123"
     with ThreadPoolExecutor(max_workers=6) as pool:
-        # Concurrent requests, so that every worker answers some.
-        assert set(pool.map(lambda sent: send(site, *sent), new)) == {200}
+        assert set(pool.map(lambda sent: send(site, *sent), new[3:])) == {200}
         statuses = Counter(pool.map(lambda sent: send(site, *sent), again))
         refused = list(
             pool.map(lambda n: send(site, {}, f"k{n}", token=None, **{"x-conector-id": hostile}), range(4))
@@ -590,9 +625,9 @@ def counts_add_up(example: Site) -> None:
         assert code == 200
         assert counted_by_outcome(text) == logged + Counter(not_authenticated=4)
         assert hostile not in text
-    counting = [path.name for path in directory.glob("counter_*.db")]
-    assert len(counting) >= 2, f"only {counting} counted: the requests did not reach several workers"
-    assert "counter_999999.db" not in counting  # emptied at start
+    counting = {path.name for path in directory.glob("counter_*.db")}
+    assert counting == {f"counter_{pid}.db" for pid in posting_workers(example.log_path)}
+    assert len(counting) == 3  # and none left by an earlier run (emptied at start)
     processing = parse(scrapes[0][1])
     assert (
         processing[("morph_webhooks_processing_seconds_count", labels(model="crmOpportunity", mode="sync"))]
