@@ -25,6 +25,7 @@ from django.db.models import Count, Min, Q
 from django.utils.timezone import now
 
 from .conf import conf
+from .health import silence_threshold
 from .models import Connection, Outcome, WebhookDelivery
 from .resources.registry import REGISTRY
 
@@ -131,6 +132,12 @@ def database_families() -> tuple[GaugeMetricFamily, ...]:
             labels=["connector", "owner"],
         ),
         GaugeMetricFamily(
+            "morph_webhooks_silence_threshold_seconds",
+            "Seconds without events after which the health check finds the connection silent "
+            "(SILENCE_THRESHOLD, SILENCE_OVERRIDES); connections never heard from or exempt (0) are left out.",
+            labels=["connector", "owner"],
+        ),
+        GaugeMetricFamily(
             "morph_webhooks_last_sync_timestamp_seconds",
             "When the connection's last sync from Morph's API finished (Unix time), by its outcome; "
             f'"{SYNC_STARTED}": when the one not finished started. Connections never synced are left out.',
@@ -140,7 +147,7 @@ def database_families() -> tuple[GaugeMetricFamily, ...]:
 
 
 def database_metrics() -> Iterator[Metric]:
-    queued, oldest, dead, last_events, last_syncs = database_families()
+    queued, oldest, dead, last_events, thresholds, last_syncs = database_families()
     # One statement, answered by the (status, received_at) index: only queued and dead rows are read.
     queue = WebhookDelivery.objects.filter(status__in=(Outcome.QUEUED, Outcome.DEAD)).aggregate(
         # Counting a column of the index: PostgreSQL need not visit the table's rows.
@@ -166,11 +173,16 @@ def database_metrics() -> Iterator[Metric]:
     ):
         if last_event_at is not None:
             last_events.add_metric([connector, owner], last_event_at.timestamp())
+            # Alongside, so that an alert rule compares the two series and agrees with the health
+            # check for every connection, overrides included.
+            threshold = silence_threshold(connector, owner)
+            if threshold > 0:
+                thresholds.add_metric([connector, owner], threshold)
         if finished is not None:
             last_syncs.add_metric([connector, owner, outcome], finished.timestamp())
         elif started is not None:
             last_syncs.add_metric([connector, owner, SYNC_STARTED], started.timestamp())
-    yield from (queued, oldest, dead, last_events, last_syncs)
+    yield from (queued, oldest, dead, last_events, thresholds, last_syncs)
 
 
 class OwnFiles:

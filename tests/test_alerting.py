@@ -24,6 +24,7 @@ METRICS = [
     "morph_webhooks_oldest_queued_seconds",
     "morph_webhooks_dead",
     "morph_webhooks_last_event_timestamp_seconds",
+    "morph_webhooks_silence_threshold_seconds",
     "morph_webhooks_last_sync_timestamp_seconds",
 ]
 

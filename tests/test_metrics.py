@@ -117,6 +117,7 @@ class TestScrape:
             "morph_webhooks_oldest_queued_seconds",
             "morph_webhooks_dead",
             "morph_webhooks_last_event_timestamp_seconds",
+            "morph_webhooks_silence_threshold_seconds",
             "morph_webhooks_last_sync_timestamp_seconds",
         } <= names
         assert client.get(METRICS_URL, headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
@@ -339,6 +340,26 @@ class TestDatabaseGauges:
             ("tenant_1", "succeeded"): pytest.approx(finished.timestamp()),
             ("tenant_2", "started"): pytest.approx(started.timestamp()),
         }
+
+    def test_each_heard_connections_silence_threshold_as_the_health_check_judges_it(self, client, metrics_on):
+        metrics_on.MORPH_WEBHOOKS = {
+            **metrics_on.MORPH_WEBHOOKS,
+            "SILENCE_THRESHOLD": 3600,
+            "SILENCE_OVERRIDES": {"hubspot/tenant_7": 604800, "hubspot/tenant_8": 0},
+        }
+        for owner in ("tenant_1", "tenant_7", "tenant_8", "tenant_9"):
+            Connection.objects.create(connector_id="hubspot", owner_id=owner)
+        for owner in ("tenant_1", "tenant_7", "tenant_8"):  # tenant_9: never heard from
+            received(60, connector_id="hubspot", owner_id=owner)
+
+        samples = scrape(client)
+
+        thresholds = {
+            dict(label_set)["owner"]: value
+            for (name, label_set), value in samples.items()
+            if name == "morph_webhooks_silence_threshold_seconds"
+        }
+        assert thresholds == {"tenant_1": 3600, "tenant_7": 604800}  # tenant_8 is exempt
 
     @postgresql_only
     def test_each_statement_is_answered_by_an_index(self, client, metrics_on):
