@@ -5,8 +5,9 @@ The queued :class:`WebhookDelivery` rows are the durable record of what is pendi
 task costs a delay (the sweeper enqueues it again), never an event; with ``QUEUE = "deliveries"``
 no task is enqueued at all: those rows are the queue, which :mod:`morph_webhooks.worker` reads.
 
-The tasks are declared in :mod:`morph_webhooks.deferred`, which loads the task backend; only
-``QUEUE = "tasks"`` imports it, so the deliveries queue needs no tasks framework.
+The tasks are declared in :mod:`morph_webhooks.deferred`, which loads the task backend; this
+module imports it only to enqueue a task (``QUEUE = "tasks"``), so the deliveries queue needs no
+tasks framework.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .statements import by_pk, claim_key_and_insert, claims_with_insert
 
 
 def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    """Claim the key, record the delivery as queued and enqueue a task that will apply the event,
-    all in one transaction. A duplicate is answered at once."""
+    """Claim the key and record the delivery as queued (with ``QUEUE = "tasks"``, enqueue a task
+    that will apply it), all in one transaction. A duplicate is answered at once."""
     return run_atomically(_queue, event, delivery)
 
 
@@ -77,7 +78,7 @@ def requeue(delivery: WebhookDelivery) -> Result:
 
 
 def run_delivery(delivery_id: int) -> Outcome | None:
-    """What a task worker does with one queued delivery. Returns the outcome, or None when there
+    """What a task does with one queued delivery. Returns the outcome, or None when there
     was nothing to do (already settled by another run, or gone)."""
     # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
     delivery = by_pk(WebhookDelivery, delivery_id)
