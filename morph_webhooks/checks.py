@@ -168,17 +168,18 @@ def check_values() -> list[CheckMessage]:
 
 
 def check_deferred() -> list[CheckMessage]:
+    if conf.QUEUE == "deliveries":
+        # morph_webhooks_worker applies the queued deliveries: no task carries them.
+        return []
     if not tasks_framework_available():
         return [
             Error(
                 "Deferred processing needs Django's Tasks framework.",
-                hint=f"Use Django 6, or Django 5.2 with the django-tasks backport. {DEFERRED_HINT}",
+                hint=f"Use Django 6, or Django 5.2 with the django-tasks backport. {DEFERRED_HINT} "
+                "Or let the app's own worker apply them: MORPH_WEBHOOKS['QUEUE'] = 'deliveries'.",
                 id="morph_webhooks.E006",
             )
         ]
-    if conf.QUEUE == "deliveries":
-        # morph_webhooks_worker applies the queued deliveries: no task backend carries them.
-        return []
     backends, immediate = configured_task_backends()
     alias = conf.TASK_BACKEND
     if alias not in backends:

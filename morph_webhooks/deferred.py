@@ -1,39 +1,22 @@
-"""Deferred mode, on Django's Tasks framework (``django.tasks``, or the ``django-tasks`` backport
-on Django 5.2): queueing a delivery, the worker's run of it, retries and the sweeper; and a connection's sync from
-Morph's API, run by a worker.
+"""The app's tasks, on Django's Tasks framework (``django.tasks``, or the ``django-tasks`` backport
+on Django 5.2): applying a queued delivery and the sweeper (:mod:`morph_webhooks.queue` does the
+work), and a connection's sync from Morph's API, run by a worker.
 
-The queued :class:`WebhookDelivery` rows are the durable record of what is pending: a task
-carries nothing but a delivery's id, so a lost task costs a delay (the sweeper enqueues it
-again), never an event. With ``QUEUE = "deliveries"`` no task is enqueued at all: those rows are
-the queue, which :mod:`morph_webhooks.worker` reads.
-
-Importing this module declares the tasks, which loads the default task backend. Workers import it
-(through the tasks' paths), and so does the sweep command; the endpoint and replays import it only
-in deferred mode, so that sync mode needs neither the framework nor a loadable TASKS.
+Importing this module declares the tasks, which loads the default task backend. Task workers
+import it (through the tasks' paths, stored with each queued task: they must not move); the app
+imports it only to enqueue a task, so that sync mode and ``QUEUE = "deliveries"`` need neither the
+framework nor a loadable TASKS.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from .conf import conf
-from .events import InvalidEvent, MorphEvent, parse_event
-from .models import Connection, IdempotencyKey, Outcome, WebhookDelivery
-from .processing import (
-    Result,
-    first_delivery,
-    give_up,
-    key_claim,
-    process_event,
-    run_atomically,
-    settle,
-)
-from .statements import by_pk, claim_key_and_insert, claims_with_insert
+from .models import Connection
+from .queue import run_delivery, stores_tasks_in_the_database, sweep
 
 try:
     from django.tasks import task
@@ -102,140 +85,8 @@ def enqueue_sync(connection: Connection, models: list[str], delete_missing: bool
     """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE), of
     ``models`` (Morph model names; empty: every stored model)."""
     queued = sync_connection_task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
-    if _stores_tasks_in_the_database(queued.get_backend()):
+    if stores_tasks_in_the_database(queued.get_backend()):
         queued.enqueue(connection.pk, models, delete_missing)
     else:
         # An outside queue's worker must find the connection committed.
         transaction.on_commit(partial(queued.enqueue, connection.pk, models, delete_missing))
-
-
-def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    """Claim the key, record the delivery as queued and enqueue a task that will apply the event,
-    all in one transaction. A duplicate is answered at once."""
-    return run_atomically(_queue, event, delivery)
-
-
-def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    if delivery.pk is None and claims_with_insert(IdempotencyKey, WebhookDelivery):
-        # A request's delivery, not stored yet: recorded as queued by the claim's own statement,
-        # then put back as it arrived should the claim fail or find a duplicate.
-        attempts = delivery.attempts
-        delivery.queue(save=False)
-        claimed = False
-        try:
-            claimed = claim_and_record(event, delivery)
-        finally:
-            if not claimed:
-                delivery.attempts, delivery.next_attempt_at = attempts, None
-    else:
-        # Stored already (a logged delivery reprocessed), or SQLite: written once the claim is known.
-        claimed = first_delivery(event, Outcome.QUEUED)
-        if claimed:
-            delivery.queue()
-    if not claimed:
-        return settle(event, delivery, Outcome.DUPLICATE)
-    enqueue_delivery(delivery)
-    return Result(Outcome.QUEUED)
-
-
-def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
-    """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
-    (see morph_webhooks.statements); False when the key was claimed before."""
-    return claim_key_and_insert(IdempotencyKey, delivery, key_claim(event, Outcome.QUEUED), conf.LOCK_TIMEOUT)
-
-
-def requeue(delivery: WebhookDelivery) -> Result:
-    """Queue again a delivery whose key is held for it (queued or dead), from its first attempt."""
-    with transaction.atomic():
-        delivery.queue()
-        enqueue_delivery(delivery)
-    return Result(Outcome.QUEUED)
-
-
-def run_delivery(delivery_id: int) -> Outcome | None:
-    """What a task worker does with one queued delivery. Returns the outcome, or None when there
-    was nothing to do (already settled by another run, or gone)."""
-    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
-    delivery = by_pk(WebhookDelivery, delivery_id)
-    if not isinstance(delivery, WebhookDelivery):
-        return None
-    return apply_delivery(delivery)
-
-
-def apply_delivery(delivery: WebhookDelivery) -> Outcome | None:
-    """Apply a queued delivery, as read from the database: a task's, or one that
-    morph_webhooks_worker claimed. None when it is no longer queued (settled by another run)."""
-    if delivery.status != Outcome.QUEUED:
-        return None
-    delivery.begin_attempt()
-    try:
-        event = parse_event(delivery.headers, delivery.received_body())
-    except InvalidEvent as exc:
-        # Valid when it arrived; only a change of the app's rules can make it invalid now.
-        delivery.reject(400, exc.detail)
-        return Outcome.REJECTED
-    return process_event(event, delivery, on_failure=retry_later, mode="deferred").outcome
-
-
-def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
-    """A worker's attempt at a queued delivery failed: try again after an exponential backoff, or
-    give up after MAX_ATTEMPTS."""
-    # Outside deferred mode nothing would run a retry.
-    if not conf.DEFERRED or delivery.attempts >= conf.MAX_ATTEMPTS:
-        give_up(delivery, exc)
-        return
-    delay = min(conf.RETRY_DELAY * 2 ** max(delivery.attempts - 1, 0), conf.MAX_RETRY_DELAY)
-    if delivery.schedule_retry(exc, timezone.now() + timedelta(seconds=delay)):
-        enqueue_delivery(delivery, run_after=delivery.next_attempt_at)
-
-
-def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
-    if conf.QUEUE == "deliveries":
-        # morph_webhooks_worker reads the queued deliveries that are due (next_attempt_at): the
-        # row the caller wrote is all it needs.
-        return
-    queued = conf.derived(_delivery_task)
-    if run_after is not None:
-        queued = queued.using(run_after=run_after)
-    if _stores_tasks_in_the_database(queued.get_backend()):
-        # The task row commits or rolls back with the delivery: exactly one task per delivery.
-        queued.enqueue(delivery.pk)
-    else:
-        # An outside queue cannot join our transaction: enqueue once the delivery is committed.
-        # Should the process die in between, the delivery stays queued and the sweeper
-        # enqueues it again; running a delivery twice is harmless (its key settles it once).
-        transaction.on_commit(partial(queued.enqueue, delivery.pk))
-
-
-def _delivery_task() -> Any:
-    # The task as the settings configure it, made once per change of them: every request enqueues it.
-    return process_delivery.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
-
-
-def _stores_tasks_in_the_database(backend: Any) -> bool:
-    return type(backend).__module__.partition(".")[0] == "django_tasks_db"
-
-
-def sweep(older_than: float | None = None) -> int:
-    """Enqueue again every queued delivery overdue by more than ``older_than`` seconds (default
-    PENDING_TIMEOUT): its task was lost, or its worker died. Returns how many.
-
-    With ``QUEUE = "deliveries"`` there is no task to lose: morph_webhooks_worker takes every
-    delivery that is due. Nothing is changed then, and the overdue deliveries are counted: making
-    them due "now" would put them behind newer ones and hide from the health check how long they
-    have waited (no worker is running)."""
-    cutoff = timezone.now() - timedelta(seconds=conf.PENDING_TIMEOUT if older_than is None else older_than)
-    overdue = WebhookDelivery.objects.filter(status=Outcome.QUEUED, next_attempt_at__lt=cutoff)
-    if conf.QUEUE == "deliveries":
-        return overdue.count()
-    count = 0
-    for delivery in overdue.only("pk").iterator():
-        with transaction.atomic():
-            # Claim it for this sweep first, so that a concurrent sweep does not enqueue it too.
-            if not WebhookDelivery.objects.filter(
-                pk=delivery.pk, status=Outcome.QUEUED, next_attempt_at__lt=cutoff
-            ).update(next_attempt_at=timezone.now()):
-                continue
-            enqueue_delivery(delivery)
-            count += 1
-    return count

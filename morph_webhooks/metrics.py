@@ -9,7 +9,7 @@ one the app mirrors (else ""), a connector that of an authenticated event the po
 ""); connections' labels come from the Connection rows. No idempotency key, Morph id or request
 header becomes a label value.
 
-Under several processes (gunicorn's workers, task workers) prometheus-client's multiprocess mode,
+Under several processes (gunicorn's workers, deferred mode's workers) prometheus-client's multiprocess mode,
 turned on by ``PROMETHEUS_MULTIPROC_DIR``, has every process write its counts to files in that
 directory; a scrape reads all of them, whichever process answers it.
 """
@@ -61,7 +61,7 @@ if INSTALLED:
     )
     PROCESSING = Histogram(
         "morph_webhooks_processing_seconds",
-        "Time to apply one event, in the request (sync) or in a task worker (deferred).",
+        "Time to apply one event, in the request (sync) or in a worker (deferred).",
         ["model", "mode"],
         registry=None,
     )
@@ -117,7 +117,7 @@ class DatabaseCollector:
 
 def database_families() -> tuple[GaugeMetricFamily, ...]:
     return (
-        GaugeMetricFamily("morph_webhooks_queued", "Deliveries queued for a task worker."),
+        GaugeMetricFamily("morph_webhooks_queued", "Deliveries queued for a worker."),
         GaugeMetricFamily(
             "morph_webhooks_oldest_queued_seconds",
             "Seconds since the oldest queued delivery was received (0 when none is queued).",

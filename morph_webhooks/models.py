@@ -249,7 +249,7 @@ class WebhookDelivery(models.Model):
 
     def queue(self, *, save: bool = True) -> None:
         """Deferred mode: accepted, for a worker to apply; its first attempt is due now. Not
-        ``save``: its caller writes it (with its key's claim, see deferred.queue_event)."""
+        ``save``: its caller writes it (with its key's claim, see queue.queue_event)."""
         self.status = Outcome.QUEUED
         self.http_status = 200
         self.attempts = 0

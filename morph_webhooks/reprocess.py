@@ -15,6 +15,7 @@ from .events import InvalidEvent, parse_event
 from .models import AWAITING_APPLY, Outcome, WebhookDelivery
 from .policy import check_allowed
 from .processing import Result, process_event
+from .queue import queue_event, requeue
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,9 @@ def reprocess_delivery(delivery: WebhookDelivery) -> Result:
         return Result(Outcome.REJECTED, reason=delivery.error)
     delivery.identify(event)
     if conf.DEFERRED:
-        # Only deferred mode imports the tasks (see the module's docstring).
-        from . import deferred
-
         if delivery.status in AWAITING_APPLY:
-            return deferred.requeue(delivery)
-        return deferred.queue_event(event, delivery)
+            return requeue(delivery)
+        return queue_event(event, delivery)
     delivery.begin_attempt()
     return process_event(event, delivery)
 

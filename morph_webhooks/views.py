@@ -24,6 +24,7 @@ from .metrics import count_delivery, exposition, unavailable_reason
 from .models import ID_LENGTH, Connection, WebhookDelivery
 from .policy import check_allowed
 from .processing import process_event
+from .queue import queue_event
 from .redaction import (
     SECRET_HEADERS,
     TOKEN_PARAMETER,
@@ -122,14 +123,8 @@ class ReceiveView(MorphView):
             return response
         delivery.identify(event)
         self.event = event
-        if conf.DEFERRED:
-            # Only claim, record and enqueue here; a worker runs process_event. Only deferred mode
-            # imports the tasks (see that module's docstring).
-            from .deferred import queue_event
-
-            result = queue_event(event, delivery)
-        else:
-            result = process_event(event, delivery)
+        # Deferred: only claim, record and enqueue here; a worker runs process_event.
+        result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
         register_connection(event.connector_id, event.owner_id)
         return Response({"status": result.outcome})
 

@@ -4,7 +4,7 @@ With ``QUEUE = "tasks"`` every delivery gets a task, and a task backend's worker
 bookkeeping around each one (django-tasks-db: find the next task, claim it, record its result;
 three statements and two commits), which takes longer than applying the delivery. Here a worker
 claims the deliveries that are due several at a time, straight from their table, and applies each
-with the code a task runs (:func:`morph_webhooks.deferred.apply_delivery`): retries, giving up
+with the code a task runs (:func:`morph_webhooks.queue.apply_delivery`): retries, giving up
 and the metrics are the same.
 
 A claim leases the deliveries it takes: their ``next_attempt_at`` moves PENDING_TIMEOUT ahead.
@@ -24,8 +24,8 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from .conf import conf
-from .deferred import apply_delivery
 from .models import Outcome, WebhookDelivery
+from .queue import apply_delivery
 
 logger = logging.getLogger(__name__)
 

@@ -124,6 +124,12 @@ def test_a_rule_for_each_metric() -> None:
     assert [metric for metric in METRICS if not any(metric in expr for expr in expressions)] == []
 
 
+def test_the_metrics_down_rule_watches_the_readmes_scrape_job() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [job] = re.findall(r"scrape_configs:\n  - job_name: (\S+)", readme)
+    assert re.findall(r"up\{job=\"([^\"]+)\"\} == 0", ALERTING) == [job]
+
+
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool: run scripts/install-promtool.sh"
 )

@@ -105,6 +105,11 @@ def test_deferred_without_a_tasks_framework(settings, monkeypatch):
     assert message.id == "morph_webhooks.E006"
     # The backport alone runs nothing: the hint names a backend with a worker too.
     assert "django_tasks_db" in message.hint
+    assert "'deliveries'" in message.hint
+
+    # The app's own worker needs no tasks framework (tests/test_delivery_worker.py runs it so).
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "QUEUE": "deliveries"}
+    assert check_settings() == []
 
 
 @pytest.mark.parametrize(

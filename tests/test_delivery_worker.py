@@ -4,7 +4,11 @@ in test_workers.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -15,11 +19,12 @@ from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.worker import Worker, claim, release
-from tests.helpers import locked_elsewhere, postgresql_only, raising_receiver
+from tests.helpers import SECRET, locked_elsewhere, postgresql_only, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
 LEASE = 600.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -201,3 +206,71 @@ def call_command_output(*args: str) -> str:
     out = StringIO()
     call_command("morph_webhooks_worker", *args, stdout=out)
     return out.getvalue()
+
+
+# A project with no tasks framework at all: neither django.tasks nor the backport can be imported.
+WITHOUT_TASKS = """
+import sys
+sys.modules["django.tasks"] = sys.modules["django_tasks"] = None  # any import of them fails
+
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="not-a-secret",
+    USE_TZ=True,
+    ALLOWED_HOSTS=["*"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sys.argv[1]}},
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "rest_framework", "morph_webhooks"],
+    ROOT_URLCONF=__name__,  # urlpatterns below
+    MORPH_WEBHOOKS={
+        "SECRETS": [SECRET],
+        "PROCESSING": "deferred",
+        "QUEUE": "deliveries",
+        "API_KEY": "mk_test",
+        "API_SECRET": "not-a-real-api-secret-0123456789",
+    },
+)
+django.setup()
+from django.urls import include, path
+
+urlpatterns = [path("webhooks/morph/", include("morph_webhooks.urls"))]
+
+from django.core.management import CommandError, call_command
+from django.test import Client
+from morph_webhooks.models import Opportunity
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+
+call_command("migrate", verbosity=0)
+call_command("check", fail_level="WARNING")
+response = post_event(Client(), opportunity_event(fields={"name": "Deal"}), headers=morph_headers("k1"))
+print(response.json()["status"], Opportunity.objects.count())
+call_command("morph_webhooks_worker", "--batch")
+print(Opportunity.objects.get().name)
+try:  # a sync queued for a task worker does need the framework
+    call_command("morph_webhooks_sync", "--all", "--enqueue")
+except CommandError as exc:
+    print(exc)
+"""
+
+
+def test_the_deliveries_queue_needs_no_tasks_framework(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", f"SECRET = {SECRET!r}\n{WITHOUT_TASKS}", str(tmp_path / "db.sqlite3")],
+        cwd=ROOT,
+        env={name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "System check identified no issues (0 silenced).",
+        "queued 0",
+        "Applied 1 delivery.",
+        "Deal",
+        "Django's task framework is not available (import of django_tasks halted; None in sys.modules). "
+        "Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), or sync here "
+        "without --enqueue: python manage.py morph_webhooks_sync --all",
+    ]

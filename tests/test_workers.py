@@ -19,8 +19,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from morph_webhooks.deferred import sweep
 from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.queue import sweep
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.testing.fake_api import FakeMorphAPI
 from tests.helpers import postgresql_only

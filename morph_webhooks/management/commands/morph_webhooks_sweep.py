@@ -5,14 +5,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...conf import conf
-from ...deferred import sweep
+from ...queue import sweep
 from ..options import seconds_or_zero
 
 
 class Command(BaseCommand):
     help = (
         "Deferred mode: enqueue again the queued deliveries overdue by more than PENDING_TIMEOUT "
-        "(lost tasks, crashed workers). Safe to run from cron, and concurrently."
+        "(lost tasks, crashed workers); with QUEUE = 'deliveries', only count them. Safe to run "
+        "from cron, and concurrently."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

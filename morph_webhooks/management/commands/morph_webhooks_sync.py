@@ -103,10 +103,13 @@ class Command(BaseCommand):
             raise CommandError(" ".join(problems))
 
     def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
-        # Only --enqueue needs the task framework and a loadable TASKS setting.
-        from ...deferred import enqueue_sync, sync_backend_problem
-
-        problem = sync_backend_problem(inline_is_usable=True)
+        try:
+            # Only --enqueue needs the task framework and a loadable TASKS setting.
+            from ...deferred import enqueue_sync, sync_backend_problem
+        except ImportError as exc:
+            problem = f"Django's task framework is not available ({exc})."
+        else:
+            problem = sync_backend_problem(inline_is_usable=True)
         if problem:
             raise CommandError(
                 f"{problem} Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), "

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import conf
+from ...worker import Worker
 from ..options import positive_int, positive_seconds
 
 
@@ -40,9 +41,6 @@ class Command(BaseCommand):
                 f"'deliveries' in deferred mode; PROCESSING is {conf.PROCESSING!r} and QUEUE is "
                 f"{conf.QUEUE!r}."
             )
-        # Imported here: it loads the tasks framework, which the other commands must not need.
-        from ...worker import Worker
-
         worker = Worker(claim_size=claim, interval=interval, until_empty=batch)
 
         def stop(signum: int, frame: FrameType | None) -> None:
