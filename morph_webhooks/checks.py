@@ -176,7 +176,7 @@ def check_deferred() -> list[CheckMessage]:
             Error(
                 "Deferred processing needs Django's Tasks framework.",
                 hint=f"Use Django 6, or Django 5.2 with the django-tasks backport. {DEFERRED_HINT} "
-                "Or let the app's own worker apply them: MORPH_WEBHOOKS['QUEUE'] = 'deliveries'.",
+                "Or let the app's own worker apply the queued deliveries: MORPH_WEBHOOKS['QUEUE'] = 'deliveries'.",
                 id="morph_webhooks.E006",
             )
         ]
