@@ -310,7 +310,7 @@ def test_a_failed_sync_is_a_failed_task_for_the_worker(settings):
     assert (hubspot.last_sync_outcome, pipedrive.last_sync_outcome) == ("failed", "succeeded")
 
 
-def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings, signal_file):
+def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings, signal_file, tmp_path):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
     # 40 opportunities, each created then updated twice, the updates sent before the create for
     # half of them: concurrent workers must still leave every row at its newest version.
@@ -332,8 +332,16 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
             keys.append(f"k{len(keys)}")
             assert send(version, key=keys[-1]).json() == {"status": "queued"}
 
-    # Each delivery takes 20 ms or more: the three workers are all at it before the backlog is gone.
-    env = worker_env("deliveries", MORPH_TEST_SIGNAL_FILE=str(signal_file), MORPH_TEST_SLOW="0.02")
+    # Each worker's first event waits until all three hold one; then each takes 20 ms or more, so
+    # that they overlap.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = worker_env(
+        "deliveries",
+        MORPH_TEST_SIGNAL_FILE=str(signal_file),
+        MORPH_TEST_SLOW="0.02",
+        MORPH_TEST_GATE_DIR=str(gate),
+    )
     workers = [
         subprocess.Popen(
             [*worker_command("deliveries"), "--claim", "3"],
@@ -345,8 +353,14 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
         )
         for _ in range(3)
     ]
+    deadline = time.monotonic() + 60
+    while len(list(gate.iterdir())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiting = len(list(gate.iterdir()))
+    (gate / "open").touch()
     outputs = [worker.communicate(timeout=120) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert waiting == 3, "the workers did not each hold a delivery at once"
 
     # Every delivery claimed and applied once, by one worker: none attempted twice.
     applied = [int(out.split()[1]) for out, _ in outputs]

@@ -40,6 +40,19 @@ def slow(**kwargs: Any) -> None:
     time.sleep(float(os.environ["MORPH_TEST_SLOW"]))
 
 
+def gate(**kwargs: Any) -> None:
+    # The first event a worker applies waits, its pid written, until the test opens the gate: the
+    # test knows then that every worker holds a delivery of its own.
+    directory = Path(os.environ["MORPH_TEST_GATE_DIR"])
+    waiting = directory / str(os.getpid())
+    if waiting.exists():
+        return
+    waiting.touch()
+    deadline = time.monotonic() + 60
+    while not (directory / "open").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def fail(**kwargs: Any) -> None:
     raise RuntimeError("receiver failure requested by the test")
 
@@ -63,6 +76,9 @@ class WorkerAppConfig(AppConfig):
         if os.environ.get("MORPH_TEST_SLOW"):
             for name in ("created", "updated", "deleted"):
                 getattr(signals, f"opportunity_{name}").connect(slow, weak=False)
+        if os.environ.get("MORPH_TEST_GATE_DIR"):
+            for name in ("created", "updated", "deleted"):
+                getattr(signals, f"opportunity_{name}").connect(gate, weak=False)
         if os.environ.get("MORPH_TEST_FAIL"):
             signals.opportunity_created.connect(fail, weak=False)
         if os.environ.get("MORPH_TEST_FAIL_ONCE_FILE"):
