@@ -20,7 +20,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
 from .conf import conf
@@ -28,6 +28,9 @@ from .models import Outcome, WebhookDelivery
 from .queue import apply_delivery
 
 logger = logging.getLogger(__name__)
+
+# The longest wait between two claims while the database cannot be reached.
+MAX_RECONNECT_DELAY = 30.0
 
 
 def claim(limit: int) -> list[WebhookDelivery]:
@@ -86,9 +89,24 @@ class Worker:
             self.claim_size,
             self.interval,
         )
+        unreachable = 0  # claims failed in a row
         while not self.stopping.is_set():
             _drop_old_connections()
-            deliveries = claim(self.claim_size)
+            try:
+                deliveries = claim(self.claim_size)
+            except DatabaseError as exc:
+                if self.until_empty:
+                    raise  # a batch run (cron) reports it and ends
+                # The database restarted, failed over or is down: the next claim reconnects (the
+                # broken connection is dropped first), waiting longer each time meanwhile.
+                unreachable += 1
+                delay = min(self.interval * 2**unreachable, MAX_RECONNECT_DELAY)
+                logger.warning(
+                    "Cannot claim deliveries (%s: %s); trying again in %g s", type(exc).__name__, exc, delay
+                )
+                self.stopping.wait(delay)
+                continue
+            unreachable = 0
             for index, delivery in enumerate(deliveries):
                 if self.stopping.is_set():
                     release(deliveries[index:])

@@ -400,3 +400,63 @@ def test_own_worker_stops_gracefully_on_sigterm(send, settings):
     assert time.monotonic() - started < 5
     assert out == "Applied 3 deliveries.\n"
     assert "SIGTERM: stopping after the delivery in hand." in err
+
+
+def test_own_worker_waits_out_a_database_error_then_carries_on(send, settings, tmp_path):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    away = connection.ops.quote_name(f"{WebhookDelivery._meta.db_table}_away")
+    log = tmp_path / "worker.log"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(
+            worker_command("deliveries", burst=False),
+            env=worker_env("deliveries"),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        # Its claims fail, as they would on a database restarting or failing over.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} RENAME TO {away}")
+        try:
+            wait_for(lambda: log.read_text().count("Cannot claim deliveries (ProgrammingError") >= 2)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {away} RENAME TO {table}")
+        assert worker.poll() is None  # still running
+
+        send(opportunity_event("created", "opp_1"), key="k1")
+        wait_for(lambda: Opportunity.objects.filter(remote_id="opp_1").exists())
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=10)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, log.read_text()[-2000:]
+    assert out == "Applied 1 delivery.\n"
+    # Waiting longer each time: 0.2 s, then 0.4 s (its --interval is 0.1 s).
+    assert "trying again in 0.2 s" in log.read_text() and "trying again in 0.4 s" in log.read_text()
+
+
+def test_a_batch_run_of_the_own_worker_ends_on_a_database_error(settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    away = connection.ops.quote_name(f"{WebhookDelivery._meta.db_table}_away")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {away}")
+    try:
+        run = subprocess.run(
+            worker_command("deliveries"),
+            env=worker_env("deliveries"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {away} RENAME TO {table}")
+    # Cron sees it fail and mails its error.
+    assert run.returncode == 1
+    assert "ProgrammingError" in run.stderr and "Cannot claim" not in run.stderr
