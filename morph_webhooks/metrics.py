@@ -9,9 +9,9 @@ one the app mirrors (else ""), a connector that of an authenticated event the po
 ""); connections' labels come from the Connection rows. No idempotency key, Morph id or request
 header becomes a label value.
 
-Under several processes (gunicorn's workers, deferred mode's workers) prometheus-client's multiprocess mode,
-turned on by ``PROMETHEUS_MULTIPROC_DIR``, has every process write its counts to files in that
-directory; a scrape reads all of them, whichever process answers it.
+Under several processes (gunicorn's workers, deferred mode's workers) prometheus-client's
+multiprocess mode, turned on by ``PROMETHEUS_MULTIPROC_DIR``, has every process write its counts to
+files in that directory; a scrape reads all of them, whichever process answers it.
 """
 
 from __future__ import annotations
