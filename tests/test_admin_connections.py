@@ -103,8 +103,8 @@ def test_a_running_sync_is_shown_instead_of_the_last_outcome(admin_client, conne
     assert f"running since {moment(running.last_sync_started_at)}" in page
     detail = admin_client.get(reverse("admin:morph_webhooks_connection_change", args=[running.pk]))
     assert (
-        f"since {moment(running.last_sync_started_at)}; it holds the connection until "
-        f"{moment(running.sync_lease_until)} unless it renews its lease"
+        f"since {moment(running.last_sync_started_at)}; should it stop making progress, another sync "
+        f"can start after {moment(running.sync_lease_until)}"
     ) in detail.content.decode()
     idle = admin_client.get(reverse("admin:morph_webhooks_connection_change", args=[finished.pk]))
     assert idle.context["adminform"].form.instance.sync_running() is False

@@ -398,6 +398,6 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     screenshot("08-connections")
     assert_fits(browser)
     browser.get(f"{live_server.url}/admin/morph_webhooks/connection/{syncing.pk}/change/")
-    assert "it holds the connection until" in browser.find_element(By.ID, "content").text
+    assert "another sync can start after" in browser.find_element(By.ID, "content").text
     screenshot("08b-connection")
     assert_fits(browser)

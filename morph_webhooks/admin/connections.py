@@ -80,7 +80,10 @@ class ConnectionAdmin(ModelAdmin):
     def running(self, obj: Connection) -> str:
         if not obj.sync_running():
             return str(_("no"))
-        return _("since %(started)s; it holds the connection until %(until)s unless it renews its lease") % {
+        # Each page the sync stores extends its hold: only a sync that stopped lets it run out.
+        return _(
+            "since %(started)s; should it stop making progress, another sync can start after %(until)s"
+        ) % {
             "started": moment(obj.last_sync_started_at),
             "until": moment(obj.sync_lease_until),
         }
