@@ -202,6 +202,10 @@ def store_resource(event: ResourceEvent) -> str:
     transaction created the row first: the caller's transaction is spoilt and must start over."""
     row = _locked_row(event)
     outcome = storing_outcome(event, row)
+    if outcome == "created" and event.action == "updated":
+        # New here (an expanded reference's resource, typically): a receiver of *_created hears
+        # of every row created, whatever brought it.
+        event = replace(event, action="created")
     if outcome in ("created", "updated"):
         _write(event, row)
     return outcome
@@ -221,12 +225,14 @@ def store_page(
     Consecutive new resources are inserted together, one statement for a run of them, and each
     then sends its signal (``created``) as store_resource would, in the page's order. Anything else
     takes store_resource's own path once the new resources before it are stored: a newer version
-    of a stored row, an id the page listed before, a resource's expanded references. New rows
-    are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE of its
-    new rows. Returns how many events came to each outcome."""
+    of a stored row, an id the page listed or expanded before, a resource's expanded references.
+    New rows are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE
+    of its new rows. Returns how many events came to each outcome."""
     counts: Counter[str] = Counter()
     new: dict[str, ResourceEvent] = {}
     written: set[str] = set()
+    # What storing them came to, for the page's resources stored first as another's expansion.
+    expanded: dict[str, str] = {}
 
     def insert_new() -> None:
         rows = [_changed_row(event, None)[0] for event in new.values()]
@@ -246,12 +252,21 @@ def store_page(
         if event.related or event.remote_id in new:
             insert_new()
         for related in event.related:
-            store_resource(related)
+            related_outcome = store_resource(related)
+            if related.spec is event.spec:
+                # Perhaps listed later in the page (a company expanding its parent): that copy is
+                # compared with this one then, as with any version this page stored.
+                written.add(related.remote_id)
+                if related_outcome in ("created", "updated"):
+                    expanded.setdefault(related.remote_id, related_outcome)
         row = stored.get(event.remote_id)
         outcome = storing_outcome(event, row)
         if event.remote_id in written:
             # Stored by this page already: compared with that version, as a webhook's would be.
             outcome = store_resource(replace(event, action="updated"))
+            if outcome == "unchanged":
+                # The version an expansion stored: counted as what storing it came to.
+                outcome = expanded.pop(event.remote_id, outcome)
         elif outcome == "created":
             new[event.remote_id] = replace(event, action="created")
         elif outcome == "updated":

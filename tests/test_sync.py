@@ -385,6 +385,64 @@ def test_invalid_resources_are_named_and_the_rest_stored(fake_api):
     assert "opp_bad" in Connection.objects.get().last_sync_error or "crmOpportunity" in str(error.value)
 
 
+@pytest.mark.parametrize("remote_id", [{"a": 1}, "", 12.5, "x" * 300])
+def test_an_expanded_reference_with_an_unusable_id_fails_its_resource_only(fake_api, remote_id):
+    custom = {**resource_event("crmStage", remote_id="won", fields={"name": "Won"})["data"], "id": remote_id}
+    fake_api.add(
+        CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", customRef=custom), deal("opp_2"), deal("opp_3")]
+    )
+
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+        )
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_2", "opp_3"]
+    assert not Stage.objects.exists()
+    assert (counts()["created"], counts()["failed"]) == (2, 1)
+    assert "failed: crmOpportunity 'opp_1': data.fields.customRef.id" in out.getvalue()
+
+
+def company(remote_id: str, **fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = resource_event("genericCompany", remote_id=remote_id, fields=fields)["data"]
+    return data
+
+
+def test_a_company_expanding_a_later_one_of_its_page_or_itself_is_stored_once(fake_api):
+    created: list[str] = []
+    signals.company_created.connect(
+        lambda instance, **kwargs: created.append(instance.remote_id), weak=False, dispatch_uid="test-co"
+    )
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        "genericCompany",
+        [
+            company("co_1", name="One", parent=company("co_2", name="Two")),
+            company("co_2", name="Two"),
+            company("co_3", name="Three", itself=company("co_3", name="Three")),
+        ],
+    )
+    try:
+        sync("--connector", CONNECTOR, "--owner", OWNER, "--model", "genericCompany")
+    finally:
+        signals.company_created.disconnect(dispatch_uid="test-co")
+
+    assert created == ["co_2", "co_1", "co_3"]
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "succeeded"
+    assert connection.last_sync_counts["genericCompany"]["created"] == 3
+
+
 def test_invalid_resources_are_listed_in_the_output(fake_api, capsys):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_bad", amount=-1), {"id": 3}])
     out = io.StringIO()
