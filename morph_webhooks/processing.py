@@ -29,6 +29,9 @@ from .signals import delivery_failed
 
 logger = logging.getLogger(__name__)
 
+# What storing_outcome reads of a stored row.
+DELETION_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
+
 # A collision (a concurrent event created the resource first) is resolved by starting over: the
 # next attempt sees the committed row. More than a few in a row is pathological.
 ATTEMPTS = 3
@@ -218,7 +221,7 @@ def store_page(
 ) -> Counter[str]:
     """Store ``events``, a page read from Morph's API, in its order and by the rules of
     :func:`store_resource`, within the caller's transaction. ``stored`` holds the page's rows by
-    ``remote_id`` (``remote_updated_at`` and ``deleted_at`` suffice), locked by the caller in one
+    ``remote_id`` (``remote_updated_at``, ``deleted_at`` and ``deleted_by_sync`` suffice), locked by the caller in one
     query: what the page holds new is known without a query per resource, and stays new while
     the lock holds, unless a concurrent event creates it (a Collision, as for store_resource).
 
@@ -285,7 +288,7 @@ def preview_resource(event: ResourceEvent) -> str:
         event.spec.model._default_manager.filter(
             connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
         )
-        .only("remote_updated_at", "deleted_at")
+        .only(*DELETION_STATE)
         .first()
     )
     return storing_outcome(event, row)
@@ -293,7 +296,7 @@ def preview_resource(event: ResourceEvent) -> str:
 
 def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
     """What storing ``event`` over ``row`` (None: no such resource here) comes to, by the rules of
-    :func:`store_resource`; ``row`` needs only its ``remote_updated_at`` and ``deleted_at``."""
+    :func:`store_resource`; ``row`` needs only its :data:`DELETION_STATE`."""
     if row is None:
         return "created"
     if not _supersedes(event, row):
@@ -389,10 +392,14 @@ def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
 
     The newer ``updatedAt`` wins. At an equal ``updatedAt`` only a delete of a live row applies:
     CRMs do not always bump ``updatedAt`` when deleting, while a create or update with the same
-    ``updatedAt`` describes the version already stored (typically a re-sent notification).
+    ``updatedAt`` describes the version already stored (typically a re-sent notification). A row
+    a sync deleted because its scan did not list it was deleted at its own version, on no word
+    from Morph: Morph's list showing it again restores it, Morph's deleted event confirms it.
     """
     if event.remote_updated_at != row.remote_updated_at:
         return event.remote_updated_at > row.remote_updated_at
+    if row.deleted_by_sync:
+        return (event.action == "deleted") != (event.source == "sync")
     return event.action == "deleted" and row.deleted_at is None
 
 
@@ -410,6 +417,8 @@ def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
         row.deleted_at = row.deleted_at or timezone.now()
     else:
         row.deleted_at = None
+    # A sync's delete is one that its scan did not list the resource (see _supersedes).
+    row.deleted_by_sync = event.action == "deleted" and event.source == "sync"
 
 
 def settle(event: MorphEvent, delivery: WebhookDelivery, outcome: Outcome) -> Result:

@@ -29,7 +29,7 @@ from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .processing import ATTEMPTS, Collision, preview_resource, store_page, store_resource
+from .processing import ATTEMPTS, DELETION_STATE, Collision, preview_resource, store_page, store_resource
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 
@@ -96,7 +96,8 @@ def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: Mirror
     """Whether ``resource`` is, by its model and ``updatedAt``, the version ``row`` holds, and
     expands no related resource: storing it would then change nothing and send nothing
     (``storing_outcome``: "unchanged"), so it is not validated again. The version was valid when
-    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated."""
+    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated. A
+    row deleted by a sync for missing from its scan is not: listed again, it is restored."""
     fields, updated_at = resource.get("fields"), resource.get("updatedAt")
     if (
         resource.get("model") != spec.morph_model
@@ -115,7 +116,12 @@ def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: Mirror
         version = parse_datetime(updated_at)  # as the serializers read it
     except ValueError:
         return False
-    return version is not None and version.tzinfo is not None and version == row.remote_updated_at
+    return (
+        version is not None
+        and version.tzinfo is not None
+        and version == row.remote_updated_at
+        and not row.deleted_by_sync
+    )
 
 
 class SyncFailed(Exception):
@@ -312,7 +318,7 @@ class _ModelScan:
                         row.remote_id: row
                         for row in self.rows.select_for_update()
                         .filter(remote_id__in=ids)
-                        .only("remote_id", "remote_updated_at", "deleted_at")
+                        .only("remote_id", *DELETION_STATE)
                     }
                     # The versions already stored are not parsed (most of a re-sync's cost); an id
                     # listed twice in the page takes the full path, as its copies are ordered.

@@ -307,6 +307,49 @@ class TestDeleteMissing:
         ]
         assert counts()["deleted"] == 1
 
+    def test_a_deleted_row_listed_again_at_its_version_comes_back(self, fake_api, received):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
+        sync_tenant()
+        fake_api.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2")])  # the same updatedAt
+        received.clear()
+
+        sync_tenant()
+
+        assert Opportunity.objects.alive().count() == 5
+        assert [(action, event.remote_id) for action, event in received] == [("updated", "opp_2")]
+        assert (counts()["updated"], counts()["unchanged"]) == (1, 4)
+        received.clear()
+
+        sync_tenant("--delete-missing")
+
+        assert received == [] and counts()["unchanged"] == 5
+
+    def test_a_webhook_replay_does_not_bring_back_what_a_sync_deleted(self, deals, send):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+
+        # A notification re-sent from before the deletion: the same updatedAt.
+        replay = opportunity_event("updated", "opp_2", updated_at=T0)
+
+        assert send(replay).json() == {"status": "stale"}
+        assert Opportunity.objects.get(remote_id="opp_2").is_deleted
+
+    def test_morphs_own_delete_stays_when_its_list_still_shows_the_resource(self, deals, send):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+        # Morph's deleted event at the same updatedAt: the deletion is Morph's now.
+        assert send(opportunity_event("deleted", "opp_2", updated_at=T0)).json() == {"status": "processed"}
+        deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2")])  # a list lagging behind
+
+        sync_tenant()
+
+        assert Opportunity.objects.get(remote_id="opp_2").is_deleted
+        assert counts()["unchanged"] == 3
+
     def test_rows_written_here_since_the_scan_started_are_kept(self, deals):
         sync_tenant()
         deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")

@@ -57,6 +57,13 @@ class MirroredResource(models.Model):
     remote_created_at = models.DateTimeField()
     remote_updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Only as sure as a scan: Morph listing the resource again restores it, even at the same
+    # updatedAt, where Morph's own deleted event would stand.
+    deleted_by_sync = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text=_("Deleted because a complete sync did not list it, not by Morph's deleted event."),
+    )
     # Marked in the database, one UPDATE per page, rather than held in memory: what lets a sync
     # with --delete-missing tell, in flat memory and across resumed runs, which rows its scan
     # did not return.
