@@ -295,6 +295,20 @@ def _expanded_references(
                 yield item_path, item
 
 
+def expanded_keys(spec: ResourceSpec, data: Any) -> Iterator[tuple[str, str]]:
+    """The (Morph model, id) of each resource that ``data``, a resource of ``spec``'s model as
+    Morph sends it, carries expanded at any depth, before it is validated: the rows storing it
+    may lock. Ids that cannot be one are left out: nothing is stored for them."""
+    fields = data.get("fields") if isinstance(data, dict) else None
+    if not isinstance(fields, dict):
+        return
+    for _, reference in _expanded_references(spec, fields, "", {}):
+        remote_id = reference["id"]
+        if isinstance(remote_id, (str, int)) and not isinstance(remote_id, bool):
+            yield reference["model"], str(remote_id)
+            yield from expanded_keys(REGISTRY[reference["model"]], reference)
+
+
 def _stored_value(spec: ResourceSpec, name: str, value: Any) -> Any:
     # null clears a field; columns that cannot hold NULL get their empty value instead.
     model_field = spec.model._meta.get_field(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -822,6 +823,60 @@ def test_a_webhook_for_a_row_the_sync_holds_waits_and_then_applies(fake_api):
     assert pending[0].result(timeout=10) == 200
     pool.shutdown()
     assert Opportunity.objects.get(remote_id="opp_1").name == "Webhook"
+
+
+def stage_won(minutes: int, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = resource_event(
+        "crmStage", remote_id="won", fields={"name": name}, updated_at=T0 + timedelta(minutes=minutes)
+    )["data"]
+    return data
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_and_a_page_expanding_the_same_stage_take_their_locks_in_one_order(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", stage=stage_won(0, "Won"))])
+    sync_tenant()
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, stage=stage_won(5, "From the API"))])
+    holding = threading.Event()
+
+    def hold_until_the_sync_waits(event: Any, **kwargs: Any) -> None:
+        # The webhook holds the stage's row, and the deal's: the sync's page waits for one of
+        # them, which it would otherwise lock first and then wait for the other, held here.
+        if event.source != "webhook":
+            return
+        holding.set()
+        with db_connection.cursor() as cursor:
+            for _ in range(200):
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if cursor.fetchone()[0]:
+                    return
+                time.sleep(0.05)
+
+    newer = opportunity_event(
+        "updated",
+        "opp_1",
+        updated_at=T0 + timedelta(minutes=9),
+        fields={"name": "Webhook", "stage": stage_won(9, "From the webhook")},
+    )
+    signals.stage_updated.connect(hold_until_the_sync_waits, weak=False, dispatch_uid="test-lock-order")
+    pool = ThreadPoolExecutor(1)
+    try:
+        webhook = pool.submit(post_in_thread, newer)
+        assert holding.wait(10)
+        sync_tenant()
+        status = webhook.result(timeout=20)
+    finally:
+        signals.stage_updated.disconnect(dispatch_uid="test-lock-order")
+        pool.shutdown()
+
+    assert status == 200
+    assert Stage.objects.get().name == "From the webhook"
+    assert Opportunity.objects.get().name == "Webhook"
+    assert counts()["stale"] == 1
 
 
 def post_in_thread(payload: dict[str, Any]) -> int:
