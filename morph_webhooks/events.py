@@ -287,7 +287,8 @@ def _expanded_references(
                 errors[f"{item_path}.model"] = [f'Expected "{expected}", the model this field refers to.']
             elif (
                 item.get("object") == "resource"
-                and item.get("model") in REGISTRY
+                and isinstance(item.get("model"), str)
+                and item["model"] in REGISTRY
                 and "id" in item
                 and "createdAt" in item
                 and "updatedAt" in item

@@ -333,6 +333,14 @@ class TestExpandedReferences:
         assert list(response.json()["fields"]) == ["data.fields.customRef.id"]
         assert not Stage.objects.exists() and not Opportunity.objects.exists()
 
+    def test_an_expansion_of_no_model_the_app_mirrors_is_kept_as_sent(self, send):
+        custom = {**expanded("crmStage", "won", 0), "model": ["crmStage"]}
+
+        response = send(deal(0, customRef=custom))
+
+        assert response.json() == {"status": "processed"}
+        assert Opportunity.objects.get().extra_fields == {"customRef": custom} and not Stage.objects.exists()
+
     def test_a_reference_of_another_model_than_its_fields_is_named(self, send):
         response = send(
             deal(
