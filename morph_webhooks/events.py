@@ -297,9 +297,9 @@ def _expanded_references(
 
 
 def expanded_keys(spec: ResourceSpec, data: Any) -> Iterator[tuple[str, str]]:
-    """The (Morph model, id) of each resource that ``data``, a resource of ``spec``'s model as
-    Morph sends it, carries expanded at any depth, before it is validated: the rows storing it
-    may lock. Ids that cannot be one are left out: nothing is stored for them."""
+    """The (Morph model, id) of each resource that ``data`` (a resource of ``spec``'s model, as
+    Morph sends it) carries expanded, at any depth, read before ``data`` is validated: the rows
+    that storing it may lock. Ids that cannot be one are left out: nothing is stored for them."""
     fields = data.get("fields") if isinstance(data, dict) else None
     if not isinstance(fields, dict):
         return

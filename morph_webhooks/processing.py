@@ -37,8 +37,8 @@ Key = tuple[str, str]
 
 logger = logging.getLogger(__name__)
 
-# What storing_outcome reads of a stored row.
-DELETION_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
+# What storing_outcome reads of a stored row: its version and how it was deleted.
+STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
 
 # A collision (a concurrent event created the resource first) is resolved by starting over: the
 # next attempt sees the committed row; so is a deadlock. More than a few in a row is pathological.
@@ -130,9 +130,9 @@ def run_atomically(
                 # Another run of this very delivery (a task delivered twice) got there first.
                 return Result(Outcome.DUPLICATE)
             except Exception as exc:
-                if not committed and deadlocked(exc):
-                    continue
                 if not committed:
+                    if deadlocked(exc):
+                        continue
                     raise
                 # Only a receiver's transaction.on_commit callback failed, after the commit.
                 # Answering 5xx (or recording a failure) would make Morph retry an event that is
@@ -274,9 +274,9 @@ def store_page(
 ) -> Counter[str]:
     """Store ``events``, a page read from Morph's API, in its order and by the rules of
     :func:`store_resource`, within the caller's transaction. ``stored`` holds the page's rows by
-    ``remote_id`` (``remote_updated_at``, ``deleted_at`` and ``deleted_by_sync`` suffice), locked by the caller in one
-    query: what the page holds new is known without a query per resource, and stays new while
-    the lock holds, unless a concurrent event creates it (a Collision, as for store_resource).
+    ``remote_id`` (:data:`STORED_STATE` suffices), locked by the caller in one query: what the
+    page holds new is known without a query per resource, and stays new while the lock holds,
+    unless a concurrent event creates it (a Collision, as for store_resource).
 
     Consecutive new resources are inserted together, one statement for a run of them, and each
     then sends its signal (``created``) as store_resource would, in the page's order. Anything else
@@ -341,7 +341,7 @@ def preview_resource(event: ResourceEvent) -> str:
         event.spec.model._default_manager.filter(
             connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
         )
-        .only(*DELETION_STATE)
+        .only(*STORED_STATE)
         .first()
     )
     return storing_outcome(event, row)
@@ -349,7 +349,7 @@ def preview_resource(event: ResourceEvent) -> str:
 
 def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
     """What storing ``event`` over ``row`` (None: no such resource here) comes to, by the rules of
-    :func:`store_resource`; ``row`` needs only its :data:`DELETION_STATE`."""
+    :func:`store_resource`; ``row`` needs only its :data:`STORED_STATE`."""
     if row is None:
         return "created"
     if not _supersedes(event, row):

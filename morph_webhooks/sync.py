@@ -31,7 +31,7 @@ from .events import InvalidEvent, ResourceEvent, expanded_keys, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
 from .processing import (
     ATTEMPTS,
-    DELETION_STATE,
+    STORED_STATE,
     Collision,
     Key,
     deadlocked,
@@ -368,7 +368,7 @@ class _ModelScan:
         rows = in_lock_order(self.rows.select_for_update().filter(remote_id__in=[*ids, *same_model]))
         listed = set(ids)
         stored = {
-            row.remote_id: row for row in rows.only("remote_id", *DELETION_STATE) if row.remote_id in listed
+            row.remote_id: row for row in rows.only("remote_id", *STORED_STATE) if row.remote_id in listed
         }
         lock_in_order(connector_id, owner_id, (key for key in expanded if key[0] > model))
         return stored
