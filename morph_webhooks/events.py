@@ -78,8 +78,10 @@ class ResourceEvent(MorphEvent):
     """An event for a Morph model the app mirrors (``spec``): the version of the resource it
     describes (``remote_created_at``, ``remote_updated_at``) and ``changes``, the column values
     the payload sets (only those present in it). ``related`` are the events for the resources its
-    fields carry expanded (an opportunity's stage sent with its own fields and timestamps): they
-    are stored with it, each under its own ``updatedAt``, as ``updated`` events of their model."""
+    fields carry expanded (an opportunity's stage sent with its own fields and timestamps), at any
+    depth, each before the one carrying it, and without ``related`` of their own: they are stored
+    with it, each under its own ``updatedAt``, as ``updated`` events of their model (``created``
+    when new here). A copy of the resource itself nested in its fields is not one of them."""
 
     spec: ResourceSpec
     remote_created_at: datetime
@@ -186,9 +188,11 @@ def _resource_event(
     path: str,
     header_values: Headers,
     errors: dict[str, list[str]],
+    within: tuple[tuple[str, str], ...] = (),
 ) -> ResourceEvent | None:
     """The event for ``data`` (a resource of ``spec``'s model at ``path`` in the body), with an
-    event for each expanded reference it carries; None, with ``errors`` told why, if invalid."""
+    event for each expanded reference it carries; None, with ``errors`` told why, if invalid.
+    ``within`` holds the (model, id) of the resources that carry ``data`` expanded."""
     valid, resource_errors = validate(resource_data_serializer(spec, action), data)
     if resource_errors:
         errors |= flatten_errors(resource_errors, prefix=path)
@@ -202,25 +206,48 @@ def _resource_event(
         changes["raw_resource"] = valid["rawResource"]
     if "warnings" in valid:
         changes["warnings"] = data["warnings"] or []
-    related = [
-        _resource_event(
-            REGISTRY[reference["model"]], "updated", reference, reference_path, header_values, errors
-        )
-        for reference_path, reference in _expanded_references(sent_fields, f"{path}.fields")
-    ]
+    own = (spec.morph_model, str(data.get("id")))
+    related: list[ResourceEvent] = []
+    for reference_path, reference in _expanded_references(spec, sent_fields, f"{path}.fields", errors):
+        if (reference["model"], str(reference["id"])) in (own, *within):
+            # The resource itself, or one that carries it: this event is its version; a copy
+            # nested in it is kept as sent, not stored over it.
+            continue
+        expanded = _reference_event(reference, reference_path, header_values, errors, (own, *within))
+        if expanded is not None:
+            # Deeper expansions first: each resource is stored before the one that carries it.
+            related += [*expanded.related, replace(expanded, related=())]
     return ResourceEvent(
         spec=spec,
         model=spec.morph_model,
         action=action,
-        # The reference's id was validated with the fields that carry it.
-        remote_id=str(data.get("id")),
+        # Validated by the caller: the envelope, the listed resource or the reference's own check.
+        remote_id=own[1],
         payload=data,
         remote_created_at=valid["createdAt"],
         remote_updated_at=valid["updatedAt"],
         changes=changes,
-        related=tuple(event for event in related if event is not None),
+        related=tuple(related),
         **header_values,
     )
+
+
+def _reference_event(
+    reference: dict[str, Any],
+    path: str,
+    header_values: Headers,
+    errors: dict[str, list[str]],
+    within: tuple[tuple[str, str], ...],
+) -> ResourceEvent | None:
+    """The ``updated`` event of an expanded reference at ``path``, validated as an event of its
+    model is (its id included, which no column may have checked: ``fields.customRef``); None,
+    with ``errors`` told why, if invalid."""
+    _, resource_errors = validate(RESOURCE, reference)
+    if resource_errors:
+        errors |= flatten_errors(resource_errors, prefix=path)
+        return None
+    spec = REGISTRY[reference["model"]]
+    return _resource_event(spec, "updated", reference, path, header_values, errors, within)
 
 
 def resource_data_serializer(spec: ResourceSpec, action: str) -> ResourceDataSerializer:
@@ -243,21 +270,44 @@ for _spec in REGISTRY.values():
         resource_data_serializer(_spec, _action)
 
 
-def _expanded_references(fields: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The references among ``fields`` that Morph expanded into a resource the app mirrors, with a
-    version to order it by. One without ``createdAt``/``updatedAt`` cannot be ordered: only its id
-    is kept, as for any reference."""
+def _expanded_references(
+    spec: ResourceSpec, fields: dict[str, Any], path: str, errors: dict[str, list[str]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The references among ``fields`` (of ``spec``'s model) that Morph expanded into a resource
+    the app mirrors, with a version to order it by. One without ``createdAt``/``updatedAt`` cannot
+    be ordered: only its id is kept, as for any reference. A reference of another model than its
+    field's (``stage`` naming a ``genericUser``) is told in ``errors``."""
     for name, value in fields.items():
+        expected = spec.reference_models.get(name)
         for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
-            if (
-                isinstance(item, dict)
-                and item.get("object") == "resource"
-                and item.get("model") in REGISTRY
+            if not isinstance(item, dict):
+                continue
+            item_path = f"{path}.{name}" if index is None else f"{path}.{name}.{index}"
+            if expected is not None and "model" in item and item["model"] != expected:
+                errors[f"{item_path}.model"] = [f'Expected "{expected}", the model this field refers to.']
+            elif (
+                item.get("object") == "resource"
+                and isinstance(item.get("model"), str)
+                and item["model"] in REGISTRY
                 and "id" in item
                 and "createdAt" in item
                 and "updatedAt" in item
             ):
-                yield (f"{path}.{name}" if index is None else f"{path}.{name}.{index}"), item
+                yield item_path, item
+
+
+def expanded_keys(spec: ResourceSpec, data: Any) -> Iterator[tuple[str, str]]:
+    """The (Morph model, id) of each resource that ``data`` (a resource of ``spec``'s model, as
+    Morph sends it) carries expanded, at any depth, read before ``data`` is validated: the rows
+    that storing it may lock. Ids that cannot be one are left out: nothing is stored for them."""
+    fields = data.get("fields") if isinstance(data, dict) else None
+    if not isinstance(fields, dict):
+        return
+    for _, reference in _expanded_references(spec, fields, "", {}):
+        remote_id = reference["id"]
+        if isinstance(remote_id, (str, int)) and not isinstance(remote_id, bool):
+            yield reference["model"], str(remote_id)
+            yield from expanded_keys(REGISTRY[reference["model"]], reference)
 
 
 def _stored_value(spec: ResourceSpec, name: str, value: Any) -> Any:

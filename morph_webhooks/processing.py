@@ -12,11 +12,14 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
-from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections, router, transaction
+from django.db.models import QuerySet
+from django.db.models.functions import Collate
 from django.utils import timezone
 
 from . import statements
@@ -25,12 +28,20 @@ from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
 from .metrics import observe_processing
 from .models import AWAITING_APPLY, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
+from .resources.registry import REGISTRY
 from .signals import delivery_failed
+
+R = TypeVar("R", bound=MirroredResource)
+# A resource among a connection's: its Morph model and id.
+Key = tuple[str, str]
 
 logger = logging.getLogger(__name__)
 
+# What storing_outcome reads of a stored row: its version and how it was deleted.
+STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
+
 # A collision (a concurrent event created the resource first) is resolved by starting over: the
-# next attempt sees the committed row. More than a few in a row is pathological.
+# next attempt sees the committed row; so is a deadlock. More than a few in a row is pathological.
 ATTEMPTS = 3
 
 
@@ -118,8 +129,10 @@ def run_atomically(
             except _AlreadyApplied:
                 # Another run of this very delivery (a task delivered twice) got there first.
                 return Result(Outcome.DUPLICATE)
-            except Exception:
+            except Exception as exc:
                 if not committed:
+                    if deadlocked(exc):
+                        continue
                     raise
                 # Only a receiver's transaction.on_commit callback failed, after the commit.
                 # Answering 5xx (or recording a failure) would make Morph retry an event that is
@@ -128,7 +141,9 @@ def run_atomically(
                     "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
                 )
             return result
-        raise ConcurrentDeliveryError(f"gave up after {ATTEMPTS} collisions with concurrent deliveries")
+        raise ConcurrentDeliveryError(
+            f"gave up after {ATTEMPTS} collisions or deadlocks with concurrent deliveries"
+        )
     except Exception as exc:
         delivery.status = outcome_before
         _record_failure(delivery, exc, on_failure)
@@ -146,6 +161,15 @@ class _Committed:
 
     def __bool__(self) -> bool:
         return self.done
+
+
+def deadlocked(exc: BaseException) -> bool:
+    """Whether PostgreSQL ended a deadlock by failing this transaction: started over, it goes
+    through. Rows are locked in one order (:func:`lock_in_order`), but new rows are inserted in
+    the events' order, and two transactions may insert the same two in opposite orders."""
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return isinstance(exc, OperationalError) and code == "40P01"
 
 
 def bound_lock_wait() -> None:
@@ -174,14 +198,18 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
             claim_queued_key(event, Outcome.IGNORED)
         return settle(event, delivery, Outcome.IGNORED)
 
-    # Resources the event carries expanded are stored first, under their own updatedAt and with
-    # their own signals, so that the event's receivers find them (a deal's new stage).
-    for related in event.related:
-        store_resource(related)
-
     # The row lock orders concurrent events for one resource; the key's unique index orders
     # concurrent deliveries of one event.
-    row = _locked_row(event)
+    if event.related:
+        # Its expanded references' rows too, all locked first, in the one order.
+        locked = lock_in_order(event.connector_id, event.owner_id, map(_key, (event, *event.related)))
+        # Stored first, under their own updatedAt and with their own signals, so that the event's
+        # receivers find them (a deal's new stage).
+        for related in event.related:
+            store_resource(related, locked)
+        row = locked[_key(event)]
+    else:
+        row = _locked_row(event)
     if row is not None and not _supersedes(event, row):
         if queued:
             claim_queued_key(event, Outcome.STALE)
@@ -194,17 +222,49 @@ def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
     return settle(event, delivery, Outcome.PROCESSED)
 
 
-def store_resource(event: ResourceEvent) -> str:
+def store_resource(event: ResourceEvent, locked: dict[Key, MirroredResource | None] | None = None) -> str:
     """Store the version of a resource that ``event`` describes, within the caller's transaction
     and without an idempotency key: for a resource carried by another event, or read from Morph's
     API. Returns "created" or "updated"; or, changing nothing and sending no signal, "unchanged"
     (the stored version is this one) or "stale" (it is newer). Raises Collision when a concurrent
-    transaction created the row first: the caller's transaction is spoilt and must start over."""
-    row = _locked_row(event)
+    transaction created the row first: the caller's transaction is spoilt and must start over.
+    ``locked`` holds rows :func:`lock_in_order` locked, the resource's among them; what is
+    stored here is kept in it."""
+    key = _key(event)
+    row = locked[key] if locked is not None else _locked_row(event)
     outcome = storing_outcome(event, row)
+    if outcome == "created" and event.action == "updated":
+        # New here (an expanded reference's resource, typically): a receiver of *_created hears
+        # of every row created, whatever brought it.
+        event = replace(event, action="created")
     if outcome in ("created", "updated"):
-        _write(event, row)
+        row = _write(event, row)
+        if locked is not None:
+            locked[key] = row
     return outcome
+
+
+def lock_in_order(
+    connector_id: str, owner_id: str, keys: Iterable[Key]
+) -> dict[Key, MirroredResource | None]:
+    """Lock the stored resources of ``keys`` (a connection's (Morph model, id) pairs), None where
+    none is stored yet, one by one in the order of the keys: by model, then id. Every transaction
+    that locks several resources (an event and its expanded references, a sync's page and its
+    resources' ones) takes them in this order, so that none waits for a row while holding one
+    the other waits for (a deadlock, ended by PostgreSQL failing one of them)."""
+    return {
+        key: statements.locked_row(REGISTRY[key[0]].model, connector_id, owner_id, key[1])
+        for key in sorted(set(keys))
+    }
+
+
+def in_lock_order(rows: QuerySet[R]) -> QuerySet[R]:
+    """``rows``, of one model, in the order :func:`lock_in_order` locks them: by id, as Python
+    compares strings (code point by code point, PostgreSQL's "C" collation), whatever the
+    column's collation; a ``select_for_update()`` locks them in that order."""
+    if connections[rows.db].vendor == "postgresql":
+        return rows.order_by(Collate("remote_id", "C"))
+    return rows.order_by("remote_id")
 
 
 def store_page(
@@ -214,19 +274,21 @@ def store_page(
 ) -> Counter[str]:
     """Store ``events``, a page read from Morph's API, in its order and by the rules of
     :func:`store_resource`, within the caller's transaction. ``stored`` holds the page's rows by
-    ``remote_id`` (``remote_updated_at`` and ``deleted_at`` suffice), locked by the caller in one
-    query: what the page holds new is known without a query per resource, and stays new while
-    the lock holds, unless a concurrent event creates it (a Collision, as for store_resource).
+    ``remote_id`` (:data:`STORED_STATE` suffices), locked by the caller in one query: what the
+    page holds new is known without a query per resource, and stays new while the lock holds,
+    unless a concurrent event creates it (a Collision, as for store_resource).
 
     Consecutive new resources are inserted together, one statement for a run of them, and each
     then sends its signal (``created``) as store_resource would, in the page's order. Anything else
     takes store_resource's own path once the new resources before it are stored: a newer version
-    of a stored row, an id the page listed before, a resource's expanded references. New rows
-    are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE of its
-    new rows. Returns how many events came to each outcome."""
+    of a stored row, an id the page listed or expanded before, a resource's expanded references.
+    New rows are written with ``synced_at`` (when the sync read them), sparing the page an UPDATE
+    of its new rows. Returns how many events came to each outcome."""
     counts: Counter[str] = Counter()
     new: dict[str, ResourceEvent] = {}
     written: set[str] = set()
+    # What storing them came to, for the page's resources stored first as another's expansion.
+    expanded: dict[str, str] = {}
 
     def insert_new() -> None:
         rows = [_changed_row(event, None)[0] for event in new.values()]
@@ -246,12 +308,21 @@ def store_page(
         if event.related or event.remote_id in new:
             insert_new()
         for related in event.related:
-            store_resource(related)
+            related_outcome = store_resource(related)
+            if related.spec is event.spec:
+                # Perhaps listed later in the page (a company expanding its parent): that copy is
+                # compared with this one then, as with any version this page stored.
+                written.add(related.remote_id)
+                if related_outcome in ("created", "updated"):
+                    expanded.setdefault(related.remote_id, related_outcome)
         row = stored.get(event.remote_id)
         outcome = storing_outcome(event, row)
         if event.remote_id in written:
             # Stored by this page already: compared with that version, as a webhook's would be.
             outcome = store_resource(replace(event, action="updated"))
+            if outcome == "unchanged":
+                # The version an expansion stored: counted as what storing it came to.
+                outcome = expanded.pop(event.remote_id, outcome)
         elif outcome == "created":
             new[event.remote_id] = replace(event, action="created")
         elif outcome == "updated":
@@ -270,7 +341,7 @@ def preview_resource(event: ResourceEvent) -> str:
         event.spec.model._default_manager.filter(
             connector_id=event.connector_id, owner_id=event.owner_id, remote_id=event.remote_id
         )
-        .only("remote_updated_at", "deleted_at")
+        .only(*STORED_STATE)
         .first()
     )
     return storing_outcome(event, row)
@@ -278,7 +349,7 @@ def preview_resource(event: ResourceEvent) -> str:
 
 def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
     """What storing ``event`` over ``row`` (None: no such resource here) comes to, by the rules of
-    :func:`store_resource`; ``row`` needs only its ``remote_updated_at`` and ``deleted_at``."""
+    :func:`store_resource`; ``row`` needs only its :data:`STORED_STATE`."""
     if row is None:
         return "created"
     if not _supersedes(event, row):
@@ -290,9 +361,13 @@ def _locked_row(event: ResourceEvent) -> MirroredResource | None:
     return statements.locked_row(event.spec.model, event.connector_id, event.owner_id, event.remote_id)
 
 
-def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
+def _key(event: ResourceEvent) -> Key:
+    return event.model, event.remote_id
+
+
+def _write(event: ResourceEvent, row: MirroredResource | None) -> MirroredResource:
     """Store the version ``event`` describes over ``row`` (None: a resource new here) and send
-    the event's signal, then whatever the model's spec adds (``after_apply``)."""
+    the event's signal, then whatever the model's spec adds (``after_apply``). Returns the row."""
     created = row is None
     row, before = _changed_row(event, row)
     if created:
@@ -304,6 +379,7 @@ def _write(event: ResourceEvent, row: MirroredResource | None) -> None:
     elif not statements.update(row):
         raise DatabaseError(f"{row} was deleted while locked")  # the lock forbids it
     _announce(event, row, before, created)
+    return row
 
 
 def _changed_row(
@@ -374,10 +450,14 @@ def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
 
     The newer ``updatedAt`` wins. At an equal ``updatedAt`` only a delete of a live row applies:
     CRMs do not always bump ``updatedAt`` when deleting, while a create or update with the same
-    ``updatedAt`` describes the version already stored (typically a re-sent notification).
+    ``updatedAt`` describes the version already stored (typically a re-sent notification). A row
+    a sync deleted because its scan did not list it was deleted at its own version, on no word
+    from Morph: Morph's list showing it again restores it, Morph's deleted event confirms it.
     """
     if event.remote_updated_at != row.remote_updated_at:
         return event.remote_updated_at > row.remote_updated_at
+    if row.deleted_by_sync:
+        return (event.action == "deleted") != (event.source == "sync")
     return event.action == "deleted" and row.deleted_at is None
 
 
@@ -395,6 +475,8 @@ def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
         row.deleted_at = row.deleted_at or timezone.now()
     else:
         row.deleted_at = None
+    # A sync's delete is one that its scan did not list the resource (see _supersedes).
+    row.deleted_by_sync = event.action == "deleted" and event.source == "sync"
 
 
 def settle(event: MorphEvent, delivery: WebhookDelivery, outcome: Outcome) -> Result:

@@ -20,16 +20,27 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .api import MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
-from .events import InvalidEvent, ResourceEvent, parse_resource
+from .events import InvalidEvent, ResourceEvent, expanded_keys, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .processing import ATTEMPTS, Collision, preview_resource, store_page, store_resource
+from .processing import (
+    ATTEMPTS,
+    STORED_STATE,
+    Collision,
+    Key,
+    deadlocked,
+    in_lock_order,
+    lock_in_order,
+    preview_resource,
+    store_page,
+    store_resource,
+)
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 
@@ -96,7 +107,8 @@ def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: Mirror
     """Whether ``resource`` is, by its model and ``updatedAt``, the version ``row`` holds, and
     expands no related resource: storing it would then change nothing and send nothing
     (``storing_outcome``: "unchanged"), so it is not validated again. The version was valid when
-    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated."""
+    it was stored; a resource that changed in Morph has a new ``updatedAt``, and is validated. A
+    row deleted by a sync for missing from its scan is not: listed again, it is restored."""
     fields, updated_at = resource.get("fields"), resource.get("updatedAt")
     if (
         resource.get("model") != spec.morph_model
@@ -115,7 +127,12 @@ def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: Mirror
         version = parse_datetime(updated_at)  # as the serializers read it
     except ValueError:
         return False
-    return version is not None and version.tzinfo is not None and version == row.remote_updated_at
+    return (
+        version is not None
+        and version.tzinfo is not None
+        and version == row.remote_updated_at
+        and not row.deleted_by_sync
+    )
 
 
 class SyncFailed(Exception):
@@ -299,21 +316,12 @@ class _ModelScan:
     ) -> tuple[Counter[str], list[str]]:
         """Apply the page's resources, mark its rows seen and save the next cursor, all at once.
         Returns the outcomes and a description of each invalid resource."""
+        expanded = {key for resource in resources for key in expanded_keys(self.spec, resource)}
         for _ in range(ATTEMPTS):
             counts: Counter[str] = Counter()
             try:
                 with transaction.atomic():
-                    # The page's stored versions in one query, locked for the page's transaction:
-                    # what is unchanged costs nothing more, what is new is known without a query
-                    # per resource (store_page inserts it; a webhook creating one of those rows
-                    # meanwhile makes the page collide and start over), and the stored versions
-                    # cannot change under the page.
-                    stored = {
-                        row.remote_id: row
-                        for row in self.rows.select_for_update()
-                        .filter(remote_id__in=ids)
-                        .only("remote_id", "remote_updated_at", "deleted_at")
-                    }
+                    stored = self.lock(ids, expanded)
                     # The versions already stored are not parsed (most of a re-sync's cost); an id
                     # listed twice in the page takes the full path, as its copies are ordered.
                     listed = Counter(ids)
@@ -338,8 +346,32 @@ class _ModelScan:
                     self.connection.save_cursor(self.spec.morph_model, next_cursor, self.started_at)
             except Collision:
                 continue  # a webhook created one of the rows first: the next attempt sees it
+            except OperationalError as exc:
+                if not deadlocked(exc):
+                    raise
+                continue
             return counts, failed
-        raise ConcurrentDeliveryError(f"gave up on a page after {ATTEMPTS} collisions with concurrent events")
+        raise ConcurrentDeliveryError(
+            f"gave up on a page after {ATTEMPTS} collisions or deadlocks with concurrent events"
+        )
+
+    def lock(self, ids: list[str], expanded: set[Key]) -> dict[str, MirroredResource]:
+        """The page's stored versions by id, in one query, locked for the page's transaction with
+        the rows of what its resources expand (``expanded``), in :func:`lock_in_order`'s order.
+        What is unchanged costs nothing more, what is new is known without a query per resource
+        (store_page inserts it; a webhook creating one of those rows meanwhile makes the page
+        collide and start over), and the stored versions cannot change under the page."""
+        model = self.spec.morph_model
+        connector_id, owner_id = self.connection.connector_id, self.connection.owner_id
+        lock_in_order(connector_id, owner_id, (key for key in expanded if key[0] < model))
+        same_model = [remote_id for key_model, remote_id in expanded if key_model == model]
+        rows = in_lock_order(self.rows.select_for_update().filter(remote_id__in=[*ids, *same_model]))
+        listed = set(ids)
+        stored = {
+            row.remote_id: row for row in rows.only("remote_id", *STORED_STATE) if row.remote_id in listed
+        }
+        lock_in_order(connector_id, owner_id, (key for key in expanded if key[0] > model))
+        return stored
 
     def preview(self, events: list[ResourceEvent], ids: list[str]) -> Counter[str]:
         self.seen_candidates += self.missing().filter(remote_id__in=ids).count()
@@ -370,7 +402,7 @@ class _ModelScan:
             last_pk = batch[-1]
             with transaction.atomic():
                 self.connection.renew_sync_lease()
-                for row in self.missing().select_for_update().filter(pk__in=batch).order_by("pk"):
+                for row in in_lock_order(self.missing().select_for_update().filter(pk__in=batch)):
                     if store_resource(self.deletion(row)) == "updated":
                         self.report.counts["deleted"] += 1
 

@@ -15,9 +15,10 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from morph_webhooks import signals
 from morph_webhooks.auth import signature_headers
-from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from morph_webhooks.models import IdempotencyKey, Opportunity, Pipeline, Stage, WebhookDelivery
+from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from tests.helpers import T0, postgresql_only
 
 pytestmark = [
@@ -138,3 +139,40 @@ def test_simultaneous_replays_of_a_signed_request_are_accepted_once(settings):
 
     assert Counter(statuses) == {200: 1, 401: 9}
     assert Opportunity.objects.count() == WebhookDelivery.objects.count() == 1
+
+
+def test_events_creating_the_same_new_resources_in_opposite_orders_both_apply():
+    # Each pipeline's event creates the same two new stages, in the opposite order: each inserts
+    # its first, then waits for the other's on the unique index. PostgreSQL ends the deadlock by
+    # failing one transaction, which starts over and then finds both stages stored.
+    def pipeline(remote_id: str, stages: list[str]) -> dict[str, Any]:
+        expanded = [
+            resource_event("crmStage", remote_id=stage, fields={"name": stage})["data"] for stage in stages
+        ]
+        return resource_event(
+            "crmPipeline", "created", remote_id, fields={"name": remote_id, "stages": expanded}
+        )
+
+    both_hold_one = threading.Barrier(2, timeout=10)
+    waited: set[int] = set()
+
+    def hold_the_first(instance: Stage, **kwargs: Any) -> None:
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            both_hold_one.wait()
+
+    def deliver(payload: dict[str, Any]) -> int:
+        try:
+            return int(post_event(Client(), payload, headers=morph_headers()).status_code)
+        finally:
+            connection.close()
+
+    signals.stage_created.connect(hold_the_first, weak=False, dispatch_uid="test-opposite-orders")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(deliver, [pipeline("p1", ["s1", "s2"]), pipeline("p2", ["s2", "s1"])]))
+    finally:
+        signals.stage_created.disconnect(dispatch_uid="test-opposite-orders")
+
+    assert statuses == [200, 200]
+    assert Pipeline.objects.count() == 2 and Stage.objects.count() == 2

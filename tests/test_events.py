@@ -86,16 +86,24 @@ def test_currency_is_three_letters_stored_upper_case():
 
 
 @pytest.mark.parametrize(
-    "value",
+    "shape",
     [
-        reference("crmStage", "won"),
-        {"object": "resource", "model": "crmStage", "id": "won", "fields": {"name": "Won"}},
-        {"id": "won"},
-        "won",
+        lambda model: reference(model, "won"),
+        lambda model: {"object": "resource", "model": model, "id": "won", "fields": {"name": "Won"}},
+        lambda model: {"id": "won"},
+        lambda model: "won",
     ],
 )
-def test_reference_shapes(value):
-    changes = parse(with_fields(stage=value, pipeline=value, owner=value, contacts=[value, value])).changes
+def test_reference_shapes(shape):
+    contact = shape("genericContact")
+    changes = parse(
+        with_fields(
+            stage=shape("crmStage"),
+            pipeline=shape("crmPipeline"),
+            owner=shape("genericUser"),
+            contacts=[contact, contact],
+        )
+    ).changes
     assert (changes["stage_id"], changes["pipeline_id"], changes["crm_owner_id"], changes["contact_ids"]) == (
         "won",
         "won",

@@ -263,13 +263,13 @@ def deal(minutes: int, **fields: Any) -> dict[str, Any]:
 class TestExpandedReferences:
     def test_an_expanded_stage_is_stored_with_the_deal_and_sends_its_signal(self, send):
         calls: list[dict[str, Any]] = []
-        REGISTRY["crmStage"].signals["updated"].connect(
+        REGISTRY["crmStage"].signals["created"].connect(
             lambda **kwargs: calls.append(kwargs), weak=False, dispatch_uid="test-expanded"
         )
         try:
             response = send(deal(0, stage=expanded("crmStage", "won", 0, name="Won", type="won")))
         finally:
-            REGISTRY["crmStage"].signals["updated"].disconnect(dispatch_uid="test-expanded")
+            REGISTRY["crmStage"].signals["created"].disconnect(dispatch_uid="test-expanded")
 
         assert response.json() == {"status": "processed"}
         stage = Stage.objects.get()
@@ -321,6 +321,75 @@ class TestExpandedReferences:
         assert response.status_code == 400
         assert list(response.json()["fields"]) == ["data.fields.stage.fields.type"]
         assert not Stage.objects.exists() and not Opportunity.objects.exists()
+
+    @pytest.mark.parametrize("remote_id", [{"a": 1}, [1, 2], "", None, 12.5, "x" * 300])
+    def test_an_unusable_id_anywhere_is_named(self, send, remote_id):
+        # An extra field without a column: nothing else checks the id of what it expands.
+        custom = {**expanded("crmStage", "won", 0, name="Won"), "id": remote_id}
+
+        response = send(deal(0, customRef=custom, stage=expanded("crmStage", "s1", 0)))
+
+        assert response.status_code == 400
+        assert list(response.json()["fields"]) == ["data.fields.customRef.id"]
+        assert not Stage.objects.exists() and not Opportunity.objects.exists()
+
+    def test_an_expansion_of_no_model_the_app_mirrors_is_kept_as_sent(self, send):
+        custom = {**expanded("crmStage", "won", 0), "model": ["crmStage"]}
+
+        response = send(deal(0, customRef=custom))
+
+        assert response.json() == {"status": "processed"}
+        assert Opportunity.objects.get().extra_fields == {"customRef": custom} and not Stage.objects.exists()
+
+    def test_a_reference_of_another_model_than_its_fields_is_named(self, send):
+        response = send(
+            deal(
+                0, stage=expanded("genericUser", "u1", 0), companies=["c1", reference("genericContact", "c2")]
+            )
+        )
+
+        assert response.status_code == 400
+        assert list(response.json()["fields"]) == [
+            "data.fields.stage.model",
+            "data.fields.companies.1.model",
+        ]
+        assert not CrmUser.objects.exists() and not Opportunity.objects.exists()
+
+    def test_a_copy_of_the_resource_itself_is_not_stored_over_it(self, send):
+        send(deal(5, name="Current"))
+
+        # Older than the stored version, carrying a newer copy of itself in an extra field.
+        response = send(deal(1, name="Old", customRef=expanded("crmOpportunity", "opp_1", 9, name="Nested")))
+
+        assert response.json() == {"status": "stale"}
+        row = Opportunity.objects.get()
+        assert (row.name, row.remote_updated_at) == ("Current", T0 + timedelta(minutes=5))
+
+    def test_an_expansion_inside_an_expansion_is_stored_first(self, send):
+        pipeline = expanded("crmPipeline", "p1", 0, name="Sales")
+        created: list[str] = []
+        for model in ("crmPipeline", "crmStage"):
+            REGISTRY[model].signals["created"].connect(
+                lambda instance, **kwargs: created.append(instance.remote_id),
+                weak=False,
+                dispatch_uid=f"test-nested-{model}",
+            )
+        try:
+            response = send(deal(0, stage=expanded("crmStage", "won", 0, name="Won", pipeline=pipeline)))
+        finally:
+            for model in ("crmPipeline", "crmStage"):
+                REGISTRY[model].signals["created"].disconnect(dispatch_uid=f"test-nested-{model}")
+
+        assert response.json() == {"status": "processed"}
+        assert created == ["p1", "won"]
+        assert Pipeline.objects.get().name == "Sales" and Stage.objects.get().pipeline_id == "p1"
+
+    def test_an_invalid_expansion_inside_an_expansion_is_named(self, send):
+        pipeline = expanded("crmPipeline", "p1", 0, name="")
+        response = send(deal(0, stage=expanded("crmStage", "won", 0, pipeline=pipeline)))
+
+        assert response.status_code == 400
+        assert list(response.json()["fields"]) == ["data.fields.stage.fields.pipeline.fields.name"]
 
     def test_a_duplicate_stores_nothing_again(self, send):
         event = deal(0, stage=expanded("crmStage", "won", 0, name="Won"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -307,6 +308,49 @@ class TestDeleteMissing:
         ]
         assert counts()["deleted"] == 1
 
+    def test_a_deleted_row_listed_again_at_its_version_comes_back(self, fake_api, received):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
+        sync_tenant()
+        fake_api.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2")])  # the same updatedAt
+        received.clear()
+
+        sync_tenant()
+
+        assert Opportunity.objects.alive().count() == 5
+        assert [(action, event.remote_id) for action, event in received] == [("updated", "opp_2")]
+        assert (counts()["updated"], counts()["unchanged"]) == (1, 4)
+        received.clear()
+
+        sync_tenant("--delete-missing")
+
+        assert received == [] and counts()["unchanged"] == 5
+
+    def test_a_webhook_replay_does_not_bring_back_what_a_sync_deleted(self, deals, send):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+
+        # A notification re-sent from before the deletion: the same updatedAt.
+        replay = opportunity_event("updated", "opp_2", updated_at=T0)
+
+        assert send(replay).json() == {"status": "stale"}
+        assert Opportunity.objects.get(remote_id="opp_2").is_deleted
+
+    def test_morphs_own_delete_stays_when_its_list_still_shows_the_resource(self, deals, send):
+        sync_tenant()
+        deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
+        sync_tenant("--delete-missing")
+        # Morph's deleted event at the same updatedAt: the deletion is Morph's now.
+        assert send(opportunity_event("deleted", "opp_2", updated_at=T0)).json() == {"status": "processed"}
+        deals.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_2")])  # a list lagging behind
+
+        sync_tenant()
+
+        assert Opportunity.objects.get(remote_id="opp_2").is_deleted
+        assert counts()["unchanged"] == 3
+
     def test_rows_written_here_since_the_scan_started_are_kept(self, deals):
         sync_tenant()
         deals.remove(CONNECTOR, OWNER, OPPORTUNITIES, "opp_2")
@@ -383,6 +427,64 @@ def test_invalid_resources_are_named_and_the_rest_stored(fake_api):
     assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1", "opp_3"]
     assert counts()["failed"] == 1
     assert "opp_bad" in Connection.objects.get().last_sync_error or "crmOpportunity" in str(error.value)
+
+
+@pytest.mark.parametrize("remote_id", [{"a": 1}, "", 12.5, "x" * 300])
+def test_an_expanded_reference_with_an_unusable_id_fails_its_resource_only(fake_api, remote_id):
+    custom = {**resource_event("crmStage", remote_id="won", fields={"name": "Won"})["data"], "id": remote_id}
+    fake_api.add(
+        CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", customRef=custom), deal("opp_2"), deal("opp_3")]
+    )
+
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+        )
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_2", "opp_3"]
+    assert not Stage.objects.exists()
+    assert (counts()["created"], counts()["failed"]) == (2, 1)
+    assert "failed: crmOpportunity 'opp_1': data.fields.customRef.id" in out.getvalue()
+
+
+def company(remote_id: str, **fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = resource_event("genericCompany", remote_id=remote_id, fields=fields)["data"]
+    return data
+
+
+def test_a_company_expanding_a_later_one_of_its_page_or_itself_is_stored_once(fake_api):
+    created: list[str] = []
+    signals.company_created.connect(
+        lambda instance, **kwargs: created.append(instance.remote_id), weak=False, dispatch_uid="test-co"
+    )
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        "genericCompany",
+        [
+            company("co_1", name="One", parent=company("co_2", name="Two")),
+            company("co_2", name="Two"),
+            company("co_3", name="Three", itself=company("co_3", name="Three")),
+        ],
+    )
+    try:
+        sync("--connector", CONNECTOR, "--owner", OWNER, "--model", "genericCompany")
+    finally:
+        signals.company_created.disconnect(dispatch_uid="test-co")
+
+    assert created == ["co_2", "co_1", "co_3"]
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "succeeded"
+    assert connection.last_sync_counts["genericCompany"]["created"] == 3
 
 
 def test_invalid_resources_are_listed_in_the_output(fake_api, capsys):
@@ -721,6 +823,60 @@ def test_a_webhook_for_a_row_the_sync_holds_waits_and_then_applies(fake_api):
     assert pending[0].result(timeout=10) == 200
     pool.shutdown()
     assert Opportunity.objects.get(remote_id="opp_1").name == "Webhook"
+
+
+def stage_won(minutes: int, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = resource_event(
+        "crmStage", remote_id="won", fields={"name": name}, updated_at=T0 + timedelta(minutes=minutes)
+    )["data"]
+    return data
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_a_webhook_and_a_page_expanding_the_same_stage_take_their_locks_in_one_order(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", stage=stage_won(0, "Won"))])
+    sync_tenant()
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, stage=stage_won(5, "From the API"))])
+    holding = threading.Event()
+
+    def hold_until_the_sync_waits(event: Any, **kwargs: Any) -> None:
+        # The webhook holds the stage's row, and the deal's: the sync's page waits for one of
+        # them, which it would otherwise lock first and then wait for the other, held here.
+        if event.source != "webhook":
+            return
+        holding.set()
+        with db_connection.cursor() as cursor:
+            for _ in range(200):
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if cursor.fetchone()[0]:
+                    return
+                time.sleep(0.05)
+
+    newer = opportunity_event(
+        "updated",
+        "opp_1",
+        updated_at=T0 + timedelta(minutes=9),
+        fields={"name": "Webhook", "stage": stage_won(9, "From the webhook")},
+    )
+    signals.stage_updated.connect(hold_until_the_sync_waits, weak=False, dispatch_uid="test-lock-order")
+    pool = ThreadPoolExecutor(1)
+    try:
+        webhook = pool.submit(post_in_thread, newer)
+        assert holding.wait(10)
+        sync_tenant()
+        status = webhook.result(timeout=20)
+    finally:
+        signals.stage_updated.disconnect(dispatch_uid="test-lock-order")
+        pool.shutdown()
+
+    assert status == 200
+    assert Stage.objects.get().name == "From the webhook"
+    assert Opportunity.objects.get().name == "Webhook"
+    assert counts()["stale"] == 1
 
 
 def post_in_thread(payload: dict[str, Any]) -> int:

@@ -57,6 +57,13 @@ class MirroredResource(models.Model):
     remote_created_at = models.DateTimeField()
     remote_updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Only as sure as a scan: Morph listing the resource again restores it, even at the same
+    # updatedAt, where Morph's own deleted event would stand.
+    deleted_by_sync = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text=_("Deleted because a complete sync did not list it, not by Morph's deleted event."),
+    )
     # Marked in the database, one UPDATE per page, rather than held in memory: what lets a sync
     # with --delete-missing tell, in flat memory and across resumed runs, which rows its scan
     # did not return.
@@ -120,8 +127,21 @@ class ResourceSpec:
     references: tuple[Reference, ...] = ()
     after_apply: Callable[[ResourceEvent, MirroredResource, Mapping[str, Any]], None] | None = None
     field_names: frozenset[str] = field(init=False)
+    # The Morph model each reference field of ``data.fields`` (``stage``) refers to.
+    reference_models: Mapping[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         assert set(self.signals) == set(ACTIONS), f"{self.morph_model}: a signal for each of {ACTIONS}"
         # Declared fields are a class attribute of DRF serializers; read once, not per event.
-        object.__setattr__(self, "field_names", frozenset(self.fields._declared_fields))
+        declared = self.fields._declared_fields
+        object.__setattr__(self, "field_names", frozenset(declared))
+        models_by_column = {reference.column: reference.morph_model for reference in self.references}
+        object.__setattr__(
+            self,
+            "reference_models",
+            {
+                name: models_by_column[serializer_field.source]
+                for name, serializer_field in declared.items()
+                if serializer_field.source in models_by_column
+            },
+        )
