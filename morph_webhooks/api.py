@@ -10,6 +10,7 @@ appears in no message, exception or log line.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .conf import conf
+from .events import unique_keys
 
 try:
     import httpx
@@ -31,6 +33,9 @@ BACKOFF = 1.0
 MAX_WAIT = 60.0
 # What is worth another attempt: a throttled CRM and a failing server.
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What is kept of Morph's error code and message, in messages and in what a sync records.
+CODE_CHARS = 100
+MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ class MorphAPI:
         attempt = 0
         while True:
             try:
-                response = self.client.get(path, params=params)
+                response, body = self._get(path, params)
             except httpx.TimeoutException as exc:
                 if attempt >= self.retries:
                     raise MorphAPIError(
@@ -135,11 +140,16 @@ class MorphAPI:
                 ) from None
             else:
                 if response.status_code == 200:
-                    return self._read_page(response, model)
+                    return self._read_page(body, model)
                 if response.status_code not in RETRIED_STATUSES or attempt >= self.retries:
-                    raise self._error(response, model, attempt + 1)
+                    raise self._error(response, body, model, attempt + 1)
                 self._wait(attempt, response.headers.get("retry-after"))
             attempt += 1
+
+    def _get(self, path: str, params: dict[str, str | int]) -> tuple[httpx.Response, bytes]:
+        """The answer to a GET of ``path``, and its body."""
+        with self.client.stream("GET", path, params=params) as response:
+            return response, response.read()
 
     def _wait(self, attempt: int, retry_after: str | None) -> None:
         delay = BACKOFF * 2**attempt
@@ -149,26 +159,43 @@ class MorphAPI:
                 delay = max(float(retry_after), 0.0)
         self.sleep(min(delay, MAX_WAIT))
 
-    def _read_page(self, response: httpx.Response, model: str) -> Page:
+    def _read_page(self, body: bytes, model: str) -> Page:
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("data"), list)
-            or not isinstance(body.get("next"), (str, type(None)))
+            answer = load_json(body)
+        except ValueError as exc:
+            raise MorphAPIError(
+                f"Morph's API answered {model} for {self.connection} with something other than "
+                f"JSON: {clipped(str(exc), MESSAGE_CHARS)}",
+                200,
+            ) from None
+        if isinstance(answer, dict) and "error" in answer:
+            code, message = morph_error(answer)
+            raise MorphAPIError(
+                f"Morph's API answered 200 for {self.connection} ({model}) with an error: {code}: {message}",
+                200,
+            )
+        # Anything else would be taken for the end of the scan, and --delete-missing would delete
+        # what the pages not read hold; an empty cursor would ask for the first page again.
+        if not (
+            isinstance(answer, dict)
+            and answer.get("object") == "list"
+            and isinstance(answer.get("data"), list)
+            and "next" in answer
+            and (answer["next"] is None or (isinstance(answer["next"], str) and answer["next"]))
         ):
             raise MorphAPIError(
                 f"Morph's API answered {model} for {self.connection} with something other than a "
-                'list ({"data": [...], "next": ...}).',
-                response.status_code,
+                'list ({"object": "list", "data": [...], "next": a cursor or null}).',
+                200,
             )
-        # An empty cursor would ask for the first page again, forever.
-        return Page(resources=body["data"], next_cursor=body["next"] or None)
+        return Page(resources=answer["data"], next_cursor=answer["next"])
 
-    def _error(self, response: httpx.Response, model: str, attempts: int) -> MorphAPIError:
-        code, message = morph_error(response)
+    def _error(self, response: httpx.Response, body: bytes, model: str, attempts: int) -> MorphAPIError:
+        try:
+            answer = load_json(body)
+        except ValueError:
+            answer = None
+        code, message = morph_error(answer, response.reason_phrase)
         status = response.status_code
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         text = f"Morph's API answered {status}{tries} for {self.connection} ({model}): {code}: {message}"
@@ -207,12 +234,26 @@ class _Ahead:
         return self.page
 
 
-def morph_error(response: httpx.Response) -> tuple[str, str]:
-    """Morph's error code and message, or what can be said of an answer without them."""
+def load_json(body: bytes) -> Any:
+    """An answer's JSON, read as strictly as a webhook's on what could change its meaning (two
+    equal keys); raises ValueError saying why it is not JSON."""
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
+        return json.loads(body, object_pairs_hook=unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def morph_error(answer: Any, reason: str = "") -> tuple[str, str]:
+    """Morph's error code and message, cut short (an answer is not bounded), or what can be said
+    of an answer without them."""
+    error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
-        return str(error.get("code", "unknown")), str(error.get("message", ""))[:500]
-    return "unknown", (response.reason_phrase or "no error in the answer")
+        return (
+            clipped(str(error.get("code", "unknown")), CODE_CHARS),
+            clipped(str(error.get("message", "")), MESSAGE_CHARS),
+        )
+    return "unknown", (reason or "no error in the answer")
+
+
+def clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

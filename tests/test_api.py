@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -133,6 +134,52 @@ def test_an_answer_that_is_not_a_list_is_an_error(settings, waits):
             pytest.raises(MorphAPIError, match="something other than a list"),
         ):
             client.page(MODEL)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        # The webhook parser refuses two equal keys: so does the client (which would win differs).
+        (b'{"object": "list", "data": [], "next": null, "next": "loop"}', "duplicate key 'next'"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"object": "list", "data": []}', "something other than a list"),
+        (b'{"data": [], "next": null}', "something other than a list"),
+        (b'{"object": "list", "data": [], "next": ""}', "something other than a list"),
+        (b'{"object": "list", "data": [], "next": 2}', "something other than a list"),
+        (
+            b'{"object": "error", "data": [], "next": null, "error": {"code": "MORPH::X", "message": "Down."}}',
+            "answered 200 for connector 'hubspot', owner 'tenant_1' .* with an error: MORPH::X: Down.",
+        ),
+        (b'{"object": "list", "data": [], "next": null, "error": null}', "with an error"),
+        (b"\xff", "something other than JSON"),
+    ],
+)
+def test_only_a_list_is_a_page(fake_api, client, body, problem):
+    fake_api.fail(200, body=body)
+
+    with pytest.raises(MorphAPIError, match=problem) as error:
+        client.page(MODEL)
+
+    assert error.value.status == 200 and len(str(error.value)) < 1000
+
+
+def test_an_error_answer_nested_too_deeply_is_still_reported(fake_api, client):
+    fake_api.fail(400, body=b'{"error": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+
+    with pytest.raises(MorphAPIError, match="answered 400 .*: unknown: Bad Request"):
+        client.page(MODEL)
+
+
+def test_morphs_error_code_and_message_are_cut_short(fake_api, client):
+    error = {"code": "C" * 2_000_000, "message": "M" * 2_000_000}
+    fake_api.fail(403, body=json.dumps({"error": error}).encode())
+
+    with pytest.raises(AccessDenied) as raised:
+        client.page(MODEL)
+
+    message = str(raised.value)
+    assert "C" * (morph_api.CODE_CHARS - 1) + "…: " + "M" * (morph_api.MESSAGE_CHARS - 1) + "…" in message
+    assert len(message) < morph_api.CODE_CHARS + morph_api.MESSAGE_CHARS + 500
 
 
 def test_an_error_without_morphs_shape_is_still_reported(settings):

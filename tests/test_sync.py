@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -234,6 +235,22 @@ def test_wrong_credentials_stop_with_the_connection_named(deals, settings):
         assert "a-wrong-secret-987654" not in text and deals.secret not in text
 
 
+def test_morphs_error_is_stored_and_shown_cut_short(deals):
+    error = {"code": "C" * 2_000_000, "message": "M" * 2_000_000}
+    deals.fail(403, body=json.dumps({"error": error}).encode())
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as error:
+        call_command(
+            "morph_webhooks_sync", "--connector", CONNECTOR, "--owner", OWNER, stdout=out, stderr=out
+        )
+
+    stored = Connection.objects.get().last_sync_error
+    assert "answered 403" in stored and "CCC" in stored and "MMM" in stored
+    for text in (stored, str(error.value), out.getvalue()):
+        assert len(text) < 2000
+
+
 def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
     fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
@@ -348,6 +365,29 @@ class TestDeleteMissing:
         sync_tenant("--delete-missing")
 
         assert list(Opportunity.objects.deleted().values_list("remote_id", flat=True)) == ["opp_0"]
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            b'{"object": "error", "data": [], "next": null, "error": {"code": "MORPH::X", "message": "No."}}',
+            b'{"object": "list", "data": []}',
+            b'{"object": "list", "data": [], "next": null, "error": {}}',
+            b"[" * 200_000 + b"]" * 200_000,
+        ],
+    )
+    def test_a_page_answered_with_anything_but_a_list_fails_the_scan_and_deletes_nothing(
+        self, fake_api, answer
+    ):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(10)])
+        sync_tenant()
+        fake_api.fail(200, body=answer, page=1)
+
+        with pytest.raises(CommandError, match="answered .*crmOpportunity.* with"):
+            sync_tenant("--delete-missing")
+
+        assert not Opportunity.objects.deleted().exists()
+        connection = Connection.objects.get()
+        assert connection.last_sync_outcome == "failed" and "Traceback" not in connection.last_sync_error
 
 
 def test_a_dry_run_writes_nothing(deals, received):
