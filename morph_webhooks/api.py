@@ -9,7 +9,6 @@ appears in no message, exception or log line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .body import ascii_number
 from .conf import conf
 from .events import unique_keys
 
@@ -152,11 +152,9 @@ class MorphAPI:
             return response, response.read()
 
     def _wait(self, attempt: int, retry_after: str | None) -> None:
-        delay = BACKOFF * 2**attempt
-        if retry_after is not None:
-            # An HTTP date, or junk: the backoff stands.
-            with contextlib.suppress(ValueError):
-                delay = max(float(retry_after), 0.0)
+        # Seconds in digits, as HTTP has them; a date, "nan", "inf", "-1" or junk: the backoff.
+        seconds = None if retry_after is None else ascii_number(retry_after.strip())
+        delay = BACKOFF * 2**attempt if seconds is None else seconds
         self.sleep(min(delay, MAX_WAIT))
 
     def _read_page(self, body: bytes, model: str) -> Page:

@@ -83,6 +83,14 @@ def test_retry_after_is_honoured_within_a_bound(fake_api, client, waits):
     assert waits == [2.0, morph_api.MAX_WAIT, morph_api.BACKOFF * 4, morph_api.BACKOFF * 8]
 
 
+@pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf", "-5", "1e999", "9" * 5000, "2.5", ""])
+def test_a_retry_after_not_in_seconds_leaves_the_backoff(fake_api, client, waits, retry_after):
+    fake_api.fail(503, retry_after=retry_after, times=2)
+
+    assert client.page(MODEL).resources == []
+    assert waits == [morph_api.BACKOFF, morph_api.BACKOFF * 2]
+
+
 def test_retries_are_bounded(fake_api, client, waits):
     fake_api.fail(502, times=10)
 

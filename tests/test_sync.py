@@ -197,6 +197,15 @@ def test_a_rate_limit_is_waited_out_as_morph_asks(deals):
     assert Opportunity.objects.count() == 3
 
 
+def test_a_retry_after_of_nan_is_waited_out_with_the_backoff(deals):
+    deals.fail(429, retry_after="nan")
+
+    sync_tenant()
+
+    assert [request.status for request in deals.requests] == [429, 200, 200]
+    assert Opportunity.objects.count() == 3
+
+
 def test_server_errors_and_timeouts_are_retried(deals, settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_TIMEOUT": 0.3}
     deals.fail(500, times=2, page=1)
