@@ -79,7 +79,8 @@ class MorphAPI:
         self.sleep = sleep
         self.client = httpx.Client(
             base_url=conf.API_URL.rstrip("/"),
-            # Every phase bounded: connecting, each read, each write and waiting for a pooled connection.
+            # Every phase bounded: connecting, each read, each write and waiting for a pooled
+            # connection; the whole answer too (_get).
             timeout=httpx.Timeout(conf.API_TIMEOUT),
             headers={
                 "accept": "application/json",
@@ -129,7 +130,7 @@ class MorphAPI:
                 if attempt >= self.retries:
                     raise MorphAPIError(
                         f"Morph's API did not answer in time for {self.connection} ({model}) "
-                        f"after {attempt + 1} attempts: {type(exc).__name__}."
+                        f"after {attempt + 1} attempts: {type(exc).__name__}: {exc}."
                     ) from None
                 self._wait(attempt, None)
             except httpx.HTTPError as exc:
@@ -147,9 +148,18 @@ class MorphAPI:
             attempt += 1
 
     def _get(self, path: str, params: dict[str, str | int]) -> tuple[httpx.Response, bytes]:
-        """The answer to a GET of ``path``, and its body."""
+        """The answer to a GET of ``path``, and its body, in within API_TIMEOUT: each read's own
+        timeout would let a server sending a byte at a time hold the sync for ever."""
+        deadline = time.monotonic() + conf.API_TIMEOUT
         with self.client.stream("GET", path, params=params) as response:
-            return response, response.read()
+            chunks = []
+            for chunk in response.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"the answer took longer than API_TIMEOUT ({conf.API_TIMEOUT:g} s)"
+                    )
+                chunks.append(chunk)
+            return response, b"".join(chunks)
 
     def _wait(self, attempt: int, retry_after: str | None) -> None:
         # Seconds in digits, as HTTP has them; a date, "nan", "inf", "-1" or junk: the backoff.

@@ -233,6 +233,22 @@ def test_a_timeout_is_retried_then_reported(fake_api, settings, waits):
     assert waits == [morph_api.BACKOFF]
 
 
+def test_the_timeout_bounds_the_whole_answer(fake_api, settings, waits):
+    # Each byte comes well within the timeout of a read; the whole answer does not.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_TIMEOUT": 1.0, "API_RETRIES": 1}
+    fake_api.fail(None, trickle=0.2, times=2)
+
+    with (
+        MorphAPI("hubspot", "tenant_1", sleep=waits.append) as client,
+        pytest.raises(
+            MorphAPIError,
+            match=r"after 2 attempts: ReadTimeout: the answer took longer than API_TIMEOUT \(1 s\)",
+        ),
+    ):
+        client.page(MODEL)
+    assert waits == [morph_api.BACKOFF]
+
+
 def test_the_timeout_is_explicit(client, settings):
     assert client.client.timeout == httpx.Timeout(30.0)
 
