@@ -2,7 +2,8 @@
 
 Morph answers ``GET /v1/resources/{model}?limit=N&cursor=C`` with ``{"object": "list", "data":
 [...], "next": cursor or null}``, and errors with ``{"error": {"code", "message"}}``. A throttled
-CRM (429), a failing server (5xx) and a timeout are retried with backoff; wrong credentials or
+CRM (429), a failing server (5xx), a timeout and a connection dropped mid-answer are retried with
+backoff; wrong credentials or
 operations (401/403) are not: retrying cannot fix them. The API secret is sent in a header and
 appears in no message, exception or log line.
 """
@@ -33,6 +34,9 @@ BACKOFF = 1.0
 MAX_WAIT = 60.0
 # What is worth another attempt: a throttled CRM and a failing server.
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A connection closed or reset in the middle of an exchange (a server restarting, a proxy giving
+# up): worth another attempt, as a timeout is. A connection refused is not.
+DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 # What is kept of Morph's error code and message, in messages and in what a sync records.
 CODE_CHARS = 100
 MESSAGE_CHARS = 500
@@ -126,10 +130,15 @@ class MorphAPI:
         while True:
             try:
                 response, body = self._get(path, params)
-            except httpx.TimeoutException as exc:
+            except (httpx.TimeoutException, *DROPPED) as exc:
                 if attempt >= self.retries:
+                    what = (
+                        "did not answer in time"
+                        if isinstance(exc, httpx.TimeoutException)
+                        else "dropped the connection before its answer was complete"
+                    )
                     raise MorphAPIError(
-                        f"Morph's API did not answer in time for {self.connection} ({model}) "
+                        f"Morph's API {what} for {self.connection} ({model}) "
                         f"after {attempt + 1} attempts: {type(exc).__name__}: {exc}."
                     ) from None
                 self._wait(attempt, None)

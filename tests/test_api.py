@@ -249,6 +249,26 @@ def test_the_timeout_bounds_the_whole_answer(fake_api, settings, waits):
     assert waits == [morph_api.BACKOFF]
 
 
+def test_a_connection_dropped_mid_answer_is_retried(fake_api, client, waits):
+    fake_api.add("hubspot", "tenant_1", MODEL, [opportunity_event(remote_id="o1")["data"]])
+    fake_api.fail(None, cut=20, times=2)
+
+    assert [resource["id"] for resource in client.page(MODEL).resources] == ["o1"]
+    assert waits == [morph_api.BACKOFF, morph_api.BACKOFF * 2]
+
+
+def test_a_connection_dropped_mid_answer_every_time_says_so(fake_api, client, waits):
+    fake_api.fail(500, cut=5, times=10)
+
+    with pytest.raises(
+        MorphAPIError,
+        match="dropped the connection before its answer was complete for connector 'hubspot', "
+        "owner 'tenant_1' .* after 5 attempts: RemoteProtocolError: ",
+    ):
+        client.page(MODEL)
+    assert len(waits) == 4
+
+
 def test_the_timeout_is_explicit(client, settings):
     assert client.client.timeout == httpx.Timeout(30.0)
 
