@@ -37,6 +37,10 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A connection closed or reset in the middle of an exchange (a server restarting, a proxy giving
 # up): worth another attempt, as a timeout is. A connection refused is not.
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# Empty pages in a row, each with a next cursor, after which a scan is taken to lead nowhere (new
+# cursors for ever, each page renewing the sync's lease): a scan ends on a page whose next is null,
+# and a few empty pages before it (resources deleted during the scan) are no reason to stop.
+MAX_EMPTY_PAGES = 20
 # What is kept of Morph's error code and message, in messages and in what a sync records.
 CODE_CHARS = 100
 MESSAGE_CHARS = 500
@@ -59,6 +63,10 @@ class MorphAPIError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CursorLoop(MorphAPIError):
+    """The scan's cursors lead nowhere: one given twice, or MAX_EMPTY_PAGES empty pages in a row."""
 
 
 class AccessDenied(MorphAPIError):
@@ -112,9 +120,27 @@ class MorphAPI:
     def pages(self, model: str, cursor: str | None = None) -> Iterator[Page]:
         """The pages of ``model`` from ``cursor`` (the first page when None). The next page is
         asked for while the caller applies the current one (Morph's answer takes about as long),
-        never more than one ahead; its failure is raised when the caller gets to it."""
+        never more than one ahead; its failure is raised when the caller gets to it. Cursors that
+        lead nowhere raise CursorLoop in place of the page whose ``next`` shows it, so that the
+        caller never keeps that cursor."""
+        asked = set() if cursor is None else {cursor}
+        empty_pages = 0
         page = _Ahead(self.page, model, cursor).result()
         while True:
+            empty_pages = 0 if page.resources else empty_pages + 1
+            if page.next_cursor in asked:
+                raise CursorLoop(
+                    f"Morph's API gave a cursor twice in one scan of {model} for {self.connection}: "
+                    "its pages go round in circles, so the scan stopped."
+                )
+            if page.next_cursor is not None and empty_pages >= MAX_EMPTY_PAGES:
+                raise CursorLoop(
+                    f"Morph's API answered {empty_pages} empty pages in a row, each with a next "
+                    f"cursor, in one scan of {model} for {self.connection}: the scan stopped, as it "
+                    "might never end."
+                )
+            if page.next_cursor is not None:
+                asked.add(page.next_cursor)
             ahead = None if page.next_cursor is None else _Ahead(self.page, model, page.next_cursor)
             yield page
             if ahead is None:

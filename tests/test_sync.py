@@ -294,6 +294,62 @@ def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     assert Connection.objects.get().cursors == {}
 
 
+class TestCursorsThatLeadNowhere:
+    def test_a_cursor_given_twice_stops_the_scan_and_is_not_kept(self, fake_api):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+        served = fake_api.answer
+        asked: list[str] = []
+
+        def the_same_next_every_time(path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+            asked.append(path)
+            if len(asked) > 50:  # enough to show a sync going round
+                return served(path, headers)
+            return 200, {"object": "list", "data": [deal("opp_1")], "next": "loop"}, {}
+
+        fake_api.answer = the_same_next_every_time  # type: ignore[method-assign]
+
+        with pytest.raises(CommandError, match="gave a cursor twice .* go round in circles") as error:
+            sync_tenant("--delete-missing")
+
+        assert "The next sync starts crmOpportunity over." in str(error.value)
+        assert len(asked) == 2 and asked[1].endswith("cursor=loop")
+        connection = Connection.objects.get()
+        assert connection.last_sync_outcome == "failed" and connection.cursors == {}
+        assert connection.sync_lease is None
+        fake_api.answer = served  # type: ignore[method-assign]
+
+        sync_tenant()
+
+        assert fake_api.requests[0].cursor is None
+        assert Connection.objects.get().last_sync_outcome == "succeeded"
+
+    def test_a_long_run_of_empty_pages_stops_the_scan(self, fake_api, monkeypatch):
+        monkeypatch.setattr(morph_api, "MAX_EMPTY_PAGES", 5)
+        Opportunity.objects.create(
+            connector_id=CONNECTOR,
+            owner_id=OWNER,
+            remote_id="opp_1",
+            remote_created_at=T0,
+            remote_updated_at=T0,
+        )
+        asked: list[str | None] = []
+
+        def empty_pages_for_ever(path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+            asked.append(path)
+            if len(asked) > 50:  # enough to show a sync that does not stop by itself
+                return 400, {"error": {"code": "MORPH::BAD_REQUEST", "message": "Gone."}}, {}
+            return 200, {"object": "list", "data": [], "next": uuid.uuid4().hex}, {}
+
+        fake_api.answer = empty_pages_for_ever  # type: ignore[method-assign]
+
+        with pytest.raises(CommandError, match="answered 5 empty pages in a row, each with a next cursor"):
+            sync_tenant("--delete-missing")
+
+        assert len(asked) == 5
+        connection = Connection.objects.get()
+        assert connection.cursors == {} and Opportunity.objects.alive().count() == 1
+
+
 def test_the_next_page_is_asked_for_while_a_page_is_applied_one_ahead_at_most(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(6)])
     asked_while_applying: list[int] = []
