@@ -490,6 +490,36 @@ def test_invalid_resources_are_named_and_the_rest_stored(fake_api):
     assert "opp_bad" in Connection.objects.get().last_sync_error or "crmOpportunity" in str(error.value)
 
 
+def test_a_resource_larger_than_a_webhook_may_be_is_invalid(fake_api, settings):
+    # The webhook's body limit: a resource read from the API is held to it too.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "MAX_BODY_SIZE": 4096}
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        OPPORTUNITIES,
+        [deal("opp_1", notes="x" * 3000), deal("opp_big", notes="x" * 5000), deal("opp_3")],
+    )
+
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+        )
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1", "opp_3"]
+    assert counts()["failed"] == 1
+    assert "failed: crmOpportunity 'opp_big': data: " in out.getvalue()
+    assert "bytes as JSON, over MAX_BODY_SIZE (4096)" in out.getvalue()
+
+
 def test_invalid_resources_are_listed_in_the_output(fake_api, capsys):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_bad", amount=-1), {"id": 3}])
     out = io.StringIO()
