@@ -184,7 +184,10 @@ def sync_connection(
         report.error = str(exc)
     except BaseException as exc:
         if not dry_run:
-            error = "Interrupted." if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (named)
+                error = f"Interrupted ({exc})." if str(exc) else "Interrupted."
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             connection.finish_sync(SyncOutcome.FAILED, report.counts(), error)
         raise
     if not dry_run:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
+from signal import SIGTERM
 from typing import Any
 
 import django
@@ -38,6 +43,7 @@ from tests.helpers import T0, postgresql_only, raising_receiver, statements
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parent.parent
 CONNECTOR, OWNER = "hubspot", "tenant_1"
 OPPORTUNITIES = "crmOpportunity"
 # A re-synced page where nothing changed: its versions read (locked), its rows marked seen, the
@@ -764,6 +770,61 @@ def test_ctrl_c_is_recorded_and_the_next_run_resumes(deals):
     connection = Connection.objects.get()
     assert (connection.last_sync_outcome, connection.last_sync_error) == ("failed", "Interrupted.")
     assert Opportunity.objects.count() == 2 and OPPORTUNITIES in connection.cursors
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_sigterm_stops_a_sync_as_ctrl_c_does_and_frees_the_connection(deals, tmp_path):
+    # systemd, Kubernetes and `timeout` stop a process with SIGTERM: a real process, then.
+    deals.fail(None, delay=60, page=1)  # the sync waits for its second page
+    (tmp_path / "sync_settings.py").write_text(
+        "from tests.settings import *\n"
+        f"MORPH_WEBHOOKS = {{**MORPH_WEBHOOKS, 'API_PAGE_SIZE': 2, 'API_URL': {deals.url!r}, "
+        f"'API_KEY': {deals.key!r}, 'API_SECRET': {deals.secret!r}}}\n"
+    )
+    database = db_connection.settings_dict
+    sync_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+            "DJANGO_SETTINGS_MODULE": "sync_settings",
+            "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: Connection.objects.filter(cursors__has_key=OPPORTUNITIES).exists(), timeout=60)
+        sync_process.send_signal(SIGTERM)
+        out, err = sync_process.communicate(timeout=30)
+    finally:
+        sync_process.kill()
+
+    assert sync_process.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "CommandError: Stopped by SIGTERM, as by Ctrl-C" in err
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == ("failed", "Interrupted (SIGTERM).")
+    assert (connection.sync_lease, connection.sync_lease_until) == (None, None)
+    saved = connection.cursors[OPPORTUNITIES]["cursor"]
+    deals.requests.clear()
+
+    # Not "already running" for SYNC_LEASE_SECONDS: the next run resumes at once.
+    assert "resumed the scan" in sync_tenant()
+    assert deals.requests[0].cursor == saved and Opportunity.objects.count() == 3
 
 
 @pytest.mark.django_db(transaction=True)
