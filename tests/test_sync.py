@@ -982,6 +982,18 @@ def test_enqueue_without_a_backend_that_runs_tasks_says_what_to_run(fake_api, se
     assert f"python manage.py morph_webhooks_sync --connector {CONNECTOR} --owner {OWNER}" in message
 
 
+def test_enqueue_without_a_backend_quotes_the_ids_in_the_command_to_run(fake_api, settings):
+    settings.TASKS = {"default": {"BACKEND": DUMMY_TASKS}}
+
+    with pytest.raises(CommandError) as raised:
+        sync("--connector", "hub spot", "--owner", '"><img src=x onerror=alert(1)>', "--enqueue")
+
+    assert (
+        "python manage.py morph_webhooks_sync --connector 'hub spot' --owner '\"><img src=x onerror=alert(1)>'"
+        in str(raised.value)
+    )
+
+
 def test_enqueue_is_no_dry_run(fake_api):
     with pytest.raises(CommandError, match="cannot be queued"):
         sync_tenant("--enqueue", "--dry-run")

@@ -154,11 +154,11 @@ class Command(BaseCommand):
         if problem:
             raise CommandError(
                 f"{problem} Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), "
-                "or sync here without --enqueue: python manage.py morph_webhooks_sync "
+                "or sync here without --enqueue: "
                 + (
-                    "--all"
+                    "python manage.py morph_webhooks_sync --all"
                     if options["all"]
-                    else f"--connector {options['connector']} --owner {options['owner']}"
+                    else connections[0].sync_command()
                 )
             )
         inline = bool(sync_backend_problem(inline_is_usable=False))
