@@ -3,9 +3,8 @@
 Morph answers ``GET /v1/resources/{model}?limit=N&cursor=C`` with ``{"object": "list", "data":
 [...], "next": cursor or null}``, and errors with ``{"error": {"code", "message"}}``. A throttled
 CRM (429), a failing server (5xx), a timeout and a connection dropped mid-answer are retried with
-backoff; wrong credentials or
-operations (401/403) are not: retrying cannot fix them. The API secret is sent in a header and
-appears in no message, exception or log line.
+backoff; wrong credentials or operations (401/403) are not: retrying cannot fix them. The API
+secret is sent in a header and appears in no message, exception or log line.
 """
 
 from __future__ import annotations
@@ -204,7 +203,7 @@ class MorphAPI:
 
     def _read_page(self, body: bytes, model: str) -> Page:
         try:
-            answer = load_json(body)
+            answer = parse_answer(body)
         except ValueError as exc:
             raise MorphAPIError(
                 f"Morph's API answered {model} for {self.connection} with something other than "
@@ -235,7 +234,7 @@ class MorphAPI:
 
     def _error(self, response: httpx.Response, body: bytes, model: str, attempts: int) -> MorphAPIError:
         try:
-            answer = load_json(body)
+            answer = parse_answer(body)
         except ValueError:
             answer = None
         code, message = morph_error(answer, response.reason_phrase)
@@ -277,7 +276,7 @@ class _Ahead:
         return self.page
 
 
-def load_json(body: bytes) -> Any:
+def parse_answer(body: bytes) -> Any:
     """An answer's JSON, read as strictly as a webhook's on what could change its meaning (two
     equal keys); raises ValueError saying why it is not JSON."""
     try:
