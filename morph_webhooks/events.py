@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 from django.db import models
 
+from .conf import conf
 from .resources.base import ACTIONS, ResourceSpec
 from .resources.registry import REGISTRY
 from .serializers import (
@@ -154,6 +155,7 @@ def parse_resource(spec: ResourceSpec, data: Any, connector_id: str, owner_id: s
     if not isinstance(data, dict):
         raise InvalidEvent({"data": [f"Expected a resource object, got {type(data).__name__}."]})
     _check_storable(data)
+    _check_size(data)
     errors: dict[str, list[str]] = {}
     resource, resource_errors = validate(RESOURCE, data)
     if resource_errors:
@@ -426,6 +428,16 @@ def _check_storable(payload: dict[str, Any]) -> None:
             # json reads a number beyond a double's range (1e400) as infinity, which no database
             # column for JSON can store; integers of any length are kept exactly instead.
             raise InvalidEvent({path: ["A number too large to store; send it as a string."]})
+
+
+def _check_size(data: dict[str, Any]) -> None:
+    """Refuse a resource larger, as JSON, than a webhook's whole body may be (MAX_BODY_SIZE): read
+    from Morph's API rather than received, it would otherwise be stored whatever its size."""
+    size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > conf.MAX_BODY_SIZE:
+        raise InvalidEvent(
+            {"data": [f"{size} bytes as JSON, over MAX_BODY_SIZE ({conf.MAX_BODY_SIZE}), a webhook's limit."]}
+        )
 
 
 def _plainly_storable(payload: dict[str, Any]) -> bool:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import traceback
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -407,6 +408,14 @@ class Connection(models.Model):
             connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id")
         ).order_by("-received_at")
         return Subquery(newest.values("received_at")[:1])
+
+    def sync_command(self) -> str:
+        """The shell command that syncs the connection, its ids quoted: it is pasted into a shell,
+        and an id is whatever Morph's headers or the admin said."""
+        return (
+            f"python manage.py morph_webhooks_sync --connector {shlex.quote(self.connector_id)} "
+            f"--owner {shlex.quote(self.owner_id)}"
+        )
 
     def sync_running(self) -> bool:
         """Whether a sync holds the connection now (its lease has not expired)."""

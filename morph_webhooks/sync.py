@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .api import MorphAPI, MorphAPIError, Page
+from .api import CursorLoop, MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent, expanded_keys, parse_resource
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
@@ -201,7 +201,10 @@ def sync_connection(
         report.error = str(exc)
     except BaseException as exc:
         if not dry_run:
-            error = "Interrupted." if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (named)
+                error = f"Interrupted ({exc})." if str(exc) else "Interrupted."
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             connection.finish_sync(SyncOutcome.FAILED, report.counts(), error)
         raise
     if not dry_run:
@@ -250,6 +253,11 @@ class _ModelScan:
                 self.report.pages += 1
                 if self.on_page is not None:
                     self.on_page(self.report)
+        except CursorLoop as exc:
+            if not self.dry_run:
+                # Resuming from a cursor of the loop would only go round it again.
+                self.connection.save_cursor(self.spec.morph_model, None, self.started_at)
+            raise CursorLoop(f"{exc} The next sync starts {self.spec.morph_model} over.") from None
         except MorphAPIError as exc:
             if self.report.resumed and self.report.pages == 0 and exc.status in REFUSED_CURSOR:
                 # A saved cursor Morph no longer accepts would otherwise fail every run from now on.

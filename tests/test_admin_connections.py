@@ -151,6 +151,18 @@ def test_sync_now_without_workers_says_what_to_run(admin_client, connections, se
     assert Connection.objects.get(pk=connections[1].pk).last_sync_started_at is None
 
 
+def test_sync_now_quotes_the_ids_in_the_command_to_run(admin_client, settings):
+    settings.TASKS = {"default": {"BACKEND": IMMEDIATE_TASKS}}
+    odd = Connection.objects.create(connector_id="hub spot", owner_id="t1; rm -rf ~ `id` $(id) '")
+
+    [message] = shown(sync_now(admin_client, odd))
+
+    assert (
+        "python manage.py morph_webhooks_sync --connector 'hub spot' --owner 't1; rm -rf ~ `id` $(id) '\"'\"''"
+        in message
+    )
+
+
 def test_sync_now_needs_the_sync_permission(client, staff, connections, settings):
     settings.TASKS = {"default": {"BACKEND": DATABASE_TASKS}}
     from django_tasks_db.models import DBTaskResult

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -82,6 +83,14 @@ def test_retry_after_is_honoured_within_a_bound(fake_api, client, waits):
     assert waits == [2.0, morph_api.MAX_WAIT, morph_api.BACKOFF * 4, morph_api.BACKOFF * 8]
 
 
+@pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf", "-5", "1e999", "9" * 5000, "2.5", ""])
+def test_a_retry_after_not_in_seconds_leaves_the_backoff(fake_api, client, waits, retry_after):
+    fake_api.fail(503, retry_after=retry_after, times=2)
+
+    assert client.page(MODEL).resources == []
+    assert waits == [morph_api.BACKOFF, morph_api.BACKOFF * 2]
+
+
 def test_retries_are_bounded(fake_api, client, waits):
     fake_api.fail(502, times=10)
 
@@ -135,6 +144,52 @@ def test_an_answer_that_is_not_a_list_is_an_error(settings, waits):
             client.page(MODEL)
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        # The webhook parser refuses two equal keys: so does the client (which would win differs).
+        (b'{"object": "list", "data": [], "next": null, "next": "loop"}', "duplicate key 'next'"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"object": "list", "data": []}', "something other than a list"),
+        (b'{"data": [], "next": null}', "something other than a list"),
+        (b'{"object": "list", "data": [], "next": ""}', "something other than a list"),
+        (b'{"object": "list", "data": [], "next": 2}', "something other than a list"),
+        (
+            b'{"object": "error", "data": [], "next": null, "error": {"code": "MORPH::X", "message": "Down."}}',
+            "answered 200 for connector 'hubspot', owner 'tenant_1' .* with an error: MORPH::X: Down.",
+        ),
+        (b'{"object": "list", "data": [], "next": null, "error": null}', "with an error"),
+        (b"\xff", "something other than JSON"),
+    ],
+)
+def test_only_a_list_is_a_page(fake_api, client, body, problem):
+    fake_api.fail(200, body=body)
+
+    with pytest.raises(MorphAPIError, match=problem) as error:
+        client.page(MODEL)
+
+    assert error.value.status == 200 and len(str(error.value)) < 1000
+
+
+def test_an_error_answer_nested_too_deeply_is_still_reported(fake_api, client):
+    fake_api.fail(400, body=b'{"error": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+
+    with pytest.raises(MorphAPIError, match="answered 400 .*: unknown: Bad Request"):
+        client.page(MODEL)
+
+
+def test_morphs_error_code_and_message_are_cut_short(fake_api, client):
+    error = {"code": "C" * 2_000_000, "message": "M" * 2_000_000}
+    fake_api.fail(403, body=json.dumps({"error": error}).encode())
+
+    with pytest.raises(AccessDenied) as raised:
+        client.page(MODEL)
+
+    message = str(raised.value)
+    assert "C" * (morph_api.CODE_CHARS - 1) + "…: " + "M" * (morph_api.MESSAGE_CHARS - 1) + "…" in message
+    assert len(message) < morph_api.CODE_CHARS + morph_api.MESSAGE_CHARS + 500
+
+
 def test_an_error_without_morphs_shape_is_still_reported(settings):
     with FakeMorphAPI() as fake:
         settings.MORPH_WEBHOOKS = {
@@ -176,6 +231,42 @@ def test_a_timeout_is_retried_then_reported(fake_api, settings, waits):
     ):
         client.page(MODEL)
     assert waits == [morph_api.BACKOFF]
+
+
+def test_the_timeout_bounds_the_whole_answer(fake_api, settings, waits):
+    # Each byte comes well within the timeout of a read; the whole answer does not.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_TIMEOUT": 1.0, "API_RETRIES": 1}
+    fake_api.fail(None, trickle=0.2, times=2)
+
+    with (
+        MorphAPI("hubspot", "tenant_1", sleep=waits.append) as client,
+        pytest.raises(
+            MorphAPIError,
+            match=r"after 2 attempts: ReadTimeout: the answer took longer than API_TIMEOUT \(1 s\)",
+        ),
+    ):
+        client.page(MODEL)
+    assert waits == [morph_api.BACKOFF]
+
+
+def test_a_connection_dropped_mid_answer_is_retried(fake_api, client, waits):
+    fake_api.add("hubspot", "tenant_1", MODEL, [opportunity_event(remote_id="o1")["data"]])
+    fake_api.fail(None, cut=20, times=2)
+
+    assert [resource["id"] for resource in client.page(MODEL).resources] == ["o1"]
+    assert waits == [morph_api.BACKOFF, morph_api.BACKOFF * 2]
+
+
+def test_a_connection_dropped_mid_answer_every_time_says_so(fake_api, client, waits):
+    fake_api.fail(500, cut=5, times=10)
+
+    with pytest.raises(
+        MorphAPIError,
+        match="dropped the connection before its answer was complete for connector 'hubspot', "
+        "owner 'tenant_1' .* after 5 attempts: RemoteProtocolError: ",
+    ):
+        client.page(MODEL)
+    assert len(waits) == 4
 
 
 def test_the_timeout_is_explicit(client, settings):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
+from signal import SIGTERM
 from typing import Any
 
 import django
@@ -38,6 +44,7 @@ from tests.helpers import T0, postgresql_only, raising_receiver, statements
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parent.parent
 CONNECTOR, OWNER = "hubspot", "tenant_1"
 OPPORTUNITIES = "crmOpportunity"
 # A re-synced page where nothing changed: its versions read (locked), its rows marked seen, the
@@ -197,6 +204,15 @@ def test_a_rate_limit_is_waited_out_as_morph_asks(deals):
     assert Opportunity.objects.count() == 3
 
 
+def test_a_retry_after_of_nan_is_waited_out_with_the_backoff(deals):
+    deals.fail(429, retry_after="nan")
+
+    sync_tenant()
+
+    assert [request.status for request in deals.requests] == [429, 200, 200]
+    assert Opportunity.objects.count() == 3
+
+
 def test_server_errors_and_timeouts_are_retried(deals, settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_TIMEOUT": 0.3}
     deals.fail(500, times=2, page=1)
@@ -235,6 +251,22 @@ def test_wrong_credentials_stop_with_the_connection_named(deals, settings):
         assert "a-wrong-secret-987654" not in text and deals.secret not in text
 
 
+def test_morphs_error_is_stored_and_shown_cut_short(deals):
+    error = {"code": "C" * 2_000_000, "message": "M" * 2_000_000}
+    deals.fail(403, body=json.dumps({"error": error}).encode())
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as error:
+        call_command(
+            "morph_webhooks_sync", "--connector", CONNECTOR, "--owner", OWNER, stdout=out, stderr=out
+        )
+
+    stored = Connection.objects.get().last_sync_error
+    assert "answered 403" in stored and "CCC" in stored and "MMM" in stored
+    for text in (stored, str(error.value), out.getvalue()):
+        assert len(text) < 2000
+
+
 def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
     fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
@@ -267,6 +299,62 @@ def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     assert Opportunity.objects.count() == 5
     assert "resumed the scan" in output
     assert Connection.objects.get().cursors == {}
+
+
+class TestCursorsThatLeadNowhere:
+    def test_a_cursor_given_twice_stops_the_scan_and_is_not_kept(self, fake_api):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+        served = fake_api.answer
+        asked: list[str] = []
+
+        def the_same_next_every_time(path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+            asked.append(path)
+            if len(asked) > 50:  # enough to show a sync going round
+                return served(path, headers)
+            return 200, {"object": "list", "data": [deal("opp_1")], "next": "loop"}, {}
+
+        fake_api.answer = the_same_next_every_time  # type: ignore[method-assign]
+
+        with pytest.raises(CommandError, match="gave a cursor twice .* go round in circles") as error:
+            sync_tenant("--delete-missing")
+
+        assert "The next sync starts crmOpportunity over." in str(error.value)
+        assert len(asked) == 2 and asked[1].endswith("cursor=loop")
+        connection = Connection.objects.get()
+        assert connection.last_sync_outcome == "failed" and connection.cursors == {}
+        assert connection.sync_lease is None
+        fake_api.answer = served  # type: ignore[method-assign]
+
+        sync_tenant()
+
+        assert fake_api.requests[0].cursor is None
+        assert Connection.objects.get().last_sync_outcome == "succeeded"
+
+    def test_a_long_run_of_empty_pages_stops_the_scan(self, fake_api, monkeypatch):
+        monkeypatch.setattr(morph_api, "MAX_EMPTY_PAGES", 5)
+        Opportunity.objects.create(
+            connector_id=CONNECTOR,
+            owner_id=OWNER,
+            remote_id="opp_1",
+            remote_created_at=T0,
+            remote_updated_at=T0,
+        )
+        asked: list[str | None] = []
+
+        def empty_pages_for_ever(path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+            asked.append(path)
+            if len(asked) > 50:  # enough to show a sync that does not stop by itself
+                return 400, {"error": {"code": "MORPH::BAD_REQUEST", "message": "Gone."}}, {}
+            return 200, {"object": "list", "data": [], "next": uuid.uuid4().hex}, {}
+
+        fake_api.answer = empty_pages_for_ever  # type: ignore[method-assign]
+
+        with pytest.raises(CommandError, match="answered 5 empty pages in a row, each with a next cursor"):
+            sync_tenant("--delete-missing")
+
+        assert len(asked) == 5
+        connection = Connection.objects.get()
+        assert connection.cursors == {} and Opportunity.objects.alive().count() == 1
 
 
 def test_the_next_page_is_asked_for_while_a_page_is_applied_one_ahead_at_most(fake_api):
@@ -393,6 +481,29 @@ class TestDeleteMissing:
 
         assert list(Opportunity.objects.deleted().values_list("remote_id", flat=True)) == ["opp_0"]
 
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            b'{"object": "error", "data": [], "next": null, "error": {"code": "MORPH::X", "message": "No."}}',
+            b'{"object": "list", "data": []}',
+            b'{"object": "list", "data": [], "next": null, "error": {}}',
+            b"[" * 200_000 + b"]" * 200_000,
+        ],
+    )
+    def test_a_page_answered_with_anything_but_a_list_fails_the_scan_and_deletes_nothing(
+        self, fake_api, answer
+    ):
+        fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(10)])
+        sync_tenant()
+        fake_api.fail(200, body=answer, page=1)
+
+        with pytest.raises(CommandError, match="answered .*crmOpportunity.* with"):
+            sync_tenant("--delete-missing")
+
+        assert not Opportunity.objects.deleted().exists()
+        connection = Connection.objects.get()
+        assert connection.last_sync_outcome == "failed" and "Traceback" not in connection.last_sync_error
+
 
 def test_a_dry_run_writes_nothing(deals, received):
     output = sync_tenant("--dry-run", "--delete-missing")
@@ -485,6 +596,36 @@ def test_a_company_expanding_a_later_one_of_its_page_or_itself_is_stored_once(fa
     connection = Connection.objects.get()
     assert connection.last_sync_outcome == "succeeded"
     assert connection.last_sync_counts["genericCompany"]["created"] == 3
+
+
+def test_a_resource_larger_than_a_webhook_may_be_is_invalid(fake_api, settings):
+    # The webhook's body limit: a resource read from the API is held to it too.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "MAX_BODY_SIZE": 4096}
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        OPPORTUNITIES,
+        [deal("opp_1", notes="x" * 3000), deal("opp_big", notes="x" * 5000), deal("opp_3")],
+    )
+
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        call_command(
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+            stdout=out,
+        )
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1", "opp_3"]
+    assert counts()["failed"] == 1
+    assert "failed: crmOpportunity 'opp_big': data: " in out.getvalue()
+    assert "bytes as JSON, over MAX_BODY_SIZE (4096)" in out.getvalue()
 
 
 def test_invalid_resources_are_listed_in_the_output(fake_api, capsys):
@@ -735,6 +876,61 @@ def test_ctrl_c_is_recorded_and_the_next_run_resumes(deals):
 
 @pytest.mark.django_db(transaction=True)
 @postgresql_only
+def test_sigterm_stops_a_sync_as_ctrl_c_does_and_frees_the_connection(deals, tmp_path):
+    # systemd, Kubernetes and `timeout` stop a process with SIGTERM: a real process, then.
+    deals.fail(None, delay=60, page=1)  # the sync waits for its second page
+    (tmp_path / "sync_settings.py").write_text(
+        "from tests.settings import *\n"
+        f"MORPH_WEBHOOKS = {{**MORPH_WEBHOOKS, 'API_PAGE_SIZE': 2, 'API_URL': {deals.url!r}, "
+        f"'API_KEY': {deals.key!r}, 'API_SECRET': {deals.secret!r}}}\n"
+    )
+    database = db_connection.settings_dict
+    sync_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "morph_webhooks_sync",
+            "--connector",
+            CONNECTOR,
+            "--owner",
+            OWNER,
+            "--model",
+            OPPORTUNITIES,
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+            "DJANGO_SETTINGS_MODULE": "sync_settings",
+            "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: Connection.objects.filter(cursors__has_key=OPPORTUNITIES).exists(), timeout=60)
+        sync_process.send_signal(SIGTERM)
+        out, err = sync_process.communicate(timeout=30)
+    finally:
+        sync_process.kill()
+
+    assert sync_process.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "CommandError: Stopped by SIGTERM, as by Ctrl-C" in err
+    connection = Connection.objects.get()
+    assert (connection.last_sync_outcome, connection.last_sync_error) == ("failed", "Interrupted (SIGTERM).")
+    assert (connection.sync_lease, connection.sync_lease_until) == (None, None)
+    saved = connection.cursors[OPPORTUNITIES]["cursor"]
+    deals.requests.clear()
+
+    # Not "already running" for SYNC_LEASE_SECONDS: the next run resumes at once.
+    assert "resumed the scan" in sync_tenant()
+    assert deals.requests[0].cursor == saved and Opportunity.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
 def test_a_webhook_racing_the_sync_for_a_new_row_wins_when_newer(fake_api, received):
     # The page found opp_2 new; before its new rows are inserted, a newer webhook creates opp_2
     # and commits: the page's insert collides, the page starts over, and its older copy is stale.
@@ -940,6 +1136,18 @@ def test_enqueue_without_a_backend_that_runs_tasks_says_what_to_run(fake_api, se
     message = str(raised.value)
     assert "never runs a task" in message
     assert f"python manage.py morph_webhooks_sync --connector {CONNECTOR} --owner {OWNER}" in message
+
+
+def test_enqueue_without_a_backend_quotes_the_ids_in_the_command_to_run(fake_api, settings):
+    settings.TASKS = {"default": {"BACKEND": DUMMY_TASKS}}
+
+    with pytest.raises(CommandError) as raised:
+        sync("--connector", "hub spot", "--owner", '"><img src=x onerror=alert(1)>', "--enqueue")
+
+    assert (
+        "python manage.py morph_webhooks_sync --connector 'hub spot' --owner '\"><img src=x onerror=alert(1)>'"
+        in str(raised.value)
+    )
 
 
 def test_enqueue_is_no_dry_run(fake_api):

@@ -124,11 +124,7 @@ class ConnectionAdmin(ModelAdmin):
             # A sync takes minutes: it must not run inside this request.
             problem = sync_backend_problem(inline_is_usable=False)
         if problem:
-            commands = "; ".join(
-                f"python manage.py morph_webhooks_sync --connector {connection.connector_id} "
-                f"--owner {connection.owner_id}"
-                for connection in connections
-            )
+            commands = "; ".join(connection.sync_command() for connection in connections)
             self.message_user(
                 request,
                 _("%(problem)s Nothing was queued. Run instead: %(commands)s")

@@ -3,7 +3,9 @@
 It serves the resources it is given per connection (connector, owner) and model, a page at a time
 with an opaque cursor, as ``GET /v1/resources/{model}?limit=N&cursor=C`` does; it checks the
 ``x-api-key``/``x-api-secret`` headers (401 with Morph's error shape when wrong), and can be told to
-misbehave: answer an error status (429 with ``Retry-After``, 500...) a number of times, or be slow::
+misbehave: answer an error status (429 with ``Retry-After``, 500...) a number of times, be slow,
+answer a body of its own (not JSON, not a list), send its answer a byte at a time, or drop the
+connection halfway through it::
 
     with FakeMorphAPI() as api:
         api.add("hubspot", "tenant_1", "crmOpportunity", [opportunity_event()["data"]])
@@ -28,10 +30,22 @@ PATH_PREFIX = "/v1/resources/"
 MAX_LIMIT = 1000
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A body sent as it is, ``trickle`` seconds between two of its bytes, the connection closed
+    after ``cut`` of them (its whole length declared)."""
+
+    data: bytes
+    trickle: float = 0.0
+    cut: int | None = None
+
+
 @dataclass
 class Fault:
     """The next ``times`` requests that match (``model``, and ``page``: the 0-based index of the
-    page asked for) wait ``delay`` seconds, then answer ``status`` (None: the page, as usual)."""
+    page asked for) wait ``delay`` seconds, then answer ``status`` (None: the page, as usual), with
+    ``body`` instead of the JSON it would send (a 200 when ``status`` is None), ``trickle`` seconds
+    between two bytes of it, the connection closed after ``cut`` bytes of it."""
 
     status: int | None
     times: int
@@ -39,9 +53,16 @@ class Fault:
     page: int | None = None
     delay: float = 0.0
     retry_after: str | None = None
+    body: bytes | None = None
+    trickle: float = 0.0
+    cut: int | None = None
 
     def matches(self, model: str, page: int) -> bool:
         return self.times > 0 and self.model in (None, model) and self.page in (None, page)
+
+    def raw(self, answer: Any) -> Raw:
+        data = json.dumps(answer).encode() if self.body is None else self.body
+        return Raw(data, self.trickle, self.cut)
 
 
 @dataclass(frozen=True)
@@ -125,14 +146,17 @@ class FakeMorphAPI:
         page: int | None = None,
         delay: float = 0.0,
         retry_after: str | None = None,
+        body: bytes | None = None,
+        trickle: float = 0.0,
+        cut: int | None = None,
     ) -> None:
         """Misbehave on the next ``times`` matching requests (see :class:`Fault`)."""
         with self.lock:
-            self.faults.append(Fault(status, times, model, page, delay, retry_after))
+            self.faults.append(Fault(status, times, model, page, delay, retry_after, body, trickle, cut))
 
     # Answering
 
-    def answer(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         url = urlsplit(path)
         if not url.path.startswith(PATH_PREFIX) or "/" in url.path[len(PATH_PREFIX) :]:
             return _error(404, "MORPH::NOT_FOUND", f"No route {url.path}.")
@@ -163,10 +187,13 @@ class FakeMorphAPI:
         fault = self.take_fault(model, offset // limit)
         if fault is not None:
             time.sleep(fault.delay)
-            if fault.status is not None:
-                answer = _error(fault.status, _code(fault.status), "Injected fault.")
+            if fault.status is not None or fault.body is not None:
+                status = 200 if fault.status is None else fault.status
+                answer = _error(status, _code(status), "Injected fault.")
                 if fault.retry_after is not None:
                     answer[2]["Retry-After"] = fault.retry_after
+                if fault.body is not None or fault.trickle or fault.cut is not None:
+                    answer = (status, fault.raw(answer[1]), answer[2])
                 return self.logged(model, connector_id, owner_id, limit, query, answer)
         if headers.get("x-api-key") != self.key or headers.get("x-api-secret") != self.secret:
             answer = _error(401, "MORPH::UNAUTHORIZED", "Invalid API key or secret.")
@@ -178,7 +205,10 @@ class FakeMorphAPI:
                 served = self.resources.get((connector_id, owner_id, model), [])
                 page, total = served[offset : offset + limit], len(served)
             next_cursor = _cursor(offset + limit) if offset + limit < total else None
-            answer = (200, {"object": "list", "data": page, "next": next_cursor}, {})
+            body: Any = {"object": "list", "data": page, "next": next_cursor}
+            if fault is not None and (fault.trickle or fault.cut is not None):
+                body = fault.raw(body)
+            answer = (200, body, {})
         return self.logged(model, connector_id, owner_id, limit, query, answer)
 
     def take_fault(self, model: str, page: int) -> Fault | None:
@@ -195,8 +225,8 @@ class FakeMorphAPI:
         owner_id: str,
         limit: int,
         query: dict[str, str],
-        answer: tuple[int, dict[str, Any], dict[str, str]],
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        answer: tuple[int, Any, dict[str, str]],
+    ) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
             self.requests.append(
                 Request(model, connector_id, owner_id, limit, query.get("cursor"), answer[0])
@@ -227,7 +257,7 @@ def _code(status: int) -> str:
     }.get(status, "MORPH::INTERNAL_ERROR" if status >= 500 else "MORPH::BAD_REQUEST")
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _error(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:
     return status, {"error": {"code": code, "message": message}}, {}
 
 
@@ -238,15 +268,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}
         status, body, extra_headers = self.api.answer(self.path, headers)
-        data = json.dumps(body).encode()
+        raw = body if isinstance(body, Raw) else Raw(json.dumps(body).encode())
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(len(raw.data)))
             for name, value in extra_headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            sent = raw.data if raw.cut is None else raw.data[: raw.cut]
+            if raw.trickle:
+                for index in range(len(sent)):
+                    time.sleep(raw.trickle)
+                    self.wfile.write(sent[index : index + 1])
+            else:
+                self.wfile.write(sent)
+            if raw.cut is not None:
+                self.close_connection = True  # mid-answer: the client is left short of its length
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (a slow page): nothing to answer
 

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,11 +16,35 @@ from ...sync import OUTCOMES, ModelSync, SyncReport, SyncRunning, models_to_sync
 from ..progress import Progress
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, Kubernetes, ``timeout``): a sync stops as on Ctrl-C, its page in hand
+    rolled back, its run recorded and its connection's lease given back, so that the next run
+    need not wait SYNC_LEASE_SECONDS."""
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a signal handler can only be set, and run, in the main thread
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Command(BaseCommand):
     help = (
         "Bring the local copy up to date from Morph's REST API: read every resource of each model "
         "for a connection (or --all known connections) and store each as a webhook's would be. "
-        "Exits with status 1 unless every page of every model was read and applied."
+        "Exits with status 1 unless every page of every model was read and applied. SIGTERM stops "
+        "it as Ctrl-C does."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -76,6 +105,19 @@ class Command(BaseCommand):
         if options["enqueue"]:
             self.enqueue(connections, options)
             return
+        try:
+            with stopped_by_sigterm():
+                problems = self.sync(connections, options)
+        except Terminated as exc:
+            raise CommandError(
+                f"Stopped by {exc}, as by Ctrl-C: the sync was recorded as interrupted and its "
+                "connection freed; the next run resumes after the last page applied."
+            ) from None
+        if problems:
+            raise CommandError(" ".join(problems))
+
+    def sync(self, connections: list[Connection], options: dict[str, Any]) -> list[str]:
+        """Sync each connection in turn; why each that did not succeed failed."""
         specs = models_to_sync(options["model"] or ())
         problems = []
         for connection in connections:
@@ -99,8 +141,7 @@ class Command(BaseCommand):
             self.show_report(report)
             if not report.ok:
                 problems.append(report.problem())
-        if problems:
-            raise CommandError(" ".join(problems))
+        return problems
 
     def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
         try:
@@ -113,11 +154,11 @@ class Command(BaseCommand):
         if problem:
             raise CommandError(
                 f"{problem} Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), "
-                "or sync here without --enqueue: python manage.py morph_webhooks_sync "
+                "or sync here without --enqueue: "
                 + (
-                    "--all"
+                    "python manage.py morph_webhooks_sync --all"
                     if options["all"]
-                    else f"--connector {options['connector']} --owner {options['owner']}"
+                    else connections[0].sync_command()
                 )
             )
         inline = bool(sync_backend_problem(inline_is_usable=False))
