@@ -59,7 +59,7 @@ def test_idempotency_key_filter_and_search(admin_client):
     processed = IdempotencyKeyFactory(key="k-processed", remote_id="opp_a")
     stale = IdempotencyKeyFactory(key="k-stale", remote_id="opp_b", outcome=Outcome.STALE)
 
-    assert filter_titles(admin_client, KEYS) == ["outcome"]
+    assert filter_titles(admin_client, KEYS) == ["connection", "outcome"]
 
     assert listed(admin_client, KEYS, "outcome=stale") == [stale]
     assert listed(admin_client, KEYS, "q=k-processed") == [processed]

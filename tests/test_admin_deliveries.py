@@ -41,7 +41,7 @@ def test_delivery_filters_and_search(admin_client):
     ok = WebhookDeliveryFactory(idempotency_key="key-ok", remote_id="opp_ok")
     bad = WebhookDeliveryFactory(status=Outcome.REJECTED, http_status=400, idempotency_key="key-bad")
 
-    assert filter_titles(admin_client, DELIVERIES) == ["status", "HTTP status"]
+    assert filter_titles(admin_client, DELIVERIES) == ["connection", "status", "HTTP status"]
 
     assert listed(admin_client, DELIVERIES, "status=rejected") == [bad]
     assert listed(admin_client, DELIVERIES, "http_status=200") == [ok]

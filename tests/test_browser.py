@@ -368,13 +368,6 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures
     assert "browser-invalid" in failures
-    open_deals = browser.find_element(By.CSS_SELECTOR, "#opportunities-open").text
-    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
-    # A won deal is not open.
-    assert "Closed won" not in open_deals
-    assert (
-        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
-    )
     # The hours without deliveries are one row.
     assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
     # Each connection: the quiet one first, flagged; the one Morph calls, receiving.
@@ -385,8 +378,21 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     ]
     assert "Silent: no event for longer than its threshold" in connections[0].text
     assert "Receiving" in connections[1].text and "1 day" in connections[1].text
+    # Two connections: the opportunities are one's, chosen here, never added up.
+    chooser = browser.find_element(By.ID, "opportunities-connections")
+    assert not browser.find_elements(By.ID, "opportunities-open")
     assert_fits(browser)
     screenshot("07-overview")
+    chooser.find_element(By.LINK_TEXT, "hubspot / tenant_1").click()
+    open_deals = wait.until(EC.visibility_of_element_located((By.ID, "opportunities-open"))).text
+    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
+    # A won deal is not open.
+    assert "Closed won" not in open_deals
+    assert (
+        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
+    )
+    assert_fits(browser)
+    screenshot("07b-overview-of-a-connection")
 
     # The connections the events registered, with their last event, ready to sync; one is
     # syncing now.

@@ -28,6 +28,7 @@ from ..redaction import redact_headers
 from ..reprocess import ALREADY_APPLIED, reprocess_many
 from ..resources.registry import REGISTRY
 from .display import EMPTY, ReadOnlyAdmin, field_as, json_or_text, pretty_json
+from .filters import CONNECTION_CHOICES, ConnectionFilter, chosen_connection
 from .overview import (
     OVERVIEW_CONNECTIONS,
     OVERVIEW_FAILURES,
@@ -36,6 +37,7 @@ from .overview import (
     connection_rows,
     deliveries_per_hour,
     latest_failures,
+    no_opportunities,
     opportunities_by_stage,
     outcome_totals,
 )
@@ -74,7 +76,7 @@ class DeliveryChangeList(ChangeList):
 
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["received", "event_type", "outcome", "resource_id", "connection", "key"]
-    list_filter = ["status", HTTPStatusFilter]
+    list_filter = [ConnectionFilter, "status", HTTPStatusFilter]
     # Both columns are indexed; exact lookups use the indexes, "=" (case-insensitive) would not.
     search_fields = ["idempotency_key__exact", "remote_id__exact"]
     search_help_text = _("An idempotency key or a Morph id, matched exactly (case matters).")
@@ -138,6 +140,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         request.current_app = self.admin_site.name
         now = timezone.now()
         rows = deliveries_per_hour(now)
+        connections = self.connection_context(request, now)
         context = {
             **self.admin_site.each_context(request),
             "title": _("Webhook overview"),
@@ -149,11 +152,11 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             "trouble": TROUBLE,
             "failures": latest_failures(self.delivery_url),
             "failure_limit": OVERVIEW_FAILURES,
-            **self.connection_context(request, now),
+            **connections,
             # Whole-percent widths as classes rather than style attributes, which a Content
             # Security Policy without 'unsafe-inline' would drop.
             "bar_widths": range(1, 101),
-            **self.opportunity_context(request),
+            **self.opportunity_context(request, connections["known"]),
         }
         return TemplateResponse(request, self.overview_template, context)
 
@@ -177,6 +180,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             "connections_failing": sum(bool(row.failures) for row in rows),
             "connections_more": max(len(rows) - OVERVIEW_CONNECTIONS, 0),
             "all_connections_url": self.changelist_url(request, Connection),
+            # Those an applied event registered: the ones that can hold opportunities.
+            "known": sorted((row.connector_id, row.owner_id) for row in rows if row.registered),
             "now": now,
         }
 
@@ -191,19 +196,46 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             current_app=self.admin_site.name,
         )
 
-    def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
-        """Opportunities by stage for those allowed to see opportunities: seeing the request log does
-        not imply seeing the pipeline's amounts."""
+    def opportunity_context(self, request: HttpRequest, known: list[tuple[str, str]]) -> dict[str, Any]:
+        """One connection's opportunities by stage, for those allowed to see opportunities: seeing
+        the request log does not imply seeing the pipeline's amounts. Two tenants' amounts are
+        never added up: with several connections the page offers to choose one (``?connector_id=
+        ...&owner_id=...``), ``known`` being the connections it knows without a query."""
         changelist = self.changelist_url(request, Opportunity)
         if changelist is None:
             return {"show_opportunities": False}
-        sections = opportunities_by_stage(changelist)
+        chosen = chosen_connection(request)
+        by_connection = {} if not chosen and len(known) > 1 else opportunities_by_stage(changelist, chosen)
+        if len(by_connection) > 1 or (not chosen and len(known) > 1):
+            choices = sorted(by_connection) if len(by_connection) > 1 else known
+            return {
+                "show_opportunities": True,
+                "opportunity_choices": [
+                    (
+                        f"{connector_id} / {owner_id}",
+                        "?" + urlencode({"connector_id": connector_id, "owner_id": owner_id}),
+                    )
+                    for connector_id, owner_id in choices[:CONNECTION_CHOICES]
+                ],
+                "opportunity_choices_more": len(choices) > CONNECTION_CHOICES,
+                "chosen": chosen,
+            }
+        pair: tuple[str, str] | None
+        if by_connection:
+            [(pair, sections)] = by_connection.items()
+        else:
+            # None at all: the page still says whose, the connection chosen or the one known.
+            pair = (chosen.get("connector_id", ""), chosen.get("owner_id", "")) if chosen else None
+            pair = pair or (known[0] if known else None)
+            sections = no_opportunities(changelist)
         return {
             "show_opportunities": True,
+            "opportunity_connection": pair,
             "opportunity_sections": sections,
             # The open ones, always shown; won and lost only when there are some.
             "stages": sections[0].stages,
             "currency_totals": sections[0].currency_totals,
+            "chosen": chosen,
         }
 
     @admin.display(description=_("event"), ordering="event")

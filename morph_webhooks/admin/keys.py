@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 
 from .display import ReadOnlyAdmin
+from .filters import ConnectionFilter
 
 
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
@@ -17,7 +18,7 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
         "first_seen_at",
         "last_seen_at",
     ]
-    list_filter = ["outcome"]
+    list_filter = [ConnectionFilter, "outcome"]
     # By key only: the table has no index on remote_id, and an OR with it would scan every key.
     # The deliveries list finds the events of one opportunity.
     search_fields = ["key__exact"]

@@ -21,6 +21,7 @@ from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDel
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
 from .display import EMPTY, ReadOnlyAdmin, amount_text, deleted_mark, field_as, pretty_json
+from .filters import ConnectionFilter, chosen_connection
 from .related import label_of, load_related, referenced_ids, related_of
 
 if TYPE_CHECKING:
@@ -49,30 +50,59 @@ class DeletedFilter(admin.SimpleListFilter):
 
 class ReferenceFilter(admin.SimpleListFilter):
     """Filters on a reference column (``?stage_id=...``), its choices named from the referenced
-    model's table rather than a SELECT DISTINCT over the rows listed."""
+    model's table rather than a SELECT DISTINCT over the rows listed. A Morph id means something
+    within its connection only: when several connections are offered, each choice says whose it
+    is and filters on that connection too; once the list is filtered on a connection, only that
+    connection's are offered."""
 
     reference: ClassVar[Reference]
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
         model = REGISTRY[self.reference.morph_model].model
-        # By Morph id: one id may name a stage in several tenants; each name is offered once.
-        names: dict[str, list[str]] = {}
-        for resource in model._default_manager.filter(deleted_at__isnull=True).order_by("remote_id")[
-            :FILTER_CHOICES
-        ]:
-            label = label_of(resource)
-            if label not in names.setdefault(resource.remote_id, []):
-                names[resource.remote_id].append(label)
-        choices = [(remote_id, " / ".join(labels)) for remote_id, labels in names.items()]
+        resources = model._default_manager.filter(deleted_at__isnull=True, **chosen_connection(request))
+        found = list(resources.order_by("remote_id", "connector_id", "owner_id")[:FILTER_CHOICES])
+        several = len({(resource.connector_id, resource.owner_id) for resource in found}) > 1
+        # (remote id, connector, owner, label); connector and owner empty: the id in any connection.
+        self.offered = sorted(
+            (
+                (
+                    resource.remote_id,
+                    resource.connector_id,
+                    resource.owner_id,
+                    f"{label_of(resource)} · {resource.connector_id} / {resource.owner_id}"
+                    if several
+                    else label_of(resource),
+                )
+                for resource in found
+            ),
+            key=lambda choice: (choice[3].casefold(), choice[3]),
+        )
         chosen = self.value()
-        if chosen and chosen not in names:
+        if chosen and chosen not in {remote_id for remote_id, *_ in self.offered}:
             # Filtered on an id whose resource has not arrived (a link from the overview): say so.
-            choices.append((chosen, chosen))
-        return sorted(choices, key=lambda choice: choice[1].casefold())
+            self.offered.append((chosen, "", "", chosen))
+        return [(remote_id, label) for remote_id, _connector, _owner, label in self.offered]
 
     def has_output(self) -> bool:
         # The admin applies only the filters it shows: a filter with a value must show.
         return super().has_output() or self.value() is not None
+
+    def choices(self, changelist: ChangeList) -> Any:
+        connection = chosen_connection(self.request)
+        parameter = str(self.parameter_name)
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[parameter]),
+            "display": _("All"),
+        }
+        for remote_id, connector_id, owner_id, label in self.offered:
+            whose = {"connector_id": connector_id, "owner_id": owner_id} if connector_id else {}
+            yield {
+                "selected": self.value() == remote_id
+                and all(connection.get(name, value) == value for name, value in whose.items()),
+                "query_string": changelist.get_query_string({parameter: remote_id, **whose}),
+                "display": label,
+            }
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
@@ -115,7 +145,7 @@ class ResourceAdmin(ReadOnlyAdmin):
     # The list's columns, before its connection, update time and deleted mark. A reference's name
     # shows the referenced resource's name.
     columns: ClassVar[Sequence[str]] = ()
-    # The list's filters, between the connector and deleted ones; a reference's name filters on it.
+    # The list's filters, between the connection and deleted ones; a reference's name filters on it.
     filters: ClassVar[Sequence[str]] = ()
     # Searched besides the Morph id.
     searched: ClassVar[Sequence[str]] = ()
@@ -145,7 +175,7 @@ class ResourceAdmin(ReadOnlyAdmin):
             setattr(cls, reference.name, show_reference(reference))
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
-            "connector_id",
+            ConnectionFilter,
             *(reference_filter(by_name[name]) if name in by_name else name for name in cls.filters),
             DeletedFilter,
         ]
