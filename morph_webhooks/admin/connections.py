@@ -36,6 +36,7 @@ class ConnectionAdmin(ModelAdmin):
     ordering = ["connector_id", "owner_id"]
     actions = ["sync_now"]
     empty_value_display = EMPTY
+    change_list_template = "morph_webhooks/admin/change_list.html"
     sync_fields: list[Any] = [
         "created_at",
         "running",

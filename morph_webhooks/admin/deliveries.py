@@ -27,7 +27,16 @@ from ..models import Connection, MirroredResource, Opportunity, Outcome, Webhook
 from ..redaction import redact_headers
 from ..reprocess import ALREADY_APPLIED, reprocess_many
 from ..resources.registry import REGISTRY
-from .display import EMPTY, ReadOnlyAdmin, field_as, json_or_text, pretty_json
+from .display import (
+    EMPTY,
+    ReadOnlyAdmin,
+    connection_text,
+    event_text,
+    field_as,
+    json_or_text,
+    pretty_json,
+    short_key,
+)
 from .filters import CONNECTION_CHOICES, ConnectionFilter, chosen_connection
 from .overview import (
     OVERVIEW_CONNECTIONS,
@@ -43,9 +52,6 @@ from .overview import (
 )
 
 logger = logging.getLogger(__name__)
-
-# The characters of an idempotency key the list shows; Morph's are 32 or more.
-KEY_SHOWN = 16
 
 
 class HTTPStatusFilter(admin.SimpleListFilter):
@@ -240,9 +246,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("event"), ordering="event")
     def event_type(self, obj: WebhookDelivery) -> SafeString | str:
-        # The model and the action may go on two lines: the list must fit a laptop's width.
-        model, separator, action = obj.event.partition("::")
-        return format_html("{}{}<wbr>{}", model, separator, action) if obj.event else EMPTY
+        return event_text(obj.event)
 
     @admin.display(description=_("status"), ordering="status")
     def outcome(self, obj: WebhookDelivery) -> str:
@@ -251,16 +255,11 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("connection"), ordering="connector_id")
     def connection(self, obj: WebhookDelivery) -> str:
-        return f"{obj.connector_id or EMPTY} / {obj.owner_id or EMPTY}"
+        return connection_text(obj.connector_id, obj.owner_id)
 
     @admin.display(description=_("idempotency key"), ordering="idempotency_key")
     def key(self, obj: WebhookDelivery) -> SafeString | str:
-        if len(obj.idempotency_key) <= KEY_SHOWN:
-            return obj.idempotency_key or EMPTY
-        # Whole on the change page, and in the tooltip; searching takes it whole too.
-        return format_html(
-            '<span title="{}">{}…</span>', obj.idempotency_key, obj.idempotency_key[: KEY_SHOWN - 1]
-        )
+        return short_key(obj.idempotency_key)
 
     @admin.display(description=_("Morph id"), ordering="remote_id")
     def resource_id(self, obj: WebhookDelivery) -> SafeString | str:

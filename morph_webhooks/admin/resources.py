@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
-from .display import EMPTY, ReadOnlyAdmin, amount_text, deleted_mark, field_as, pretty_json
+from .display import EMPTY, ReadOnlyAdmin, amount_text, connection_text, deleted_mark, field_as, pretty_json
 from .filters import ConnectionFilter, chosen_connection
 from .related import label_of, load_related, referenced_ids, related_of
 
@@ -124,7 +124,8 @@ class ResourceChangeList(ChangeList):
         super().get_results(request)
         # The names behind the ids the list shows, for the whole page at once.
         assert isinstance(self.model_admin, ResourceAdmin)
-        shown = [r for r in self.model_admin.references if r.name in self.model_admin.columns]
+        listed = self.model_admin.listed_references
+        shown = [r for r in self.model_admin.references if r.name in listed]
         load_related(list(self.result_list), shown, link=False)
 
 
@@ -155,6 +156,9 @@ class ResourceAdmin(ReadOnlyAdmin):
     more_fieldsets: ClassVar[Sequence[tuple[StrOrPromise, Sequence[str]]]] = ()
     # The columns naming other mirrored resources (the spec's).
     references: ClassVar[Sequence[Reference]] = ()
+    # The references the list names, loaded for its page: those among its columns unless a
+    # subclass shows more within another column.
+    listed_references: ClassVar[Sequence[str]] = ()
 
     ordering = ["-remote_updated_at"]
 
@@ -172,7 +176,11 @@ class ResourceAdmin(ReadOnlyAdmin):
         super().__init_subclass__(**kwargs)
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
-            setattr(cls, reference.name, show_reference(reference))
+            # Unless the subclass shows it its own way.
+            if reference.name not in cls.__dict__:
+                setattr(cls, reference.name, show_reference(reference))
+        if "listed_references" not in cls.__dict__:
+            cls.listed_references = [name for name in by_name if name in cls.columns]
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
             ConnectionFilter,
@@ -255,8 +263,7 @@ class ResourceAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("connection"), ordering="connector_id")
     def connection(self, obj: MirroredResource) -> str:
-        # Connector and owner together: they only mean something as a pair.
-        return f"{obj.connector_id} / {obj.owner_id}"
+        return connection_text(obj.connector_id, obj.owner_id)
 
     @admin.display(description=_("deleted"), ordering="deleted_at")
     def deleted(self, obj: MirroredResource) -> SafeString | str:
@@ -293,12 +300,24 @@ class ResourceAdmin(ReadOnlyAdmin):
 
 
 class OpportunityAdmin(ResourceAdmin):
-    columns = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
+    # The pipeline under the stage, which belongs to it: one column less keeps the list within a
+    # laptop's width with the navigation sidebar open.
+    columns = ["name", "amount_with_currency", "stage_in_pipeline", "crm_owner"]
+    listed_references = ["stage", "pipeline", "crm_owner"]
     filters = ["stage", "pipeline"]
     searched = ["name"]
     resource_fields = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
     more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagements"])]
     references = REGISTRY["crmOpportunity"].references
+
+    @admin.display(description=_("stage"), ordering="stage_id")
+    def stage_in_pipeline(self, obj: Opportunity) -> SafeString | str:
+        by_name = {reference.name: reference for reference in self.references}
+        stage = self.referenced(obj, by_name["stage"])
+        pipeline = self.referenced(obj, by_name["pipeline"])
+        if pipeline == EMPTY:
+            return stage
+        return format_html('{}<br><span class="quiet">{}</span>', stage, pipeline)
 
     @admin.display(description=_("engagements"))
     def engagements(self, obj: Opportunity) -> str:
