@@ -311,7 +311,7 @@ def test_delivery_labels_times_and_search_help(admin_client):
     assert f">{received}</a>" in content
 
     content = admin_client.get(admin_url(delivery, "change")).content.decode()
-    for label in ("HTTP status", "Received", "Morph id", "Connector", "Connection owner"):
+    for label in ("HTTP status", "Received", "Morph id", "Connector", "Owner (tenant)"):
         assert f">{label}:</label>" in content
     assert "Http status" not in content
     assert f'<div class="readonly">{received}</div>' in content

@@ -18,7 +18,7 @@ from django.utils.timezone import localtime
 
 from morph_webhooks import health
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
-from morph_webhooks.admin.overview import OVERVIEW_FAILURES, duration_text
+from morph_webhooks.admin.overview import OVERVIEW_FAILURES, duration_text, error_summary
 from morph_webhooks.models import Connection, Opportunity, Outcome, StageType, WebhookDelivery
 from morph_webhooks.testing.factories import OpportunityFactory, StageFactory, WebhookDeliveryFactory
 from tests.helpers import T0, grant
@@ -210,8 +210,9 @@ def test_latest_failures_link_to_their_deliveries(admin_client):
 
     failures = response.context["failures"]
     assert [f.delivery for f in failures] == [rejected, failed, old]
+    # A rejection's answer in words, not as escaped JSON.
     assert [f.summary for f in failures] == [
-        '{"error": "invalid_event", "fields": {"data.fields.amount": ["A valid number is required."]}}',
+        "Invalid event: data.fields.amount: A valid number is required.",
         "RuntimeError: <receiver> exploded",
         "",
     ]
@@ -225,6 +226,27 @@ def test_latest_failures_link_to_their_deliveries(admin_client):
     assert "<b>boom" not in content
     assert escape("opp_<b>boom</b>") in content
     assert escape("RuntimeError: <receiver> exploded") in content
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            '{"error": "permission_denied", "detail": "Connector \'x\' is not allowed."}',
+            "Permission denied: Connector 'x' is not allowed.",
+        ),
+        (
+            '{"error": "invalid_event", "fields": {"a": ["One."], "b": "Two."}}',
+            "Invalid event: a: One.; b: Two.",
+        ),
+        ('{"error": "unsupported_media_type"}', "Unsupported media type"),
+        ('["not", "an", "answer"]', '["not", "an", "answer"]'),
+        ('{"error": 3}', '{"error": 3}'),
+        ("not JSON {", "not JSON {"),
+    ],
+)
+def test_error_summaries_are_words(error, shown):
+    assert error_summary(error) == shown
 
 
 @pytest.mark.usefixtures("frozen")

@@ -323,9 +323,9 @@ def test_opportunity_change_page_speaks_sales(admin_client):
     assert "Ada Lovelace" in content
     assert "pipeline_sales" in content  # not arrived: its id
     assert "contact_1" in content
-    for label in ("Stage", "Pipeline", "Owner", "Amount", "Morph id", "Connector", "Connection owner"):
+    for label in ("Stage", "Pipeline", "Owner", "Amount", "Morph id", "Connector", "Owner (tenant)"):
         assert f">{label}:</label>" in content
-    for label in ("Stage id", "Crm owner id", "Remote id", "Pipeline id"):
+    for label in ("Stage id", "Crm owner id", "Remote id", "Pipeline id", "Connector id", "Owner id"):
         assert label not in content
     # One way to show an empty value, never "None".
     assert ">None<" not in content
@@ -343,6 +343,10 @@ def test_a_deleted_row_is_marked_deleted(admin_client):
     content = admin_client.get(admin_url(gone, "change")).content.decode()
     cross = static("admin/img/icon-no.svg")
     assert f'<img src="{cross}" alt=""> Deleted {T0:%Y-%m-%d %H:%M:%S}</span>' in content
+    # Said first, above the fields that read as the CRM's current state otherwise.
+    note = f'<p class="errornote morph-deleted-note">Deleted: Morph reported it deleted in the CRM on {T0:%Y-%m-%d %H:%M:%S}.'
+    assert note in content
+    assert content.index(note) < content.index('class="form-row field-name"')
     content = admin_client.get(admin_url(alive, "change")).content.decode()
     assert "morph-deleted" not in content and 'alt="True"' not in content and 'alt="False"' not in content
 

@@ -117,7 +117,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     reprocessed = field_as("reprocessed_at", _("reprocessed"))
     http_status_code = field_as("http_status", _("HTTP status"))
     connector = field_as("connector_id", _("connector"))
-    connection_owner = field_as("owner_id", _("connection owner"))
+    connection_owner = field_as("owner_id", _("owner (tenant)"))
     morph_id = field_as("remote_id", _("Morph id"))
     client_address = field_as("remote_addr", _("client address"))
 

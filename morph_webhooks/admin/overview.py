@@ -6,6 +6,7 @@ WebhookDeliveryAdmin serves the page and decides who sees what."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Right, TruncHour
 from django.utils import timezone
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -116,9 +117,32 @@ SECTIONS = {
 
 
 def error_summary(tail: str) -> str:
-    """The last non-empty line of an error: a traceback's exception, or a rejection's JSON."""
+    """The last non-empty line of an error: a traceback's exception, or a rejection's answer in
+    words."""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return Truncator(lines[-1] if lines else "").chars(ERROR_SUMMARY)
+    return Truncator(answer_text(lines[-1]) if lines else "").chars(ERROR_SUMMARY)
+
+
+def answer_text(line: str) -> str:
+    """A rejection's JSON answer (``{"error": "invalid_event", "fields": {...}}`` or ``{"error":
+    ..., "detail": ...}``) as a sentence, e.g. ``Invalid event: data.fields.amount: A valid number
+    is required.``; any other line as it is."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
+        return line
+    parts = []
+    fields = answer.get("fields")
+    if isinstance(fields, dict):
+        for path, messages in fields.items():
+            said = " ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+            parts.append(f"{path}: {said}")
+    if answer.get("detail"):
+        parts.append(str(answer["detail"]))
+    what = capfirst(answer["error"].replace("_", " "))
+    return f"{what}: {'; '.join(parts)}" if parts else what
 
 
 def first_hour_shown(now: datetime) -> datetime:

@@ -20,7 +20,16 @@ from django.utils.translation import gettext_lazy as _
 from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
-from .display import EMPTY, ReadOnlyAdmin, amount_text, connection_text, deleted_mark, field_as, pretty_json
+from .display import (
+    EMPTY,
+    ReadOnlyAdmin,
+    amount_text,
+    connection_text,
+    deleted_mark,
+    field_as,
+    moment,
+    pretty_json,
+)
 from .filters import ConnectionFilter, chosen_connection
 from .related import label_of, load_related, referenced_ids, related_of
 
@@ -161,10 +170,11 @@ class ResourceAdmin(ReadOnlyAdmin):
     listed_references: ClassVar[Sequence[str]] = ()
 
     ordering = ["-remote_updated_at"]
+    change_form_template = "morph_webhooks/admin/resource_change_form.html"
 
     morph_id = field_as("remote_id", _("Morph id"))
     connector = field_as("connector_id", _("connector"))
-    connection_owner = field_as("owner_id", _("connection owner"))
+    connection_owner = field_as("owner_id", _("owner (tenant)"))
     created_in_crm = field_as("remote_created_at", _("created in the CRM"))
     updated_in_crm = field_as("remote_updated_at", _("updated in the CRM"))
     # The list's header, kept short: a header does not wrap, and the list must fit 1400 px.
@@ -228,6 +238,19 @@ class ResourceAdmin(ReadOnlyAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ResourceChangeList
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if isinstance(obj, MirroredResource) and obj.deleted_at is not None:
+            context["deleted_at"] = moment(obj.deleted_at)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         obj = super().get_object(request, object_id, from_field)
