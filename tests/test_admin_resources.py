@@ -367,3 +367,18 @@ def test_related_models_show_names_too(admin_client):
     assert pipeline.search_help_text
     content = admin_client.get(admin_url(Pipeline.objects.get(), "change")).content.decode()
     assert "Qualified (open)</a>, stage_x" in content
+
+
+def test_show_counts_counts_each_connection_and_stage(admin_client):
+    two_tenants()
+    OpportunityFactory(owner_id="globex", remote_id="opp_2", stage_id="stage_won")
+    for owner_id in ("acme", "globex"):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner_id)
+
+    choices = filter_choices(admin_client.get(reverse(OPPORTUNITIES) + "?_facets=True"))
+
+    assert [display for display, _ in choices["connection"]] == ["hubspot / acme (1)", "hubspot / globex (2)"]
+    assert [display for display, _ in choices["stage"]] == [
+        "Closed won (won) · hubspot / acme (1)",
+        "Closed won (won) · hubspot / globex (2)",
+    ]

@@ -23,6 +23,7 @@ from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from morph_webhooks.admin.filters import CONNECTION_CHOICES
 from morph_webhooks.models import Connection, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
@@ -525,3 +526,30 @@ def test_lists_fit_with_the_sidebar_open(live_server, admin_user, browser, scree
     assert "Appointment scheduled EUR 1 1,250,000.75 EUR" in won.text
     assert_fits(browser)
     screenshot("17-overview-of-one-tenant")
+
+    # A deleted deal's page says so first.
+    gone = Opportunity.objects.get(owner_id=TENANTS[0], remote_id="opp_2")
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[gone.pk])}")
+    note = browser.find_element(By.CSS_SELECTOR, "#content-main .morph-deleted-note")
+    assert note.text.startswith("Deleted: Morph reported it deleted in the CRM on ")
+    assert note.location["y"] < browser.find_element(By.CSS_SELECTOR, ".field-name").location["y"]
+    assert_fits(browser)
+    screenshot("18-deleted-opportunity")
+
+    # With more connections than a sidebar should list, a form takes the connector and owner.
+    Connection.objects.bulk_create(
+        Connection(connector_id="pipedrive", owner_id=f"tenant_{i:04}") for i in range(CONNECTION_CHOICES)
+    )
+    browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}?status=processed")
+    form = browser.find_element(By.CSS_SELECTOR, "#changelist-filter .morph-connection-filter")
+    form.find_element(By.NAME, "connector_id").send_keys("hubspot")
+    form.find_element(By.NAME, "owner_id").send_keys(TENANTS[1])
+    form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
+    WebDriverWait(browser, WAIT).until(EC.url_contains("owner_id="))
+    # The other filters are kept.
+    assert "status=processed" in browser.current_url
+    assert {row.find_element(By.CSS_SELECTOR, ".field-connection").text for row in rows(browser)} == {
+        f"hubspot / {TENANTS[1]}"
+    }
+    assert_fits(browser)
+    screenshot("19-deliveries-filtered-by-a-typed-connection")

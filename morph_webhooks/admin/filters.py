@@ -6,16 +6,31 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
-from django.db.models import Model, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Connection
+from .display import connection_text
 
 # The most connections offered as links; with more, the filter takes the connector and owner typed.
 CONNECTION_CHOICES = 20
 # The query string's names of a connection, as every link to a filtered list spells them.
 CONNECTION_PARAMETERS = ("connector_id", "owner_id")
+
+
+def with_counts(
+    spec: admin.ListFilter, changelist: ChangeList, choices: list[tuple[str, dict[str, str]]]
+) -> list[str]:
+    """The choices' labels, each with how many rows it would list when the admin's "Show counts"
+    is on (one query for all of them, as Django's own filters count)."""
+    if not changelist.add_facets or not choices:
+        return [label for label, _lookup in choices]
+    rows = changelist.get_queryset(spec.request, exclude_parameters=spec.expected_parameters())
+    counts = rows.aggregate(
+        **{f"choice_{i}": Count("pk", filter=Q(**lookup)) for i, (_label, lookup) in enumerate(choices)}
+    )
+    return [f"{label} ({counts[f'choice_{i}']})" for i, (label, _lookup) in enumerate(choices)]
 
 
 def chosen_connection(request: HttpRequest) -> dict[str, str]:
@@ -89,11 +104,15 @@ class ConnectionFilter(admin.ListFilter):
         if all(chosen) and chosen not in offered:
             # Filtered on a connection that no applied event registered (a link from the overview).
             offered.append(chosen)
-        for connector_id, owner_id in offered:
+        lookups = [{"connector_id": connector_id, "owner_id": owner_id} for connector_id, owner_id in offered]
+        labels = with_counts(
+            self,
+            changelist,
+            [(connection_text(*pair), lookup) for pair, lookup in zip(offered, lookups, strict=True)],
+        )
+        for pair, lookup, label in zip(offered, lookups, labels, strict=True):
             yield {
-                "selected": chosen == (connector_id, owner_id),
-                "query_string": changelist.get_query_string(
-                    {"connector_id": connector_id, "owner_id": owner_id}, remove=[PAGE_VAR]
-                ),
-                "display": f"{connector_id} / {owner_id}",
+                "selected": chosen == pair,
+                "query_string": changelist.get_query_string(lookup, remove=[PAGE_VAR]),
+                "display": label,
             }

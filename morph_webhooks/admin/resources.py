@@ -30,7 +30,7 @@ from .display import (
     moment,
     pretty_json,
 )
-from .filters import ConnectionFilter, chosen_connection
+from .filters import ConnectionFilter, chosen_connection, with_counts
 from .related import label_of, load_related, referenced_ids, related_of
 
 if TYPE_CHECKING:
@@ -71,26 +71,25 @@ class ReferenceFilter(admin.SimpleListFilter):
         resources = model._default_manager.filter(deleted_at__isnull=True, **chosen_connection(request))
         found = list(resources.order_by("remote_id", "connector_id", "owner_id")[:FILTER_CHOICES])
         several = len({(resource.connector_id, resource.owner_id) for resource in found}) > 1
-        # (remote id, connector, owner, label); connector and owner empty: the id in any connection.
-        self.offered = sorted(
+        # (remote id, its connection's lookup, label); no connection: the id in any connection.
+        self.offered: list[tuple[str, dict[str, str], str]] = sorted(
             (
                 (
                     resource.remote_id,
-                    resource.connector_id,
-                    resource.owner_id,
+                    {"connector_id": resource.connector_id, "owner_id": resource.owner_id},
                     f"{label_of(resource)} · {resource.connector_id} / {resource.owner_id}"
                     if several
                     else label_of(resource),
                 )
                 for resource in found
             ),
-            key=lambda choice: (choice[3].casefold(), choice[3]),
+            key=lambda choice: (choice[2].casefold(), choice[2]),
         )
         chosen = self.value()
-        if chosen and chosen not in {remote_id for remote_id, *_ in self.offered}:
+        if chosen and chosen not in {remote_id for remote_id, _whose, _label in self.offered}:
             # Filtered on an id whose resource has not arrived (a link from the overview): say so.
-            self.offered.append((chosen, "", "", chosen))
-        return [(remote_id, label) for remote_id, _connector, _owner, label in self.offered]
+            self.offered.append((chosen, {}, chosen))
+        return [(remote_id, label) for remote_id, _whose, label in self.offered]
 
     def has_output(self) -> bool:
         # The admin applies only the filters it shows: a filter with a value must show.
@@ -104,8 +103,12 @@ class ReferenceFilter(admin.SimpleListFilter):
             "query_string": changelist.get_query_string(remove=[parameter]),
             "display": _("All"),
         }
-        for remote_id, connector_id, owner_id, label in self.offered:
-            whose = {"connector_id": connector_id, "owner_id": owner_id} if connector_id else {}
+        labels = with_counts(
+            self,
+            changelist,
+            [(label, {parameter: remote_id, **whose}) for remote_id, whose, label in self.offered],
+        )
+        for (remote_id, whose, _label), label in zip(self.offered, labels, strict=True):
             yield {
                 "selected": self.value() == remote_id
                 and all(connection.get(name, value) == value for name, value in whose.items()),
