@@ -37,7 +37,7 @@ from .display import (
     pretty_json,
     short_key,
 )
-from .filters import CONNECTION_CHOICES, ConnectionFilter, chosen_connection
+from .filters import CONNECTION_CHOICES, CONNECTION_PARAMETERS, ConnectionFilter, chosen_connection
 from .overview import (
     OVERVIEW_CONNECTIONS,
     OVERVIEW_FAILURES,
@@ -78,6 +78,19 @@ class DeliveryChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[WebhookDelivery]:
         # Bodies run up to MAX_BODY_SIZE each; a page of them is not worth loading for one list.
         return super().get_queryset(request, exclude_parameters).defer("body", "raw_body", "headers", "error")
+
+
+def connection_choice(connections: list[tuple[str, str]], chosen: dict[str, str]) -> dict[str, Any]:
+    """The overview's offer to show the opportunities of one of ``connections``."""
+    return {
+        "show_opportunities": True,
+        "opportunity_choices": [
+            (connection_text(*pair), "?" + urlencode(dict(zip(CONNECTION_PARAMETERS, pair, strict=True))))
+            for pair in connections[:CONNECTION_CHOICES]
+        ],
+        "opportunity_choices_more": len(connections) > CONNECTION_CHOICES,
+        "chosen": chosen,
+    }
 
 
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
@@ -211,28 +224,21 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         if changelist is None:
             return {"show_opportunities": False}
         chosen = chosen_connection(request)
-        by_connection = {} if not chosen and len(known) > 1 else opportunities_by_stage(changelist, chosen)
-        if len(by_connection) > 1 or (not chosen and len(known) > 1):
-            choices = sorted(by_connection) if len(by_connection) > 1 else known
-            return {
-                "show_opportunities": True,
-                "opportunity_choices": [
-                    (
-                        f"{connector_id} / {owner_id}",
-                        "?" + urlencode({"connector_id": connector_id, "owner_id": owner_id}),
-                    )
-                    for connector_id, owner_id in choices[:CONNECTION_CHOICES]
-                ],
-                "opportunity_choices_more": len(choices) > CONNECTION_CHOICES,
-                "chosen": chosen,
-            }
+        if not chosen and len(known) > 1:
+            return connection_choice(known, chosen)
+        by_connection = opportunities_by_stage(changelist, chosen)
+        if len(by_connection) > 1:
+            # A connector alone was chosen, or opportunities of connections not registered.
+            return connection_choice(sorted(by_connection), chosen)
         pair: tuple[str, str] | None
         if by_connection:
             [(pair, sections)] = by_connection.items()
         else:
             # None at all: the page still says whose, the connection chosen or the one known.
-            pair = (chosen.get("connector_id", ""), chosen.get("owner_id", "")) if chosen else None
-            pair = pair or (known[0] if known else None)
+            if len(chosen) == len(CONNECTION_PARAMETERS):
+                pair = (chosen["connector_id"], chosen["owner_id"])
+            else:
+                pair = known[0] if known and not chosen else None
             sections = no_opportunities(changelist)
         return {
             "show_opportunities": True,
