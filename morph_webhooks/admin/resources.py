@@ -77,7 +77,7 @@ class ReferenceFilter(admin.SimpleListFilter):
                 (
                     resource.remote_id,
                     {"connector_id": resource.connector_id, "owner_id": resource.owner_id},
-                    f"{label_of(resource)} · {resource.connector_id} / {resource.owner_id}"
+                    f"{label_of(resource)} · {connection_text(resource.connector_id, resource.owner_id)}"
                     if several
                     else label_of(resource),
                 )
@@ -189,9 +189,7 @@ class ResourceAdmin(ReadOnlyAdmin):
         super().__init_subclass__(**kwargs)
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
-            # Unless the subclass shows it its own way.
-            if reference.name not in cls.__dict__:
-                setattr(cls, reference.name, show_reference(reference))
+            setattr(cls, reference.name, show_reference(reference))
         if "listed_references" not in cls.__dict__:
             cls.listed_references = [name for name in by_name if name in cls.columns]
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
