@@ -93,7 +93,7 @@ class ConnectionFilter(admin.ListFilter):
             if name not in (*CONNECTION_PARAMETERS, PAGE_VAR)
         ]
         yield {
-            "selected": not self.used_parameters,
+            "selected": not any(self.used_parameters.values()),
             "query_string": changelist.get_query_string(remove=list(CONNECTION_PARAMETERS)),
             "display": _("All"),
         }
