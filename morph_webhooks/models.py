@@ -66,8 +66,8 @@ class IdempotencyKey(models.Model):
     the event's effects do; the unique constraint is what makes a concurrent twin a duplicate.
     """
 
-    connector_id = models.CharField(max_length=ID_LENGTH)
-    owner_id = models.CharField(max_length=ID_LENGTH)
+    connector_id = models.CharField(_("connector"), max_length=ID_LENGTH)
+    owner_id = models.CharField(_("owner (tenant)"), max_length=ID_LENGTH)
     key = models.CharField(max_length=ID_LENGTH)
     event = models.CharField(max_length=ID_LENGTH)
     remote_id = models.CharField(max_length=ID_LENGTH)
@@ -80,8 +80,10 @@ class IdempotencyKey(models.Model):
     last_seen_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        verbose_name = _("idempotency key")
-        verbose_name_plural = _("idempotency keys")
+        # Named as the request log is, so that the admin's index lists the two together, after the
+        # resources mirrored from Morph.
+        verbose_name = _("webhook idempotency key")
+        verbose_name_plural = _("webhook idempotency keys")
         constraints = [
             # Keys are only unique per connector and owner.
             models.UniqueConstraint(
@@ -125,8 +127,8 @@ class WebhookDelivery(models.Model):
         ),
     )
 
-    connector_id = models.CharField(max_length=ID_LENGTH, blank=True)
-    owner_id = models.CharField(max_length=ID_LENGTH, blank=True)
+    connector_id = models.CharField(_("connector"), max_length=ID_LENGTH, blank=True)
+    owner_id = models.CharField(_("owner (tenant)"), max_length=ID_LENGTH, blank=True)
     idempotency_key = models.CharField(max_length=ID_LENGTH, blank=True)
     event = models.CharField(max_length=ID_LENGTH, blank=True)
     remote_id = models.CharField(max_length=ID_LENGTH, blank=True)
@@ -358,8 +360,8 @@ class Connection(models.Model):
     page and when that scan started: the next sync resumes it from there.
     """
 
-    connector_id = models.CharField(max_length=ID_LENGTH)
-    owner_id = models.CharField(max_length=ID_LENGTH)
+    connector_id = models.CharField(_("connector"), max_length=ID_LENGTH)
+    owner_id = models.CharField(_("owner (tenant)"), max_length=ID_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
 
     last_sync_started_at = models.DateTimeField(null=True, blank=True)

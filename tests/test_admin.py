@@ -59,9 +59,22 @@ def test_idempotency_key_filter_and_search(admin_client):
     processed = IdempotencyKeyFactory(key="k-processed", remote_id="opp_a")
     stale = IdempotencyKeyFactory(key="k-stale", remote_id="opp_b", outcome=Outcome.STALE)
 
-    assert filter_titles(admin_client, KEYS) == ["outcome"]
+    assert filter_titles(admin_client, KEYS) == ["connection", "outcome"]
 
     assert listed(admin_client, KEYS, "outcome=stale") == [stale]
     assert listed(admin_client, KEYS, "q=k-processed") == [processed]
     # By key only: remote_id has no index on this table (the deliveries list searches it).
     assert listed(admin_client, KEYS, "q=opp_b") == []
+
+
+def test_the_index_lists_the_request_log_after_the_mirrored_resources(admin_client):
+    [app] = [
+        app
+        for app in admin_client.get(reverse("admin:index")).context["app_list"]
+        if app["app_label"] == "morph_webhooks"
+    ]
+
+    names = [model["name"] for model in app["models"]]
+    # The app's own bookkeeping together, after what Morph sent.
+    assert names[-2:] == ["Webhook deliveries", "Webhook idempotency keys"]
+    assert {"Opportunities", "Stages", "Pipelines", "Contacts", "Companies"} <= set(names[:-2])

@@ -78,7 +78,7 @@ def test_the_list_shows_the_last_event_and_the_last_sync(admin_client, connectio
     headers = [str(header["text"]) for header in response.context["result_headers"]]
     assert headers[1:] == [
         "connector",
-        "owner",
+        "owner (tenant)",
         "last event",
         "last sync",
         "outcome",
@@ -178,3 +178,25 @@ def test_sync_now_needs_the_sync_permission(client, staff, connections, settings
     response = sync_now(client, connections[0])
     assert shown(response) == ["Queued a sync of 1 connection: the task backend's workers run it."]
     assert DBTaskResult.objects.count() == 1
+
+
+def test_pages_speak_plainly_and_write_times_one_way(admin_client):
+    connection = Connection.objects.create(
+        connector_id="hubspot", owner_id="acme", last_sync_started_at=T0, last_sync_finished_at=T0
+    )
+
+    content = admin_client.get(
+        reverse("admin:morph_webhooks_connection_change", args=[connection.pk])
+    ).content
+    page = content.decode()
+    for label in ("Connector", "Owner (tenant)", "Created", "Last sync started", "Last sync finished"):
+        assert f">{label}:</label>" in page
+    assert "Connector id" not in page and "Owner id" not in page
+    # As the lists write them, not in the project's DATETIME_FORMAT ("March 6, 2025, 9:05 a.m.").
+    assert f'<div class="readonly">{moment(T0)}</div>' in page
+    assert "a.m." not in page and "p.m." not in page
+
+    page = admin_client.get(reverse("admin:morph_webhooks_connection_add")).content.decode()
+    assert ">Connector:</label>" in page and ">Owner (tenant):</label>" in page
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "By connector id" not in page and ">Owner (tenant)</a>" in page

@@ -13,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from morph_webhooks.admin.deliveries import HTTPStatusFilter
-from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
+from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, Outcome, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
-from morph_webhooks.testing.factories import OpportunityFactory, WebhookDeliveryFactory
+from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory, WebhookDeliveryFactory
 from tests.helpers import action_names, admin_url, filter_titles, grant, listed, raising_receiver
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def test_delivery_filters_and_search(admin_client):
     ok = WebhookDeliveryFactory(idempotency_key="key-ok", remote_id="opp_ok")
     bad = WebhookDeliveryFactory(status=Outcome.REJECTED, http_status=400, idempotency_key="key-bad")
 
-    assert filter_titles(admin_client, DELIVERIES) == ["status", "HTTP status"]
+    assert filter_titles(admin_client, DELIVERIES) == ["connection", "status", "HTTP status"]
 
     assert listed(admin_client, DELIVERIES, "status=rejected") == [bad]
     assert listed(admin_client, DELIVERIES, "http_status=200") == [ok]
@@ -311,7 +311,7 @@ def test_delivery_labels_times_and_search_help(admin_client):
     assert f">{received}</a>" in content
 
     content = admin_client.get(admin_url(delivery, "change")).content.decode()
-    for label in ("HTTP status", "Received", "Morph id", "Connector", "Connection owner"):
+    for label in ("HTTP status", "Received", "Morph id", "Connector", "Owner (tenant)"):
         assert f">{label}:</label>" in content
     assert "Http status" not in content
     assert f'<div class="readonly">{received}</div>' in content
@@ -341,3 +341,29 @@ def test_a_rejected_delivery_keeps_what_its_body_named(admin_client, client, bod
     assert (delivery.event, delivery.remote_id) == named
     if named[1]:
         assert listed(admin_client, DELIVERIES, f"q={named[1]}") == [delivery]
+
+
+@pytest.mark.parametrize("connections", [2, 2000])
+@pytest.mark.parametrize(
+    ("changelist", "factory"),
+    [
+        (DELIVERIES, WebhookDeliveryFactory),
+        ("admin:morph_webhooks_idempotencykey_changelist", IdempotencyKeyFactory),
+    ],
+)
+def test_lists_filter_by_connection_in_fixed_queries(
+    admin_client, django_assert_num_queries, connections, changelist, factory
+):
+    Connection.objects.bulk_create(
+        Connection(connector_id="hubspot", owner_id=f"tenant_{i:04}") for i in range(connections)
+    )
+    for i in range(10):
+        factory(owner_id=f"tenant_{i % 2:04}")
+
+    # The session, the user, the count, the page, the connection filter's choices; its form or
+    # links cost nothing more, however many connections there are.
+    with django_assert_num_queries(5):
+        response = admin_client.get(reverse(changelist) + "?connector_id=hubspot&owner_id=tenant_0001")
+
+    assert {row.owner_id for row in response.context["cl"].result_list} == {"tenant_0001"}
+    assert len(response.context["cl"].result_list) == 5

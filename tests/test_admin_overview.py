@@ -18,8 +18,8 @@ from django.utils.timezone import localtime
 
 from morph_webhooks import health
 from morph_webhooks.admin.deliveries import WebhookDeliveryAdmin
-from morph_webhooks.admin.overview import OVERVIEW_FAILURES, duration_text
-from morph_webhooks.models import Connection, Outcome, StageType, WebhookDelivery
+from morph_webhooks.admin.overview import OVERVIEW_FAILURES, duration_text, error_summary
+from morph_webhooks.models import Connection, Opportunity, Outcome, StageType, WebhookDelivery
 from morph_webhooks.testing.factories import OpportunityFactory, StageFactory, WebhookDeliveryFactory
 from tests.helpers import T0, grant
 
@@ -50,8 +50,8 @@ def delivery(at: datetime, status: str = Outcome.PROCESSED, **kwargs: Any) -> We
     return obj
 
 
-def overview(client: Client) -> Any:
-    response = client.get(reverse(OVERVIEW))
+def overview(client: Client, query: str = "") -> Any:
+    response = client.get(f"{reverse(OVERVIEW)}?{query}")
     assert response.status_code == 200
     return response
 
@@ -210,8 +210,9 @@ def test_latest_failures_link_to_their_deliveries(admin_client):
 
     failures = response.context["failures"]
     assert [f.delivery for f in failures] == [rejected, failed, old]
+    # A rejection's answer in words, not as escaped JSON.
     assert [f.summary for f in failures] == [
-        '{"error": "invalid_event", "fields": {"data.fields.amount": ["A valid number is required."]}}',
+        "Invalid event: data.fields.amount: A valid number is required.",
         "RuntimeError: <receiver> exploded",
         "",
     ]
@@ -225,6 +226,27 @@ def test_latest_failures_link_to_their_deliveries(admin_client):
     assert "<b>boom" not in content
     assert escape("opp_<b>boom</b>") in content
     assert escape("RuntimeError: <receiver> exploded") in content
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            '{"error": "permission_denied", "detail": "Connector \'x\' is not allowed."}',
+            "Permission denied: Connector 'x' is not allowed.",
+        ),
+        (
+            '{"error": "invalid_event", "fields": {"a": ["One."], "b": "Two."}}',
+            "Invalid event: a: One.; b: Two.",
+        ),
+        ('{"error": "unsupported_media_type"}', "Unsupported media type"),
+        ('["not", "an", "answer"]', '["not", "an", "answer"]'),
+        ('{"error": 3}', '{"error": 3}'),
+        ("not JSON {", "not JSON {"),
+    ],
+)
+def test_error_summaries_are_words(error, shown):
+    assert error_summary(error) == shown
 
 
 @pytest.mark.usefixtures("frozen")
@@ -274,8 +296,9 @@ def test_opportunities_by_stage_and_currency(admin_client):
     assert "(no stage)" in content
     # Each stage links to the opportunity list filtered to it, without deleted opportunities.
     opportunities = reverse("admin:morph_webhooks_opportunity_changelist")
-    assert f'<a href="{opportunities}?stage_id=stage_a&amp;deleted=no">stage_a</a>' in content
-    listed = admin_client.get(f"{opportunities}?stage_id=stage_a&deleted=no")
+    query = "stage_id=stage_a&amp;connector_id=hubspot&amp;owner_id=tenant_1&amp;deleted=no"
+    assert f'<a href="{opportunities}?{query}">stage_a</a>' in content
+    listed = admin_client.get(f"{opportunities}?{query}".replace("&amp;", "&"))
     assert listed.status_code == 200
     assert len(listed.context["cl"].result_list) == 4
 
@@ -283,14 +306,15 @@ def test_opportunities_by_stage_and_currency(admin_client):
 @pytest.mark.usefixtures("frozen")
 def test_opportunities_by_stage_name_open_apart_from_won_and_lost(admin_client, django_assert_num_queries):
     StageFactory(remote_id="s_won", name="Closed won", type=StageType.WON)
-    StageFactory(owner_id="tenant_2", remote_id="s_won_2", name="Closed won", type=StageType.WON)
+    # Another pipeline's stage of the same name.
+    StageFactory(remote_id="s_won_2", name="Closed won", type=StageType.WON)
     StageFactory(remote_id="s_lost", name="Closed lost", type=StageType.LOST)
     StageFactory(remote_id="s_demo", name="Demo", type=StageType.OPEN)
     StageFactory(remote_id="s_odd", name="Odd", type=StageType.UNKNOWN)
     # The same id in another tenant is another stage: there it is lost.
     StageFactory(owner_id="tenant_2", remote_id="s_demo", name="Perdu", type=StageType.LOST)
     OpportunityFactory(stage_id="s_won", amount=Decimal("100"))
-    OpportunityFactory(owner_id="tenant_2", stage_id="s_won_2", amount=Decimal("50"))
+    OpportunityFactory(stage_id="s_won_2", amount=Decimal("50"))
     OpportunityFactory(stage_id="s_lost", amount=Decimal("10"))
     OpportunityFactory(stage_id="s_demo", amount=Decimal("1"))
     OpportunityFactory(owner_id="tenant_2", stage_id="s_demo", amount=Decimal("2"))
@@ -298,7 +322,7 @@ def test_opportunities_by_stage_name_open_apart_from_won_and_lost(admin_client, 
     OpportunityFactory(stage_id="s_later", amount=Decimal("4"))  # its stage has not arrived
 
     with django_assert_num_queries(7):
-        response = overview(admin_client)
+        response = overview(admin_client, "connector_id=hubspot&owner_id=tenant_1")
 
     assert stages(response, "open") == [
         ("Demo", [("EUR", 1, "1.00 EUR")]),
@@ -306,18 +330,53 @@ def test_opportunities_by_stage_name_open_apart_from_won_and_lost(admin_client, 
         ("s_later", [("EUR", 1, "4.00 EUR")]),
     ]
     assert stages(response, "WON") == [("Closed won", [("EUR", 2, "150.00 EUR")])]
-    assert stages(response, "LOST") == [
-        ("Closed lost", [("EUR", 1, "10.00 EUR")]),
-        ("Perdu", [("EUR", 1, "2.00 EUR")]),
-    ]
+    assert stages(response, "LOST") == [("Closed lost", [("EUR", 1, "10.00 EUR")])]
     content = response.content.decode()
-    assert "Won opportunities by stage" in content and "Lost opportunities by stage" in content
+    assert "Won opportunities by stage · hubspot / tenant_1" in content
+    assert "Lost opportunities by stage · hubspot / tenant_1" in content
     opportunities = reverse("admin:morph_webhooks_opportunity_changelist")
-    # A name several stages share lists the opportunities of all of them.
-    link = f"{opportunities}?stage_id__in=s_won%2Cs_won_2&amp;deleted=no"
+    # A name several stages share lists the opportunities of all of them, in this connection.
+    link = f"{opportunities}?stage_id__in=s_won%2Cs_won_2&amp;connector_id=hubspot&amp;owner_id=tenant_1&amp;deleted=no"
     assert f'<a href="{link}">Closed won</a>' in content
     listed = admin_client.get(link.replace("&amp;", "&"))
     assert len(listed.context["cl"].result_list) == 2
+
+    response = overview(admin_client, "connector_id=hubspot&owner_id=tenant_2")
+    assert stages(response, "open") == []
+    assert stages(response, "LOST") == [("Perdu", [("EUR", 1, "2.00 EUR")])]
+
+
+@pytest.mark.usefixtures("frozen")
+def test_opportunities_of_two_tenants_are_never_added_up(admin_client, django_assert_num_queries):
+    for owner_id, amount in (("acme", "100"), ("globex", "7")):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner_id)
+        StageFactory(owner_id=owner_id, remote_id="s_won", name="Closed won", type=StageType.WON)
+        OpportunityFactory(owner_id=owner_id, remote_id="opp_1", stage_id="s_won", amount=Decimal(amount))
+
+    # Without a connection chosen, the page offers them and adds nothing up: no query for it.
+    with django_assert_num_queries(6):
+        response = overview(admin_client)
+    content = response.content.decode()
+    assert "Closed won" not in content and "107.00" not in content
+    assert "Opportunities are counted per connection" in content
+    assert '<a href="?connector_id=hubspot&amp;owner_id=acme">hubspot / acme</a>' in content
+    assert '<a href="?connector_id=hubspot&amp;owner_id=globex">hubspot / globex</a>' in content
+
+    response = overview(admin_client, "connector_id=hubspot&owner_id=globex")
+    assert stages(response, "WON") == [("Closed won", [("EUR", 1, "7.00 EUR")])]
+    assert "Won opportunities by stage · hubspot / globex" in response.content.decode()
+
+    # A connector alone holding both: still never added up.
+    response = overview(admin_client, "connector_id=hubspot")
+    assert "107.00" not in response.content.decode()
+    assert "Opportunities are counted per connection" in response.content.decode()
+
+    # With one connection, it is shown as it is, saying whose.
+    Connection.objects.filter(owner_id="globex").delete()
+    Opportunity.objects.filter(owner_id="globex").delete()
+    response = overview(admin_client)
+    assert stages(response, "WON") == [("Closed won", [("EUR", 1, "100.00 EUR")])]
+    assert "Won opportunities by stage · hubspot / acme" in response.content.decode()
 
 
 @pytest.mark.usefixtures("frozen")
@@ -328,7 +387,7 @@ def test_stage_ids_are_escaped(admin_client):
 
     assert "<script>alert" not in content
     assert ">&lt;script&gt;alert(1)&lt;/script&gt;&amp;x</a>" in content
-    assert "?stage_id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x&amp;deleted=no" in content
+    assert "?stage_id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x&amp;connector_id=" in content
 
 
 # Connections
@@ -578,9 +637,9 @@ def test_query_count_does_not_grow_with_the_data(
     fill(hours, per_hour, opportunities)
 
     # The session, the user, the hourly counts, the connections' failures, the connections with
-    # their last event, the latest failures, the opportunities.
+    # their last event, the latest failures, the opportunities of the connection chosen.
     with django_assert_num_queries(7):
-        response = overview(admin_client)
+        response = overview(admin_client, "connector_id=hubspot&owner_id=tenant_1")
     assert response.context["connections_total"] == per_hour
 
 
@@ -592,7 +651,7 @@ def test_query_count_for_staff(client, staff, django_assert_num_queries, hours, 
 
     # As for a superuser, plus the user's and their groups' permissions, loaded once.
     with django_assert_num_queries(9):
-        overview(client)
+        overview(client, "connector_id=hubspot&owner_id=tenant_1")
 
 
 @pytest.mark.usefixtures("frozen")

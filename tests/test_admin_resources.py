@@ -12,15 +12,24 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import strip_tags
 
+from morph_webhooks.admin.filters import CONNECTION_CHOICES
 from morph_webhooks.admin.resources import FILTER_CHOICES
-from morph_webhooks.models import Opportunity, Pipeline, Stage, StageType
-from morph_webhooks.testing.factories import CrmUserFactory, OpportunityFactory, PipelineFactory, StageFactory
+from morph_webhooks.models import Connection, Opportunity, Pipeline, Stage, StageType
+from morph_webhooks.testing.factories import (
+    CrmUserFactory,
+    IdempotencyKeyFactory,
+    OpportunityFactory,
+    PipelineFactory,
+    StageFactory,
+    WebhookDeliveryFactory,
+)
 from tests.helpers import T0, admin_url, filter_titles, listed
 
 pytestmark = pytest.mark.django_db
 
 OPPORTUNITIES = "admin:morph_webhooks_opportunity_changelist"
 DELIVERIES = "admin:morph_webhooks_webhookdelivery_changelist"
+KEYS = "admin:morph_webhooks_idempotencykey_changelist"
 
 
 def test_opportunity_columns(admin_client):
@@ -52,7 +61,7 @@ def test_opportunity_filters_and_search(admin_client):
     StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
     PipelineFactory(remote_id="pipeline_b", name="Enterprise")
 
-    assert filter_titles(admin_client, OPPORTUNITIES) == ["connector id", "stage", "pipeline", "deleted"]
+    assert filter_titles(admin_client, OPPORTUNITIES) == ["connection", "stage", "pipeline", "deleted"]
 
     assert listed(admin_client, OPPORTUNITIES, "stage_id=stage_won") == [won]
     assert listed(admin_client, OPPORTUNITIES, "connector_id=pipedrive") == [open_]
@@ -121,7 +130,9 @@ def test_opportunity_list_shows_names_not_ids(admin_client):
         ("—", "—", "—"),
     ]
     content = response.content.decode()
-    for header in ("Stage", "Pipeline", "Owner", "Connection", "Updated"):
+    # The pipeline under its stage: one column less, for the list to fit a laptop's width.
+    assert 'Closed won (won)<br><span class="quiet">Sales</span>' in content
+    for header in ("Stage", "Owner", "Connection", "Updated", "Deleted"):
         assert f">{header}</a>" in content or f">{header}</span>" in content
     assert "Stage id" not in content and "Crm owner id" not in content
     # Names only in the list (the change page links them): one link per row, to the row.
@@ -173,24 +184,103 @@ def test_opportunity_list_queries_do_not_grow_with_the_page(
     assert len(response.context["cl"].result_list) == opportunities
 
 
-def test_filters_name_stages_and_pipelines(admin_client):
-    StageFactory(remote_id="stage_won", name="Closed won", type=StageType.WON)
-    StageFactory(owner_id="tenant_2", remote_id="stage_won", name="Gagné", type=StageType.WON)
-    StageFactory(remote_id="stage_gone", name="Old", deleted_at=T0)
-    PipelineFactory(remote_id="pipeline_sales", name="Sales")
-    won = OpportunityFactory(stage_id="stage_won")
-    OpportunityFactory(stage_id="stage_other")
-
-    response = admin_client.get(reverse(OPPORTUNITIES))
-
-    choices = {
-        str(spec.title): [choice["display"] for choice in spec.choices(response.context["cl"])][1:]
+def filter_choices(response: Any) -> dict[str, list[tuple[str, str]]]:
+    """Each filter's choices after "All": what it shows, and the query string it links to."""
+    return {
+        str(spec.title): [
+            (str(choice["display"]), choice["query_string"])
+            for choice in spec.choices(response.context["cl"])
+        ][1:]
         for spec in response.context["cl"].filter_specs
     }
-    # One choice per Morph id, naming it in every tenant that has it; deleted stages are not offered.
-    assert choices["stage"] == ["Closed won (won) / Gagné (won)"]
-    assert choices["pipeline"] == ["Sales"]
-    assert listed(admin_client, OPPORTUNITIES, "stage_id=stage_won") == [won]
+
+
+def two_tenants() -> tuple[Opportunity, Opportunity]:
+    """Two tenants of one connector whose CRMs use the same ids and names."""
+    deals = []
+    for owner_id in ("acme", "globex"):
+        StageFactory(owner_id=owner_id, remote_id="stage_won", name="Closed won", type=StageType.WON)
+        StageFactory(owner_id=owner_id, remote_id="stage_gone", name="Old", deleted_at=T0)
+        PipelineFactory(owner_id=owner_id, remote_id="pipeline_sales", name="Sales")
+        deals.append(OpportunityFactory(owner_id=owner_id, remote_id="opp_1", stage_id="stage_won"))
+    return deals[0], deals[1]
+
+
+def test_filters_say_whose_stages_and_pipelines_they_offer(admin_client):
+    acme, globex = two_tenants()
+
+    choices = filter_choices(admin_client.get(reverse(OPPORTUNITIES)))
+
+    # Deleted stages are not offered; each tenant's stage is its own choice, filtering on its tenant.
+    assert [display for display, _ in choices["stage"]] == [
+        "Closed won (won) · hubspot / acme",
+        "Closed won (won) · hubspot / globex",
+    ]
+    assert [display for display, _ in choices["pipeline"]] == [
+        "Sales · hubspot / acme",
+        "Sales · hubspot / globex",
+    ]
+    query = choices["stage"][1][1].lstrip("?")
+    assert listed(admin_client, OPPORTUNITIES, query) == [globex]
+    # By the id alone (the overview's links before they named a connection), in every tenant.
+    assert set(listed(admin_client, OPPORTUNITIES, "stage_id=stage_won")) == {acme, globex}
+
+    # Once filtered on a connection, only its stages, named without it.
+    choices = filter_choices(admin_client.get(reverse(OPPORTUNITIES) + "?connector_id=hubspot&owner_id=acme"))
+    assert [display for display, _ in choices["stage"]] == ["Closed won (won)"]
+    assert [display for display, _ in choices["pipeline"]] == ["Sales"]
+
+
+def test_every_list_filters_by_connection(admin_client):
+    acme, globex = two_tenants()
+    for owner_id in ("acme", "globex"):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner_id)
+        WebhookDeliveryFactory(owner_id=owner_id, remote_id="opp_1", idempotency_key=f"key-{owner_id}")
+        IdempotencyKeyFactory(owner_id=owner_id, key="key-1")
+
+    for changelist in (OPPORTUNITIES, DELIVERIES, KEYS, "admin:morph_webhooks_stage_changelist"):
+        response = admin_client.get(reverse(changelist))
+        assert [display for display, _ in filter_choices(response)["connection"]] == [
+            "hubspot / acme",
+            "hubspot / globex",
+        ]
+        [(_, query)] = [c for c in filter_choices(response)["connection"] if c[0] == "hubspot / globex"]
+        assert {row.owner_id for row in listed(admin_client, changelist, query.lstrip("?"))} == {"globex"}
+    assert listed(admin_client, OPPORTUNITIES, "connector_id=hubspot&owner_id=acme") == [acme]
+    assert listed(admin_client, OPPORTUNITIES, "owner_id=globex") == [globex]
+
+
+@pytest.mark.parametrize("connections", [2, CONNECTION_CHOICES + 1, 2000])
+def test_connection_filter_scales_to_thousands_of_connections(
+    admin_client, django_assert_num_queries, connections
+):
+    Connection.objects.bulk_create(
+        Connection(connector_id="hubspot", owner_id=f"tenant_{i:04}") for i in range(connections)
+    )
+    OpportunityFactory(owner_id="tenant_0001", name="Wanted")
+    OpportunityFactory(owner_id="tenant_0000", name="Other")
+
+    # The session, the user, the count, the page; the connection, stage and pipeline filters'
+    # choices; the stages, pipelines and owners of the page's rows: whatever the connections.
+    with django_assert_num_queries(10):
+        response = admin_client.get(
+            reverse(OPPORTUNITIES) + "?connector_id=hubspot&owner_id=tenant_0001&q=Wanted"
+        )
+
+    assert [o.name for o in response.context["cl"].result_list] == ["Wanted"]
+    content = response.content.decode()
+    sidebar = content[content.index('data-filter-title="connection"') :]
+    sidebar = sidebar[: sidebar.index("</details>")]
+    if connections <= CONNECTION_CHOICES:
+        # "All", then each connection.
+        assert sidebar.count("<li") == connections + 1
+        assert "<form" not in sidebar
+    else:
+        # No sidebar of links: a form takes the connector and owner, keeping the search.
+        assert "<li" not in sidebar
+        assert '<input type="text" id="morph-filter-owner" name="owner_id" value="tenant_0001">' in sidebar
+        assert '<input type="hidden" name="q" value="Wanted">' in sidebar
+        assert ">Owner (tenant)</label>" in sidebar
 
 
 def test_filter_choices_are_bounded(admin_client, django_assert_max_num_queries):
@@ -233,9 +323,9 @@ def test_opportunity_change_page_speaks_sales(admin_client):
     assert "Ada Lovelace" in content
     assert "pipeline_sales" in content  # not arrived: its id
     assert "contact_1" in content
-    for label in ("Stage", "Pipeline", "Owner", "Amount", "Morph id", "Connector", "Connection owner"):
+    for label in ("Stage", "Pipeline", "Owner", "Amount", "Morph id", "Connector", "Owner (tenant)"):
         assert f">{label}:</label>" in content
-    for label in ("Stage id", "Crm owner id", "Remote id", "Pipeline id"):
+    for label in ("Stage id", "Crm owner id", "Remote id", "Pipeline id", "Connector id", "Owner id"):
         assert label not in content
     # One way to show an empty value, never "None".
     assert ">None<" not in content
@@ -253,6 +343,10 @@ def test_a_deleted_row_is_marked_deleted(admin_client):
     content = admin_client.get(admin_url(gone, "change")).content.decode()
     cross = static("admin/img/icon-no.svg")
     assert f'<img src="{cross}" alt=""> Deleted {T0:%Y-%m-%d %H:%M:%S}</span>' in content
+    # Said first, above the fields that read as the CRM's current state otherwise.
+    note = f'<p class="errornote morph-deleted-note">Deleted: Morph reported it deleted in the CRM on {T0:%Y-%m-%d %H:%M:%S}.'
+    assert note in content
+    assert content.index(note) < content.index('class="form-row field-name"')
     content = admin_client.get(admin_url(alive, "change")).content.decode()
     assert "morph-deleted" not in content and 'alt="True"' not in content and 'alt="False"' not in content
 
@@ -273,3 +367,18 @@ def test_related_models_show_names_too(admin_client):
     assert pipeline.search_help_text
     content = admin_client.get(admin_url(Pipeline.objects.get(), "change")).content.decode()
     assert "Qualified (open)</a>, stage_x" in content
+
+
+def test_show_counts_counts_each_connection_and_stage(admin_client):
+    two_tenants()
+    OpportunityFactory(owner_id="globex", remote_id="opp_2", stage_id="stage_won")
+    for owner_id in ("acme", "globex"):
+        Connection.objects.create(connector_id="hubspot", owner_id=owner_id)
+
+    choices = filter_choices(admin_client.get(reverse(OPPORTUNITIES) + "?_facets=True"))
+
+    assert [display for display, _ in choices["connection"]] == ["hubspot / acme (1)", "hubspot / globex (2)"]
+    assert [display for display, _ in choices["stage"]] == [
+        "Closed won (won) · hubspot / acme (1)",
+        "Closed won (won) · hubspot / globex (2)",
+    ]

@@ -23,6 +23,7 @@ from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from morph_webhooks.admin.filters import CONNECTION_CHOICES
 from morph_webhooks.models import Connection, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
@@ -166,13 +167,15 @@ def receiver_down() -> Iterator[Callable[[], None]]:
         yield fix
 
 
-def post_webhook(base_url: str, payload: Any, key: str) -> tuple[int, dict[str, Any]]:
+def post_webhook(
+    base_url: str, payload: Any, key: str, owner_id: str = "tenant_1"
+) -> tuple[int, dict[str, Any]]:
     """POST an event as Morph does: JSON, the secret in the URL, Morph's headers."""
     secret = settings.MORPH_WEBHOOKS["SECRETS"][0]
     request = urllib.request.Request(
         f"{base_url}/webhooks/morph/?{urlencode({'token': secret})}",
         data=json.dumps(payload).encode(),
-        headers={**morph_headers(key), "Content-Type": "application/json"},
+        headers={**morph_headers(key, owner_id=owner_id), "Content-Type": "application/json"},
         method="POST",
     )
     # No proxy, whatever the environment says: the live server is on this machine.
@@ -368,13 +371,6 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     failures = browser.find_element(By.CSS_SELECTOR, "#recent-failures tbody").text
     assert "Rejected (400)" in failures
     assert "browser-invalid" in failures
-    open_deals = browser.find_element(By.CSS_SELECTOR, "#opportunities-open").text
-    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
-    # A won deal is not open.
-    assert "Closed won" not in open_deals
-    assert (
-        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
-    )
     # The hours without deliveries are one row.
     assert len(browser.find_elements(By.CSS_SELECTOR, "#deliveries-per-hour tbody tr")) <= 3
     # Each connection: the quiet one first, flagged; the one Morph calls, receiving.
@@ -385,8 +381,21 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     ]
     assert "Silent: no event for longer than its threshold" in connections[0].text
     assert "Receiving" in connections[1].text and "1 day" in connections[1].text
+    # Two connections: the opportunities are one's, chosen here, never added up.
+    chooser = browser.find_element(By.ID, "opportunities-connections")
+    assert not browser.find_elements(By.ID, "opportunities-open")
     assert_fits(browser)
     screenshot("07-overview")
+    chooser.find_element(By.LINK_TEXT, "hubspot / tenant_1").click()
+    open_deals = wait.until(EC.visibility_of_element_located((By.ID, "opportunities-open"))).text
+    assert "Qualified EUR 2 22,400.50 EUR" in open_deals
+    # A won deal is not open.
+    assert "Closed won" not in open_deals
+    assert (
+        "Closed won USD 1 48,000.00 USD" in browser.find_element(By.CSS_SELECTOR, "#opportunities-won").text
+    )
+    assert_fits(browser)
+    screenshot("07b-overview-of-a-connection")
 
     # The connections the events registered, with their last event, ready to sync; one is
     # syncing now.
@@ -401,3 +410,146 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
     assert "another sync can start after" in browser.find_element(By.ID, "content").text
     screenshot("08b-connection")
     assert_fits(browser)
+
+
+# Two tenants of one connector whose CRMs use the same ids and names, with names as long as real
+# ones get.
+TENANTS = ["acme-industries-emea-production", "globex-corporation-north-america"]
+LONG_DEALS = [
+    "Acme Industries – Enterprise platform renewal 2027 (EMEA, 3-year)",
+    "Globex Corporation – Data warehouse expansion, phase II (North America)",
+]
+
+
+def log_in(browser: WebDriver, base: str, user: Any) -> None:
+    browser.get(f"{base}{reverse('admin:login')}?next={reverse('admin:index')}")
+    browser.find_element(By.ID, "id_username").send_keys(user.username)
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
+    WebDriverWait(browser, WAIT).until(EC.presence_of_element_located((By.ID, "user-tools")))
+
+
+def assert_shown(browser: WebDriver, header: str) -> None:
+    """The list's column ``header`` is within the window, not cut off at its right edge."""
+    [cell] = [
+        cell
+        for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list thead th")
+        if cell.get_attribute("textContent").strip().casefold() == header.casefold()
+    ]
+    right = browser.execute_script("return arguments[0].getBoundingClientRect().right", cell)
+    assert right <= browser.execute_script("return document.documentElement.clientWidth"), header
+
+
+def test_lists_fit_with_the_sidebar_open(live_server, admin_user, browser, screenshot):
+    base = live_server.url
+    for tenant, deal in zip(TENANTS, LONG_DEALS, strict=True):
+        events = [
+            resource_event(
+                "crmPipeline", "created", "pipeline_sales", fields={"name": "Sales pipeline – Enterprise"}
+            ),
+            resource_event(
+                "crmStage",
+                "created",
+                "stage_appointment",
+                fields={"name": "Appointment scheduled", "type": "OPEN", "pipeline": "pipeline_sales"},
+            ),
+            resource_event(
+                "crmStage",
+                "created",
+                "stage_won",
+                fields={"name": "Closed won", "type": "WON", "pipeline": "pipeline_sales"},
+            ),
+            resource_event(
+                "genericUser",
+                "created",
+                "user_42",
+                fields={
+                    "firstName": "Maximilian",
+                    "lastName": "Oppenheimer-Castellanos",
+                    "email": "m@example.com",
+                },
+            ),
+            opportunity_event(
+                "created",
+                "opp_1",
+                fields={
+                    "name": deal,
+                    "amount": 1250000.75,
+                    "currency": "EUR",
+                    "stage": "stage_appointment",
+                    "pipeline": "pipeline_sales",
+                    "owner": "user_42",
+                },
+            ),
+            opportunity_event("created", "opp_2", fields={"name": f"{deal} – lost to a competitor"}),
+            opportunity_event("deleted", "opp_2", updated_at="2025-03-07T10:00:00Z"),
+        ]
+        for event in events:
+            # Morph's keys are long: the list shows their start.
+            key = f"evt_{tenant}_{event['data']['id']}_{event['event']}_0123456789abcdef"
+            status, _ = post_webhook(base, event, key, owner_id=tenant)
+            assert status == 200
+    log_in(browser, base, admin_user)
+
+    for name, url, columns in [
+        ("10-opportunities-two-tenants", "opportunity", ["deleted", "updated", "connection"]),
+        ("11-deliveries-two-tenants", "webhookdelivery", ["idempotency key", "connection"]),
+        ("12-keys-two-tenants", "idempotencykey", ["key", "first seen"]),
+        ("13-stages-two-tenants", "stage", ["deleted"]),
+        ("14-connections-two-tenants", "connection", ["error"]),
+    ]:
+        browser.get(f"{base}{reverse(f'admin:morph_webhooks_{url}_changelist')}")
+        WebDriverWait(browser, WAIT).until(lambda driver: rows(driver))
+        # Django's default: the navigation sidebar open beside the list.
+        assert browser.find_element(By.ID, "nav-sidebar").is_displayed()
+        screenshot(name)
+        assert_fits(browser)
+        for column in columns:
+            assert_shown(browser, column)
+
+    # The filters say whose each stage is.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_changelist')}")
+    filters = browser.find_element(By.ID, "changelist-filter")
+    filters.find_element(
+        By.PARTIAL_LINK_TEXT, f"Appointment scheduled (open) · hubspot / {TENANTS[1]}"
+    ).click()
+    WebDriverWait(browser, WAIT).until(EC.url_contains("stage_id=stage_appointment"))
+    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [LONG_DEALS[1]]
+    assert_fits(browser)
+    screenshot("15-opportunities-of-one-tenant")
+
+    browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_overview')}")
+    chooser = browser.find_element(By.ID, "opportunities-connections")
+    screenshot("16-overview-two-tenants")
+    chooser.find_element(By.LINK_TEXT, f"hubspot / {TENANTS[0]}").click()
+    won = WebDriverWait(browser, WAIT).until(EC.visibility_of_element_located((By.ID, "opportunities-open")))
+    assert "Appointment scheduled EUR 1 1,250,000.75 EUR" in won.text
+    assert_fits(browser)
+    screenshot("17-overview-of-one-tenant")
+
+    # A deleted deal's page says so first.
+    gone = Opportunity.objects.get(owner_id=TENANTS[0], remote_id="opp_2")
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[gone.pk])}")
+    note = browser.find_element(By.CSS_SELECTOR, "#content-main .morph-deleted-note")
+    assert note.text.startswith("Deleted: Morph reported it deleted in the CRM on ")
+    assert note.location["y"] < browser.find_element(By.CSS_SELECTOR, ".field-name").location["y"]
+    assert_fits(browser)
+    screenshot("18-deleted-opportunity")
+
+    # With more connections than a sidebar should list, a form takes the connector and owner.
+    Connection.objects.bulk_create(
+        Connection(connector_id="pipedrive", owner_id=f"tenant_{i:04}") for i in range(CONNECTION_CHOICES)
+    )
+    browser.get(f"{base}{reverse('admin:morph_webhooks_webhookdelivery_changelist')}?status=processed")
+    form = browser.find_element(By.CSS_SELECTOR, "#changelist-filter .morph-connection-filter")
+    form.find_element(By.NAME, "connector_id").send_keys("hubspot")
+    form.find_element(By.NAME, "owner_id").send_keys(TENANTS[1])
+    form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
+    WebDriverWait(browser, WAIT).until(EC.url_contains("owner_id="))
+    # The other filters are kept.
+    assert "status=processed" in browser.current_url
+    assert {row.find_element(By.CSS_SELECTOR, ".field-connection").text for row in rows(browser)} == {
+        f"hubspot / {TENANTS[1]}"
+    }
+    assert_fits(browser)
+    screenshot("19-deliveries-filtered-by-a-typed-connection")

@@ -36,11 +36,14 @@ class ConnectionAdmin(ModelAdmin):
     ordering = ["connector_id", "owner_id"]
     actions = ["sync_now"]
     empty_value_display = EMPTY
+    change_list_template = "morph_webhooks/admin/change_list.html"
+    # Times as every list and page of the app writes them (display.moment), not in the project's
+    # DATETIME_FORMAT.
     sync_fields: list[Any] = [
-        "created_at",
+        "created",
         "running",
-        "last_sync_started_at",
-        "last_sync_finished_at",
+        "last_sync_started",
+        "last_sync_finished",
         "last_sync_outcome",
         "last_sync_error",
         "counts",
@@ -52,8 +55,11 @@ class ConnectionAdmin(ModelAdmin):
     ]
 
     connector = field_as("connector_id", _("connector"))
-    owner = field_as("owner_id", _("owner"))
+    owner = field_as("owner_id", _("owner (tenant)"))
     last_sync = field_as("last_sync_finished_at", _("last sync"))
+    created = field_as("created_at", _("created"))
+    last_sync_started = field_as("last_sync_started_at", _("last sync started"))
+    last_sync_finished = field_as("last_sync_finished_at", _("last sync finished"))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         # The newest delivery of each connection, within the page's one query (the health

@@ -27,7 +27,17 @@ from ..models import Connection, MirroredResource, Opportunity, Outcome, Webhook
 from ..redaction import redact_headers
 from ..reprocess import ALREADY_APPLIED, reprocess_many
 from ..resources.registry import REGISTRY
-from .display import EMPTY, ReadOnlyAdmin, field_as, json_or_text, pretty_json
+from .display import (
+    EMPTY,
+    ReadOnlyAdmin,
+    connection_text,
+    event_text,
+    field_as,
+    json_or_text,
+    pretty_json,
+    short_key,
+)
+from .filters import CONNECTION_CHOICES, CONNECTION_PARAMETERS, ConnectionFilter, chosen_connection
 from .overview import (
     OVERVIEW_CONNECTIONS,
     OVERVIEW_FAILURES,
@@ -36,14 +46,12 @@ from .overview import (
     connection_rows,
     deliveries_per_hour,
     latest_failures,
+    no_opportunities,
     opportunities_by_stage,
     outcome_totals,
 )
 
 logger = logging.getLogger(__name__)
-
-# The characters of an idempotency key the list shows; Morph's are 32 or more.
-KEY_SHOWN = 16
 
 
 class HTTPStatusFilter(admin.SimpleListFilter):
@@ -72,9 +80,22 @@ class DeliveryChangeList(ChangeList):
         return super().get_queryset(request, exclude_parameters).defer("body", "raw_body", "headers", "error")
 
 
+def connection_choice(connections: list[tuple[str, str]], chosen: dict[str, str]) -> dict[str, Any]:
+    """The overview's offer to show the opportunities of one of ``connections``."""
+    return {
+        "show_opportunities": True,
+        "opportunity_choices": [
+            (connection_text(*pair), "?" + urlencode(dict(zip(CONNECTION_PARAMETERS, pair, strict=True))))
+            for pair in connections[:CONNECTION_CHOICES]
+        ],
+        "opportunity_choices_more": len(connections) > CONNECTION_CHOICES,
+        "chosen": chosen,
+    }
+
+
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["received", "event_type", "outcome", "resource_id", "connection", "key"]
-    list_filter = ["status", HTTPStatusFilter]
+    list_filter = [ConnectionFilter, "status", HTTPStatusFilter]
     # Both columns are indexed; exact lookups use the indexes, "=" (case-insensitive) would not.
     search_fields = ["idempotency_key__exact", "remote_id__exact"]
     search_help_text = _("An idempotency key or a Morph id, matched exactly (case matters).")
@@ -109,7 +130,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     reprocessed = field_as("reprocessed_at", _("reprocessed"))
     http_status_code = field_as("http_status", _("HTTP status"))
     connector = field_as("connector_id", _("connector"))
-    connection_owner = field_as("owner_id", _("connection owner"))
+    connection_owner = field_as("owner_id", _("owner (tenant)"))
     morph_id = field_as("remote_id", _("Morph id"))
     client_address = field_as("remote_addr", _("client address"))
 
@@ -138,6 +159,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         request.current_app = self.admin_site.name
         now = timezone.now()
         rows = deliveries_per_hour(now)
+        connections = self.connection_context(request, now)
         context = {
             **self.admin_site.each_context(request),
             "title": _("Webhook overview"),
@@ -149,11 +171,11 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             "trouble": TROUBLE,
             "failures": latest_failures(self.delivery_url),
             "failure_limit": OVERVIEW_FAILURES,
-            **self.connection_context(request, now),
+            **connections,
             # Whole-percent widths as classes rather than style attributes, which a Content
             # Security Policy without 'unsafe-inline' would drop.
             "bar_widths": range(1, 101),
-            **self.opportunity_context(request),
+            **self.opportunity_context(request, connections["known"]),
         }
         return TemplateResponse(request, self.overview_template, context)
 
@@ -177,6 +199,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             "connections_failing": sum(bool(row.failures) for row in rows),
             "connections_more": max(len(rows) - OVERVIEW_CONNECTIONS, 0),
             "all_connections_url": self.changelist_url(request, Connection),
+            # Those an applied event registered: the ones that can hold opportunities.
+            "known": sorted((row.connector_id, row.owner_id) for row in rows if row.registered),
             "now": now,
         }
 
@@ -191,26 +215,44 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             current_app=self.admin_site.name,
         )
 
-    def opportunity_context(self, request: HttpRequest) -> dict[str, Any]:
-        """Opportunities by stage for those allowed to see opportunities: seeing the request log does
-        not imply seeing the pipeline's amounts."""
+    def opportunity_context(self, request: HttpRequest, known: list[tuple[str, str]]) -> dict[str, Any]:
+        """One connection's opportunities by stage, for those allowed to see opportunities: seeing
+        the request log does not imply seeing the pipeline's amounts. Two tenants' amounts are
+        never added up: with several connections the page offers to choose one (``?connector_id=
+        ...&owner_id=...``), ``known`` being the connections it knows without a query."""
         changelist = self.changelist_url(request, Opportunity)
         if changelist is None:
             return {"show_opportunities": False}
-        sections = opportunities_by_stage(changelist)
+        chosen = chosen_connection(request)
+        if not chosen and len(known) > 1:
+            return connection_choice(known, chosen)
+        by_connection = opportunities_by_stage(changelist, chosen)
+        if len(by_connection) > 1:
+            # A connector alone was chosen, or opportunities of connections not registered.
+            return connection_choice(sorted(by_connection), chosen)
+        pair: tuple[str, str] | None
+        if by_connection:
+            [(pair, sections)] = by_connection.items()
+        else:
+            # None at all: the page still says whose, the connection chosen or the one known.
+            if len(chosen) == len(CONNECTION_PARAMETERS):
+                pair = (chosen["connector_id"], chosen["owner_id"])
+            else:
+                pair = known[0] if known and not chosen else None
+            sections = no_opportunities(changelist)
         return {
             "show_opportunities": True,
+            "opportunity_connection": pair,
             "opportunity_sections": sections,
             # The open ones, always shown; won and lost only when there are some.
             "stages": sections[0].stages,
             "currency_totals": sections[0].currency_totals,
+            "chosen": chosen,
         }
 
     @admin.display(description=_("event"), ordering="event")
     def event_type(self, obj: WebhookDelivery) -> SafeString | str:
-        # The model and the action may go on two lines: the list must fit a laptop's width.
-        model, separator, action = obj.event.partition("::")
-        return format_html("{}{}<wbr>{}", model, separator, action) if obj.event else EMPTY
+        return event_text(obj.event)
 
     @admin.display(description=_("status"), ordering="status")
     def outcome(self, obj: WebhookDelivery) -> str:
@@ -219,16 +261,11 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("connection"), ordering="connector_id")
     def connection(self, obj: WebhookDelivery) -> str:
-        return f"{obj.connector_id or EMPTY} / {obj.owner_id or EMPTY}"
+        return connection_text(obj.connector_id, obj.owner_id)
 
     @admin.display(description=_("idempotency key"), ordering="idempotency_key")
     def key(self, obj: WebhookDelivery) -> SafeString | str:
-        if len(obj.idempotency_key) <= KEY_SHOWN:
-            return obj.idempotency_key or EMPTY
-        # Whole on the change page, and in the tooltip; searching takes it whole too.
-        return format_html(
-            '<span title="{}">{}…</span>', obj.idempotency_key, obj.idempotency_key[: KEY_SHOWN - 1]
-        )
+        return short_key(obj.idempotency_key)
 
     @admin.display(description=_("Morph id"), ordering="remote_id")
     def resource_id(self, obj: WebhookDelivery) -> SafeString | str:

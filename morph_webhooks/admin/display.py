@@ -68,6 +68,29 @@ def moment(value: datetime | None) -> str:
     return "" if value is None else date_format(timezone.localtime(value), "Y-m-d H:i:s")
 
 
+# The characters of an idempotency key a list shows; Morph's are 32 or more.
+KEY_SHOWN = 16
+
+
+def short_key(key: str) -> SafeString | str:
+    """An idempotency key's start, whole in its tooltip: a list shows many columns beside it. The
+    change page shows it whole, and searching takes it whole too."""
+    if len(key) <= KEY_SHOWN:
+        return key or EMPTY
+    return format_html('<span title="{}">{}…</span>', key, key[: KEY_SHOWN - 1])
+
+
+def event_text(event: str) -> SafeString | str:
+    # The model and the action may go on two lines: a list must fit a laptop's width.
+    model, separator, action = event.partition("::")
+    return format_html("{}{}<wbr>{}", model, separator, action) if event else EMPTY
+
+
+def connection_text(connector_id: str, owner_id: str) -> str:
+    # Connector and owner together: they only mean something as a pair.
+    return f"{connector_id or EMPTY} / {owner_id or EMPTY}"
+
+
 def field_as(name: str, label: StrOrPromise) -> Callable[[Any, Any], Any]:
     """A display method showing the model field ``name`` under ``label``: the admin reads a model
     field's label from its verbose_name, which cannot change without a migration."""
@@ -102,6 +125,7 @@ class ReadOnlyAdmin(ModelAdmin):
     # Counting a large table on every page is slower than the page itself.
     show_full_result_count = False
     empty_value_display = EMPTY
+    change_list_template = "morph_webhooks/admin/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

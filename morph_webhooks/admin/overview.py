@@ -1,11 +1,12 @@
 """What the deliveries' overview page shows: deliveries per hour and outcome over the last day (runs
 of hours without any collapsed to one row), each connection's last event, failures and silence,
-the latest failures, and the opportunities per stage name, open apart from won and lost. One query
-each (two for the connections), however much data there is; WebhookDeliveryAdmin serves the page
-and decides who sees what."""
+the latest failures, and one connection's opportunities per stage name, open apart from won and
+lost. One query each (two for the connections), however much data there is;
+WebhookDeliveryAdmin serves the page and decides who sees what."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Right, TruncHour
 from django.utils import timezone
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -91,7 +92,7 @@ class CurrencyTotal:
 class StageRow:
     # The stage's name, or its id until the stage arrives; "" for opportunities without a stage.
     name: str
-    # Every stage of that name, in any pipeline or tenant.
+    # Every stage of that name in the connection, in any pipeline.
     stage_ids: list[str]
     url: str | None
     currencies: list[CurrencyTotal]
@@ -116,9 +117,32 @@ SECTIONS = {
 
 
 def error_summary(tail: str) -> str:
-    """The last non-empty line of an error: a traceback's exception, or a rejection's JSON."""
+    """The last non-empty line of an error: a traceback's exception, or a rejection's answer in
+    words."""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return Truncator(lines[-1] if lines else "").chars(ERROR_SUMMARY)
+    return Truncator(answer_text(lines[-1]) if lines else "").chars(ERROR_SUMMARY)
+
+
+def answer_text(line: str) -> str:
+    """A rejection's JSON answer (``{"error": "invalid_event", "fields": {...}}`` or ``{"error":
+    ..., "detail": ...}``) as a sentence, e.g. ``Invalid event: data.fields.amount: A valid number
+    is required.``; any other line as it is."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
+        return line
+    parts = []
+    fields = answer.get("fields")
+    if isinstance(fields, dict):
+        for path, messages in fields.items():
+            said = " ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+            parts.append(f"{path}: {said}")
+    if answer.get("detail"):
+        parts.append(str(answer["detail"]))
+    what = capfirst(answer["error"].replace("_", " "))
+    return f"{what}: {'; '.join(parts)}" if parts else what
 
 
 def first_hour_shown(now: datetime) -> datetime:
@@ -265,44 +289,63 @@ def latest_failures(delivery_url: Callable[[WebhookDelivery], str]) -> list[Fail
     ]
 
 
-def opportunities_by_stage(changelist_url: str) -> list[OpportunitySection]:
-    """Alive opportunities by stage name and currency, open apart from won and lost; each stage
-    linked to ``changelist_url`` filtered on it. A stage is looked up in its opportunity's
-    connector and owner, within the one query."""
+def opportunities_by_stage(
+    changelist_url: str, connection: Mapping[str, str]
+) -> dict[tuple[str, str], list[OpportunitySection]]:
+    """Alive opportunities by stage name and currency, open apart from won and lost, for each
+    connection holding some (only the one ``connection`` names, when it names one): amounts of
+    two tenants are never added up. Each stage links to ``changelist_url`` filtered on it. A stage
+    is looked up in its opportunity's connector and owner, within the one query."""
     stage = Stage.objects.filter(
         connector_id=OuterRef("connector_id"), owner_id=OuterRef("owner_id"), remote_id=OuterRef("stage_id")
     )
-    # kind -> stage name -> the stage row, and its amounts per currency
-    grouped: dict[str, dict[str, StageRow]] = {kind: {} for kind in SECTIONS}
-    sums: dict[tuple[str, str, str], tuple[int, Decimal | None]] = {}
+    # connection -> kind -> stage name -> the stage row; and its amounts per currency
+    grouped: dict[tuple[str, str], dict[str, dict[str, StageRow]]] = {}
+    sums: dict[tuple[str, str, str, str, str], tuple[int, Decimal | None]] = {}
     for row in (
         Opportunity.objects.alive()
+        .filter(**connection)
         .annotate(
             stage_name=Subquery(stage.values("name")[:1]), stage_type=Subquery(stage.values("type")[:1])
         )
-        .values("stage_id", "stage_name", "stage_type", "currency")
+        .values("connector_id", "owner_id", "stage_id", "stage_name", "stage_type", "currency")
         .annotate(count=Count("pk"), amount=Sum("amount"))
         .order_by()
     ):
+        pair = (row["connector_id"], row["owner_id"])
         kind = row["stage_type"] if row["stage_type"] in SECTIONS else "open"
         name = row["stage_name"] or row["stage_id"]
-        stage_row = grouped[kind].setdefault(name, StageRow(name=name, stage_ids=[], url=None, currencies=[]))
+        kinds = grouped.setdefault(pair, {kind: {} for kind in SECTIONS})
+        stage_row = kinds[kind].setdefault(name, StageRow(name=name, stage_ids=[], url=None, currencies=[]))
         if row["stage_id"] not in stage_row.stage_ids:
             stage_row.stage_ids.append(row["stage_id"])
-        count, amount = sums.get((kind, name, row["currency"]), (0, None))
-        sums[(kind, name, row["currency"])] = (count + row["count"], add(amount, row["amount"]))
+        key = (*pair, kind, name, row["currency"])
+        count, amount = sums.get(key, (0, None))
+        sums[key] = (count + row["count"], add(amount, row["amount"]))
+    return {
+        pair: connection_sections(changelist_url, pair, kinds, sums)
+        for pair, kinds in sorted(grouped.items())
+    }
+
+
+def connection_sections(
+    changelist_url: str,
+    pair: tuple[str, str],
+    kinds: dict[str, dict[str, StageRow]],
+    sums: dict[tuple[str, str, str, str, str], tuple[int, Decimal | None]],
+) -> list[OpportunitySection]:
     sections = []
     for kind, title in SECTIONS.items():
         stages = sorted(
-            grouped[kind].values(),
+            kinds[kind].values(),
             # Opportunities without a stage last: they are the exception, not the first thing to read.
             key=lambda stage_row: (stage_row.name == "", stage_row.name.casefold(), stage_row.name),
         )
         totals: dict[str, tuple[int, Decimal | None]] = {}
         for stage_row in stages:
-            stage_row.url = stage_url(changelist_url, stage_row.stage_ids)
-            for (row_kind, name, currency), (count, amount) in sorted(sums.items()):
-                if row_kind == kind and name == stage_row.name:
+            stage_row.url = stage_url(changelist_url, pair, stage_row.stage_ids)
+            for (*row_pair, row_kind, name, currency), (count, amount) in sorted(sums.items()):
+                if tuple(row_pair) == pair and row_kind == kind and name == stage_row.name:
                     stage_row.currencies.append(CurrencyTotal(currency, count, sum_text(amount, currency)))
                     total_count, total_amount = totals.get(currency, (0, None))
                     totals[currency] = (total_count + count, add(total_amount, amount))
@@ -320,16 +363,18 @@ def opportunities_by_stage(changelist_url: str) -> list[OpportunitySection]:
     return sections
 
 
-def stage_url(changelist_url: str, stage_ids: list[str]) -> str | None:
-    """The opportunity list filtered on these stages (its stage filter, or an exact ``__in``
-    lookup for a name several stages share), without deleted opportunities."""
+def no_opportunities(changelist_url: str) -> list[OpportunitySection]:
+    return connection_sections(changelist_url, ("", ""), {kind: {} for kind in SECTIONS}, {})
+
+
+def stage_url(changelist_url: str, pair: tuple[str, str], stage_ids: list[str]) -> str | None:
+    """The opportunity list of the connection ``pair`` filtered on these stages (its stage filter,
+    or an exact ``__in`` lookup for a name several stages share), without deleted opportunities."""
     ids = sorted(stage_id for stage_id in stage_ids if stage_id)
     if not ids:
         return None
-    if len(ids) == 1:
-        query = urlencode({"stage_id": ids[0], "deleted": "no"})
-    else:
-        query = urlencode({"stage_id__in": ",".join(ids), "deleted": "no"})
+    stages = {"stage_id": ids[0]} if len(ids) == 1 else {"stage_id__in": ",".join(ids)}
+    query = urlencode({**stages, "connector_id": pair[0], "owner_id": pair[1], "deleted": "no"})
     return f"{changelist_url}?{query}"
 
 

@@ -20,7 +20,17 @@ from django.utils.translation import gettext_lazy as _
 from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
-from .display import EMPTY, ReadOnlyAdmin, amount_text, deleted_mark, field_as, pretty_json
+from .display import (
+    EMPTY,
+    ReadOnlyAdmin,
+    amount_text,
+    connection_text,
+    deleted_mark,
+    field_as,
+    moment,
+    pretty_json,
+)
+from .filters import ConnectionFilter, chosen_connection, with_counts
 from .related import label_of, load_related, referenced_ids, related_of
 
 if TYPE_CHECKING:
@@ -49,30 +59,62 @@ class DeletedFilter(admin.SimpleListFilter):
 
 class ReferenceFilter(admin.SimpleListFilter):
     """Filters on a reference column (``?stage_id=...``), its choices named from the referenced
-    model's table rather than a SELECT DISTINCT over the rows listed."""
+    model's table rather than a SELECT DISTINCT over the rows listed. A Morph id means something
+    within its connection only: when several connections are offered, each choice says whose it
+    is and filters on that connection too; once the list is filtered on a connection, only that
+    connection's are offered."""
 
     reference: ClassVar[Reference]
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
         model = REGISTRY[self.reference.morph_model].model
-        # By Morph id: one id may name a stage in several tenants; each name is offered once.
-        names: dict[str, list[str]] = {}
-        for resource in model._default_manager.filter(deleted_at__isnull=True).order_by("remote_id")[
-            :FILTER_CHOICES
-        ]:
-            label = label_of(resource)
-            if label not in names.setdefault(resource.remote_id, []):
-                names[resource.remote_id].append(label)
-        choices = [(remote_id, " / ".join(labels)) for remote_id, labels in names.items()]
+        resources = model._default_manager.filter(deleted_at__isnull=True, **chosen_connection(request))
+        found = list(resources.order_by("remote_id", "connector_id", "owner_id")[:FILTER_CHOICES])
+        several = len({(resource.connector_id, resource.owner_id) for resource in found}) > 1
+        # (remote id, its connection's lookup, label); no connection: the id in any connection.
+        self.offered: list[tuple[str, dict[str, str], str]] = sorted(
+            (
+                (
+                    resource.remote_id,
+                    {"connector_id": resource.connector_id, "owner_id": resource.owner_id},
+                    f"{label_of(resource)} · {connection_text(resource.connector_id, resource.owner_id)}"
+                    if several
+                    else label_of(resource),
+                )
+                for resource in found
+            ),
+            key=lambda choice: (choice[2].casefold(), choice[2]),
+        )
         chosen = self.value()
-        if chosen and chosen not in names:
+        if chosen and chosen not in {remote_id for remote_id, _whose, _label in self.offered}:
             # Filtered on an id whose resource has not arrived (a link from the overview): say so.
-            choices.append((chosen, chosen))
-        return sorted(choices, key=lambda choice: choice[1].casefold())
+            self.offered.append((chosen, {}, chosen))
+        return [(remote_id, label) for remote_id, _whose, label in self.offered]
 
     def has_output(self) -> bool:
         # The admin applies only the filters it shows: a filter with a value must show.
         return super().has_output() or self.value() is not None
+
+    def choices(self, changelist: ChangeList) -> Any:
+        connection = chosen_connection(self.request)
+        parameter = str(self.parameter_name)
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[parameter]),
+            "display": _("All"),
+        }
+        labels = with_counts(
+            self,
+            changelist,
+            [(label, {parameter: remote_id, **whose}) for remote_id, whose, label in self.offered],
+        )
+        for (remote_id, whose, _label), label in zip(self.offered, labels, strict=True):
+            yield {
+                "selected": self.value() == remote_id
+                and all(connection.get(name, value) == value for name, value in whose.items()),
+                "query_string": changelist.get_query_string({parameter: remote_id, **whose}),
+                "display": label,
+            }
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
@@ -94,7 +136,8 @@ class ResourceChangeList(ChangeList):
         super().get_results(request)
         # The names behind the ids the list shows, for the whole page at once.
         assert isinstance(self.model_admin, ResourceAdmin)
-        shown = [r for r in self.model_admin.references if r.name in self.model_admin.columns]
+        listed = self.model_admin.listed_references
+        shown = [r for r in self.model_admin.references if r.name in listed]
         load_related(list(self.result_list), shown, link=False)
 
 
@@ -115,7 +158,7 @@ class ResourceAdmin(ReadOnlyAdmin):
     # The list's columns, before its connection, update time and deleted mark. A reference's name
     # shows the referenced resource's name.
     columns: ClassVar[Sequence[str]] = ()
-    # The list's filters, between the connector and deleted ones; a reference's name filters on it.
+    # The list's filters, between the connection and deleted ones; a reference's name filters on it.
     filters: ClassVar[Sequence[str]] = ()
     # Searched besides the Morph id.
     searched: ClassVar[Sequence[str]] = ()
@@ -125,12 +168,16 @@ class ResourceAdmin(ReadOnlyAdmin):
     more_fieldsets: ClassVar[Sequence[tuple[StrOrPromise, Sequence[str]]]] = ()
     # The columns naming other mirrored resources (the spec's).
     references: ClassVar[Sequence[Reference]] = ()
+    # The references the list names, loaded for its page: those among its columns unless a
+    # subclass shows more within another column.
+    listed_references: ClassVar[Sequence[str]] = ()
 
     ordering = ["-remote_updated_at"]
+    change_form_template = "morph_webhooks/admin/resource_change_form.html"
 
     morph_id = field_as("remote_id", _("Morph id"))
     connector = field_as("connector_id", _("connector"))
-    connection_owner = field_as("owner_id", _("connection owner"))
+    connection_owner = field_as("owner_id", _("owner (tenant)"))
     created_in_crm = field_as("remote_created_at", _("created in the CRM"))
     updated_in_crm = field_as("remote_updated_at", _("updated in the CRM"))
     # The list's header, kept short: a header does not wrap, and the list must fit 1400 px.
@@ -143,9 +190,11 @@ class ResourceAdmin(ReadOnlyAdmin):
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
             setattr(cls, reference.name, show_reference(reference))
+        if "listed_references" not in cls.__dict__:
+            cls.listed_references = [name for name in by_name if name in cls.columns]
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
-            "connector_id",
+            ConnectionFilter,
             *(reference_filter(by_name[name]) if name in by_name else name for name in cls.filters),
             DeletedFilter,
         ]
@@ -191,6 +240,19 @@ class ResourceAdmin(ReadOnlyAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ResourceChangeList
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if isinstance(obj, MirroredResource) and obj.deleted_at is not None:
+            context["deleted_at"] = moment(obj.deleted_at)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         obj = super().get_object(request, object_id, from_field)
         if isinstance(obj, MirroredResource):
@@ -225,8 +287,7 @@ class ResourceAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("connection"), ordering="connector_id")
     def connection(self, obj: MirroredResource) -> str:
-        # Connector and owner together: they only mean something as a pair.
-        return f"{obj.connector_id} / {obj.owner_id}"
+        return connection_text(obj.connector_id, obj.owner_id)
 
     @admin.display(description=_("deleted"), ordering="deleted_at")
     def deleted(self, obj: MirroredResource) -> SafeString | str:
@@ -263,12 +324,24 @@ class ResourceAdmin(ReadOnlyAdmin):
 
 
 class OpportunityAdmin(ResourceAdmin):
-    columns = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
+    # The pipeline under the stage, which belongs to it: one column less keeps the list within a
+    # laptop's width with the navigation sidebar open.
+    columns = ["name", "amount_with_currency", "stage_in_pipeline", "crm_owner"]
+    listed_references = ["stage", "pipeline", "crm_owner"]
     filters = ["stage", "pipeline"]
     searched = ["name"]
     resource_fields = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
     more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagements"])]
     references = REGISTRY["crmOpportunity"].references
+
+    @admin.display(description=_("stage"), ordering="stage_id")
+    def stage_in_pipeline(self, obj: Opportunity) -> SafeString | str:
+        by_name = {reference.name: reference for reference in self.references}
+        stage = self.referenced(obj, by_name["stage"])
+        pipeline = self.referenced(obj, by_name["pipeline"])
+        if pipeline == EMPTY:
+            return stage
+        return format_html('{}<br><span class="quiet">{}</span>', stage, pipeline)
 
     @admin.display(description=_("engagements"))
     def engagements(self, obj: Opportunity) -> str:

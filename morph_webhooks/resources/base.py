@@ -44,8 +44,8 @@ class MirroredResource(models.Model):
     Together with ``connector_id`` they identify the resource.
     """
 
-    connector_id = models.CharField(max_length=ID_LENGTH)
-    owner_id = models.CharField(max_length=ID_LENGTH)
+    connector_id = models.CharField(_("connector"), max_length=ID_LENGTH)
+    owner_id = models.CharField(_("owner (tenant)"), max_length=ID_LENGTH)
     remote_id = models.CharField(max_length=ID_LENGTH)
 
     extra_fields = models.JSONField(
