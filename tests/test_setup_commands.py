@@ -148,7 +148,7 @@ class TestWebhookURL:
 
     @override_settings(ROOT_URLCONF="tests.urls_without_app")
     def test_says_when_the_app_is_not_routed(self):
-        assert 'include("morph_webhooks.urls")' in fails("morph_webhooks_url", "https://crm.example.com")
+        assert '*webhook_urls("webhooks/morph/")' in fails("morph_webhooks_url", "https://crm.example.com")
 
 
 @pytest.mark.django_db(transaction=True)
