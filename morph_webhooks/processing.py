@@ -25,7 +25,7 @@ from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
 from .metrics import observe_processing
 from .models import AWAITING_APPLY, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
-from .signals import delivery_failed
+from .signals import delivery_failed, event_received
 
 logger = logging.getLogger(__name__)
 
@@ -398,6 +398,15 @@ def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
 
 
 def settle(event: MorphEvent, delivery: WebhookDelivery, outcome: Outcome) -> Result:
+    if outcome in (Outcome.PROCESSED, Outcome.IGNORED):
+        # After the resource's own signals: a receiver finds the event's row stored.
+        event_received.send(
+            sender=MorphEvent,
+            event=event,
+            outcome=outcome.value,
+            connector_id=event.connector_id,
+            owner_id=event.owner_id,
+        )
     delivery.finish(outcome, _ignored_keys_note(event))
     return Result(outcome)
 
