@@ -18,11 +18,12 @@ from typing import Any
 from urllib.parse import quote
 
 from .conf import conf
+from .extras import MissingDependency
 
 try:
     import httpx
 except ImportError as exc:  # an optional dependency: only the sync reads Morph's API
-    raise ImportError("Reading Morph's API needs httpx: pip install 'morph-webhooks[sync]'") from exc
+    raise MissingDependency("Reading Morph's API", "httpx", "sync") from exc
 
 # Seconds before the first retry, doubled for each further one.
 BACKOFF = 1.0
