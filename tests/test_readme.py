@@ -74,3 +74,32 @@ def test_with_the_secret_the_project_checks_and_prints_the_url(project: Path) ->
     printed = run(project, "morph_webhooks_url", "https://example.com", MORPH_WEBHOOKS_SECRET=SECRET)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == f"https://example.com/webhooks/morph/?token={SECRET}"
+
+
+def extras() -> dict[str, list[str]]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest's own dependency
+        import tomli as tomllib
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    return dict(pyproject["project"]["optional-dependencies"])
+
+
+def test_every_install_command_is_the_checkouts_and_names_an_extra_the_package_has() -> None:
+    commands = re.findall(r"pip install ([^`\n#]*?)\s*(?:`|#|\n)", README.read_text())
+    ours = [command for command in commands if "morph-webhooks" in command]
+    # The package is not on PyPI: each command installs the checkout, with an extra or without.
+    shapes = [
+        re.fullmatch(r"(?:'/path/to/morph-webhooks\[([\w,-]+)\]'|/path/to/morph-webhooks)", c) for c in ours
+    ]
+    assert all(shapes), ours
+    named = {extra for shape in shapes if shape and shape[1] for extra in shape[1].split(",")}
+    assert named <= extras().keys()
+    assert {"sync", "metrics", "tasks-db", "tasks-rq", "testing"} <= named
+
+
+def test_the_rq_extra_brings_the_rq_backend_and_the_readme_installs_django_rq() -> None:
+    assert any(requirement.startswith("django-tasks-rq") for requirement in extras()["tasks-rq"])
+    deferred = README.read_text().partition("\n## Deferred processing\n")[2].partition("\n## ")[0]
+    # rqworker is django-rq's command: it exists only with its app installed.
+    assert 'INSTALLED_APPS += ["django_rq"]' in deferred
