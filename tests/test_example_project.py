@@ -385,12 +385,17 @@ def test_webhook_url_and_check_against_the_running_example(
 
     assert url.returncode == 0 and url.stdout == f"{site}/webhooks/morph/?token={DEV_SECRET}\n", url.stderr
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "OK: delivery 1 was authenticated, validated and processed (ignored)." in check.stdout
+    assert (
+        "OK: delivery 1 was authenticated, validated and processed (ignored), then removed." in check.stdout
+    )
+    # Nothing of the check lasts: no request logged, no key, no connection for the admin, the
+    # metrics or the health check's silence to show.
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
-        assert db.execute("SELECT event, status FROM morph_webhooks_webhookdelivery").fetchall() == [
-            ("crmEngagement::created", "ignored")
-        ]
-        assert db.execute("SELECT COUNT(*) FROM morph_webhooks_opportunity").fetchone() == (0,)
+        for table in ("webhookdelivery", "idempotencykey", "connection", "opportunity"):
+            assert db.execute(f"SELECT COUNT(*) FROM morph_webhooks_{table}").fetchone() == (0,), table
+    health = manage(env, "morph_webhooks_health")
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "No connection silent (0 heard from)." in health.stdout
 
 
 def test_check_in_deferred_mode_needs_a_worker(env: dict[str, str], tmp_path: Path) -> None:
@@ -413,7 +418,7 @@ def test_check_in_deferred_mode_needs_a_worker(env: dict[str, str], tmp_path: Pa
     assert "Still queued after 1 s: no worker is processing queue 'default'" in alone.stderr
     assert with_worker.returncode == 0, with_worker.stdout + with_worker.stderr
     assert "Queued; waiting up to 30 s for a worker..." in with_worker.stdout
-    assert "processed (ignored)." in with_worker.stdout
+    assert "processed (ignored), then removed." in with_worker.stdout
 
 
 @pytest.mark.django_db
