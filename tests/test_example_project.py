@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -162,6 +163,12 @@ def test_send_example_events_to_a_live_server(
     # No login exists yet in this database: the command says how to make one.
     assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
+    # Again: the same events (ids, keys), answered as Morph's re-sends are, and no new deal.
+    again = manage(env, "send_example_events", "--url", url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Sent 27 events: 27 duplicate." in again.stdout
+    assert "Every event was sent before, with the same ids and keys" in again.stdout
+
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         opportunities = db.execute(
             "SELECT name, stage_id, amount, currency, deleted_at IS NOT NULL FROM morph_webhooks_opportunity"
@@ -207,6 +214,55 @@ def test_send_example_events_to_a_live_server(
     assert f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon" in server_log
     assert "token=[redacted]" in server_log
     assert DEV_SECRET not in server_log
+
+
+def test_send_example_events_to_a_server_in_deferred_mode_says_to_start_a_worker(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["MORPH_WEBHOOKS_PROCESSING"] = "deferred"
+    with serve(env, tmp_path) as (site, _):
+        sent = manage(env, "send_example_events", "--url", f"{site}/webhooks/morph/")
+
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "Sent 27 events: 26 queued, 1 duplicate." in sent.stdout
+    assert (
+        "26 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
+        "another terminal: python manage.py db_worker"
+    ) in sent.stdout
+    assert "Every answer was as expected" not in sent.stdout
+
+
+def test_the_readmes_quickstart_curl_gets_the_answers_it_shows(env: dict[str, str], tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.partition("\n## Quickstart\n")[2].partition("\n## ")[0]
+    [curl] = re.findall(r"```sh\n(curl .*?)```", quickstart, flags=re.DOTALL)
+    shown = re.findall(r"It answers `(.*?)`, and the same request again `(.*?)`", quickstart)
+    # Straight to the server, whatever proxy the environment names.
+    environ = {name: value for name, value in env.items() if not name.lower().endswith("_proxy")}
+    with serve(env, tmp_path) as (site, log_path):
+        answers = [
+            subprocess.run(
+                ["bash", "-c", curl.replace("http://127.0.0.1:8000", site)],
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            for _ in range(2)
+        ]
+        # make run prints the URL the curl uses: the example's development secret as its token.
+        printed = manage(env, "morph_webhooks_url", "http://127.0.0.1:8000").stdout.strip()
+
+    assert shown == [tuple(answers)], log_path.read_text()
+    assert printed in curl
+
+
+def test_make_run_prints_the_webhook_url_beside_the_admin_login() -> None:
+    planned = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    admin = planned.stdout.index("Admin: http://127.0.0.1:8000/admin/ (admin / admin).")
+    webhook = planned.stdout.index("manage.py morph_webhooks_url http://127.0.0.1:8000")
+    assert admin < webhook
 
 
 def test_send_example_events_names_the_login_make_run_created(
