@@ -31,6 +31,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from tests.helpers import free_port
+from tests.test_views import MORPH_EXAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the example reads; the developer's own values must not change what is tested.
@@ -255,6 +256,8 @@ def test_the_readmes_quickstart_curl_gets_the_answers_it_shows(env: dict[str, st
 
     assert shown == [tuple(answers)], log_path.read_text()
     assert printed in curl
+    # The body is Morph's documented example, as the endpoint's own tests send it.
+    assert json.loads(curl.partition("-d '")[2].rpartition("'")[0]) == json.loads(MORPH_EXAMPLE)
 
 
 def test_make_run_prints_the_webhook_url_beside_the_admin_login() -> None:
