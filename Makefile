@@ -19,6 +19,7 @@ run: install
 	@DJANGO_SUPERUSER_PASSWORD=admin $(BIN)/python manage.py createsuperuser --noinput \
 		--username admin --email admin@example.com >/dev/null 2>&1 || true
 	@echo "Admin: http://127.0.0.1:8000/admin/ (admin / admin)."
+	@echo "Webhook URL (for Morph, or curl): $$($(BIN)/python manage.py morph_webhooks_url http://127.0.0.1:8000)"
 	@echo "Send example events from another shell: $(BIN)/python manage.py send_example_events"
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 

@@ -20,11 +20,12 @@ from urllib.parse import quote
 from .body import ascii_number
 from .conf import conf
 from .events import unique_keys
+from .extras import MissingDependency
 
 try:
     import httpx
 except ImportError as exc:  # an optional dependency: only the sync reads Morph's API
-    raise ImportError("Reading Morph's API needs httpx: pip install 'morph-webhooks[sync]'") from exc
+    raise MissingDependency("Reading Morph's API", "httpx", "sync") from exc
 
 # Seconds before the first retry, doubled for each further one.
 BACKOFF = 1.0

@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 
 from .auth import signing_key
 from .conf import DECLARED, STRINGS, Setting, conf
+from .extras import install
 
 # Morph may retry a delivery for days; a key forgotten sooner lets a late retry through.
 MIN_KEY_DAYS = 7
@@ -20,7 +21,7 @@ MIN_KEY_DAYS = 7
 MIN_SECRET_LENGTH = 24
 # What deferred processing needs besides the tasks framework: a backend whose tasks a worker runs.
 DEFERRED_HINT = (
-    "Run the tasks on a worker: pip install 'morph-webhooks[tasks-db]', add 'django_tasks_db' to "
+    f"Run the tasks on a worker: {install('tasks-db')}, add 'django_tasks_db' to "
     "INSTALLED_APPS, set TASKS = {'default': {'BACKEND': 'django_tasks_db.DatabaseBackend'}} and run "
     "manage.py db_worker (or RQ: django-tasks-rq)."
 )
@@ -152,7 +153,7 @@ def check_values() -> list[CheckMessage]:
         messages.append(
             Error(
                 "MORPH_WEBHOOKS['METRICS'] is on but prometheus-client is not installed.",
-                hint="pip install 'morph-webhooks[metrics]', or turn METRICS off.",
+                hint=f"{install('metrics')}, or turn METRICS off.",
                 id="morph_webhooks.E015",
             )
         )

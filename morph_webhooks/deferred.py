@@ -15,13 +15,17 @@ from functools import partial
 from django.db import transaction
 
 from .conf import conf
+from .extras import MissingDependency
 from .models import Connection
 from .queue import run_delivery, stores_tasks_in_the_database, sweep
 
 try:
     from django.tasks import task
 except ImportError:  # Django 5.2
-    from django_tasks import task  # type: ignore[no-redef,import-not-found,unused-ignore]
+    try:
+        from django_tasks import task  # type: ignore[no-redef,import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise MissingDependency("Django 5.2's task framework", "django-tasks", "tasks") from exc
 
 # The task framework's backends without workers: one runs a task in the enqueueing process at
 # once, the other (for tests) never runs it.

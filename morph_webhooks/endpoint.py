@@ -41,8 +41,8 @@ def endpoint_url(site_url: str) -> str:
         path = reverse("morph_webhooks:receive")
     except NoReverseMatch:
         raise EndpointError(
-            'The project\'s URLconf does not include morph_webhooks.urls: add path("webhooks/morph/", '
-            'include("morph_webhooks.urls")) to it.'
+            "The project's URLconf does not include morph_webhooks.urls: add "
+            '*webhook_urls("webhooks/morph/") (from morph_webhooks.urls) to its urlpatterns.'
         ) from None
     # reverse() starts with the script prefix (FORCE_SCRIPT_NAME); the site URL already has it.
     within_project = path.removeprefix(get_script_prefix().rstrip("/"))

@@ -25,6 +25,7 @@ from django.db.models import Count, Min, Q
 from django.utils.timezone import now
 
 from .conf import conf
+from .extras import MissingDependency, install
 from .health import silence_threshold
 from .models import Connection, Outcome, WebhookDelivery
 from .resources.registry import REGISTRY
@@ -41,7 +42,7 @@ except ImportError:  # the metrics extra is not installed
 else:
     INSTALLED = True
 
-INSTALL = "pip install 'morph-webhooks[metrics]'"
+INSTALL = install("metrics")
 PREFIX = "morph_webhooks_"
 # The text format every Prometheus version reads: prometheus-client's generate_latest writes it,
 # and answers it to a scraper that asks for no other.
@@ -223,7 +224,7 @@ def register(registry: CollectorRegistry) -> None:
     database's gauges are added: the counters and histogram reach any exporter that reads
     PROMETHEUS_MULTIPROC_DIR from their files, and adding them again would count them twice."""
     if not INSTALLED:
-        raise ImportError(f"morph_webhooks.metrics.register needs prometheus-client: {INSTALL}")
+        raise MissingDependency("morph_webhooks.metrics.register", "prometheus-client", "metrics")
     if registry in _REGISTRIES:
         return
     if multiprocess_directory() is None:

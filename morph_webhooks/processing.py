@@ -29,7 +29,7 @@ from .events import MorphEvent, ResourceEvent
 from .metrics import observe_processing
 from .models import AWAITING_APPLY, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
 from .resources.registry import REGISTRY
-from .signals import delivery_failed
+from .signals import delivery_failed, event_received
 
 R = TypeVar("R", bound=MirroredResource)
 # A resource among a connection's: its Morph model and id.
@@ -480,6 +480,15 @@ def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
 
 
 def settle(event: MorphEvent, delivery: WebhookDelivery, outcome: Outcome) -> Result:
+    if outcome in (Outcome.PROCESSED, Outcome.IGNORED):
+        # After the resource's own signals: a receiver finds the event's row stored.
+        event_received.send(
+            sender=MorphEvent,
+            event=event,
+            outcome=outcome.value,
+            connector_id=event.connector_id,
+            owner_id=event.owner_id,
+        )
     delivery.finish(outcome, _ignored_keys_note(event))
     return Result(outcome)
 

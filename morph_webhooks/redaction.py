@@ -120,7 +120,8 @@ class RedactToken(logging.Filter):
     """Masks the secret in a record's message (its arguments included: runserver's request
     line, a request's repr), its traceback (APPEND_SLASH's error quotes the URL), its stack and
     the text of its ``extra`` fields, which JSON formatters write as they are.
-    Attach it to handlers: a logger's filters do not see records propagated from its children."""
+    Attach it to handlers: a logger's filters do not see records propagated from its children.
+    The app puts it on Django's request loggers itself (:func:`mask_request_loggers`)."""
 
     formatter = logging.Formatter()
 
@@ -145,6 +146,21 @@ class RedactToken(logging.Filter):
             if isinstance(value, str):
                 setattr(record, name, redact(value))
         return True
+
+
+# Django's own request loggers: runserver's request lines (the URL, token included) and the
+# warnings and errors of requests. Each writes its records itself, with no child logger
+# propagating to it, so a filter on the logger masks every record it writes, whichever handlers a
+# project's LOGGING gives it.
+REQUEST_LOGGERS = ("django.server", "django.request")
+
+
+def mask_request_loggers() -> None:
+    """Mask the secret in what Django's request loggers write; run once logging is configured."""
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactToken) for existing in logger.filters):
+            logger.addFilter(RedactToken())
 
 
 class Shown:

@@ -1,4 +1,5 @@
-"""Signals sent when an event changes a mirrored resource, and when a delivery dies.
+"""Signals sent when an event changes a mirrored resource, when any event is applied, and when a
+delivery dies.
 
 Each Morph model the app mirrors has three, named after the model and the action
 (``opportunity_created``, ``opportunity_updated``, ``opportunity_deleted``); its
@@ -50,6 +51,18 @@ contact_deleted = Signal()
 # :class:`~morph_webhooks.models.Stage` now set, or ``None`` while it has not arrived. How a project
 # reacts to a deal being won: ``stage is not None and stage.type == "WON"``.
 opportunity_stage_changed = Signal()
+
+# Sent once for every event applied, after the signals above, whether its Morph model is mirrored
+# (outcome "processed") or not (outcome "ignored": crmEngagement, telephonyCall...); never for a
+# duplicate or a stale event, which change nothing, nor for what a sync reads from Morph's API.
+# Sent with ``sender=MorphEvent`` and keyword arguments ``event`` (the
+# :class:`~morph_webhooks.events.MorphEvent`: ``type``, ``model``, ``action``, ``remote_id``,
+# ``idempotency_key``, ``payload``...; a ``ResourceEvent`` for a mirrored model), ``outcome``
+# ("processed" or "ignored"), ``connector_id`` and ``owner_id`` (the connection it came from).
+# Inside the transaction, as the others: a receiver that raises rolls the event back and Morph
+# retries it. morph_webhooks_check's test event (a crmEngagement whose id starts with
+# "morph-webhooks-check-") reaches it too.
+event_received = Signal()
 
 # Deferred mode: a delivery failed MAX_ATTEMPTS times and was marked dead; nothing retries it any
 # more until someone reprocesses it. Sent with ``sender=WebhookDelivery`` and keyword arguments

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import URLPattern, URLResolver, include, path
 
 from .views import HealthView, MetricsView, ReceiveView
 
@@ -11,3 +11,15 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("metrics/", MetricsView.as_view(), name="metrics"),
 ]
+
+
+def webhook_urls(route: str = "webhooks/morph/") -> list[URLPattern | URLResolver]:
+    """The app's URLs at ``route``, for a project's ``urlpatterns``; Morph's endpoint answers there
+    with and without its trailing slash. A URL pasted in Morph without it would otherwise meet
+    APPEND_SLASH: a 301 that turns Morph's POST into a GET (the event is lost), or with DEBUG on
+    a RuntimeError."""
+    return [
+        path(route, include("morph_webhooks.urls")),
+        # Unnamed: reverse("morph_webhooks:receive") keeps giving the spelling with the slash.
+        path(route.rstrip("/"), ReceiveView.as_view()),
+    ]

@@ -251,7 +251,7 @@ def test_deferred_without_a_tasks_setting_warns_that_it_runs_in_the_request(sett
     settings.MORPH_WEBHOOKS = {"SECRETS": [SECRET], "PROCESSING": "deferred"}
     [message] = check_settings()
     assert message.id == "morph_webhooks.W004"
-    assert "pip install 'morph-webhooks[tasks-db]'" in message.hint
+    assert "pip install '/path/to/morph-webhooks[tasks-db]'" in message.hint
     assert "django_tasks_db" in message.hint
 
 

@@ -270,7 +270,8 @@ def test_the_deliveries_queue_needs_no_tasks_framework(tmp_path):
         "queued 0",
         "Applied 1 delivery.",
         "Deal",
-        "Django's task framework is not available (import of django_tasks halted; None in sys.modules). "
+        "Django's task framework is not available (Django 5.2's task framework needs django-tasks: "
+        "pip install '/path/to/morph-webhooks[tasks]'). "
         "Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), or sync here "
         "without --enqueue: python manage.py morph_webhooks_sync --all",
     ]

@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -30,6 +31,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from tests.helpers import free_port
+from tests.test_views import MORPH_EXAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the example reads; the developer's own values must not change what is tested.
@@ -162,6 +164,12 @@ def test_send_example_events_to_a_live_server(
     # No login exists yet in this database: the command says how to make one.
     assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
+    # Again: the same events (ids, keys), answered as Morph's re-sends are, and no new deal.
+    again = manage(env, "send_example_events", "--url", url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Sent 27 events: 27 duplicate." in again.stdout
+    assert "Every event was sent before, with the same ids and keys" in again.stdout
+
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
         opportunities = db.execute(
             "SELECT name, stage_id, amount, currency, deleted_at IS NOT NULL FROM morph_webhooks_opportunity"
@@ -209,6 +217,57 @@ def test_send_example_events_to_a_live_server(
     assert DEV_SECRET not in server_log
 
 
+def test_send_example_events_to_a_server_in_deferred_mode_says_to_start_a_worker(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["MORPH_WEBHOOKS_PROCESSING"] = "deferred"
+    with serve(env, tmp_path) as (site, _):
+        sent = manage(env, "send_example_events", "--url", f"{site}/webhooks/morph/")
+
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "Sent 27 events: 26 queued, 1 duplicate." in sent.stdout
+    assert (
+        "26 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
+        "another terminal: python manage.py db_worker"
+    ) in sent.stdout
+    assert "Every answer was as expected" not in sent.stdout
+
+
+def test_the_readmes_quickstart_curl_gets_the_answers_it_shows(env: dict[str, str], tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.partition("\n## Quickstart\n")[2].partition("\n## ")[0]
+    [curl] = re.findall(r"```sh\n(curl .*?)```", quickstart, flags=re.DOTALL)
+    shown = re.findall(r"It answers `(.*?)`, and the same request again `(.*?)`", quickstart)
+    # Straight to the server, whatever proxy the environment names.
+    environ = {name: value for name, value in env.items() if not name.lower().endswith("_proxy")}
+    with serve(env, tmp_path) as (site, log_path):
+        answers = [
+            subprocess.run(
+                ["bash", "-c", curl.replace("http://127.0.0.1:8000", site)],
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            for _ in range(2)
+        ]
+        # make run prints the URL the curl uses: the example's development secret as its token.
+        printed = manage(env, "morph_webhooks_url", "http://127.0.0.1:8000").stdout.strip()
+
+    assert shown == [tuple(answers)], log_path.read_text()
+    assert printed in curl
+    # The body is Morph's documented example, as the endpoint's own tests send it.
+    assert json.loads(curl.partition("-d '")[2].rpartition("'")[0]) == json.loads(MORPH_EXAMPLE)
+
+
+def test_make_run_prints_the_webhook_url_beside_the_admin_login() -> None:
+    planned = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    admin = planned.stdout.index("Admin: http://127.0.0.1:8000/admin/ (admin / admin).")
+    webhook = planned.stdout.index("manage.py morph_webhooks_url http://127.0.0.1:8000")
+    assert admin < webhook
+
+
 def test_send_example_events_names_the_login_make_run_created(
     env: dict[str, str], server: tuple[str, Path]
 ) -> None:
@@ -227,22 +286,42 @@ def test_send_example_events_names_the_login_make_run_created(
     assert "createsuperuser" not in sent.stdout
 
 
-def test_a_post_without_the_trailing_slash_keeps_the_secret_out_of_the_console(
+def test_a_post_without_the_trailing_slash_is_taken_with_the_secret_out_of_the_console(
     server: tuple[str, Path],
 ) -> None:
     url, log_path = server
-    # DEBUG is on: CommonMiddleware raises, quoting the URL, rather than redirect a POST.
-    request = urllib.request.Request(f"{url.rstrip('/')}?token={DEV_SECRET}", data=b"{}", method="POST")
+    # DEBUG is on: were the URL not routed, CommonMiddleware would raise rather than redirect a POST.
+    event = {
+        "event": "crmEngagement::created",
+        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {}},
+    }
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}?token={DEV_SECRET}",
+        data=json.dumps(event).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "x-conector-id": "hubspot",
+            "x-owner-id": "tenant_1",
+            "x-idempotency-key": "k1",
+        },
+        method="POST",
+    )
 
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(request, timeout=10)
-    page = error.value.read().decode()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert (response.status, json.loads(response.read())) == (200, {"status": "ignored"})
 
-    server_log = log_path.read_text()
-    assert error.value.code == 500 and "RuntimeError" in page
-    assert "doesn't end in a slash" in server_log and "Traceback" in server_log
-    assert "token=[redacted]" in server_log and "token=[redacted]" in page
-    assert DEV_SECRET not in server_log and DEV_SECRET not in page
+    # runserver writes its request line once the answer is sent.
+    server_log = logged(log_path, '"POST /webhooks/morph?token=[redacted] HTTP/1.1" 200')
+    assert DEV_SECRET not in server_log
+
+
+def logged(log_path: Path, text: str) -> str:
+    """The server's log once it holds ``text``."""
+    deadline = time.monotonic() + 10
+    while text not in (log := log_path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert text in log, log
+    return log
 
 
 def post_chunked(site: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -365,12 +444,17 @@ def test_webhook_url_and_check_against_the_running_example(
 
     assert url.returncode == 0 and url.stdout == f"{site}/webhooks/morph/?token={DEV_SECRET}\n", url.stderr
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "OK: delivery 1 was authenticated, validated and processed (ignored)." in check.stdout
+    assert (
+        "OK: delivery 1 was authenticated, validated and processed (ignored), then removed." in check.stdout
+    )
+    # Nothing of the check lasts: no request logged, no key, no connection for the admin, the
+    # metrics or the health check's silence to show.
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
-        assert db.execute("SELECT event, status FROM morph_webhooks_webhookdelivery").fetchall() == [
-            ("crmEngagement::created", "ignored")
-        ]
-        assert db.execute("SELECT COUNT(*) FROM morph_webhooks_opportunity").fetchone() == (0,)
+        for table in ("webhookdelivery", "idempotencykey", "connection", "opportunity"):
+            assert db.execute(f"SELECT COUNT(*) FROM morph_webhooks_{table}").fetchone() == (0,), table
+    health = manage(env, "morph_webhooks_health")
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "No connection silent (0 heard from)." in health.stdout
 
 
 def test_check_in_deferred_mode_needs_a_worker(env: dict[str, str], tmp_path: Path) -> None:
@@ -393,7 +477,7 @@ def test_check_in_deferred_mode_needs_a_worker(env: dict[str, str], tmp_path: Pa
     assert "Still queued after 1 s: no worker is processing queue 'default'" in alone.stderr
     assert with_worker.returncode == 0, with_worker.stdout + with_worker.stderr
     assert "Queued; waiting up to 30 s for a worker..." in with_worker.stdout
-    assert "processed (ignored)." in with_worker.stdout
+    assert "processed (ignored), then removed." in with_worker.stdout
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import signal
@@ -49,15 +50,13 @@ def test_a_sync_from_the_fake_api_command_fills_the_local_copy(settings):
         banner = server.stdout.readline()
         assert banner.startswith(f"A fake Morph API on http://127.0.0.1:{port}, serving "), banner
         assert "25 crmOpportunity for hubspot / tenant_1" in banner
-        server.stdout.readline()
-        variables = dict(word.split("=", 1) for word in server.stdout.readline().split() if "=" in word)
-        assert variables["MORPH_API_URL"] == f"http://127.0.0.1:{port}"
-        settings.MORPH_WEBHOOKS = {
-            **settings.MORPH_WEBHOOKS,
-            "API_URL": variables["MORPH_API_URL"],
-            "API_KEY": variables["MORPH_API_KEY"],
-            "API_SECRET": variables["MORPH_API_SECRET"],
-        }
+        hint = "".join(iter(server.stdout.readline, "Quit with CONTROL-C.\n"))
+        # The settings any project reads, as Python to paste into MORPH_WEBHOOKS.
+        printed = ast.literal_eval("{" + hint.partition("\n")[2].rpartition("then sync")[0] + "}")
+        assert printed["API_URL"] == f"http://127.0.0.1:{port}"
+        # The interpreter that runs the command: the one that has the app installed.
+        assert f"  {sys.executable} manage.py morph_webhooks_sync --connector hubspot" in hint
+        settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, **printed}
 
         out = io.StringIO()
         call_command("morph_webhooks_sync", "--connector", "hubspot", "--owner", "tenant_1", stdout=out)

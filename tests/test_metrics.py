@@ -132,7 +132,7 @@ class TestScrape:
         assert response.json() == {
             "error": "metrics_unavailable",
             "detail": "Metrics are off: set MORPH_WEBHOOKS['METRICS'] = True "
-            "(and pip install 'morph-webhooks[metrics]').",
+            "(and pip install '/path/to/morph-webhooks[metrics]').",
         }
 
     def test_two_statements_whatever_the_deliveries_and_connections(
@@ -442,16 +442,16 @@ class TestWithoutPrometheusClient:
         assert metrics.DELIVERIES.collect()[0].samples == before
         assert response.status_code == 404
         assert response.json()["detail"] == (
-            "Metrics need prometheus-client: pip install 'morph-webhooks[metrics]'."
+            "Metrics need prometheus-client: pip install '/path/to/morph-webhooks[metrics]'."
         )
-        with pytest.raises(ImportError, match=r"pip install 'morph-webhooks\[metrics\]'"):
+        with pytest.raises(ImportError, match=r"pip install '/path/to/morph-webhooks\[metrics\]'"):
             metrics.register(CollectorRegistry())
 
     def test_the_check_says_what_to_install(self, metrics_on, monkeypatch):
         monkeypatch.setattr("morph_webhooks.checks.find_spec", lambda name: None)
         [message] = check_settings()
         assert message.id == "morph_webhooks.E015"
-        assert "pip install 'morph-webhooks[metrics]'" in message.hint
+        assert "pip install '/path/to/morph-webhooks[metrics]'" in message.hint
 
     def test_the_check_is_silent_when_metrics_are_off(self, monkeypatch):
         monkeypatch.setattr("morph_webhooks.checks.find_spec", lambda name: None)

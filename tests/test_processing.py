@@ -7,11 +7,12 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from morph_webhooks.events import MorphEvent
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.resources.registry import REGISTRY
-from morph_webhooks.signals import opportunity_updated
+from morph_webhooks.signals import event_received, opportunity_updated
 from morph_webhooks.testing import opportunity_event, post_event, resource_event
-from tests.helpers import at
+from tests.helpers import at, raising_receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -250,6 +251,45 @@ def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
     assert sent_signals.names == []
     assert IdempotencyKey.objects.get().outcome == "ignored"
     assert WebhookDelivery.objects.first().event == "crmEngagement::created"
+
+
+def test_event_received_once_per_applied_event_ignored_ones_included(send, sent_signals):
+    received = []
+
+    def receiver(sender, event, outcome, connector_id, owner_id, **kwargs):
+        # After the model's own signal, in the same transaction: its row is there to be read.
+        stored = Opportunity.objects.filter(remote_id=event.remote_id).exists()
+        received.append((sender, event.type, event.remote_id, outcome, connector_id, owner_id, stored))
+
+    engagement = resource_event("crmEngagement", "created", "call_1", fields={"type": "call"})
+    event_received.connect(receiver)
+    try:
+        send(opportunity_event("created", updated_at=at(10)), key="created")
+        send(opportunity_event("created", updated_at=at(10)), key="created")  # duplicate
+        send(opportunity_event("updated", updated_at=at(5)), key="late")  # stale
+        send(engagement, key="call")  # ignored: a model the app does not mirror
+        send(engagement, key="call")  # its duplicate
+        send(opportunity_event("deleted", updated_at=at(20)), key="deleted")
+    finally:
+        event_received.disconnect(receiver)
+
+    assert received == [
+        (MorphEvent, "crmOpportunity::created", "opp_1", "processed", "hubspot", "tenant_1", True),
+        (MorphEvent, "crmEngagement::created", "call_1", "ignored", "hubspot", "tenant_1", False),
+        (MorphEvent, "crmOpportunity::deleted", "opp_1", "processed", "hubspot", "tenant_1", True),
+    ]
+    assert sent_signals.names == ["created", "deleted"]
+
+
+def test_an_event_received_receiver_that_raises_rolls_an_ignored_event_back(send):
+    engagement = resource_event("crmEngagement", "created", "call_1", fields={"type": "call"})
+    with raising_receiver(event_received, RuntimeError, "receiver bug"):
+        response = send(engagement, key="call")
+
+    assert response.status_code == 500
+    assert not IdempotencyKey.objects.exists()
+    assert WebhookDelivery.objects.get().status == "failed"
+    assert send(engagement, key="call").json() == {"status": "ignored"}  # Morph's retry applies it
 
 
 def test_receiver_error_rolls_back_everything_and_answers_500(send):

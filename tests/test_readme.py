@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from morph_webhooks.testing import morph_headers, opportunity_event
+from tests.helpers import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECRET = "a-long-random-secret-0123456789abcdef"
@@ -74,3 +82,85 @@ def test_with_the_secret_the_project_checks_and_prints_the_url(project: Path) ->
     printed = run(project, "morph_webhooks_url", "https://example.com", MORPH_WEBHOOKS_SECRET=SECRET)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == f"https://example.com/webhooks/morph/?token={SECRET}"
+
+
+def extras() -> dict[str, list[str]]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest's own dependency
+        import tomli as tomllib
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    return dict(pyproject["project"]["optional-dependencies"])
+
+
+def test_every_install_command_is_the_checkouts_and_names_an_extra_the_package_has() -> None:
+    commands = re.findall(r"pip install ([^`\n#]*?)\s*(?:`|#|\n)", README.read_text())
+    ours = [command for command in commands if "morph-webhooks" in command]
+    # The package is not on PyPI: each command installs the checkout, with an extra or without.
+    shapes = [
+        re.fullmatch(r"(?:'/path/to/morph-webhooks\[([\w,-]+)\]'|/path/to/morph-webhooks)", c) for c in ours
+    ]
+    assert all(shapes), ours
+    named = {extra for shape in shapes if shape and shape[1] for extra in shape[1].split(",")}
+    assert named <= extras().keys()
+    assert {"sync", "metrics", "tasks-db", "tasks-rq", "testing"} <= named
+
+
+def test_the_rq_extra_brings_the_rq_backend_and_the_readme_installs_django_rq() -> None:
+    assert any(requirement.startswith("django-tasks-rq") for requirement in extras()["tasks-rq"])
+    deferred = README.read_text().partition("\n## Deferred processing\n")[2].partition("\n## ")[0]
+    # rqworker is django-rq's command: it exists only with its app installed.
+    assert 'INSTALLED_APPS += ["django_rq"]' in deferred
+
+
+def test_runserver_logs_the_endpoints_requests_without_the_secret(project: Path, tmp_path: Path) -> None:
+    # Only the Setup's snippets: no LOGGING, so runserver's request lines go to Django's defaults.
+    migrated = run(project, "migrate", "--no-input", MORPH_WEBHOOKS_SECRET=SECRET)
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    environ = {
+        name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "MORPH_"))
+    }
+    environ.update(DJANGO_SETTINGS_MODULE="mysite.settings", MORPH_WEBHOOKS_SECRET=SECRET)
+    log_path = tmp_path / "runserver.log"
+    with log_path.open("w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            cwd=project,
+            env=environ,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        body = json.dumps(opportunity_event()).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhooks/morph/?token={SECRET}",
+            data=body,
+            headers={"Content-Type": "application/json", **morph_headers("runserver-1")},
+            method="POST",
+        )
+        answer = post_when_listening(request)
+        # runserver writes its request line once the answer is sent.
+        deadline = time.monotonic() + 10
+        while "HTTP/1.1" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    log = log_path.read_text()
+
+    assert answer == {"status": "processed"}
+    assert '"POST /webhooks/morph/?token=[redacted] HTTP/1.1" 200' in log, log
+    assert SECRET not in log
+
+
+def post_when_listening(request: urllib.request.Request) -> Any:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

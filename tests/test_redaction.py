@@ -182,3 +182,13 @@ def test_error_mails_of_the_endpoint_never_show_the_secret(client, settings, mai
         assert f"{URL}?token=[redacted]&page=1" in message.body
     html = [str(content) for message in mailoutbox for content, _ in message.alternatives]
     assert len(html) == 1 and "token=[redacted]" in html[0]
+
+
+@pytest.mark.parametrize("name", ["django.server", "django.request"])
+def test_djangos_request_loggers_mask_the_secret_without_configuration(caplog, name):
+    # The app's ready() filtered the loggers themselves: every handler gets the masked record.
+    with caplog.at_level(logging.INFO, logger=name):
+        logging.getLogger(name).warning('"%s" %s', f"POST /webhooks/morph/?token={SECRET} HTTP/1.1", "401")
+
+    assert caplog.records[-1].getMessage() == '"POST /webhooks/morph/?token=[redacted] HTTP/1.1" 401'
+    assert SECRET not in caplog.text

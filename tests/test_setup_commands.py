@@ -22,9 +22,11 @@ from django.test import Client, override_settings
 from django.urls import set_script_prefix
 from pytest_django.live_server_helper import LiveServer
 
-from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.management.commands import morph_webhooks_check
+from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.signals import event_received
 from morph_webhooks.testing import opportunity_event
-from tests.helpers import free_port
+from tests.helpers import free_port, raising_receiver
 
 SECRET = "test-secret-0123456789abcdef"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -148,17 +150,20 @@ class TestWebhookURL:
 
     @override_settings(ROOT_URLCONF="tests.urls_without_app")
     def test_says_when_the_app_is_not_routed(self):
-        assert 'include("morph_webhooks.urls")' in fails("morph_webhooks_url", "https://crm.example.com")
+        assert '*webhook_urls("webhooks/morph/")' in fails("morph_webhooks_url", "https://crm.example.com")
 
 
 @pytest.mark.django_db(transaction=True)
 class TestCheck:
-    def test_a_working_configuration(self, sent_signals):
+    def test_a_working_configuration(self, sent_signals, monkeypatch):
+        recorded = []
+        # What the check removes once it passed: seen as it was before.
+        monkeypatch.setattr(morph_webhooks_check, "forget", recorded.append)
         with serving() as site:
             out, err = run("morph_webhooks_check", site)
 
-        delivery = WebhookDelivery.objects.get()
-        assert f"OK: delivery {delivery.pk} was authenticated, validated and processed (ignored)." in out
+        [delivery] = recorded
+        assert f"OK: delivery {delivery.pk} was authenticated, validated and processed (ignored)" in out
         assert "Answer: 200" in out and SECRET not in out + err
         assert (delivery.event, delivery.status, delivery.http_status) == (
             "crmEngagement::created",
@@ -170,12 +175,31 @@ class TestCheck:
         assert not Opportunity.objects.exists()
         assert sent_signals.calls == []
 
-    def test_a_signing_gateway(self):
+    def test_a_passed_check_leaves_nothing_behind(self):
+        with serving() as site:
+            out, _ = run("morph_webhooks_check", site)
+
+        assert "then removed." in out
+        assert not WebhookDelivery.objects.exists() and not IdempotencyKey.objects.exists()
+        # Neither the admin's Connections, the metrics nor the health check's silence see it.
+        assert not Connection.objects.exists()
+        assert "(0 heard from)" in run("morph_webhooks_health")[0]
+
+    def test_a_failed_check_keeps_its_delivery_to_look_at(self):
+        with raising_receiver(event_received, RuntimeError, "receiver bug"), serving() as site:
+            error = fails("morph_webhooks_check", site)
+
+        assert "Processing raised an exception" in error
+        assert WebhookDelivery.objects.get().status == "failed"
+
+    def test_a_signing_gateway(self, monkeypatch):
+        recorded = []
+        monkeypatch.setattr(morph_webhooks_check, "forget", recorded.append)
         with webhooks(SECRETS=[], SIGNING_SECRETS=[SIGNING_SECRET]), serving() as site:
             out, _ = run("morph_webhooks_check", site)
 
         assert "OK: delivery" in out
-        headers = WebhookDelivery.objects.get().headers
+        headers = recorded[0].headers
         assert "webhook-id" in headers and "webhook-signature" not in headers
 
     def test_connector_and_owner_allowlists(self):
@@ -184,10 +208,12 @@ class TestCheck:
             error = fails("morph_webhooks_check", site, "--connector", "pipedrive")
 
         assert "Connector 'pipedrive' is not accepted here." in error and "--connector" in error
+        # The passed check's delivery is removed; the refused one stays, to look at.
         assert list(WebhookDelivery.objects.values_list("connector_id", "owner_id", "status")) == [
-            ("hubspot", "acme", "ignored"),
             ("pipedrive", "acme", "rejected"),
         ]
+        # A real tenant's connection is the project's: kept, and never heard from.
+        assert list(Connection.objects.values_list("connector_id", "owner_id")) == [("hubspot", "acme")]
 
     def test_a_refused_network(self):
         with webhooks(ALLOWED_NETWORKS=["10.0.0.0/8"]), serving() as site:
@@ -298,4 +324,4 @@ class TestCheck:
             out, _ = run("morph_webhooks_check", site)
 
         assert '{"status":"queued"}' in out and "OK: delivery" in out
-        assert WebhookDelivery.objects.get().status == "ignored"
+        assert not WebhookDelivery.objects.exists()

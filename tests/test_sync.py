@@ -703,6 +703,29 @@ def test_the_command_refuses_what_it_cannot_do(fake_api, settings, configured, a
         sync(*args)
 
 
+@pytest.mark.parametrize(
+    ("hidden", "importers", "args", "extra"),
+    [
+        (["httpx"], ["api", "sync", "management.commands.morph_webhooks_sync"], ["--all"], "sync"),
+        (["django.tasks", "django_tasks"], ["deferred"], ["--all", "--enqueue"], "tasks"),
+    ],
+)
+def test_a_missing_optional_dependency_is_a_command_error_naming_its_extra(
+    fake_api, monkeypatch, hidden, importers, args, extra
+):
+    Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)  # None: "not installed"
+    # The modules that import it, imported afresh as in a project without the extra.
+    for module in importers:
+        monkeypatch.delitem(sys.modules, f"morph_webhooks.{module}", raising=False)
+
+    with pytest.raises(CommandError) as error:
+        sync(*args)
+
+    assert f"pip install '/path/to/morph-webhooks[{extra}]'" in str(error.value)
+
+
 def test_a_saved_cursor_morph_refuses_is_dropped_for_the_next_run(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
     connection = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 from django.test import Client, override_settings
+from django.urls import include, path
 
 from morph_webhooks.management.commands import morph_webhooks_check
 from morph_webhooks.signals import opportunity_created
@@ -73,6 +74,11 @@ def receiver_raises(client: Client) -> str:
         return answer(post_event(client, opportunity_event()))
 
 
+# A project that includes morph_webhooks.urls itself, rather than with webhook_urls().
+urlpatterns = [path("webhooks/morph/", include("morph_webhooks.urls"))]
+
+
+@override_settings(ROOT_URLCONF=__name__)
 def no_trailing_slash(client: Client) -> str:
     # As Morph sends it: the token in the URL, which the redirect carries along.
     response = client.post(

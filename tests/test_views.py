@@ -116,6 +116,18 @@ def test_csrf_is_not_required(client):
     assert post_event(csrf_client, opportunity_event()).status_code == 200
 
 
+@pytest.mark.parametrize("debug", [True, False])
+def test_the_endpoint_without_its_trailing_slash_takes_the_event(client, settings, debug):
+    # Morph may be given the URL without it; a redirect would turn its POST into a GET.
+    settings.DEBUG = debug
+
+    response = post_event(client, opportunity_event(), path=reverse("morph_webhooks:receive").rstrip("/"))
+
+    assert (response.status_code, response.json()) == (200, {"status": "processed"})
+    assert Opportunity.objects.get().remote_id == "opp_1"
+    assert reverse("morph_webhooks:receive") == "/webhooks/morph/"
+
+
 def test_route_name():
     assert reverse("morph_webhooks:receive") == URL
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
+
+from morph_webhooks.urls import webhook_urls
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("webhooks/morph/", include("morph_webhooks.urls")),
+    *webhook_urls("webhooks/morph/"),
 ]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.core.management.base import OutputWrapper
 
-from ..sync import ModelSync
+if TYPE_CHECKING:
+    from ..sync import ModelSync
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""factory-boy factories for the app's models (``pip install 'morph-webhooks[testing]'``).
+"""factory-boy factories for the app's models (the ``testing`` extra).
 
 They write rows directly, as fixtures for code that reads them; to test what happens when Morph
 sends an event, post one with :func:`morph_webhooks.testing.post_event` instead. The defaults
@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Generic, TypeVar
 
+from ..extras import MissingDependency
+
 try:
     from factory.declarations import LazyAttribute, LazyFunction, Sequence, Trait
     from factory.django import DjangoModelFactory
 except ImportError as exc:
-    raise ImportError(
-        "morph_webhooks.testing.factories needs factory-boy: pip install 'morph-webhooks[testing]'"
-    ) from exc
+    raise MissingDependency("morph_webhooks.testing.factories", "factory-boy", "testing") from exc
 
 from django.utils import timezone as django_timezone
 

@@ -14,13 +14,14 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import router, transaction
 from django.utils import timezone
 
 from ...auth import signature_headers
 from ...conf import conf
 from ...endpoint import EndpointError, endpoint_url, webhook_url
 from ...events import format_timestamp
-from ...models import ID_LENGTH, Outcome, WebhookDelivery
+from ...models import ID_LENGTH, Connection, IdempotencyKey, Outcome, WebhookDelivery
 from ..options import positive_seconds
 
 # A well-formed event for a model the app does not store: it goes through authentication,
@@ -82,8 +83,9 @@ SERVER_PROBLEMS = {
 class Command(BaseCommand):
     help = (
         "Check the configuration end to end: post a test event to the running endpoint on SITE_URL "
-        f"the way Morph does, and report what happened. The event ({CHECK_EVENT}) is recorded in "
-        "the request log but changes no opportunity. Exits with status 1 when something is wrong."
+        f"the way Morph does, and report what happened. The event ({CHECK_EVENT}) changes no "
+        "opportunity, and once it passed the check removes what it recorded; a failed one stays in "
+        "the request log to look at. Exits with status 1 when something is wrong."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -160,11 +162,27 @@ class Command(BaseCommand):
             raise CommandError(worker_problem(delivery, options["wait"]))
         if delivery.status != Outcome.IGNORED:
             raise CommandError(f"Delivery {delivery.pk} ended {delivery.status}: {last_line(delivery.error)}")
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"OK: delivery {delivery.pk} was authenticated, validated and processed ({delivery.status})."
-            )
+        passed = (
+            f"OK: delivery {delivery.pk} was authenticated, validated and processed ({delivery.status}), "
+            "then removed."
         )
+        forget(delivery)
+        self.stdout.write(self.style.SUCCESS(passed))
+
+
+def forget(delivery: WebhookDelivery) -> None:
+    """Delete what the passed check left: its delivery, its idempotency key, and the connection
+    its event registered when that is the check's own (named CHECK_ID). Left behind, they would
+    show in the admin and the metrics, and a day later the health check would report the
+    connection silent."""
+    connection = {"connector_id": delivery.connector_id, "owner_id": delivery.owner_id}
+    with transaction.atomic(using=router.db_for_write(WebhookDelivery)):
+        IdempotencyKey.objects.filter(key=delivery.idempotency_key, **connection).delete()
+        delivery.delete()
+        own = CHECK_ID in connection.values()
+        # A failed check's delivery, kept to look at, keeps the connection too.
+        if own and not WebhookDelivery.objects.filter(**connection).exists():
+            Connection.objects.filter(**connection).delete()
 
 
 def header_value(text: str) -> str:

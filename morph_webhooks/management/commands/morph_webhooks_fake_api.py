@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
+import shlex
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -39,10 +42,14 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot listen on 127.0.0.1:{options['port']}: {exc}. Try --port.") from exc
         served = ", ".join(f"{len(resources)} {model}" for (_, _, model), resources in api.resources.items())
         self.stdout.write(f"A fake Morph API on {api.url}, serving {served} for {CONNECTOR} / {OWNER}.")
-        self.stdout.write("Sync from it, in another shell (and the same directory):")
+        # What any project reads (not the example's environment variables), and this interpreter:
+        # the one whose packages include the app, whatever `python` means in another shell.
+        self.stdout.write("Point the app at it in your settings' MORPH_WEBHOOKS:")
+        for setting, value in (("API_URL", api.url), ("API_KEY", api.key), ("API_SECRET", api.secret)):
+            self.stdout.write(f"    {json.dumps(setting)}: {json.dumps(value)},")
+        self.stdout.write("then sync from it, in another shell (and the same directory):")
         self.stdout.write(
-            f"  MORPH_API_URL={api.url} MORPH_API_KEY={api.key} MORPH_API_SECRET={api.secret} "
-            f"python manage.py morph_webhooks_sync --connector {CONNECTOR} --owner {OWNER}"
+            f"  {shlex.quote(sys.executable)} manage.py morph_webhooks_sync --connector {CONNECTOR} --owner {OWNER}"
         )
         self.stdout.write("Quit with CONTROL-C.", ending="\n")
         self.stdout.flush()

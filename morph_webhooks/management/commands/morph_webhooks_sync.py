@@ -10,10 +10,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import conf
+from ...extras import MissingDependency
 from ...models import ID_LENGTH, Connection
 from ...resources.registry import REGISTRY
-from ...sync import OUTCOMES, ModelSync, SyncReport, SyncRunning, models_to_sync, sync_connection
 from ..progress import Progress
+
+try:
+    from ...sync import OUTCOMES, ModelSync, SyncReport, SyncRunning, models_to_sync, sync_connection
+except MissingDependency as exc:  # httpx: said by handle(), as a command's error, not a traceback
+    missing: MissingDependency | None = exc
+else:
+    missing = None
 
 
 class Terminated(KeyboardInterrupt):
@@ -82,6 +89,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if missing is not None:
+            raise CommandError(str(missing))
         if not conf.API_KEY or not conf.API_SECRET:
             raise CommandError(
                 "Morph's API credentials are not configured: set MORPH_WEBHOOKS['API_KEY'] and "

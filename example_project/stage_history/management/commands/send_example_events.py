@@ -7,7 +7,6 @@ Start the server first (``python manage.py runserver``), then run
 from __future__ import annotations
 
 import json
-import random
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,28 +89,28 @@ class Step:
         return f"{data['id']}-{self.payload['event'].partition('::')[2]}-{int(updated.timestamp() * 1000)}"
 
 
-def hubspot_id(rng: random.Random) -> str:
-    # Fresh ids on every run, so running the command twice tells a second story instead of
-    # having every event answered "duplicate" or "stale".
-    return str(rng.randrange(10**10, 10**11))
+# The story's ids and times are fixed, as a CRM's are: running the command again sends the same
+# events with the same keys, and the server answers them "duplicate", as it answers Morph's
+# re-sends, instead of storing the same deals again under new ids.
+STORY_START = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
 
 
-def build_story(now: datetime, rng: random.Random) -> list[Step]:
-    start = (now - timedelta(hours=2)).replace(microsecond=0)
+def build_story() -> list[Step]:
+    start = STORY_START
 
     def at(minutes: int) -> datetime:
         return start + timedelta(minutes=minutes)
 
     acme = Deal(
-        hubspot_id(rng), "Acme Corp - annual renewal", Decimal("48000"), "EUR",
+        "18011960101", "Acme Corp - annual renewal", Decimal("48000"), "EUR",
         "appointmentscheduled", "user_2201", "contact_ada", "company_acme", at(0),
     )  # fmt: skip
     globex = Deal(
-        hubspot_id(rng), "Globex - 250 seat expansion", Decimal("86250.50"), "USD",
+        "18011960102", "Globex - 250 seat expansion", Decimal("86250.50"), "USD",
         "qualifiedtobuy", "user_2202", "contact_hank", "company_globex", at(1),
     )  # fmt: skip
     initech = Deal(
-        hubspot_id(rng), "Initech - pilot project", Decimal("9900"), "GBP",
+        "18011960103", "Initech - pilot project", Decimal("9900"), "GBP",
         "appointmentscheduled", "user_2201", "contact_bill", "company_initech", at(2),
     )  # fmt: skip
 
@@ -150,7 +149,7 @@ def build_story(now: datetime, rng: random.Random) -> list[Step]:
     call = resource_event(
         "crmEngagement",
         "created",
-        hubspot_id(rng),
+        "30022510001",
         fields={"type": "CALL"},
         created_at=at(50),
         updated_at=at(50),
@@ -284,6 +283,13 @@ def login_hint() -> str:
     return "log in as " + " or ".join(map(str, superusers))
 
 
+def worker_command() -> str:
+    """The worker that applies the queued events, as this project's settings configure it."""
+    if conf.QUEUE == "deliveries":
+        return "python manage.py morph_webhooks_worker"
+    return "python manage.py db_worker"
+
+
 def answer_status(body: str) -> str:
     try:
         answer = json.loads(body)
@@ -320,7 +326,7 @@ class Command(BaseCommand):
         )
         target = with_token(url, secret)
 
-        steps = build_story(datetime.now(timezone.utc), random.Random())
+        steps = build_story()
         self.stdout.write(
             f"Sending {len(steps)} events to {url} "
             + ("(secret in ?token=)" if secret else "(no secret configured: sending none)")
@@ -351,8 +357,11 @@ class Command(BaseCommand):
                 f"  -> {code} {body.strip()[:300]}"
             )
             # A server in deferred mode answers "queued" for anything new; its worker decides
-            # later whether the event is processed, stale or ignored.
-            if status == step.expected or (status == "queued" and step.expected != "duplicate"):
+            # later whether the event is processed, stale or ignored. An event sent by an earlier
+            # run is a duplicate, whatever it was then.
+            if status in (step.expected, "duplicate") or (
+                status == "queued" and step.expected != "duplicate"
+            ):
                 self.stdout.write(line)
             else:
                 surprises.append(number)
@@ -368,7 +377,19 @@ class Command(BaseCommand):
         if surprises:
             raise CommandError(f"Unexpected answers to request(s) {', '.join(map(str, surprises))}.")
         admin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/admin/", "", ""))
-        self.stdout.write(
-            self.style.SUCCESS("Every answer was as expected.")
-            + f" See the opportunities and their stage history at {admin} ({login_hint()})."
-        )
+        see = f"See the opportunities and their stage history at {admin} ({login_hint()})."
+        if answers["queued"]:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{answers['queued']} events queued, none applied yet: the server runs in deferred "
+                    f"mode. Start a worker in another terminal: {worker_command()}"
+                )
+                + f"; then {see[0].lower()}{see[1:]}"
+            )
+        elif answers["duplicate"] == len(steps):
+            self.stdout.write(
+                "Every event was sent before, with the same ids and keys: answered duplicate, as "
+                f"Morph's re-sends are, and nothing changed. {see}"
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS("Every answer was as expected.") + f" {see}")
