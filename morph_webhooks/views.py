@@ -123,9 +123,13 @@ class ReceiveView(MorphView):
             return response
         delivery.identify(event)
         self.event = event
-        # Deferred: only claim, record and enqueue here; a worker runs process_event.
-        result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
-        register_connection(event.connector_id, event.owner_id)
+        try:
+            # Deferred: only claim, record and enqueue here; a worker runs process_event.
+            result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
+        finally:
+            # Whatever became of the event: a connection whose every event fails is one the health
+            # check must watch too.
+            register_connection(event.connector_id, event.owner_id)
         return Response({"status": result.outcome})
 
 
@@ -154,8 +158,9 @@ class MetricsView(HealthView):
 
 
 def register_connection(connector_id: str, owner_id: str) -> None:
-    """Note the connection of an accepted event, once it is stored: a sync can then read it from
-    Morph's API. Failing to is logged, not answered: Morph would retry an event already stored."""
+    """Note the connection of an accepted event, once it is stored or its failure recorded: a sync
+    can then read it from Morph's API, the health check watch it. Failing to is logged, not
+    answered: Morph would retry an event already stored."""
     try:
         Connection.register(connector_id, owner_id)
     except DatabaseError:
