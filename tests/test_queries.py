@@ -141,8 +141,8 @@ def test_statements_per_delivery_queued_in_its_table(send, settings):
     else:
         assert verbs(queued) == ['INSERT INTO "morph_webhooks_idempotencykey"', delivery]
     assert not DBTaskResult.objects.exists()
-    # The worker: its claim (the due deliveries, locked, then leased), the delivery applied, and a
-    # last claim that finds none due.
+    # The worker: its claim (the due delivery, locked, then leased with its attempt counted), the
+    # delivery applied, and a last claim that finds none due.
     due = 'SELECT "morph_webhooks_webhookdelivery"."id", "morph_webhooks_webhookdelivery"."received_at",'
     assert verbs(applied) == [
         verbs([due])[0],
