@@ -79,7 +79,6 @@ class Worker:
         logger.info("Applying queued deliveries, looking again every %g s when none is due", self.interval)
         unreachable = 0  # claims failed in a row
         while not self.stopping.is_set():
-            _drop_old_connections()
             try:
                 delivery = claim()
             except DatabaseError as exc:
@@ -92,14 +91,18 @@ class Worker:
                 logger.warning(
                     "Cannot claim deliveries (%s: %s); trying again in %g s", type(exc).__name__, exc, delay
                 )
+                _drop_old_connections()
                 self.stopping.wait(delay)
                 continue
             unreachable = 0
             if delivery is not None:
+                # The connection is kept from one delivery to the next: with CONN_MAX_AGE = 0,
+                # Django's default, dropping it here would open a connection per delivery.
                 self._apply(delivery)
             elif self.until_empty:
                 break
             else:
+                _drop_old_connections()
                 self.stopping.wait(self.interval)
         _drop_old_connections()
         return self.handled
@@ -132,9 +135,11 @@ def _give_up_after_deaths(delivery: WebhookDelivery) -> None:
 
 
 def _drop_old_connections() -> None:
-    """Django's ``close_old_connections``, as around a request: close the connections that broke
-    or outlived CONN_MAX_AGE, so that the next claim opens a new one. But not one in a transaction
-    (a worker run inside a test's), which that function would close under the caller."""
+    """Django's ``close_old_connections``, as between requests, whenever the worker waits (none
+    due, or a claim failed): close the connections that broke or outlived CONN_MAX_AGE, so that the
+    next claim opens a new one. A delivery that failed on a broken connection closed it already
+    (see processing._record_failure). But not one in a transaction (a worker run inside a
+    test's), which that function would close under the caller."""
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()

@@ -10,6 +10,7 @@ from django.db.models.signals import post_save
 from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.signals import opportunity_created
 from morph_webhooks.statements import (
     _IDS,
     _claim_inserting,
@@ -289,3 +290,20 @@ def test_rows_inserted_together_keep_what_save_does(monkeypatch):
     stored = dict(Opportunity.objects.values_list("remote_id", "pk"))
     assert saved == [(f"opp_{index}", True, stored[f"opp_{index}"]) for index in range(3)]
     assert all(row.created_at and row.updated_at and not row._state.adding for row in rows)
+
+
+def test_the_worker_keeps_its_database_connection_from_one_delivery_to_the_next(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    assert connection.settings_dict["CONN_MAX_AGE"] == 0  # Django's default: one per request
+    for n in range(3):
+        send(opportunity_event(remote_id=f"opp_{n}"), key=f"k{n}")
+    seen = []
+    opportunity_created.connect(
+        lambda **kwargs: seen.append(id(connection.connection)), weak=False, dispatch_uid="test-seen"
+    )
+    try:
+        assert Worker(until_empty=True).run() == 3
+    finally:
+        opportunity_created.disconnect(dispatch_uid="test-seen")
+    # Not a new connection (a new login) for each delivery.
+    assert len(seen) == 3 and len(set(seen)) == 1
