@@ -23,14 +23,14 @@ import logging
 import threading
 from datetime import timedelta
 
-from django.db import DatabaseError, connections, router, transaction
-from django.db.models import F
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from .conf import conf
 from .models import Outcome, WebhookDelivery
 from .processing import give_up
 from .queue import apply_attempt
+from .statements import claim_due
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,10 @@ class WorkerDied(Exception):
 def claim() -> WebhookDelivery | None:
     """Lease the queued delivery due the longest, and count its attempt; None when none is due."""
     now = timezone.now()
-    with transaction.atomic(using=router.db_for_write(WebhookDelivery)):
-        due = WebhookDelivery.objects.filter(status=Outcome.QUEUED, next_attempt_at__lte=now)
-        # SQLite has no row locks (select_for_update does nothing there): its writers take turns.
-        delivery = due.order_by("next_attempt_at").select_for_update(skip_locked=True).first()
-        if delivery is not None:
-            delivery.next_attempt_at = now + timedelta(seconds=conf.PENDING_TIMEOUT)
-            delivery.begin_attempt()
-            # Committed before the delivery is applied: an attempt its worker dies in counts too.
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                next_attempt_at=delivery.next_attempt_at, attempts=F("attempts") + 1
-            )
+    leased_until = now + timedelta(seconds=conf.PENDING_TIMEOUT)
+    # One statement, committed before the delivery is applied: an attempt its worker dies in counts.
+    delivery = claim_due(WebhookDelivery, Outcome.QUEUED.value, now, leased_until)
+    assert delivery is None or isinstance(delivery, WebhookDelivery)
     return delivery
 
 
