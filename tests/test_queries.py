@@ -15,6 +15,7 @@ from morph_webhooks.statements import (
     _IDS,
     _claim_inserting,
     _claim_sql,
+    _compile_claim_due,
     _compile_insert,
     _compile_select,
     _compile_update,
@@ -176,7 +177,11 @@ def test_rejected_request_is_one_statement(send):
 
 def test_statements_name_tables_and_columns_from_meta(monkeypatch):
     # A project's db_table or db_column must not break the statements written outside the ORM.
-    for model, renamed in ((IdempotencyKey, "deliveries"), (Opportunity, "stage_id")):
+    for model, renamed in (
+        (IdempotencyKey, "deliveries"),
+        (Opportunity, "stage_id"),
+        (WebhookDelivery, "attempts"),
+    ):
         monkeypatch.setattr(model._meta, "db_table", f"custom_{model._meta.model_name}")
         monkeypatch.setattr(model._meta.get_field(renamed), "column", f"custom_{renamed}")
         monkeypatch.setattr(model._meta.get_field("owner_id"), "column", "custom_owner_id")
@@ -193,6 +198,12 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
         "lock": (lock.sql, Opportunity, ["stage_id", "owner_id"]),
         "insert": (_compile_insert(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
         "update": (_compile_update(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+        # The own worker's claim of a queued delivery.
+        "claim due": (
+            _compile_claim_due(WebhookDelivery, connection).sql,
+            WebhookDelivery,
+            ["attempts", "owner_id"],
+        ),
         # The claim with an insert of another model's row (deferred mode's delivery, here renamed).
         "claim and insert": (
             _claim_inserting(IdempotencyKey, Opportunity, connection)[0],
