@@ -22,7 +22,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from .body import ascii_number, read_body
-from .conf import conf
+from .conf import InvalidSetting, conf
 from .models import SignedMessage
 from .redaction import TOKEN_PARAMETER
 
@@ -56,10 +56,33 @@ def signing_key(secret: str) -> bytes:
     return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
 
 
+def configured_signing_key(index: int, secret: str) -> bytes:
+    """The key of ``SIGNING_SECRETS[index]``; InvalidSetting naming it when the secret is not a
+    Standard Webhooks one (an empty key would let anyone sign)."""
+    try:
+        key = signing_key(secret)
+    except binascii.Error:
+        key = b""
+    if not key:
+        raise InvalidSetting(f"MORPH_WEBHOOKS['SIGNING_SECRETS'][{index}] is not a Standard Webhooks secret.")
+    return key
+
+
+def _signing_keys() -> list[bytes]:
+    # Decoded once per settings, not for every signed request.
+    return [
+        configured_signing_key(index, secret) for index, secret in enumerate(conf.SIGNING_SECRETS) if secret
+    ]
+
+
 def signature(secret: str, message_id: str, timestamp: str, body: bytes) -> bytes:
     """The Standard Webhooks v1 signature of a request (before base64)."""
+    return _signature(signing_key(secret), message_id, timestamp, body)
+
+
+def _signature(key: bytes, message_id: str, timestamp: str, body: bytes) -> bytes:
     signed = f"{message_id}.{timestamp}.".encode() + body
-    return hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return hmac.new(key, signed, hashlib.sha256).digest()
 
 
 def signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
@@ -83,7 +106,7 @@ def verify_signature(headers: Any, body: bytes, now: float | None = None) -> Non
     # The window limits how long a captured request can be replayed.
     if abs(now - signed_at) > conf.SIGNATURE_TOLERANCE:
         raise exceptions.AuthenticationFailed("webhook-timestamp is outside the tolerance window.")
-    expected = [signature(secret, message_id, timestamp, body) for secret in conf.SIGNING_SECRETS if secret]
+    expected = [_signature(key, message_id, timestamp, body) for key in conf.derived(_signing_keys)]
     for candidate in signatures.split():
         version, _, encoded = candidate.partition(",")
         if version != "v1":
@@ -160,4 +183,14 @@ class FromAllowedNetwork(permissions.BasePermission):
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     # Parsed once per settings, not for every request.
-    return [ipaddress.ip_network(network, strict=False) for network in conf.ALLOWED_NETWORKS]
+    return [allowed_network(network) for network in conf.ALLOWED_NETWORKS]
+
+
+def allowed_network(network: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An entry of ALLOWED_NETWORKS, parsed; InvalidSetting naming it when it is no network."""
+    try:
+        return ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise InvalidSetting(
+            f"MORPH_WEBHOOKS['ALLOWED_NETWORKS'] has an invalid network: {network!r}."
+        ) from None

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import binascii
 import difflib
-import ipaddress
 from collections.abc import Mapping
 from importlib.util import find_spec
 from typing import Any
@@ -11,8 +9,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from .auth import signing_key
-from .conf import DECLARED, STRINGS, Setting, conf
+from .auth import allowed_network, configured_signing_key
+from .conf import DECLARED, STRINGS, InvalidSetting, Setting, conf
 from .extras import install
 
 # Morph may retry a delivery for days; a key forgotten sooner lets a late retry through.
@@ -94,26 +92,16 @@ def check_values() -> list[CheckMessage]:
         )
     for network in conf.ALLOWED_NETWORKS:
         try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            messages.append(
-                Error(
-                    f"MORPH_WEBHOOKS['ALLOWED_NETWORKS'] has an invalid network: {network!r}.",
-                    id="morph_webhooks.E003",
-                )
-            )
-    for index, secret in enumerate(signing_secrets):
+            allowed_network(network)
+        except InvalidSetting as exc:
+            messages.append(Error(str(exc), id="morph_webhooks.E003"))
+    for index, secret in enumerate(conf.SIGNING_SECRETS):
         try:
-            valid = bool(signing_key(secret))
-        except binascii.Error:
-            valid = False
-        if not valid:
+            if secret:
+                configured_signing_key(index, secret)
+        except InvalidSetting as exc:
             messages.append(
-                Error(
-                    f"MORPH_WEBHOOKS['SIGNING_SECRETS'][{index}] is not a Standard Webhooks secret.",
-                    hint='Expected "whsec_" followed by base64.',
-                    id="morph_webhooks.E004",
-                )
+                Error(str(exc), hint='Expected "whsec_" followed by base64.', id="morph_webhooks.E004")
             )
     if not secrets and not signing_secrets and conf.ALLOW_UNAUTHENTICATED and not settings.DEBUG:
         messages.append(

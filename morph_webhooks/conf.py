@@ -1,7 +1,7 @@
 """The app's settings, each declared once with its default, its type and its range.
 
 Values are read from ``settings.MORPH_WEBHOOKS`` and checked when first read: a value of the wrong
-type or out of range raises ImproperlyConfigured naming the setting, rather than being coerced
+type or out of range raises InvalidSetting (an ImproperlyConfigured) naming the setting, rather than being coerced
 into something else (``bool("false")`` is True). The system checks report the same declarations
 at startup. A checked value is kept until ``MORPH_WEBHOOKS`` changes (another dict, or Django's
 ``setting_changed`` signal: ``override_settings`` works in tests); every request reads several,
@@ -82,11 +82,16 @@ SECONDS_BY_CONNECTION = Kind[dict[str, float]](
 _UNSET = object()
 
 
+class InvalidSetting(ImproperlyConfigured):
+    """A value of MORPH_WEBHOOKS the app cannot use. Its message names the setting and never shows
+    a secret: the endpoint answers it (see morph_webhooks.views.handle_exception)."""
+
+
 def as_mapping(configured: object) -> Mapping[Any, Any]:
     if configured is _UNSET:
         return {}
     if not isinstance(configured, Mapping):
-        raise ImproperlyConfigured(f"MORPH_WEBHOOKS must be a dict, not {type(configured).__name__}.")
+        raise InvalidSetting(f"MORPH_WEBHOOKS must be a dict, not {type(configured).__name__}.")
     return configured
 
 
@@ -124,7 +129,7 @@ class Setting(Generic[T]):
         # From the dict the values are kept for, not read again: it may have changed meanwhile.
         value = self.configured_value(as_mapping(source))
         if not self.is_valid(value):
-            raise ImproperlyConfigured(self.problem(value))
+            raise InvalidSetting(self.problem(value))
         values[self.name] = normalised = self.kind.normalise(value)
         return normalised
 

@@ -15,6 +15,7 @@ from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
+from .redaction import redact
 from .statements import insert, update
 
 if TYPE_CHECKING:
@@ -294,7 +295,9 @@ class WebhookDelivery(models.Model):
 
 
 def format_traceback(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
+    """The traceback a delivery keeps and the admin shows, the credentials masked: a receiver's
+    exception may quote a URL with its token, or a secret it was given."""
+    return redact("".join(traceback.format_exception(exc)))
 
 
 class SignedMessage(models.Model):

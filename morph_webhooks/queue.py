@@ -82,17 +82,15 @@ def run_delivery(delivery_id: int) -> Outcome | None:
     was nothing to do (already settled by another run, or gone)."""
     # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
     delivery = by_pk(WebhookDelivery, delivery_id)
-    if not isinstance(delivery, WebhookDelivery):
-        return None
-    return apply_delivery(delivery)
-
-
-def apply_delivery(delivery: WebhookDelivery) -> Outcome | None:
-    """Apply a queued delivery, as read from the database: a task's, or one that
-    morph_webhooks_worker claimed. None when it is no longer queued (settled by another run)."""
-    if delivery.status != Outcome.QUEUED:
+    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
         return None
     delivery.begin_attempt()
+    return apply_attempt(delivery)
+
+
+def apply_attempt(delivery: WebhookDelivery) -> Outcome:
+    """Apply a queued delivery, as read from the database, its attempt begun: a task's, or one
+    that morph_webhooks_worker claimed (the claim records the attempt)."""
     try:
         event = parse_event(delivery.headers, delivery.received_body())
     except InvalidEvent as exc:

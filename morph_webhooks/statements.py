@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from django.db import connections, router, transaction
@@ -250,8 +251,13 @@ def _select_one(
     with connection.cursor() as cursor:
         cursor.execute(select.sql, params)
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _from_row(model, connection, select, row)
+
+
+def _from_row(
+    model: type[Model], connection: BaseDatabaseWrapper, select: _Select, row: Sequence[Any]
+) -> Model:
+    """The instance of ``model`` that ``row``, the columns of ``select``, holds, as the ORM reads it."""
     converted = list(row)
     for position, (converters, expression) in select.converters.items():
         value = converted[position]
@@ -259,6 +265,51 @@ def _select_one(
             value = convert(value, expression, connection)
         converted[position] = value
     return model.from_db(connection.alias, select.attnames, converted)
+
+
+def claim_due(model: type[Model], status: str, due_by: datetime, leased_until: datetime) -> Model | None:
+    """Lease the row of ``model`` (the WebhookDelivery model) in ``status`` whose
+    ``next_attempt_at`` is the earliest not after ``due_by``: its ``next_attempt_at`` set to
+    ``leased_until`` and one more of its ``attempts`` counted, in one statement, committed at once
+    when no transaction is open. Returns the row as updated, or None when none is due.
+
+    On PostgreSQL a row that another claim is taking is skipped (``FOR UPDATE SKIP LOCKED``)
+    rather than waited for; SQLite's writers take turns. The ORM would spell it as a transaction
+    of a SELECT and an UPDATE, and build both every time."""
+    connection = connections[router.db_for_write(model)]
+    claim = _compiled(("claim due", model, connection.alias), lambda: _compile_claim_due(model, connection))
+    (due,) = (field for field in model._meta.concrete_fields if field.name == "next_attempt_at")
+    params = [
+        due.get_db_prep_save(leased_until, connection),
+        status,
+        due.get_db_prep_save(due_by, connection),
+    ]
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(claim.sql, params)
+        row = cursor.fetchone()
+    return None if row is None else _from_row(model, connection, claim, row)
+
+
+def _compile_claim_due(model: type[Model], connection: BaseDatabaseWrapper) -> _Select:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = {field.attname: quote(str(field.column)) for field in meta.concrete_fields}
+    table, pk = quote(meta.db_table), quote(str(meta.pk.column))
+    due, attempts = columns["next_attempt_at"], columns["attempts"]
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    # The columns a SELECT of the model reads, and their converters: the row is returned the same.
+    every = _compile_select(model, connection, False, _PK)
+    return _Select(
+        sql=(
+            f"UPDATE {table} SET {due} = %s, {attempts} = {attempts} + 1 WHERE {pk} = ("
+            f"SELECT {pk} FROM {table} WHERE {columns['status']} = %s AND {due} <= %s "
+            f"ORDER BY {due} LIMIT 1{lock}) "
+            f"RETURNING {', '.join(columns[attname] for attname in every.attnames)}"
+        ),
+        order=(),
+        attnames=every.attnames,
+        converters=every.converters,
+    )
 
 
 def _compile_select(

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
-from .conf import conf
+from .conf import InvalidSetting, conf
 from .errors import http_status_for
 from .events import InvalidEvent, MorphEvent, connector_header, parse_event
 from .health import Status, run_checks
@@ -123,9 +123,13 @@ class ReceiveView(MorphView):
             return response
         delivery.identify(event)
         self.event = event
-        # Deferred: only claim, record and enqueue here; a worker runs process_event.
-        result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
-        register_connection(event.connector_id, event.owner_id)
+        try:
+            # Deferred: only claim, record and enqueue here; a worker runs process_event.
+            result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
+        finally:
+            # Whatever became of the event: a connection whose every event fails is one the health
+            # check must watch too.
+            register_connection(event.connector_id, event.owner_id)
         return Response({"status": result.outcome})
 
 
@@ -154,8 +158,9 @@ class MetricsView(HealthView):
 
 
 def register_connection(connector_id: str, owner_id: str) -> None:
-    """Note the connection of an accepted event, once it is stored: a sync can then read it from
-    Morph's API. Failing to is logged, not answered: Morph would retry an event already stored."""
+    """Note the connection of an accepted event, once it is stored or its failure recorded: a sync
+    can then read it from Morph's API, the health check watch it. Failing to is logged, not
+    answered: Morph would retry an event already stored."""
     try:
         Connection.register(connector_id, owner_id)
     except DatabaseError:
@@ -264,6 +269,9 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response:
     """Every failure answers JSON: 4xx for the sender's mistakes, 5xx when Morph should retry."""
     if isinstance(exc, exceptions.APIException):
         return error_response(exc)
+    if isinstance(exc, InvalidSetting):
+        report_invalid_setting(exc)
+        return Response({"error": "improperly_configured", "detail": str(exc)}, status=500)
     code = http_status_for(exc)
     logger.exception("Morph webhook failed (%s)", code, exc_info=exc)
     if code == status.HTTP_503_SERVICE_UNAVAILABLE:
@@ -276,3 +284,20 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response:
         {"error": "processing_failed", "detail": f"{type(exc).__name__} while processing the event."},
         status=code,
     )
+
+
+def report_invalid_setting(exc: InvalidSetting) -> None:
+    """Log what is wrong with the settings once, not with every request that finds it wrong."""
+    reported = conf.derived(_reported_setting_problems)
+    if str(exc) not in reported:
+        reported.add(str(exc))
+        logger.error(
+            "The Morph webhook endpoint answers 500 until its settings are fixed "
+            "(manage.py check reports it): %s",
+            exc,
+        )
+
+
+def _reported_setting_problems() -> set[str]:
+    # One set per MORPH_WEBHOOKS: a problem made again after a change of the settings is logged again.
+    return set()

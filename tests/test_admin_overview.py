@@ -420,7 +420,7 @@ def test_each_connection_with_its_last_event_failures_and_silence(admin_client, 
     )  # before the day
     delivery(NOW - timedelta(days=3), owner_id="quiet")
     delivery(NOW - timedelta(days=3), owner_id="tenant_7")  # a quiet tenant, with its own threshold
-    # Every event of this one failed, so nothing registered it.
+    # Failures logged before failed events registered their connection: not registered.
     delivery(
         NOW - timedelta(hours=1), Outcome.FAILED, http_status=500, connector_id="pipedrive", owner_id="t9"
     )
@@ -444,7 +444,10 @@ def test_each_connection_with_its_last_event_failures_and_silence(admin_client, 
     content = response.content.decode()
     assert "5 connections, 1 silent, 2 with failures" in content
     assert "Silent: no event for longer than its threshold" in content
-    assert "Not registered: no event applied yet" in content and "No events yet" in content
+    assert (
+        "Not registered: add it under Connections to watch and sync it" in content
+        and "No events yet" in content
+    )
     deliveries = reverse(DELIVERIES)
     assert f'<a href="{deliveries}?connector_id=hubspot&amp;owner_id=quiet">hubspot / quiet</a>' in content
     assert f'<a href="{reverse("admin:morph_webhooks_connection_changelist")}">All connections</a>' in content

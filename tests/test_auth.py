@@ -248,6 +248,56 @@ def test_checks_for_security_settings(settings, value, expected):
     assert [message.id for message in check_settings()] == expected
 
 
+@pytest.mark.parametrize(
+    ("configured", "signed", "problem"),
+    [
+        (
+            {"SECRETS": [SECRET], "ALLOWED_NETWORKS": ["10.0.0.0/8", "not-a-network"]},
+            False,
+            "MORPH_WEBHOOKS['ALLOWED_NETWORKS'] has an invalid network: 'not-a-network'.",
+        ),
+        (
+            {"SIGNING_SECRETS": [SIGNING_SECRET, "whsec_!!!"]},
+            True,
+            "MORPH_WEBHOOKS['SIGNING_SECRETS'][1] is not a Standard Webhooks secret.",
+        ),
+        (
+            # An empty key would verify anyone's signature.
+            {"SIGNING_SECRETS": ["whsec_"]},
+            True,
+            "MORPH_WEBHOOKS['SIGNING_SECRETS'][0] is not a Standard Webhooks secret.",
+        ),
+    ],
+)
+def test_an_invalid_entry_is_answered_and_logged_once_naming_the_setting(
+    client, settings, caplog, configured, signed, problem
+):
+    # manage.py check was not run: the request finds the setting wrong.
+    settings.MORPH_WEBHOOKS = configured
+    body = json.dumps(opportunity_event()).encode()
+    with caplog.at_level(logging.ERROR, logger="morph_webhooks.views"):
+        responses = [
+            raw_post(
+                client,
+                body,
+                path=URL if signed else f"{URL}?token={SECRET}",
+                **(signed_headers(SIGNING_SECRET, body, message_id=f"msg_{n}") if signed else {}),
+            )
+            for n in range(3)
+        ]
+
+    assert [response.status_code for response in responses] == [500] * 3
+    assert {json.dumps(response.json()) for response in responses} == {
+        json.dumps({"error": "improperly_configured", "detail": problem})
+    }
+    logged = [record.getMessage() for record in caplog.records if record.name == "morph_webhooks.views"]
+    assert len(logged) == 1 and problem in logged[0]
+    assert [message.id for message in check_settings()] == [
+        "morph_webhooks.E003" if "NETWORKS" in problem else "morph_webhooks.E004"
+    ]
+    assert not Opportunity.objects.exists()
+
+
 @pytest.mark.parametrize("value", ["false", "False", "0", 1])
 def test_a_non_boolean_opt_out_never_opens_the_endpoint(client, settings, value):
     # From an environment variable, "false" is a non-empty string: bool() of it is True.
@@ -256,7 +306,10 @@ def test_a_non_boolean_opt_out_never_opens_the_endpoint(client, settings, value)
     response = raw_post(client, json.dumps(opportunity_event()).encode())
 
     assert response.status_code == 500
-    assert "ImproperlyConfigured" in response.json()["detail"]
+    assert response.json() == {
+        "error": "improperly_configured",
+        "detail": f"MORPH_WEBHOOKS['ALLOW_UNAUTHENTICATED'] must be True or False, not {value!r}.",
+    }
     assert not Opportunity.objects.exists()
     assert not WebhookDelivery.objects.exists()
 

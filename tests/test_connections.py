@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import DatabaseError
 from django.urls import reverse
+from django.utils import timezone
 
-from morph_webhooks.models import Connection
+from morph_webhooks import health
+from morph_webhooks.models import Connection, WebhookDelivery
+from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event
-from tests.helpers import statements
+from tests.helpers import raising_receiver, statements
 
 
 def test_an_accepted_event_registers_its_connection(db, send):
@@ -85,3 +90,16 @@ def test_a_connection_can_be_added_in_the_admin_before_any_event(admin_client):
     change = admin_client.get(reverse("admin:morph_webhooks_connection_change", args=[connection.pk]))
     assert change.status_code == 200 and b"last sync counts" in change.content.lower()
     assert admin_client.get(reverse("admin:morph_webhooks_connection_changelist")).status_code == 200
+
+
+def test_a_connection_whose_every_event_fails_is_registered(db, send):
+    with raising_receiver(opportunity_created, RuntimeError, "CRM mirror down"):
+        assert send(opportunity_event()).status_code == 500
+        assert send(opportunity_event()).status_code == 500  # Morph retrying
+
+    assert list(Connection.objects.values_list("connector_id", "owner_id")) == [("hubspot", "tenant_1")]
+    # So the health check's silence check watches it: silent once its events stop.
+    WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(days=2))
+    silent = health.silent_connections()
+    assert silent.status == health.Status.WARNING
+    assert "1 connection silent: hubspot / tenant_1" in silent.detail

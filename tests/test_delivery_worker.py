@@ -16,9 +16,9 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.signals import opportunity_created
+from morph_webhooks.signals import delivery_failed, opportunity_created
 from morph_webhooks.testing import opportunity_event
-from morph_webhooks.worker import Worker, claim, release
+from morph_webhooks.worker import Worker, claim
 from tests.helpers import SECRET, locked_elsewhere, postgresql_only, raising_receiver
 
 pytestmark = pytest.mark.django_db
@@ -77,39 +77,70 @@ def test_a_duplicate_is_answered_at_once_and_queues_nothing(send):
     ]
 
 
-def test_a_claim_leases_the_longest_waiting_due_deliveries(send):
+def claimed_pks() -> list[int]:
+    """Claim every due delivery, one after the other: their primary keys in the order claimed."""
+    pks = []
+    while (delivery := claim()) is not None:
+        pks.append(delivery.pk)
+    return pks
+
+
+def test_a_claim_leases_the_longest_waiting_due_delivery_and_counts_its_attempt(send):
     deliveries = queue(send, 4)
     now = timezone.now()
     # The third is not due yet (a retry's backoff); the fourth has waited longest.
     WebhookDelivery.objects.filter(pk=deliveries[2].pk).update(next_attempt_at=now + timedelta(minutes=5))
     WebhookDelivery.objects.filter(pk=deliveries[3].pk).update(next_attempt_at=now - timedelta(minutes=5))
 
-    claimed = claim(2)
+    claimed = claim()
 
-    assert [d.pk for d in claimed] == [deliveries[3].pk, deliveries[0].pk]
-    leased = WebhookDelivery.objects.filter(pk__in=[d.pk for d in claimed])
-    for delivery in leased:
-        # Leased for PENDING_TIMEOUT: no other claim takes them meanwhile.
-        assert delivery.next_attempt_at - now == pytest.approx(
-            timedelta(seconds=LEASE), abs=timedelta(seconds=5)
-        )
-        assert delivery.status == "queued"
-    assert [d.next_attempt_at for d in claimed] == [
-        d.next_attempt_at for d in leased.order_by("next_attempt_at")
-    ]
-    assert [d.pk for d in claim(10)] == [deliveries[1].pk]
-    assert claim(10) == []
+    assert claimed is not None and claimed.pk == deliveries[3].pk
+    stored = WebhookDelivery.objects.get(pk=claimed.pk)
+    # Leased for PENDING_TIMEOUT: no other claim takes it meanwhile; its attempt is counted before
+    # it is applied, so that one its worker dies in counts too.
+    assert stored.next_attempt_at - now == pytest.approx(timedelta(seconds=LEASE), abs=timedelta(seconds=5))
+    assert (stored.status, stored.attempts) == ("queued", 1)
+    assert (claimed.next_attempt_at, claimed.attempts) == (stored.next_attempt_at, 1)
+    # The others are not held by this claim: the next claims take them.
+    assert claimed_pks() == [deliveries[0].pk, deliveries[1].pk]
+    assert claim() is None
 
 
 def test_a_delivery_whose_lease_ran_out_is_claimed_again(send):
     (delivery,) = queue(send, 1)
-    assert [d.pk for d in claim(1)] == [delivery.pk]
-    assert claim(1) == []
-    # Its worker died: once the lease is over, another takes it.
+    assert claimed_pks() == [delivery.pk]
+    # Its worker died: once the lease is over, another takes it, as its second attempt.
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         next_attempt_at=timezone.now() - timedelta(seconds=1)
     )
-    assert [d.pk for d in claim(1)] == [delivery.pk]
+    again = claim()
+    assert again is not None and (again.pk, again.attempts) == (delivery.pk, 2)
+
+
+def test_a_delivery_its_workers_died_in_max_attempts_times_ends_dead(send, caplog):
+    (delivery,) = queue(send, 1)
+    failures = []
+    delivery_failed.connect(
+        lambda delivery, exception, **kwargs: failures.append((delivery.pk, str(exception))),
+        weak=False,
+        dispatch_uid="test-failed",
+    )
+    try:
+        # As workers killed applying it leave it (MAX_ATTEMPTS is 2): its attempts counted, due again.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=2)
+        assert Worker(until_empty=True).run() == 1
+    finally:
+        delivery_failed.disconnect(dispatch_uid="test-failed")
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", 2, None)
+    assert "WorkerDied: Gave up after 2 attempts (MAX_ATTEMPTS)" in delivery.error
+    ((failed_pk, message),) = failures
+    assert failed_pk == delivery.pk and message.startswith("Gave up after 2 attempts (MAX_ATTEMPTS)")
+    assert not Opportunity.objects.exists()
+    # Its key stays held for it, as for any dead delivery: a reprocess applies it.
+    assert IdempotencyKey.objects.get().outcome == "queued"
+    assert f"Delivery {delivery.pk} failed" in caplog.text
 
 
 def test_a_failure_is_retried_after_its_backoff_and_the_others_go_on(send, caplog):
@@ -133,9 +164,9 @@ def test_a_failure_is_retried_after_its_backoff_and_the_others_go_on(send, caplo
     assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["deal_0", "deal_2"]
 
 
-def test_stopping_gives_back_the_rest_of_the_claim(send):
+def test_stopping_finishes_the_delivery_in_hand_and_leaves_the_rest_due(send):
     deliveries = queue(send, 3)
-    worker = Worker(claim_size=3, until_empty=True)
+    worker = Worker(until_empty=True)
     # Stopped while the first delivery is applied (a SIGTERM, say).
     opportunity_created.connect(lambda **kwargs: worker.stop(), weak=False, dispatch_uid="test-stop")
     try:
@@ -143,24 +174,15 @@ def test_stopping_gives_back_the_rest_of_the_claim(send):
     finally:
         opportunity_created.disconnect(dispatch_uid="test-stop")
     rows = list(WebhookDelivery.objects.order_by("pk"))
-    assert [row.status for row in rows] == ["processed", "queued", "queued"]
-    # Due now, not PENDING_TIMEOUT later.
+    assert [(row.status, row.attempts) for row in rows] == [("processed", 1), ("queued", 0), ("queued", 0)]
+    # Never claimed: due now, not PENDING_TIMEOUT later.
     assert all(row.next_attempt_at <= timezone.now() for row in rows[1:])
-    assert [d.pk for d in claim(10)] == [d.pk for d in deliveries[1:]]
-
-
-def test_release_leaves_a_delivery_that_was_taken_meanwhile(send):
-    (delivery,) = queue(send, 1)
-    (claimed,) = claim(1)
-    # Settled by another run since (a replay from the admin, say).
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="processed", next_attempt_at=None)
-    assert release([claimed]) == 0
-    assert WebhookDelivery.objects.get().next_attempt_at is None
+    assert claimed_pks() == [d.pk for d in deliveries[1:]]
 
 
 def test_the_command_applies_a_backlog(send):
     queue(send, 3)
-    out = call_command_output("--batch", "--claim", "2")
+    out = call_command_output("--batch")
     assert out == "Applied 3 deliveries.\n"
     assert Opportunity.objects.count() == 3
 
@@ -181,7 +203,7 @@ def test_the_command_refuses_to_run_for_another_queue(settings):
         call_command("morph_webhooks_worker", "--batch")
 
 
-@pytest.mark.parametrize("option", [["--claim", "0"], ["--interval", "0"]])
+@pytest.mark.parametrize("option", [["--interval", "0"], ["--interval", "nan"]])
 def test_the_command_refuses_nonsense_options(option):
     with pytest.raises(CommandError, match=option[0].strip("-")):
         call_command("morph_webhooks_worker", "--batch", *option)
@@ -197,7 +219,7 @@ def test_claims_skip_what_another_worker_is_claiming(send):
         f"SELECT 1 FROM {table} WHERE id IN (%s, %s) FOR UPDATE", [d.pk for d in deliveries[:2]]
     ):
         # Not blocked by the other claim, and none of its rows.
-        assert [d.pk for d in claim(10)] == [d.pk for d in deliveries[2:]]
+        assert claimed_pks() == [d.pk for d in deliveries[2:]]
 
 
 def call_command_output(*args: str) -> str:

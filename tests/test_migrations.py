@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -48,3 +49,60 @@ def test_the_related_resources_migrate_over_stored_opportunities() -> None:
         remote_updated_at=T0,
     )
     assert stage.pk is not None
+
+
+BEFORE_SCRUB = [(APP, "0010_connector_and_owner_labels")]
+SCRUB = [(APP, "0011_scrub_delivery_credentials")]
+
+
+def test_old_deliveries_are_scrubbed_of_tokens_and_signatures_in_batches(monkeypatch, settings) -> None:
+    # As a project without a secret configured runs it: the scrub reads no setting.
+    settings.MORPH_WEBHOOKS = {}
+    executor = migrate(BEFORE_SCRUB)
+    old_apps = executor.loader.project_state(BEFORE_SCRUB).apps
+    Delivery = old_apps.get_model(APP, "WebhookDelivery")
+    logged_before_masking = {
+        "x-conector-id": "hubspot",
+        "x-original-url": "/webhooks/morph/?token=old-secret-1&source=morph",
+        "referer": "https://crm.example.com/?TOKEN=old%2Bsecret",
+        "webhook-id": "msg_1",
+        "webhook-signature": "v1,c2lnbmF0dXJl",
+        "Authorization": "Bearer old-secret-1",
+    }
+    common = {"status": "processed", "http_status": 200, "body": "{}"}
+    stored = [
+        Delivery.objects.create(
+            path="/webhooks/morph/?next=%2F%3Ftoken%3Dx&ref=token=old-secret-2",
+            headers=logged_before_masking,
+            **common,
+        ),
+        Delivery.objects.create(path="/webhooks/morph/", headers={"x-conector-id": "hubspot"}, **common),
+        *(
+            Delivery.objects.create(
+                path="/webhooks/morph/", headers={"x-forwarded-uri": f"/?token=s{n}"}, **common
+            )
+            for n in range(3)
+        ),
+    ]
+    # Small batches, so that several run.
+    scrub = executor.loader.get_migration(*SCRUB[0])
+    monkeypatch.setattr(sys.modules[type(scrub).__module__], "BATCH_SIZE", 2)
+
+    migrate(SCRUB)
+
+    rows = {row.pk: row for row in Delivery.objects.all()}
+    first, clean, *others = (rows[delivery.pk] for delivery in stored)
+    assert first.headers == {
+        "x-conector-id": "hubspot",
+        "x-original-url": "/webhooks/morph/?token=[redacted]&source=morph",
+        "referer": "https://crm.example.com/?TOKEN=[redacted]",
+        "webhook-id": "msg_1",
+    }
+    assert first.path == "/webhooks/morph/?next=%2F%3Ftoken%3Dx&ref=token=[redacted]"
+    assert (clean.path, clean.headers) == ("/webhooks/morph/", {"x-conector-id": "hubspot"})
+    assert [row.headers for row in others] == [{"x-forwarded-uri": "/?token=[redacted]"}] * 3
+
+    # Reversible, restoring nothing.
+    migrate(BEFORE_SCRUB)
+    assert Delivery.objects.get(pk=first.pk).headers == first.headers
+    migrate(executor.loader.graph.leaf_nodes(APP))

@@ -10,10 +10,12 @@ from django.db.models.signals import post_save
 from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
+from morph_webhooks.signals import opportunity_created
 from morph_webhooks.statements import (
     _IDS,
     _claim_inserting,
     _claim_sql,
+    _compile_claim_due,
     _compile_insert,
     _compile_select,
     _compile_update,
@@ -141,21 +143,21 @@ def test_statements_per_delivery_queued_in_its_table(send, settings):
     else:
         assert verbs(queued) == ['INSERT INTO "morph_webhooks_idempotencykey"', delivery]
     assert not DBTaskResult.objects.exists()
-    # The worker: its claim (the due deliveries, locked, then leased), the delivery applied, and a
-    # last claim that finds none due.
-    due = 'SELECT "morph_webhooks_webhookdelivery"."id", "morph_webhooks_webhookdelivery"."received_at",'
+    # The worker: its claim (one UPDATE of the due delivery, leased with its attempt counted), the
+    # delivery applied, and a last claim that finds none due.
+    claim = 'UPDATE "morph_webhooks_webhookdelivery" SET'
     assert verbs(applied) == [
-        verbs([due])[0],
-        'UPDATE "morph_webhooks_webhookdelivery" SET',
+        claim,
         *(["SET LOCAL lock_timeout"] if connection.vendor == "postgresql" else []),
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'INSERT INTO "morph_webhooks_opportunity"',
         'UPDATE "morph_webhooks_webhookdelivery" SET',
-        verbs([due])[0],
+        claim,
     ]
+    assert '"attempts" = "attempts" + 1 WHERE "id" = (SELECT "id"' in applied[0]
     if connection.vendor == "postgresql":
-        assert applied[0].endswith("FOR UPDATE SKIP LOCKED")
+        assert "FOR UPDATE SKIP LOCKED" in applied[0]
     assert WebhookDelivery.objects.get().status == "processed"
 
 
@@ -175,7 +177,11 @@ def test_rejected_request_is_one_statement(send):
 
 def test_statements_name_tables_and_columns_from_meta(monkeypatch):
     # A project's db_table or db_column must not break the statements written outside the ORM.
-    for model, renamed in ((IdempotencyKey, "deliveries"), (Opportunity, "stage_id")):
+    for model, renamed in (
+        (IdempotencyKey, "deliveries"),
+        (Opportunity, "stage_id"),
+        (WebhookDelivery, "attempts"),
+    ):
         monkeypatch.setattr(model._meta, "db_table", f"custom_{model._meta.model_name}")
         monkeypatch.setattr(model._meta.get_field(renamed), "column", f"custom_{renamed}")
         monkeypatch.setattr(model._meta.get_field("owner_id"), "column", "custom_owner_id")
@@ -192,6 +198,12 @@ def test_statements_name_tables_and_columns_from_meta(monkeypatch):
         "lock": (lock.sql, Opportunity, ["stage_id", "owner_id"]),
         "insert": (_compile_insert(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
         "update": (_compile_update(Opportunity, connection).sql, Opportunity, ["stage_id", "owner_id"]),
+        # The own worker's claim of a queued delivery.
+        "claim due": (
+            _compile_claim_due(WebhookDelivery, connection).sql,
+            WebhookDelivery,
+            ["attempts", "owner_id"],
+        ),
         # The claim with an insert of another model's row (deferred mode's delivery, here renamed).
         "claim and insert": (
             _claim_inserting(IdempotencyKey, Opportunity, connection)[0],
@@ -289,3 +301,20 @@ def test_rows_inserted_together_keep_what_save_does(monkeypatch):
     stored = dict(Opportunity.objects.values_list("remote_id", "pk"))
     assert saved == [(f"opp_{index}", True, stored[f"opp_{index}"]) for index in range(3)]
     assert all(row.created_at and row.updated_at and not row._state.adding for row in rows)
+
+
+def test_the_worker_keeps_its_database_connection_from_one_delivery_to_the_next(send, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    assert connection.settings_dict["CONN_MAX_AGE"] == 0  # Django's default: one per request
+    for n in range(3):
+        send(opportunity_event(remote_id=f"opp_{n}"), key=f"k{n}")
+    seen = []
+    opportunity_created.connect(
+        lambda **kwargs: seen.append(id(connection.connection)), weak=False, dispatch_uid="test-seen"
+    )
+    try:
+        assert Worker(until_empty=True).run() == 3
+    finally:
+        opportunity_created.disconnect(dispatch_uid="test-seen")
+    # Not a new connection (a new login) for each delivery.
+    assert len(seen) == 3 and len(set(seen)) == 1

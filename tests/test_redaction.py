@@ -13,9 +13,11 @@ from django.core import mail
 from django.utils.log import AdminEmailHandler
 from django.views import debug
 
+from morph_webhooks.models import WebhookDelivery
 from morph_webhooks.redaction import ExceptionReporter, RedactToken, SafeExceptionReporterFilter, redact
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event
+from morph_webhooks.worker import Worker
 from tests.helpers import SECRET, URL, raising_receiver
 
 # Where proxies and browsers repeat the URL, secret included.
@@ -192,3 +194,34 @@ def test_djangos_request_loggers_mask_the_secret_without_configuration(caplog, n
 
     assert caplog.records[-1].getMessage() == '"POST /webhooks/morph/?token=[redacted] HTTP/1.1" 401'
     assert SECRET not in caplog.text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("processing", ["sync", "deferred"])
+def test_a_receivers_exception_is_stored_and_shown_with_the_credentials_masked(
+    send, settings, admin_client, processing
+):
+    api_secret = "api-secret-0123456789abcdef"
+    settings.MORPH_WEBHOOKS = {
+        **settings.MORPH_WEBHOOKS,
+        "API_SECRET": api_secret,
+        "PROCESSING": processing,
+        "QUEUE": "deliveries",
+    }
+    message = f"could not call https://crm.example.com/?token={SECRET} nor use {api_secret}"
+    with raising_receiver(opportunity_created, RuntimeError, message):
+        send(opportunity_event(), key="k1")
+        Worker(until_empty=True).run()
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == ("failed" if processing == "sync" else "queued")
+    assert "RuntimeError: could not call https://crm.example.com/?token=[redacted] nor use [redacted]" in (
+        delivery.error
+    )
+    page = admin_client.get(f"/admin/morph_webhooks/webhookdelivery/{delivery.pk}/change/")
+    overview = admin_client.get("/admin/morph_webhooks/webhookdelivery/overview/")
+    shown = [page.content.decode(), overview.content.decode()]
+    # The overview lists failures, not deliveries still queued for a retry.
+    assert all("[redacted]" in text for text in shown[: 2 if processing == "sync" else 1])
+    for text in (delivery.error, *shown):
+        assert SECRET not in text and api_secret not in text

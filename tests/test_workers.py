@@ -313,8 +313,10 @@ def test_a_failed_sync_is_a_failed_task_for_the_worker(settings):
 def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings, signal_file, tmp_path):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
     # 40 opportunities, each created then updated twice, the updates sent before the create for
-    # half of them: concurrent workers must still leave every row at its newest version.
-    keys = []
+    # half of them: concurrent workers must still leave every row at its newest version. Sent one
+    # version of each at a time, so that the workers' first three deliveries (held at the gate
+    # below, transactions open) are of three opportunities: two of one would wait on its row.
+    by_opportunity = []
     for n in range(40):
         versions = [opportunity_event("created", f"opp_{n}", fields={"name": f"v0 {n}"})]
         for minute in (1, 2):
@@ -328,6 +330,9 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
             )
         if n % 2:
             versions.reverse()
+        by_opportunity.append(versions)
+    keys = []
+    for versions in zip(*by_opportunity, strict=True):
         for version in versions:
             keys.append(f"k{len(keys)}")
             assert send(version, key=keys[-1]).json() == {"status": "queued"}
@@ -344,7 +349,7 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
     )
     workers = [
         subprocess.Popen(
-            [*worker_command("deliveries"), "--claim", "3"],
+            worker_command("deliveries"),
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -374,6 +379,53 @@ def test_own_workers_share_a_backlog_and_apply_each_delivery_once(send, settings
     # A line per signal sent, each key at most once.
     lines = signal_file.read_text().splitlines()
     assert len({line.split()[1] for line in lines}) == len(lines)
+
+
+def test_a_delivery_that_kills_its_worker_ends_dead_and_holds_no_other(send, settings, signal_file):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    # opp_0 has waited longest: a worker takes it first, and its receiver SIGKILLs the worker.
+    for n in range(5):
+        assert send(opportunity_event("created", f"opp_{n}"), key=f"k{n}").json() == {"status": "queued"}
+    env = worker_env(
+        "deliveries",
+        MORPH_TEST_KILL="opp_0",
+        MORPH_TEST_SIGNAL_FILE=str(signal_file),
+        MORPH_WEBHOOKS_MAX_ATTEMPTS="3",
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            worker_command("deliveries"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    assert run().returncode == -signal.SIGKILL
+    killer = WebhookDelivery.objects.get(idempotency_key="k0")
+    # The attempt it died in is counted: it was recorded before anything was applied.
+    assert (killer.status, killer.attempts) == ("queued", 1)
+    # The others were not claimed with it: the next worker applies them now, not a lease later.
+    others = WebhookDelivery.objects.exclude(pk=killer.pk)
+    assert set(others.values_list("status", "attempts")) == {("queued", 0)}
+    second = run()
+    assert (second.returncode, second.stdout) == (0, "Applied 4 deliveries.\n"), second.stderr[-2000:]
+    assert set(others.values_list("status", "attempts")) == {("processed", 1)}
+
+    # Each time its lease runs out (moved to now here, not waited for), a worker takes it again.
+    runs = []
+    for _ in range(3):
+        WebhookDelivery.objects.filter(pk=killer.pk).update(next_attempt_at=timezone.now())
+        runs.append(run())
+    assert [run.returncode for run in runs] == [-signal.SIGKILL, -signal.SIGKILL, 0]
+    # Killed in all three of its attempts (MAX_ATTEMPTS): dead, and the receivers told.
+    assert runs[-1].stdout == "Applied 0 deliveries; 1 failed (recorded, and retried or dead).\n"
+    killer.refresh_from_db()
+    assert (killer.status, killer.attempts, killer.next_attempt_at) == ("dead", 3, None)
+    assert "WorkerDied: Gave up after 3 attempts (MAX_ATTEMPTS)" in killer.error
+    assert sorted(signal_file.read_text().splitlines()) == [
+        *(f"created k{n}" for n in range(1, 5)),
+        "delivery_failed k0",
+    ]
+    assert not Opportunity.objects.filter(remote_id="opp_0").exists()
+    assert IdempotencyKey.objects.get(key="k0").outcome == "queued"  # held for a reprocess
 
 
 def test_own_worker_stops_gracefully_on_sigterm(send, settings):

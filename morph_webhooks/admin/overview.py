@@ -66,7 +66,7 @@ class Failure:
 class ConnectionRow:
     connector_id: str
     owner_id: str
-    # None: no delivery yet, or not a registered connection (its every event failed so far).
+    # None: no delivery yet, or not a registered connection (only failed deliveries of it are known).
     last_event_at: datetime | None
     # Failed or dead deliveries over the hours the overview shows.
     failures: int
@@ -240,7 +240,8 @@ def connection_rows(now: datetime, deliveries_url: str) -> list[ConnectionRow]:
                 url=connection_url(deliveries_url, *pair),
             )
         )
-    # Failures of a connection that no applied event has registered yet, when every one failed.
+    # Failures of a connection that is not registered: logged by a version that registered only
+    # the connections of applied events, or its registration failed (logged).
     rows += [
         ConnectionRow(
             *pair,

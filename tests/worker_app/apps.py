@@ -4,6 +4,7 @@ a worker cannot share the test's in-memory receivers, so it reports through file
 from __future__ import annotations
 
 import os
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -53,6 +54,16 @@ def gate(**kwargs: Any) -> None:
         time.sleep(0.01)
 
 
+def kill(instance: Any, **kwargs: Any) -> None:
+    # A receiver that ends its process (a crash in a C extension, the OOM killer) on one opportunity.
+    if instance.remote_id == os.environ["MORPH_TEST_KILL"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def record_failure(delivery: Any, **kwargs: Any) -> None:
+    append(f"delivery_failed {delivery.idempotency_key}\n")
+
+
 def fail(**kwargs: Any) -> None:
     raise RuntimeError("receiver failure requested by the test")
 
@@ -71,6 +82,7 @@ class WorkerAppConfig(AppConfig):
         if os.environ.get("MORPH_TEST_SIGNAL_FILE"):
             for name in ("created", "updated", "deleted"):
                 getattr(signals, f"opportunity_{name}").connect(record(name), weak=False)
+            signals.delivery_failed.connect(record_failure, weak=False)
         if os.environ.get("MORPH_TEST_STALL_FILE"):
             signals.opportunity_created.connect(stall, weak=False)
         if os.environ.get("MORPH_TEST_SLOW"):
@@ -79,6 +91,8 @@ class WorkerAppConfig(AppConfig):
         if os.environ.get("MORPH_TEST_GATE_DIR"):
             for name in ("created", "updated", "deleted"):
                 getattr(signals, f"opportunity_{name}").connect(gate, weak=False)
+        if os.environ.get("MORPH_TEST_KILL"):
+            signals.opportunity_created.connect(kill, weak=False)
         if os.environ.get("MORPH_TEST_FAIL"):
             signals.opportunity_created.connect(fail, weak=False)
         if os.environ.get("MORPH_TEST_FAIL_ONCE_FILE"):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import conf
 from ...worker import Worker
-from ..options import positive_int, positive_seconds
+from ..options import positive_seconds
 
 
 class Command(BaseCommand):
@@ -27,21 +27,15 @@ class Command(BaseCommand):
             default=1.0,
             help="Seconds to wait before looking again when no delivery is due (default 1).",
         )
-        parser.add_argument(
-            "--claim",
-            type=positive_int,
-            default=10,
-            help="Deliveries claimed at a time (default 10); the rest stay for other workers.",
-        )
 
-    def handle(self, *args: Any, batch: bool, interval: float, claim: int, **options: Any) -> None:
+    def handle(self, *args: Any, batch: bool, interval: float, **options: Any) -> None:
         if not (conf.DEFERRED and conf.QUEUE == "deliveries"):
             raise CommandError(
                 "morph_webhooks_worker applies deliveries queued with MORPH_WEBHOOKS['QUEUE'] = "
                 f"'deliveries' in deferred mode; PROCESSING is {conf.PROCESSING!r} and QUEUE is "
                 f"{conf.QUEUE!r}."
             )
-        worker = Worker(claim_size=claim, interval=interval, until_empty=batch)
+        worker = Worker(interval=interval, until_empty=batch)
 
         def stop(signum: int, frame: FrameType | None) -> None:
             self.stderr.write(f"{signal.Signals(signum).name}: stopping after the delivery in hand.")
