@@ -29,9 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parent.parent
+# `python benchmarks/health.py` puts benchmarks/ first on the path, where its modules would pass
+# for top-level ones; the checkout's root is what belongs there.
+if Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)
+
+from benchmarks.harness import migrate, setup_django, throwaway_database  # noqa: E402
 
 
 def main() -> None:
@@ -44,30 +48,23 @@ def main() -> None:
     parser.add_argument("--overview", action="store_true", help="time the admin overview's connections too")
     args = parser.parse_args()
 
-    with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
-        admin.execute(f'CREATE DATABASE "{args.database}"')
-    try:
-        run(args)
-    finally:
-        with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+    with throwaway_database(f"{args.server}/{args.database}") as url:
+        run(args, url)
 
 
-def run(args: argparse.Namespace) -> None:
-    os.environ["DATABASE_URL"] = f"{args.server}/{args.database}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+def run(args: argparse.Namespace, database_url: str) -> None:
+    setup_django(
+        {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
+        }
+    )
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from morph_webhooks import health, metrics
 
-    call_command("migrate", verbosity=0)
+    migrate()
     started = time.monotonic()
     with connection.cursor() as cursor:
         # Connection i is connector c(i % 4) for owner t(i); deliveries go round the connections.

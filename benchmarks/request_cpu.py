@@ -49,44 +49,25 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+# `python benchmarks/request_cpu.py` puts benchmarks/ first on the path, where its modules would
+# pass for top-level ones; the checkout's root is what belongs there.
+if Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS, fresh_database, migrate, secrets_env  # noqa: E402
 
 STAGES = ("appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost")
 
 
-def fresh_database(kind: str, name: str) -> str:
-    if kind == "sqlite":
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name}.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{PG_SERVER}/{name}"
-
-
 def setup_django(database_url: str) -> str:
-    token = secrets.token_urlsafe(32)
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "MORPH_WEBHOOKS_SECRET": token,
-            "BENCH_DATABASE_URL": database_url,
-        }
+    """Django set up on a migrated ``database_url``; return the webhook secret."""
+    env = secrets_env()
+    harness.setup_django(
+        {"DJANGO_SETTINGS_MODULE": "benchmarks.settings", **env, "BENCH_DATABASE_URL": database_url}
     )
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-    return token
+    migrate()
+    return env["MORPH_WEBHOOKS_SECRET"]
 
 
 class Events:
@@ -253,7 +234,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
 
-    token = setup_django(fresh_database(args.database, args.database_name))
+    token = setup_django(
+        fresh_database(args.database, args.database_name, RESULTS / f"{args.database_name}.sqlite3")
+    )
     from django.core.wsgi import get_wsgi_application
 
     # get_wsgi_application() sets Django up again, logging included.

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# `python benchmarks/sync.py` puts benchmarks/ first on the path, where its modules would pass
+# for top-level ones; the checkout's root is what belongs there.
+if Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)
+
+from benchmarks.harness import (  # noqa: E402
+    free_port,
+    migrate,
+    read_results,
+    setup_django,
+    throwaway_database,
+    write_results,
+)
+
 CONNECTOR, OWNER = "hubspot", "tenant_1"
 KEY, SECRET = "fake-api-key", "fake-api-secret-0123456789"
 MILESTONES = (10_000, 50_000, 100_000)
@@ -56,29 +68,12 @@ def main() -> None:
             database_url = f"sqlite:///{directory}/sync.sqlite3"
             result = with_fake_api(args, database_url)
         else:
-            import psycopg
-
-            with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{args.pg_database}" WITH (FORCE)')
-                admin.execute(f'CREATE DATABASE "{args.pg_database}"')
-            try:
-                result = with_fake_api(args, f"{args.server}/{args.pg_database}")
-            finally:
-                with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{args.pg_database}" WITH (FORCE)')
+            with throwaway_database(f"{args.server}/{args.pg_database}") as database_url:
+                result = with_fake_api(args, database_url)
 
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(output.read_text()) if output.exists() else {}
-    results[args.database] = result
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output, {**read_results(output), args.database: result})
     print(f"\nWritten to {output}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def with_fake_api(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
@@ -165,24 +160,24 @@ def memory() -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, database_url: str, api_url: str) -> dict[str, Any]:
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    os.environ["MORPH_WEBHOOKS_API_URL"] = api_url
-    os.environ["MORPH_WEBHOOKS_API_KEY"] = KEY
-    os.environ["MORPH_WEBHOOKS_API_SECRET"] = SECRET
-    sys.path.insert(0, str(ROOT))
+    setup_django(
+        {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "MORPH_WEBHOOKS_API_URL": api_url,
+            "MORPH_WEBHOOKS_API_KEY": KEY,
+            "MORPH_WEBHOOKS_API_SECRET": SECRET,
+        }
+    )
     import django
-
-    django.setup()
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
 
     from morph_webhooks.models import Connection, Opportunity
     from morph_webhooks.sync import ModelSync, models_to_sync, sync_connection
 
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "API_PAGE_SIZE": args.page_size}
-    call_command("migrate", verbosity=0)
+    migrate()
     sync = Connection.objects.create(connector_id=CONNECTOR, owner_id=OWNER)
     specs = models_to_sync()
     print(

@@ -15,31 +15,31 @@ import http.client
 import json
 import os
 import queue
-import re
-import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from importlib import metadata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+# `python soak/run.py` puts soak/ first on the path, where settings.py and wsgi.py would pass for
+# top-level modules; the checkout's root is what belongs there.
+if Path(sys.path[0]).resolve() == ROOT / "soak":
+    sys.path[0] = str(ROOT)
+
+from benchmarks.harness import HOST, Gunicorn, migrate, recreate_database, secrets_env, setup_django  # noqa: E402
 
 if TYPE_CHECKING:
     from soak.plan import Event, Plan
     from soak.verify import Answer, Verification
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/morph_webhooks_soak"
 ENDPOINT = "/webhooks/morph/"
-HOST = "127.0.0.1"
 # Generous: a request that takes this long is a finding, and reported as an error.
 REQUEST_TIMEOUT = 60
 STARTUP_TIMEOUT = 60
@@ -51,17 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment(args)
     # This process migrates and verifies with the same settings as the server.
-    os.environ.update(env)
-    # `python soak/run.py` puts soak/ first on the path, where settings.py and wsgi.py would pass
-    # for top-level modules; the checkout's root is what belongs there.
-    if sys.path and Path(sys.path[0]).resolve() == ROOT / "soak":
-        sys.path[0] = str(ROOT)
-    elif str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    setup_django(env)
     from django.db import connections
 
     from soak.plan import SCOPES, build_plan
@@ -81,15 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     recreate_database(args.database_url)
-    call_command("migrate", verbosity=0, interactive=False)
-    # gunicorn's workers are separate processes; this one must not hold connections meanwhile.
-    connections.close_all()
+    migrate()
 
     log_dir = Path(tempfile.mkdtemp(prefix="morph-webhooks-soak-"))
     log_path = log_dir / "gunicorn.log"
     path = f"{ENDPOINT}?token={quote(env['MORPH_WEBHOOKS_SECRET'])}"
     answers: list[list[Answer]] = [[] for _ in plan.sends]
-    with gunicorn(args, env, log_path) as port:
+    with serve(args, env, log_path) as server:
+        port = server.port
         print(f"Sending to http://{HOST}:{port}{ENDPOINT} ...", flush=True)
         load_before = os.getloadavg()[0]
         started = time.monotonic()
@@ -99,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         load = (load_before, os.getloadavg()[0])
         main_pass = [attempts[0] for attempts in answers]
         retried = retry_failures(plan, answers, port, path, args)
-    log = scan_log(log_path)
+    log = server.problems()
 
     verification = verify(plan, answers)
     connections.close_all()
@@ -156,8 +145,7 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": args.settings,
         "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "MORPH_WEBHOOKS_SECRET": secrets.token_urlsafe(32),
+        **secrets_env(),
         "SOAK_DATABASE_URL": args.database_url,
         "SOAK_CONN_MAX_AGE": str(args.conn_max_age),
         # gunicorn imports soak.wsgi from the checkout (neither soak nor example_project is installed).
@@ -165,99 +153,25 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def recreate_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    # Connect to the server's maintenance database: one cannot drop the database one is in.
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        # FORCE: a previous run killed half-way may have left connections behind.
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-@contextmanager
-def gunicorn(args: argparse.Namespace, env: dict[str, str], log_path: Path) -> Iterator[int]:
-    """Run gunicorn on a free port; yield the port once it answers; always stop it."""
-    try:
-        version = tuple(int(part) for part in re.findall(r"\d+", metadata.version("gunicorn"))[:2])
-    except metadata.PackageNotFoundError:
-        raise SystemExit("gunicorn is not installed: run `make install` (it is in the dev extra).") from None
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"--workers={args.workers}",
-        f"--threads={args.threads}",
-        f"--bind={HOST}:{port}",
-        f"--chdir={ROOT}",
-        f"--timeout={REQUEST_TIMEOUT}",
-        "--graceful-timeout=20",
-        # INFO: worker boots, timeouts and crashes are logged. No access log: Morph's secret is in
-        # the query string, which gunicorn's access log would write down.
-        "--log-level=info",
-    ]
-    if version >= (25, 1):
-        # Otherwise every run shares one control socket in $HOME, and concurrent runs collide.
-        command.append("--no-control-socket")
-    command.append("soak.wsgi:application")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(process, port, args.workers, log_path)
-        yield port
-    finally:
-        stop(process)
-
-
-def free_port() -> int:
-    # The port is free when asked; another process could take it before gunicorn binds it, in
-    # which case gunicorn fails to start and says so.
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], port: int, workers: int, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(
-                f"gunicorn exited with status {process.returncode}:\n{log_path.read_text()[-3000:]}"
-            )
-        booted = log_path.read_text(errors="replace").count("Booting worker with pid")
-        if booted >= workers and answers_http(port):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"gunicorn did not start within {STARTUP_TIMEOUT}s:\n{log_path.read_text()[-3000:]}")
-
-
-def answers_http(port: int) -> bool:
-    # The site's root only redirects to the admin: no database access, nothing recorded.
-    connection = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        connection.request("GET", "/")
-        connection.getresponse().read()
-        return True
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    # SIGTERM: a graceful shutdown, the workers finish the requests they are handling.
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def serve(args: argparse.Namespace, env: dict[str, str], log_path: Path) -> Gunicorn:
+    """``soak.wsgi`` under gunicorn, answering once every worker has booted."""
+    return Gunicorn(
+        "soak.wsgi:application",
+        workers=args.workers,
+        env=env,
+        log_path=log_path,
+        options=[
+            f"--threads={args.threads}",
+            f"--timeout={REQUEST_TIMEOUT}",
+            "--graceful-timeout=20",
+            # INFO: worker boots, timeouts and crashes are logged. No access log: Morph's secret is
+            # in the query string, which gunicorn's access log would write down.
+            "--log-level=info",
+        ],
+        # The site's root only redirects to the admin: no database access, nothing recorded.
+        probe="/",
+        startup_timeout=STARTUP_TIMEOUT,
+    )
 
 
 def send(plan: Plan, positions: Iterable[int], port: int, path: str, senders: int) -> dict[int, Answer]:
@@ -337,14 +251,6 @@ def retry_failures(
         for position, answer in send(plan, failed, port, path, args.senders).items():
             answers[position].append(answer)
     return retried
-
-
-def scan_log(log_path: Path) -> list[str]:
-    """gunicorn's and Django's warnings and errors: worker timeouts and crashes, tracebacks."""
-    markers = ("WARNING", "ERROR", "CRITICAL", "Traceback", "TIMEOUT")
-    return [
-        line for line in log_path.read_text(errors="replace").splitlines() if any(m in line for m in markers)
-    ]
 
 
 def report(
