@@ -49,12 +49,13 @@ def preload_postgres(count: int) -> None:
         INSERT INTO {Opportunity._meta.db_table} (
             connector_id, owner_id, remote_id, name, amount, currency, stage_id, pipeline_id,
             crm_owner_id, contact_ids, company_ids, engagement_ids, extra_fields, raw_resource,
-            warnings, remote_created_at, remote_updated_at, deleted_at, created_at, updated_at)
+            warnings, remote_created_at, remote_updated_at, deleted_at, deleted_by_sync, created_at,
+            updated_at)
         SELECT connector, owner, 'pre_' || i, 'Preloaded deal ' || i, (i % 100000) * 12.5, 'EUR',
             ({_array(STAGES)})[1 + i % 7], 'pipeline_sales', 'user_' || (i % 50),
             jsonb_build_array('contact_' || (i % 5000)), jsonb_build_array('company_' || (i % 2000)),
             '[]'::jsonb, '{{}}'::jsonb, NULL, '[]'::jsonb, ts - interval '1 day', ts,
-            CASE WHEN i % 50 = 0 THEN ts END, ts, ts
+            CASE WHEN i % 50 = 0 THEN ts END, false, ts, ts
         {common}
         """,
         f"""
@@ -124,12 +125,13 @@ def preload_sqlite(count: int) -> None:
         f"""INSERT INTO {Opportunity._meta.db_table} (
             connector_id, owner_id, remote_id, name, amount, currency, stage_id, pipeline_id,
             crm_owner_id, contact_ids, company_ids, engagement_ids, extra_fields, raw_resource,
-            warnings, remote_created_at, remote_updated_at, deleted_at, created_at, updated_at) """
+            warnings, remote_created_at, remote_updated_at, deleted_at, deleted_by_sync, created_at,
+            updated_at) """
         + seq(
             f"""SELECT connector, owner, 'pre_' || i, 'Preloaded deal ' || i, (i % 100000) * 12.5,
             'EUR', {stages}, 'pipeline_sales', 'user_' || (i % 50),
             '["contact_' || (i % 5000) || '"]', '["company_' || (i % 2000) || '"]', '[]', '{{}}',
-            NULL, '[]', created, ts, CASE WHEN i % 50 = 0 THEN ts END, ts, ts"""
+            NULL, '[]', created, ts, CASE WHEN i % 50 = 0 THEN ts END, 0, ts, ts"""
         ),
         f"""INSERT INTO {IdempotencyKey._meta.db_table} (
             connector_id, owner_id, key, event, remote_id, outcome, deliveries, first_seen_at,

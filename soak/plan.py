@@ -145,7 +145,7 @@ def build_plan(
         by_opportunity.append(indices)
     for number in range(ignored):
         scope = rng.choice(SCOPES)
-        events.append(_contact_event(new_key(scope), f"contact_{number}"))
+        events.append(_ignored_event(new_key(scope), f"call_{number}"))
 
     # The order comes from sorting random positions: a re-send placed just after its original
     # (a "twin"), or a burst of one opportunity's events, is a run of nearly equal positions.
@@ -274,20 +274,21 @@ def _opportunity_event(*, key: KeyId, type: str, remote_id: str, state: State) -
     )
 
 
-def _contact_event(key: KeyId, remote_id: str) -> Event:
-    # A well-formed event of a model the app does not store: answered "ignored", key recorded.
+def _ignored_event(key: KeyId, remote_id: str) -> Event:
+    # A well-formed event of a Morph model the app does not mirror (a call in a telephony app):
+    # answered "ignored", key recorded.
     payload = {
-        "event": "genericContact::updated",
+        "event": "telephonyCall::created",
         "data": {
             "object": "resource",
-            "model": "genericContact",
+            "model": "telephonyCall",
             "id": remote_id,
-            "fields": {"firstName": "Ada", "email": f"{remote_id}@example.com"},
+            "fields": {"direction": "inbound"},
         },
     }
     return Event(
         key=key,
-        type="genericContact::updated",
+        type="telephonyCall::created",
         remote_id=remote_id,
         headers=morph_headers(key[2], connector_id=key[0], owner_id=key[1]),
         body=json.dumps(payload, separators=(",", ":")).encode(),

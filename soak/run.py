@@ -294,7 +294,7 @@ def report(
         ("applied", f"{outcomes['processed']:,}", 'answered "processed"'),
         ("duplicates", f"{outcomes['duplicate']:,}", f"expected {plan.resends:,}"),
         ("stale", f"{outcomes['stale']:,}", "older than the stored version; depends on arrival order"),
-        ("ignored", f"{outcomes['ignored']:,}", f"expected {plan.ignored:,} (genericContact events)"),
+        ("ignored", f"{outcomes['ignored']:,}", f"expected {plan.ignored:,} (telephonyCall events)"),
         (
             "errors",
             f"{len(errors):,}",
