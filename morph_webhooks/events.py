@@ -22,6 +22,7 @@ from .serializers import (
     prepared,
     validate,
 )
+from .text import encodable, is_storable
 
 # Deeper JSON is refused: nothing Morph sends comes close, and it would strain the encoders later.
 MAX_DEPTH = 64
@@ -450,7 +451,7 @@ def _plainly_storable(payload: dict[str, Any]) -> bool:
         if depth >= MAX_DEPTH:
             return False
         if isinstance(container, dict):
-            if not all(map(_storable_text, container)):
+            if not all(map(is_storable, container)):
                 return False
             items: Iterable[Any] = container.values()
         else:
@@ -460,32 +461,18 @@ def _plainly_storable(payload: dict[str, Any]) -> bool:
                 pending.append(item)
                 depths.append(depth + 1)
             elif isinstance(item, str):
-                if not _storable_text(item):
+                if not is_storable(item):
                     return False
             elif isinstance(item, float) and not math.isfinite(item):
                 return False
     return True
 
 
-def _storable_text(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_text(path: str, text: str) -> None:
     if "\x00" in text:
         raise InvalidEvent({path: ["Contains a NUL character, which cannot be stored."]})
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidEvent({path: ["Contains an unpaired surrogate, which cannot be stored."]}) from None
+    if not encodable(text):
+        raise InvalidEvent({path: ["Contains an unpaired surrogate, which cannot be stored."]})
 
 
 def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .resources.base import ACTIONS, ID_LENGTH
+from .text import encodable
 
 # Morph documents ``fields`` as required. A delete needs none, but a create or an update without
 # them (a typo such as "fileds") would store or change nothing while answering "processed".
@@ -32,12 +33,7 @@ class ProhibitSurrogateCharacters(ProhibitSurrogateCharactersValidator):
     a surrogate, nearly all, is told apart in C first; with one, DRF's says which."""
 
     def __call__(self, value: Any) -> None:
-        text = str(value)
-        if text.isascii():
-            return
-        try:
-            text.encode("utf-8")  # fails on a surrogate, and only on one
-        except UnicodeEncodeError:
+        if not encodable(str(value)):
             super().__call__(value)
 
 

@@ -33,6 +33,7 @@ from .redaction import (
     forget_token,
     redacter,
 )
+from .text import printable, storable
 
 logger = logging.getLogger(__name__)
 
@@ -209,17 +210,6 @@ def check_content_type(request: HttpRequest) -> None:
         raise exceptions.UnsupportedMediaType(
             content_type, f'Content-Encoding "{encoding}" is not accepted; send the body uncompressed.'
         )
-
-
-def storable(text: str) -> str:
-    # The log keeps what arrived, in a form every database can store (no NUL, valid UTF-8).
-    if text.isascii() and "\x00" not in text:
-        return text  # as almost every header is
-    return text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
-
-
-def printable(body: bytes) -> str:
-    return storable(body.decode("utf-8", errors="replace"))
 
 
 def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
