@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from morph_webhooks.events import InvalidEvent, load_json
+from morph_webhooks.events import InvalidEvent
 from morph_webhooks.models import WebhookDelivery
+from morph_webhooks.parsing import load_json
 from morph_webhooks.text import is_storable, printable, storable
 
 TEXTS = {

@@ -1,8 +1,9 @@
 """What every mirrored Morph resource has: the abstract model and the spec that describes one.
 
 A Morph model (``crmOpportunity``, ``crmStage``...) is mirrored by one module in this package
-holding its Django model (a :class:`MirroredResource`), the serializer of its ``data.fields``, its
-signals and a :class:`ResourceSpec` tying them together; :mod:`.registry` lists the specs.
+holding its Django model (a :class:`MirroredResource`), the serializer of its ``data.fields``
+(built from the field types of :mod:`.fields`), its signals and a :class:`ResourceSpec` tying
+them together; :mod:`.registry` lists the specs.
 """
 
 from __future__ import annotations

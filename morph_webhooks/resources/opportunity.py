@@ -10,9 +10,9 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import AmountField, ReferenceField, ResourceFields
 from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .fields import AmountField, ReferenceField, ResourceFields
 from .stage import Stage
 
 if TYPE_CHECKING:
