@@ -31,6 +31,11 @@ def test_the_resources_import_no_layer_above_them(graph):
         assert graph.find_modules_directly_imported_by(module) <= resources | allowed, module
 
 
+def test_the_resources_import_the_event_type_they_apply(graph):
+    # A leaf closes no cycle: nothing needs hiding behind TYPE_CHECKING or inside a function.
+    assert graph.direct_import_exists(importer=f"{PACKAGE}.resources.base", imported=f"{PACKAGE}.events")
+
+
 def test_only_the_parser_uses_its_serializers(graph):
     assert graph.find_modules_that_directly_import(f"{PACKAGE}.serializers") == {f"{PACKAGE}.parsing"}
 

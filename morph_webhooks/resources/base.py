@@ -16,11 +16,11 @@ from django.db import models
 from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
+from ..events import ResourceEvent
+
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
     from rest_framework import serializers
-
-    from ..events import ResourceEvent
 
 # Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
 ID_LENGTH = 255
