@@ -292,7 +292,8 @@ def _read_headers(headers: Mapping[str, str], errors: dict[str, list[str]]) -> H
     names = {**HEADER_NAMES, "connector_id": sent}
     for name, messages in header_errors.items():
         errors[names[name]] = [str(message) for message in messages]
-    # Never used: the errors recorded above stop parse_event before an event is built.
+    # Placeholders: an event may still be built with them, so that one answer names every bad
+    # field, but the errors recorded above make parse_event raise instead of returning it.
     return Headers(connector_id="", owner_id="", idempotency_key="")
 
 
