@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 from .body import ascii_number
 from .conf import conf
-from .events import unique_keys
 from .extras import MissingDependency
+from .parsing import unique_keys
 
 try:
     import httpx

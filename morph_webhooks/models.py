@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from .conf import conf
 from .redaction import redact
 from .statements import insert, update
+from .text import is_storable
 
 if TYPE_CHECKING:
     from .events import MorphEvent
@@ -102,13 +103,7 @@ class IdempotencyKey(models.Model):
 
 def _storable_text(value: object) -> TypeGuard[str]:
     # A refused body may hold what no column can (an escaped NUL or lone surrogate): keep none of it.
-    if not isinstance(value, str) or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and is_storable(value)
 
 
 class WebhookDelivery(models.Model):

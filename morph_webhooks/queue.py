@@ -20,8 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import conf
-from .events import InvalidEvent, MorphEvent, parse_event
+from .events import InvalidEvent, MorphEvent
 from .models import IdempotencyKey, Outcome, WebhookDelivery
+from .parsing import parse_event
 from .processing import (
     Result,
     first_delivery,

@@ -11,8 +11,9 @@ from rest_framework.exceptions import PermissionDenied
 
 from .conf import conf
 from .errors import REFUSED_REQUESTS
-from .events import InvalidEvent, parse_event
+from .events import InvalidEvent
 from .models import AWAITING_APPLY, Outcome, WebhookDelivery
+from .parsing import parse_event
 from .policy import check_allowed
 from .processing import Result, process_event
 from .queue import queue_event, requeue

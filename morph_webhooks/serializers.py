@@ -1,4 +1,7 @@
-"""DRF serializers for what Morph sends: headers, the event envelope and an opportunity.
+"""The DRF serializers of what Morph sends around a resource's fields: headers, the event
+envelope, and the ``data`` every resource has; built once and shared by the parser
+(:mod:`.parsing`, the only module that imports this one). Each model's ``data.fields`` is
+validated by its own serializer, in :mod:`.resources`.
 
 Morph's documentation and its real payloads disagree (see README, "What Morph sends"); these
 accept both shapes and nothing else.
@@ -6,21 +9,19 @@ accept both shapes and nothing else.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from decimal import Context, Decimal
 from typing import Any, TypeVar
 
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .resources.base import ACTIONS, ID_LENGTH
+from .resources.fields import IdField, TimestampField
+from .text import encodable
 
 # Morph documents ``fields`` as required. A delete needs none, but a create or an update without
 # them (a typo such as "fileds") would store or change nothing while answering "processed".
 ACTIONS_WITH_FIELDS = ("created", "updated")
-# What every database returns exactly from a decimal column (see AmountField).
-SIGNIFICANT_DIGITS = 15
 # Morph event types are "<model>::<action>"; models the app does not mirror are acknowledged.
 EVENT_TYPE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9]*)::(?P<action>[A-Za-z]+)$")
 
@@ -32,12 +33,7 @@ class ProhibitSurrogateCharacters(ProhibitSurrogateCharactersValidator):
     a surrogate, nearly all, is told apart in C first; with one, DRF's says which."""
 
     def __call__(self, value: Any) -> None:
-        text = str(value)
-        if text.isascii():
-            return
-        try:
-            text.encode("utf-8")  # fails on a surrogate, and only on one
-        except UnicodeEncodeError:
+        if not encodable(str(value)):
             super().__call__(value)
 
 
@@ -87,98 +83,6 @@ class HeadersSerializer(serializers.Serializer[Any]):
     connector_id = HeaderField()
     owner_id = HeaderField()
     idempotency_key = HeaderField()
-
-
-class IdField(serializers.CharField):
-    """A Morph id: a non-empty string; numeric ids from CRMs such as Pipedrive become strings."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=ID_LENGTH, **kwargs)
-
-    def to_internal_value(self, data: Any) -> str:
-        if isinstance(data, float):
-            self.fail("invalid")
-        return str(super().to_internal_value(data))
-
-
-class ReferenceField(IdField):
-    """A reference to another Morph resource, reduced to its id.
-
-    Morph documents a bare id string but sends ``{"object": "resourceRef", "model", "id"}``, or the
-    expanded resource (``"object": "resource"`` with its ``fields``). All three are accepted.
-    """
-
-    default_error_messages = {
-        "invalid_object": 'Expected "object" to be "resourceRef" or "resource".',
-        "missing_id": 'A reference object needs an "id".',
-    }
-
-    def to_internal_value(self, data: Any) -> str:
-        if isinstance(data, dict):
-            if data.get("object", "resourceRef") not in ("resourceRef", "resource"):
-                self.fail("invalid_object")
-            if "id" not in data:
-                self.fail("missing_id")
-            data = data["id"]
-        return super().to_internal_value(data)
-
-
-class ResourceFields(serializers.Serializer[Any]):
-    """``data.fields`` of a Morph model. Every field is optional (an event carries those that
-    changed); each field's ``source`` is the column it is stored in."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Set here, not on the declared fields: DRF rebuilds those from their arguments per instance.
-        for field in self.fields.values():
-            field.required = False
-
-
-class UpperCaseChoiceField(serializers.ChoiceField):
-    """One of upper-case ``choices``, sent in any case (``won``, ``Won``, ``WON``)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        return super().to_internal_value(data.upper() if isinstance(data, str) else data)
-
-
-class AmountField(serializers.DecimalField):
-    """Morph documents the amount as a string and sends a number: either is accepted."""
-
-    # The model's column: numeric(24, 6).
-    MAX_DIGITS, DECIMAL_PLACES = 24, 6
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            max_digits=self.MAX_DIGITS, decimal_places=self.DECIMAL_PLACES, min_value=Decimal(0), **kwargs
-        )
-
-    def to_internal_value(self, data: Any) -> Decimal:
-        if isinstance(data, bool) or not isinstance(data, (int, float, str)):
-            self.fail("invalid")
-        if isinstance(data, float):
-            # repr() is the shortest text that reads back as the same float: 19.99, not 19.98999...
-            data = repr(data)
-        return super().to_internal_value(data)
-
-    def validate_precision(self, value: Decimal) -> Decimal:
-        # SQLite stores a decimal as a double, exact to 15 significant digits only; more would be
-        # read back as another number, or not at all. More whole digits than that are no money
-        # amount and are refused; decimals are rounded to what is left (at most decimal_places):
-        # CRMs keep more decimals than money needs, and rounding them beats refusing the event.
-        whole_digits = max(value.adjusted() + 1, 0) if value else 0
-        if whole_digits > SIGNIFICANT_DIGITS:
-            self.fail("max_whole_digits", max_whole_digits=SIGNIFICANT_DIGITS)
-        places = min(self.DECIMAL_PLACES, SIGNIFICANT_DIGITS - whole_digits)
-        rounded = value.quantize(Decimal(1).scaleb(-places), context=Context(prec=self.MAX_DIGITS))
-        if rounded.adjusted() >= SIGNIFICANT_DIGITS:  # 999999999999999.5 rounds up to 16 digits
-            self.fail("max_whole_digits", max_whole_digits=SIGNIFICANT_DIGITS)
-        return rounded
-
-
-class TimestampField(serializers.DateTimeField):
-    def __init__(self, **kwargs: Any) -> None:
-        # Morph sends UTC ("...Z"); a timestamp without an offset is read as UTC too.
-        super().__init__(default_timezone=dt.timezone.utc, **kwargs)
 
 
 class WarningSerializer(serializers.Serializer[Any]):

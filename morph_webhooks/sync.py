@@ -27,8 +27,9 @@ from django.utils.dateparse import parse_datetime
 
 from .api import CursorLoop, MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
-from .events import InvalidEvent, ResourceEvent, expanded_keys, parse_resource
+from .events import InvalidEvent, ResourceEvent
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
+from .parsing import expanded_keys, parse_resource
 from .processing import (
     ATTEMPTS,
     STORED_STATE,

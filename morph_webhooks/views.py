@@ -18,10 +18,11 @@ from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
 from .conf import InvalidSetting, conf
 from .errors import http_status_for
-from .events import InvalidEvent, MorphEvent, connector_header, parse_event
+from .events import InvalidEvent, MorphEvent
 from .health import Status, run_checks
 from .metrics import count_delivery, exposition, unavailable_reason
 from .models import ID_LENGTH, Connection, WebhookDelivery
+from .parsing import connector_header, parse_event
 from .policy import check_allowed
 from .processing import process_event
 from .queue import queue_event
@@ -33,6 +34,7 @@ from .redaction import (
     forget_token,
     redacter,
 )
+from .text import printable, storable
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class ReceiveView(MorphView):
     """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
 
     http_method_names = ["post"]
-    parser_classes: list[Any] = []  # the raw body is read and parsed by events.parse_event
+    parser_classes: list[Any] = []  # the raw body is read by body.read_body, parsed by parsing.parse_event
     # The request's event once the policy let it in: its model and connector may label the metrics.
     event: MorphEvent | None = None
     # The request's log entry, once authenticated: the request log line names its model.
@@ -209,17 +211,6 @@ def check_content_type(request: HttpRequest) -> None:
         raise exceptions.UnsupportedMediaType(
             content_type, f'Content-Encoding "{encoding}" is not accepted; send the body uncompressed.'
         )
-
-
-def storable(text: str) -> str:
-    # The log keeps what arrived, in a form every database can store (no NUL, valid UTF-8).
-    if text.isascii() and "\x00" not in text:
-        return text  # as almost every header is
-    return text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
-
-
-def printable(body: bytes) -> str:
-    return storable(body.decode("utf-8", errors="replace"))
 
 
 def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:

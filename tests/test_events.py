@@ -10,7 +10,8 @@ from unittest import mock
 import pytest
 from rest_framework.serializers import Serializer
 
-from morph_webhooks.events import InvalidEvent, parse_event
+from morph_webhooks.events import InvalidEvent
+from morph_webhooks.parsing import parse_event
 from morph_webhooks.serializers import HeadersSerializer
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
 

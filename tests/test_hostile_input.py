@@ -14,8 +14,9 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from morph_webhooks.events import InvalidEvent, parse_event
+from morph_webhooks.events import InvalidEvent
 from morph_webhooks.models import IdempotencyKey, Opportunity
+from morph_webhooks.parsing import parse_event
 from morph_webhooks.testing import morph_headers, opportunity_event
 from tests.helpers import SECRET, raw_post
 

@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..events import unique_keys
+from ..parsing import unique_keys
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise

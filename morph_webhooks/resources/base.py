@@ -1,8 +1,9 @@
 """What every mirrored Morph resource has: the abstract model and the spec that describes one.
 
 A Morph model (``crmOpportunity``, ``crmStage``...) is mirrored by one module in this package
-holding its Django model (a :class:`MirroredResource`), the serializer of its ``data.fields``, its
-signals and a :class:`ResourceSpec` tying them together; :mod:`.registry` lists the specs.
+holding its Django model (a :class:`MirroredResource`), the serializer of its ``data.fields``
+(built from the field types of :mod:`.fields`), its signals and a :class:`ResourceSpec` tying
+them together; :mod:`.registry` lists the specs.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from django.db import models
 from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
+from ..events import ResourceEvent
+
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
     from rest_framework import serializers
-
-    from ..events import ResourceEvent
 
 # Morph ids, header values and idempotency keys are opaque strings; 255 is what the view accepts.
 ID_LENGTH = 255

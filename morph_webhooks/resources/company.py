@@ -6,9 +6,9 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import ResourceFields
 from ..signals import company_created, company_deleted, company_updated
 from .base import MirroredResource, ResourceQuerySet, ResourceSpec
+from .fields import ResourceFields
 
 
 class CompanyQuerySet(ResourceQuerySet["Company"]):

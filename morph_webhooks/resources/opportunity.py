@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import AmountField, ReferenceField, ResourceFields
+from ..events import ResourceEvent
 from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .fields import AmountField, ReferenceField, ResourceFields
 from .stage import Stage
-
-if TYPE_CHECKING:
-    from ..events import ResourceEvent
 
 
 class OpportunityQuerySet(ResourceQuerySet["Opportunity"]):

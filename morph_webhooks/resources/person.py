@@ -7,8 +7,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import ResourceFields
 from .base import MirroredResource
+from .fields import ResourceFields
 
 
 class Person(MirroredResource):

@@ -6,9 +6,9 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import ReferenceField, ResourceFields
 from ..signals import pipeline_created, pipeline_deleted, pipeline_updated
 from .base import MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .fields import ReferenceField, ResourceFields
 
 
 class PipelineQuerySet(ResourceQuerySet["Pipeline"]):

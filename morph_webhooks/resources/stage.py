@@ -6,9 +6,9 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from ..serializers import ReferenceField, ResourceFields, UpperCaseChoiceField
 from ..signals import stage_created, stage_deleted, stage_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .fields import ReferenceField, ResourceFields, UpperCaseChoiceField
 
 
 class StageType(models.TextChoices):

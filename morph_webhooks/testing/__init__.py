@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from ..auth import signature_headers
 from ..conf import conf
-from ..events import format_timestamp as timestamp
+from ..resources.fields import format_timestamp as timestamp
 
 
 def reference(model: str, remote_id: str) -> dict[str, str]:

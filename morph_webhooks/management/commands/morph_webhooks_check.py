@@ -20,8 +20,8 @@ from django.utils import timezone
 from ...auth import signature_headers
 from ...conf import conf
 from ...endpoint import EndpointError, endpoint_url, webhook_url
-from ...events import format_timestamp
 from ...models import ID_LENGTH, Connection, IdempotencyKey, Outcome, WebhookDelivery
+from ...resources.fields import format_timestamp
 from ..options import positive_seconds
 
 # A well-formed event for a model the app does not store: it goes through authentication,
