@@ -16,8 +16,9 @@ from django.db import transaction
 
 from .conf import conf
 from .extras import MissingDependency
+from .intake import run_delivery
 from .models import Connection
-from .queue import run_delivery, stores_tasks_in_the_database, sweep
+from .queue import stores_tasks_in_the_database, sweep
 
 try:
     from django.tasks import task

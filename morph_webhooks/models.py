@@ -165,6 +165,10 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["connector_id", "owner_id", "received_at"], name="morph_delivery_conn_idx"),
         ]
 
+    # The event its body was found to hold, once the policy let it in; in memory only (the endpoint's
+    # metrics label the request with its model and connector).
+    accepted_event: MorphEvent | None = None
+
     def __str__(self) -> str:
         return f"{self.event or 'request'} {self.idempotency_key}".strip()
 
@@ -195,6 +199,7 @@ class WebhookDelivery(models.Model):
     def identify(self, event: MorphEvent) -> None:
         """Name the event the body turned out to hold (saved with the transition that follows)."""
         self.event, self.remote_id = event.type, event.remote_id
+        self.accepted_event = event
 
     def name_from_body(self) -> None:
         """A body refused as an event may still say which event it was: keep its ``event`` and

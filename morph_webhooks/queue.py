@@ -20,8 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import conf
-from .events import InvalidEvent, MorphEvent, parse_event
-from .models import IdempotencyKey, Outcome, WebhookDelivery
+from .events import MorphEvent
+from .models import AWAITING_APPLY, IdempotencyKey, Outcome, WebhookDelivery
 from .processing import (
     Result,
     first_delivery,
@@ -31,7 +31,18 @@ from .processing import (
     run_atomically,
     settle,
 )
-from .statements import by_pk, claim_key_and_insert, claims_with_insert
+from .statements import claim_key_and_insert, claims_with_insert
+
+
+def apply_or_queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    """Apply an accepted event here, or in deferred mode queue it for a worker: a request's, or a
+    logged delivery's that is reprocessed."""
+    if not conf.DEFERRED:
+        return process_event(event, delivery)
+    if delivery.status in AWAITING_APPLY:
+        # Its key is held for it already (queued, or dead): queued again, from its first attempt.
+        return requeue(delivery)
+    return queue_event(event, delivery)
 
 
 def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
@@ -75,29 +86,6 @@ def requeue(delivery: WebhookDelivery) -> Result:
         delivery.queue()
         enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
-
-
-def run_delivery(delivery_id: int) -> Outcome | None:
-    """What a task does with one queued delivery. Returns the outcome, or None when there
-    was nothing to do (already settled by another run, or gone)."""
-    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
-    delivery = by_pk(WebhookDelivery, delivery_id)
-    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
-        return None
-    delivery.begin_attempt()
-    return apply_attempt(delivery)
-
-
-def apply_attempt(delivery: WebhookDelivery) -> Outcome:
-    """Apply a queued delivery, as read from the database, its attempt begun: a task's, or one
-    that morph_webhooks_worker claimed (the claim records the attempt)."""
-    try:
-        event = parse_event(delivery.headers, delivery.received_body())
-    except InvalidEvent as exc:
-        # Valid when it arrived; only a change of the app's rules can make it invalid now.
-        delivery.reject(400, exc.detail)
-        return Outcome.REJECTED
-    return process_event(event, delivery, on_failure=retry_later, mode="deferred").outcome
 
 
 def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:

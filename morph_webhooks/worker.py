@@ -27,9 +27,9 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from .conf import conf
+from .intake import apply_attempt
 from .models import Outcome, WebhookDelivery
 from .processing import give_up
-from .queue import apply_attempt
 from .statements import claim_due
 
 logger = logging.getLogger(__name__)

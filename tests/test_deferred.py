@@ -13,8 +13,9 @@ from django.utils.module_loading import import_string
 from django_tasks_db.models import DBTaskResult
 
 from morph_webhooks.deferred import process_delivery, sweep_pending
+from morph_webhooks.intake import run_delivery
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.queue import run_delivery, sweep
+from morph_webhooks.queue import sweep
 from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import delivery_failed, opportunity_created
 from morph_webhooks.testing import opportunity_event
