@@ -13,13 +13,14 @@ from typing import Any
 from django.db import DatabaseError
 from rest_framework.exceptions import APIException
 
+from .apply import Result, process_event
 from .errors import error_body, http_status_for
 from .events import InvalidEvent, MorphEvent, parse_event
 from .models import Connection, Outcome, WebhookDelivery
 from .policy import check_allowed
-from .processing import Result, process_event
 from .queue import apply_or_queue, retry_later
 from .statements import by_pk
+from .store import save_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def take_in(
     except (InvalidEvent, APIException) as exc:
         rejection = Rejection(http_status_for(exc), error_body(exc))
         delivery.reject(rejection.status, rejection.detail)
+        save_delivery(delivery)
         return rejection
     delivery.identify(event)
     return event

@@ -19,19 +19,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from .apply import Result, give_up, process_event, run_atomically, settle
 from .conf import conf
 from .events import MorphEvent
 from .models import AWAITING_APPLY, IdempotencyKey, Outcome, WebhookDelivery
-from .processing import (
-    Result,
-    first_delivery,
-    give_up,
-    key_claim,
-    process_event,
-    run_atomically,
-    settle,
-)
-from .statements import claim_key_and_insert, claims_with_insert
+from .statements import claims_with_insert
+from .store import claim_and_record, first_delivery, save_attempt_end, save_delivery
 
 
 def apply_or_queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
@@ -56,7 +49,7 @@ def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
         # A request's delivery, not stored yet: recorded as queued by the claim's own statement,
         # then put back as it arrived should the claim fail or find a duplicate.
         attempts = delivery.attempts
-        delivery.queue(save=False)
+        delivery.queue()
         claimed = False
         try:
             claimed = claim_and_record(event, delivery)
@@ -68,22 +61,18 @@ def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
         claimed = first_delivery(event, Outcome.QUEUED)
         if claimed:
             delivery.queue()
+            save_delivery(delivery)
     if not claimed:
         return settle(event, delivery, Outcome.DUPLICATE)
     enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
 
 
-def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
-    """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
-    (see morph_webhooks.statements); False when the key was claimed before."""
-    return claim_key_and_insert(IdempotencyKey, delivery, key_claim(event, Outcome.QUEUED), conf.LOCK_TIMEOUT)
-
-
 def requeue(delivery: WebhookDelivery) -> Result:
     """Queue again a delivery whose key is held for it (queued or dead), from its first attempt."""
     with transaction.atomic():
         delivery.queue()
+        save_delivery(delivery)
         enqueue_delivery(delivery)
     return Result(Outcome.QUEUED)
 
@@ -96,7 +85,8 @@ def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
         give_up(delivery, exc)
         return
     delay = min(conf.RETRY_DELAY * 2 ** max(delivery.attempts - 1, 0), conf.MAX_RETRY_DELAY)
-    if delivery.schedule_retry(exc, timezone.now() + timedelta(seconds=delay)):
+    delivery.schedule_retry(exc, timezone.now() + timedelta(seconds=delay))
+    if save_attempt_end(delivery):
         enqueue_delivery(delivery, run_after=delivery.next_attempt_at)
 
 

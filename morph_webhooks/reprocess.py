@@ -7,12 +7,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from .apply import Result
 from .conf import conf
 from .errors import REFUSED_REQUESTS
 from .intake import Rejection, take_in
 from .models import Outcome, WebhookDelivery
-from .processing import Result
 from .queue import apply_or_queue
+from .store import save_reprocessed
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,10 @@ def reprocess_delivery(delivery: WebhookDelivery) -> Result:
     if delivery.http_status in REFUSED_REQUESTS:
         return Result(Outcome.REJECTED, reason=delivery.error)
     if delivery.status in SETTLED:
-        delivery.mark_reprocessed(save=True)
+        delivery.mark_reprocessed()
+        save_reprocessed(delivery)
         return Result(Outcome(delivery.status), already_applied=True)
-    delivery.mark_reprocessed(save=False)
+    delivery.mark_reprocessed()
     attempts = delivery.attempts
     # Rejected again or run here, it is one more attempt (saved with what became of it).
     delivery.begin_attempt()

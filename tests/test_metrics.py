@@ -462,7 +462,7 @@ class TestWithoutPrometheusClient:
         script = (
             "import sys; sys.modules['prometheus_client'] = None\n"
             "import django; django.setup()\n"
-            "from morph_webhooks import metrics, processing, urls, views\n"
+            "from morph_webhooks import apply, metrics, urls, views\n"
             "assert not metrics.INSTALLED\n"
             "print('imported')\n"
         )
