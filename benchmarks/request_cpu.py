@@ -204,7 +204,7 @@ def mode(scenario: str) -> Any:
     from morph_webhooks.models import Outcome
 
     if scenario == "view":
-        return mock.patch("morph_webhooks.queue.process_event", return_value=Result(Outcome.PROCESSED))
+        return mock.patch("morph_webhooks.apply.process_event", return_value=Result(Outcome.PROCESSED))
     if scenario == "deferred":
         return override_settings(MORPH_WEBHOOKS={**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"})
     if scenario == "deliveries":

@@ -1,11 +1,18 @@
-"""Applying a Morph event exactly once, in ``updatedAt`` order: the one way a webhook's event
-changes a mirrored resource (an :class:`Opportunity`...), whoever took it in (the endpoint, a
-reprocess, a deferred-mode worker: :mod:`morph_webhooks.intake`), and what becomes of a delivery
-whose processing failed. The writes are :mod:`morph_webhooks.store`'s.
+"""Applying a Morph event exactly once, in ``updatedAt`` order, or queueing it for a worker: the
+one way a webhook's event changes a mirrored resource (an :class:`Opportunity`...), whoever took
+it in (the endpoint, a reprocess, a deferred-mode worker: :mod:`morph_webhooks.intake`); the
+signals; and what becomes of a delivery whose processing failed. The writes are
+:mod:`morph_webhooks.store`'s.
 
 :func:`process_event` records a failure with the ``on_failure`` it is given: by default
 :func:`record_failure` (the request's answer makes Morph retry; a delivery whose key is held for
-it dies); a deferred-mode worker passes its own retry policy.
+it dies); a deferred-mode worker passes :func:`retry_later`.
+
+Deferred mode: the queued :class:`WebhookDelivery` rows are the durable record of what is
+pending. With ``QUEUE = "tasks"`` each gets a task on TASK_BACKEND that carries nothing but its
+id, so a lost task costs a delay (:mod:`morph_webhooks.sweeper` enqueues it again), never an
+event; with ``QUEUE = "deliveries"`` no task is enqueued at all: those rows are the queue, which
+:mod:`morph_webhooks.worker` reads.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from django.db import DatabaseError, connections, router, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
 
+from .conf import conf
 from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
 from .metrics import observe_processing
@@ -28,7 +41,9 @@ from .store import (
     AlreadyApplied,
     Collision,
     bound_lock_wait,
+    claim_and_record,
     claim_queued_key,
+    claims_with_insert,
     correct_key_outcome,
     deadlocked,
     first_delivery,
@@ -43,6 +58,9 @@ from .store import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The task that applies a queued delivery (see _delivery_task).
+PROCESS_DELIVERY_TASK = "morph_webhooks.deferred.process_delivery"
 
 
 @dataclass(frozen=True)
@@ -232,3 +250,97 @@ def _record_failure(delivery: WebhookDelivery, exc: Exception, on_failure: Failu
     except DatabaseError:
         # The database is what failed; the original error is what the caller needs to see.
         logger.exception("Could not record failed delivery %s", delivery.idempotency_key)
+
+
+def apply_or_queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    """Apply an accepted event here, or in deferred mode queue it for a worker: a request's, or a
+    logged delivery's that is reprocessed."""
+    if not conf.DEFERRED:
+        return process_event(event, delivery)
+    if delivery.status in AWAITING_APPLY:
+        # Its key is held for it already (queued, or dead): queued again, from its first attempt.
+        return requeue(delivery)
+    return queue_event(event, delivery)
+
+
+def queue_event(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    """Claim the key and record the delivery as queued (with ``QUEUE = "tasks"``, enqueue a task
+    that will apply it), all in one transaction. A duplicate is answered at once."""
+    return run_atomically(_queue, event, delivery)
+
+
+def _queue(event: MorphEvent, delivery: WebhookDelivery) -> Result:
+    if delivery.pk is None and claims_with_insert():
+        # A request's delivery, not stored yet: recorded as queued by the claim's own statement,
+        # then put back as it arrived should the claim fail or find a duplicate.
+        attempts = delivery.attempts
+        delivery.queue()
+        claimed = False
+        try:
+            claimed = claim_and_record(event, delivery)
+        finally:
+            if not claimed:
+                delivery.attempts, delivery.next_attempt_at = attempts, None
+    else:
+        # Stored already (a logged delivery reprocessed), or SQLite: written once the claim is known.
+        claimed = first_delivery(event, Outcome.QUEUED)
+        if claimed:
+            delivery.queue()
+            save_delivery(delivery)
+    if not claimed:
+        return settle(event, delivery, Outcome.DUPLICATE)
+    enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def requeue(delivery: WebhookDelivery) -> Result:
+    """Queue again a delivery whose key is held for it (queued or dead), from its first attempt."""
+    with transaction.atomic():
+        delivery.queue()
+        save_delivery(delivery)
+        enqueue_delivery(delivery)
+    return Result(Outcome.QUEUED)
+
+
+def retry_later(delivery: WebhookDelivery, exc: Exception) -> None:
+    """A worker's attempt at a queued delivery failed: try again after an exponential backoff, or
+    give up after MAX_ATTEMPTS."""
+    # Outside deferred mode nothing would run a retry.
+    if not conf.DEFERRED or delivery.attempts >= conf.MAX_ATTEMPTS:
+        give_up(delivery, exc)
+        return
+    delay = min(conf.RETRY_DELAY * 2 ** max(delivery.attempts - 1, 0), conf.MAX_RETRY_DELAY)
+    delivery.schedule_retry(exc, timezone.now() + timedelta(seconds=delay))
+    if save_attempt_end(delivery):
+        enqueue_delivery(delivery, run_after=delivery.next_attempt_at)
+
+
+def enqueue_delivery(delivery: WebhookDelivery, run_after: datetime | None = None) -> None:
+    if conf.QUEUE == "deliveries":
+        # morph_webhooks_worker reads the queued deliveries that are due (next_attempt_at): the
+        # row the caller wrote is all it needs.
+        return
+    queued = conf.derived(_delivery_task)
+    if run_after is not None:
+        queued = queued.using(run_after=run_after)
+    if stores_tasks_in_the_database(queued.get_backend()):
+        # The task row commits or rolls back with the delivery: exactly one task per delivery.
+        queued.enqueue(delivery.pk)
+    else:
+        # An outside queue cannot join our transaction: enqueue once the delivery is committed.
+        # Should the process die in between, the delivery stays queued and the sweeper
+        # enqueues it again; running a delivery twice is harmless (its key settles it once).
+        transaction.on_commit(partial(queued.enqueue, delivery.pk))
+
+
+def _delivery_task() -> Any:
+    # The task as the settings configure it, made once per change of them: every request enqueues it.
+    # Looked up by its path, as django.contrib.sessions finds its engine: the task's module loads
+    # the task framework and its backend, which sync mode and QUEUE = "deliveries" must not need,
+    # and it imports the workers' code, which imports this module.
+    task: Any = import_string(PROCESS_DELIVERY_TASK)
+    return task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
+
+
+def stores_tasks_in_the_database(backend: Any) -> bool:
+    return type(backend).__module__.partition(".")[0] == "django_tasks_db"

@@ -1,7 +1,7 @@
 """Where every delivery enters: a request's at the endpoint, a logged one's when it is
 reprocessed, a queued one's in a worker. From its body and headers to a validated event that the
 policy lets in, the delivery identified, or to a rejection recorded on the delivery; the event is
-then applied or queued (:mod:`morph_webhooks.queue`)."""
+then applied or queued (:mod:`morph_webhooks.apply`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from typing import Any
 from django.db import DatabaseError
 from rest_framework.exceptions import APIException
 
-from .apply import Result, process_event
+from .apply import Result, apply_or_queue, process_event, retry_later
 from .errors import error_body, http_status_for
 from .events import InvalidEvent, MorphEvent, parse_event
 from .models import Connection, Outcome, WebhookDelivery
 from .policy import check_allowed
-from .queue import apply_or_queue, retry_later
 from .statements import by_pk
 from .store import save_delivery
 

@@ -7,12 +7,11 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from .apply import Result
+from .apply import Result, apply_or_queue
 from .conf import conf
 from .errors import REFUSED_REQUESTS
 from .intake import Rejection, take_in
 from .models import Outcome, WebhookDelivery
-from .queue import apply_or_queue
 from .store import save_reprocessed
 
 logger = logging.getLogger(__name__)

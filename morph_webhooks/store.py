@@ -321,6 +321,12 @@ def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
         raise AlreadyApplied
 
 
+def claims_with_insert() -> bool:
+    """Whether :func:`claim_and_record` claims the key and inserts the delivery in one statement
+    (PostgreSQL); otherwise the delivery is written once the claim is known."""
+    return statements.claims_with_insert(IdempotencyKey, WebhookDelivery)
+
+
 def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
     """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
     (see morph_webhooks.statements); False when the key was claimed before."""

@@ -4,7 +4,7 @@ With ``QUEUE = "tasks"`` every delivery gets a task, and a task backend's worker
 bookkeeping around each one (django-tasks-db: find the next task, claim it, record its result;
 three statements and two commits), which takes longer than applying the delivery. Here a worker
 claims the delivery that is due next straight from its table and applies it with the code a task
-runs (:func:`morph_webhooks.queue.apply_attempt`): retries, giving up and the metrics are the same.
+runs (:func:`morph_webhooks.intake.apply_attempt`): retries, giving up and the metrics are the same.
 
 A claim leases one delivery, the one about to be applied: its ``next_attempt_at`` moves
 PENDING_TIMEOUT ahead, and its attempt is counted in the same committed UPDATE, before anything is
