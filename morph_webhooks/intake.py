@@ -18,8 +18,7 @@ from .errors import error_body, http_status_for
 from .events import InvalidEvent, MorphEvent, parse_event
 from .models import Connection, Outcome, WebhookDelivery
 from .policy import check_allowed
-from .statements import by_pk
-from .store import save_delivery
+from .store import delivery_by_pk, save_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +80,8 @@ def register_connection(connector_id: str, owner_id: str) -> None:
 def run_delivery(delivery_id: int) -> Outcome | None:
     """What a task does with one queued delivery. Returns the outcome, or None when there
     was nothing to do (already settled by another run, or gone)."""
-    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery.
-    delivery = by_pk(WebhookDelivery, delivery_id)
-    if not isinstance(delivery, WebhookDelivery) or delivery.status != Outcome.QUEUED:
+    delivery = delivery_by_pk(delivery_id)
+    if delivery is None or delivery.status != Outcome.QUEUED:
         return None
     delivery.begin_attempt()
     return apply_attempt(delivery)

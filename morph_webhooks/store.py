@@ -1,8 +1,8 @@
-"""Every write of the event path, within its caller's transaction: a resource's version and its
-signals (a webhook's, an expanded reference's, a sync's page), the idempotency key's claim and
-settling, and the delivery's record. The event path's statements are compiled once
-(:mod:`morph_webhooks.statements`); what to write, and when, is :mod:`morph_webhooks.apply`'s.
-"""
+"""Every write of the event path, within its caller's transaction, and the reads that go with
+them: a resource's version and its signals (a webhook's, an expanded reference's, a sync's page)
+over its locked row, the idempotency key's claim and settling, and the delivery's record. The
+event path's statements are compiled once (:mod:`morph_webhooks.statements`); what to write, and
+when, is :mod:`morph_webhooks.apply`'s."""
 
 from __future__ import annotations
 
@@ -333,6 +333,13 @@ def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
     return statements.claim_key_and_insert(
         IdempotencyKey, delivery, key_claim(event, Outcome.QUEUED), conf.LOCK_TIMEOUT
     )
+
+
+def delivery_by_pk(delivery_id: int) -> WebhookDelivery | None:
+    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery a task runs.
+    delivery = statements.by_pk(WebhookDelivery, delivery_id)
+    assert delivery is None or isinstance(delivery, WebhookDelivery)
+    return delivery
 
 
 def save_delivery(delivery: WebhookDelivery) -> None:
