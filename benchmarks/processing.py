@@ -38,9 +38,9 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
+from morph_webhooks.apply import process_event  # noqa: E402
 from morph_webhooks.models import Connection, WebhookDelivery  # noqa: E402
 from morph_webhooks.parsing import parse_event  # noqa: E402
-from morph_webhooks.processing import process_event  # noqa: E402
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event  # noqa: E402
 
 T0 = datetime(2025, 3, 6, 9, 0, tzinfo=timezone.utc)

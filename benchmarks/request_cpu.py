@@ -181,11 +181,11 @@ def mode(scenario: str) -> Any:
     from django.conf import settings
     from django.test import override_settings
 
+    from morph_webhooks.apply import Result
     from morph_webhooks.models import Outcome
-    from morph_webhooks.processing import Result
 
     if scenario == "view":
-        return mock.patch("morph_webhooks.views.process_event", return_value=Result(Outcome.PROCESSED))
+        return mock.patch("morph_webhooks.apply.process_event", return_value=Result(Outcome.PROCESSED))
     if scenario == "deferred":
         return override_settings(MORPH_WEBHOOKS={**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"})
     if scenario == "deliveries":

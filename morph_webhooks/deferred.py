@@ -1,23 +1,21 @@
 """The app's tasks, on Django's Tasks framework (``django.tasks``, or the ``django-tasks`` backport
-on Django 5.2): applying a queued delivery and the sweeper (:mod:`morph_webhooks.queue` does the
-work), and a connection's sync from Morph's API, run by a worker.
+on Django 5.2): applying a queued delivery (:func:`morph_webhooks.intake.run_delivery` does the
+work), the sweeper (:mod:`morph_webhooks.sweeper`), and a connection's sync from Morph's API
+(:mod:`morph_webhooks.sync`), run by a worker.
 
 Importing this module declares the tasks, which loads the default task backend. Task workers
 import it (through the tasks' paths, stored with each queued task: they must not move); the app
-imports it only to enqueue a task, so that sync mode and ``QUEUE = "deliveries"`` need neither the
-framework nor a loadable TASKS.
+only to enqueue a task (:mod:`morph_webhooks.apply` finds the delivery's task by its path,
+:mod:`morph_webhooks.sync_queue` imports the sync's), so that sync mode and ``QUEUE =
+"deliveries"`` need neither the framework nor a loadable TASKS.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
-from django.db import transaction
-
-from .conf import conf
 from .extras import MissingDependency
+from .intake import run_delivery
 from .models import Connection
-from .queue import run_delivery, stores_tasks_in_the_database, sweep
+from .sweeper import sweep
 
 try:
     from django.tasks import task
@@ -26,11 +24,6 @@ except ImportError:  # Django 5.2
         from django_tasks import task  # type: ignore[no-redef,import-not-found,unused-ignore]
     except ImportError as exc:
         raise MissingDependency("Django 5.2's task framework", "django-tasks", "tasks") from exc
-
-# The task framework's backends without workers: one runs a task in the enqueueing process at
-# once, the other (for tests) never runs it.
-RUNS_INLINE = "ImmediateBackend"
-NEVER_RUNS = "DummyBackend"
 
 
 @task()
@@ -64,33 +57,3 @@ def sync_connection_task(connection_id: int, models: list[str], delete_missing: 
     if not report.ok:
         raise SyncFailed(report.problem())
     return "succeeded"
-
-
-def sync_backend_problem(*, inline_is_usable: bool) -> str:
-    """Why the configured task backend cannot run syncs in workers, or "" when it can. A backend
-    that runs tasks inline is usable only where the caller may wait for the syncs."""
-    try:
-        backend = sync_connection_task.using(
-            backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE
-        ).get_backend()
-    except Exception as exc:  # the task framework reports a bad TASKS setting in several ways
-        return f"The task backend {conf.TASK_BACKEND!r} cannot be loaded ({type(exc).__name__}: {exc})."
-    if type(backend).__name__ == NEVER_RUNS:
-        return f"The task backend {conf.TASK_BACKEND!r} ({NEVER_RUNS}) never runs a task."
-    if not inline_is_usable and type(backend).__name__ == RUNS_INLINE:
-        return (
-            f"The task backend {conf.TASK_BACKEND!r} ({type(backend).__name__}) has no workers: "
-            "it would run the sync here and now."
-        )
-    return ""
-
-
-def enqueue_sync(connection: Connection, models: list[str], delete_missing: bool = False) -> None:
-    """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE), of
-    ``models`` (Morph model names; empty: every stored model)."""
-    queued = sync_connection_task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
-    if stores_tasks_in_the_database(queued.get_backend()):
-        queued.enqueue(connection.pk, models, delete_missing)
-    else:
-        # An outside queue's worker must find the connection committed.
-        transaction.on_commit(partial(queued.enqueue, connection.pk, models, delete_missing))

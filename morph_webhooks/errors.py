@@ -3,6 +3,8 @@ status, used by the endpoint's answer and by the delivery log."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions
 
@@ -28,3 +30,10 @@ def http_status_for(exc: BaseException) -> int:
     if isinstance(exc, (OperationalError, InterfaceError, ConcurrentDeliveryError)):
         return 503
     return 500
+
+
+def error_body(exc: InvalidEvent | exceptions.APIException) -> Any:
+    """The JSON answered for a refused request: an invalid event's names each bad field."""
+    if isinstance(exc, InvalidEvent):
+        return exc.detail
+    return {"error": exc.get_codes(), "detail": exc.detail}

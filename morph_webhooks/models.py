@@ -16,7 +16,6 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
 from .redaction import redact
-from .statements import insert, update
 from .text import is_storable
 
 if TYPE_CHECKING:
@@ -160,6 +159,10 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["connector_id", "owner_id", "received_at"], name="morph_delivery_conn_idx"),
         ]
 
+    # The event its body was found to hold, once the policy let it in; in memory only (the endpoint's
+    # metrics label the request with its model and connector).
+    accepted_event: MorphEvent | None = None
+
     def __str__(self) -> str:
         return f"{self.event or 'request'} {self.idempotency_key}".strip()
 
@@ -190,6 +193,7 @@ class WebhookDelivery(models.Model):
     def identify(self, event: MorphEvent) -> None:
         """Name the event the body turned out to hold (saved with the transition that follows)."""
         self.event, self.remote_id = event.type, event.remote_id
+        self.accepted_event = event
 
     def name_from_body(self) -> None:
         """A body refused as an event may still say which event it was: keep its ``event`` and
@@ -212,81 +216,58 @@ class WebhookDelivery(models.Model):
     def begin_attempt(self) -> None:
         self.attempts += 1
 
-    def mark_reprocessed(self, *, save: bool) -> None:
-        """Note the reprocess; ``save`` when no transition follows (a settled delivery keeps its
-        outcome), otherwise the transition saves it."""
+    def mark_reprocessed(self) -> None:
+        """Note the reprocess (saved with the transition that follows, or alone when none does: a
+        settled delivery keeps its outcome)."""
         self.reprocessed_at = now()
-        if save:
-            self.save(update_fields=["reprocessed_at"])
+
+    # The transitions below change the delivery in memory; morph_webhooks.store writes them.
 
     def reject(self, http_status: int, detail: Any) -> None:
-        """Record that the request can never be valid; no idempotency key is consumed."""
+        """The request can never be valid; no idempotency key is consumed."""
         self.name_from_body()
         self.status = Outcome.REJECTED
         self.http_status = http_status
         self.error = json.dumps(detail)
         self.processed_at = None
-        self._save()
 
     def finish(self, outcome: Outcome, note: str = "") -> None:
-        """Record that its event was settled (applied, stale, ignored or a duplicate); ``note`` is
-        what the log shows of it (warnings), in the error column."""
+        """Its event was settled (applied, stale, ignored or a duplicate); ``note`` is what the log
+        shows of it (warnings), in the error column."""
         self.status = outcome
         self.http_status = 200
         self.error = note
         self.next_attempt_at = None
         self.processed_at = now()
-        self._save()
 
     def fail(self, exc: BaseException, http_status: int) -> None:
-        """Record that processing failed and Morph was answered ``http_status`` (it retries)."""
+        """Processing failed and Morph was answered ``http_status`` (it retries)."""
         self.status = Outcome.FAILED
         self.http_status = http_status
         self.error = format_traceback(exc)
         self.processed_at = None
-        self._save()
 
-    def queue(self, *, save: bool = True) -> None:
-        """Deferred mode: accepted, for a worker to apply; its first attempt is due now. Not
-        ``save``: its caller writes it (with its key's claim, see queue.queue_event)."""
+    def queue(self) -> None:
+        """Deferred mode: accepted, for a worker to apply; its first attempt is due now."""
         self.status = Outcome.QUEUED
         self.http_status = 200
         self.attempts = 0
         self.next_attempt_at = now()
-        if save:
-            self._save()
 
-    def _save(self) -> None:
-        # Every request's delivery is written by its transitions: with statements compiled once,
-        # not by the ORM on every request (see morph_webhooks.statements). One deleted meanwhile
-        # (pruned) is inserted again, as save() would.
-        if self._state.adding and self.pk is None:
-            insert(self)
-        elif not update(self):
-            self.save()
+    def schedule_retry(self, exc: BaseException, due_at: datetime) -> None:
+        """Deferred mode: a worker's attempt failed; the next is due at ``due_at`` (written only
+        while the delivery is still queued: see store.save_attempt_end)."""
+        self._end_attempt(exc, Outcome.QUEUED, due_at)
 
-    def schedule_retry(self, exc: BaseException, due_at: datetime) -> bool:
-        """Deferred mode: a worker's attempt failed; the next is due at ``due_at``. False when the
-        delivery was no longer queued: nothing was changed."""
-        return self._end_attempt(exc, Outcome.QUEUED, due_at)
+    def die(self, exc: BaseException) -> None:
+        """Give up: nothing retries it until someone reprocesses it; its key stays held for it
+        (written only while the delivery is still queued: see store.save_attempt_end)."""
+        self._end_attempt(exc, Outcome.DEAD, None)
 
-    def die(self, exc: BaseException) -> bool:
-        """Give up: nothing retries it until someone reprocesses it; its key stays held for it.
-        False when the delivery was no longer queued: nothing was changed."""
-        return self._end_attempt(exc, Outcome.DEAD, None)
-
-    def _end_attempt(self, exc: BaseException, status: Outcome, due_at: datetime | None) -> bool:
+    def _end_attempt(self, exc: BaseException, status: Outcome, due_at: datetime | None) -> None:
         self.error = format_traceback(exc)
         self.status = status
         self.next_attempt_at = due_at
-        # Only while still queued: a concurrent run of the same delivery may have succeeded meanwhile.
-        updated = WebhookDelivery.objects.filter(pk=self.pk, status=Outcome.QUEUED).update(
-            status=self.status,
-            error=self.error,
-            attempts=self.attempts,
-            next_attempt_at=self.next_attempt_at,
-        )
-        return updated > 0
 
 
 def format_traceback(exc: BaseException) -> str:

@@ -7,16 +7,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from rest_framework.exceptions import PermissionDenied
-
+from .apply import Result, apply_or_queue
 from .conf import conf
 from .errors import REFUSED_REQUESTS
-from .events import InvalidEvent
-from .models import AWAITING_APPLY, Outcome, WebhookDelivery
-from .parsing import parse_event
-from .policy import check_allowed
-from .processing import Result, process_event
-from .queue import queue_event, requeue
+from .intake import Rejection, take_in
+from .models import Outcome, WebhookDelivery
+from .store import save_reprocessed
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +35,20 @@ def reprocess_delivery(delivery: WebhookDelivery) -> Result:
     if delivery.http_status in REFUSED_REQUESTS:
         return Result(Outcome.REJECTED, reason=delivery.error)
     if delivery.status in SETTLED:
-        delivery.mark_reprocessed(save=True)
+        delivery.mark_reprocessed()
+        save_reprocessed(delivery)
         return Result(Outcome(delivery.status), already_applied=True)
-    delivery.mark_reprocessed(save=False)
-    try:
-        event = parse_event(delivery.headers, delivery.received_body())
-        # The same policy as the endpoint: a replay must not let in what a request could not.
-        check_allowed(event)
-    except InvalidEvent as exc:
-        delivery.begin_attempt()
-        delivery.reject(400, exc.detail)
-        return Result(Outcome.REJECTED, reason=delivery.error)
-    except PermissionDenied as exc:
-        delivery.begin_attempt()
-        delivery.reject(403, {"error": "permission_denied", "detail": exc.detail})
-        return Result(Outcome.REJECTED, reason=delivery.error)
-    delivery.identify(event)
-    if conf.DEFERRED:
-        if delivery.status in AWAITING_APPLY:
-            return requeue(delivery)
-        return queue_event(event, delivery)
+    delivery.mark_reprocessed()
+    attempts = delivery.attempts
+    # Rejected again or run here, it is one more attempt (saved with what became of it).
     delivery.begin_attempt()
-    return process_event(event, delivery)
+    event = take_in(delivery, delivery.headers, delivery.received_body)
+    if isinstance(event, Rejection):
+        return Result(Outcome.REJECTED, reason=delivery.error)
+    if conf.DEFERRED:
+        # Queued again, its worker counts the attempts.
+        delivery.attempts = attempts
+    return apply_or_queue(event, delivery)
 
 
 def reprocess_outcome(result: Result) -> str:

@@ -64,8 +64,11 @@ opportunity_stage_changed = Signal()
 # "morph-webhooks-check-") reaches it too.
 event_received = Signal()
 
-# Deferred mode: a delivery failed MAX_ATTEMPTS times and was marked dead; nothing retries it any
-# more until someone reprocesses it. Sent with ``sender=WebhookDelivery`` and keyword arguments
-# ``delivery`` (the dead WebhookDelivery, whose ``error`` holds the last traceback) and
-# ``exception`` (the last exception). Sent after the failure was recorded, outside any transaction.
+# Sent when a delivery queued in deferred mode is given up and marked dead: nothing retries it any
+# more until someone reprocesses it. That is after MAX_ATTEMPTS attempts that failed (or that its
+# worker died in), or at its first failure where nothing would retry it: in a worker running with
+# deferred mode turned off, or when a queued delivery is reprocessed outside deferred mode. Sent
+# with ``sender=WebhookDelivery`` and keyword arguments ``delivery`` (the dead WebhookDelivery,
+# whose ``error`` holds the last traceback) and ``exception`` (the last exception). Sent after the
+# failure was recorded, outside any transaction.
 delivery_failed = Signal()

@@ -4,8 +4,8 @@ Each ORM statement costs more Python to build and compile than the database take
 1 ms an event on a small machine), so the event path's statements are compiled once per model and
 database connection alias and only their parameters change. Names always come from the models'
 ``_meta``, quoted by the backend, so that a project's ``db_table`` or ``db_column`` does not break
-them. This module sits below :mod:`.models` (whose transitions insert with it): the models it
-works on are passed in.
+them. This module sits below :mod:`.models`: :mod:`.store`, which writes with it, passes in the
+models it works on.
 
 Every event's first statement claims its idempotency key or, when the key is known, counts one
 more delivery of it: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, which PostgreSQL and

@@ -1,8 +1,8 @@
 """Converging the local copy of a connection's resources with Morph's REST API (morph_webhooks_sync).
 
 Morph's API has no "updated since" filter: a sync scans every resource of each model, one page at
-a time, and stores each page through :func:`~.processing.store_page`, by the rules a webhook's
-event follows (those of :func:`~.processing.store_resource`): an older or equal version changes
+a time, and stores each page through :func:`~.store.store_page`, by the rules a webhook's
+event follows (those of :func:`~.store.store_resource`): an older or equal version changes
 nothing (a webhook that arrived meanwhile wins), a newer one updates, an unknown one creates;
 signals go out as for webhooks, with an event whose ``source`` is "sync". No idempotency key is consumed and no request is logged per resource: the
 run is recorded once, on its :class:`~.models.Connection`.
@@ -30,7 +30,9 @@ from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
 from .parsing import expanded_keys, parse_resource
-from .processing import (
+from .resources.base import ResourceSpec
+from .resources.registry import REGISTRY
+from .store import (
     ATTEMPTS,
     STORED_STATE,
     Collision,
@@ -42,8 +44,6 @@ from .processing import (
     store_page,
     store_resource,
 )
-from .resources.base import ResourceSpec
-from .resources.registry import REGISTRY
 
 OUTCOMES = ("created", "updated", "unchanged", "stale", "deleted", "failed")
 # Invalid resources named in a model's report; any further ones are only counted.

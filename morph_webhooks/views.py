@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
@@ -17,15 +18,12 @@ from rest_framework.views import APIView
 from .auth import FromAllowedNetwork, MorphAuthentication, client_address
 from .body import read_body
 from .conf import InvalidSetting, conf
-from .errors import http_status_for
-from .events import InvalidEvent, MorphEvent
+from .errors import error_body, http_status_for
 from .health import Status, run_checks
+from .intake import Rejection, receive
 from .metrics import count_delivery, exposition, unavailable_reason
-from .models import ID_LENGTH, Connection, WebhookDelivery
-from .parsing import connector_header, parse_event
-from .policy import check_allowed
-from .processing import process_event
-from .queue import queue_event
+from .models import ID_LENGTH, WebhookDelivery
+from .parsing import connector_header
 from .redaction import (
     SECRET_HEADERS,
     TOKEN_PARAMETER,
@@ -87,13 +85,13 @@ class MorphView(APIView):
 
 
 class ReceiveView(MorphView):
-    """Morph's webhook endpoint: authenticate, validate, record, process, answer."""
+    """Morph's webhook endpoint: authenticate, hand the request to the intake, answer, log it and
+    count it."""
 
     http_method_names = ["post"]
-    parser_classes: list[Any] = []  # the raw body is read by body.read_body, parsed by parsing.parse_event
-    # The request's event once the policy let it in: its model and connector may label the metrics.
-    event: MorphEvent | None = None
-    # The request's log entry, once authenticated: the request log line names its model.
+    parser_classes: list[Any] = []  # the raw body is read here (recorded_body), parsed by the intake
+    # The request's log entry, once authenticated: the request log line names its model, and its
+    # event once the policy let it in (accepted_event) labels the metrics with its model and connector.
     delivery: WebhookDelivery | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -108,31 +106,21 @@ class ReceiveView(MorphView):
             time.monotonic() - getattr(self, "started", time.monotonic()),
             self.delivery,
         )
-        count_delivery(response.status_code, response.data, self.event)
+        count_delivery(
+            response.status_code,
+            response.data,
+            self.delivery.accepted_event if self.delivery is not None else None,
+        )
         return response
 
     def post(self, request: Request) -> Response:
         delivery = self.delivery = new_delivery(request._request)
-        try:
-            body = read_body(request._request)
-            delivery.record_body(body, printable(body))
-            check_content_type(request._request)
-            event = parse_event(request_headers(request._request), body)
-            check_allowed(event)
-        except (InvalidEvent, exceptions.APIException) as exc:
-            response = error_response(exc)
-            delivery.reject(response.status_code, response.data)
-            return response
-        delivery.identify(event)
-        self.event = event
-        try:
-            # Deferred: only claim, record and enqueue here; a worker runs process_event.
-            result = queue_event(event, delivery) if conf.DEFERRED else process_event(event, delivery)
-        finally:
-            # Whatever became of the event: a connection whose every event fails is one the health
-            # check must watch too.
-            register_connection(event.connector_id, event.owner_id)
-        return Response({"status": result.outcome})
+        received = receive(
+            delivery, request_headers(request._request), partial(recorded_body, request._request, delivery)
+        )
+        if isinstance(received, Rejection):
+            return Response(received.detail, status=received.status)
+        return Response({"status": received.outcome})
 
 
 class HealthView(MorphView):
@@ -157,16 +145,6 @@ class MetricsView(HealthView):
             )
         content, content_type = exposition()
         return HttpResponse(content, content_type=content_type, headers={"Cache-Control": "no-store"})
-
-
-def register_connection(connector_id: str, owner_id: str) -> None:
-    """Note the connection of an accepted event, once it is stored or its failure recorded: a sync
-    can then read it from Morph's API, the health check watch it. Failing to is logged, not
-    answered: Morph would retry an event already stored."""
-    try:
-        Connection.register(connector_id, owner_id)
-    except DatabaseError:
-        logger.exception("Could not register the connection %r / %r", connector_id, owner_id)
 
 
 def request_headers(request: HttpRequest) -> dict[str, str]:
@@ -198,6 +176,15 @@ def new_delivery(request: HttpRequest) -> WebhookDelivery:
     )
 
 
+def recorded_body(request: HttpRequest, delivery: WebhookDelivery) -> bytes:
+    """The request's body, kept on its delivery as it arrived; refused (an APIException) when it
+    is too large, chunked where it cannot be read, or not JSON."""
+    body = read_body(request)
+    delivery.record_body(body, printable(body))
+    check_content_type(request)
+    return body
+
+
 def check_content_type(request: HttpRequest) -> None:
     content_type = request.content_type or ""
     # Morph sends application/json; a missing type is tolerated, anything else is a mistake.
@@ -213,10 +200,8 @@ def check_content_type(request: HttpRequest) -> None:
         )
 
 
-def error_response(exc: InvalidEvent | exceptions.APIException) -> Response:
-    if isinstance(exc, InvalidEvent):
-        return Response(exc.detail, status=http_status_for(exc))
-    response = Response({"error": exc.get_codes(), "detail": exc.detail}, status=http_status_for(exc))
+def error_response(exc: exceptions.APIException) -> Response:
+    response = Response(error_body(exc), status=http_status_for(exc))
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         response["WWW-Authenticate"] = MorphAuthentication().authenticate_header(None)  # type: ignore[arg-type]
     return response

@@ -4,7 +4,7 @@ With ``QUEUE = "tasks"`` every delivery gets a task, and a task backend's worker
 bookkeeping around each one (django-tasks-db: find the next task, claim it, record its result;
 three statements and two commits), which takes longer than applying the delivery. Here a worker
 claims the delivery that is due next straight from its table and applies it with the code a task
-runs (:func:`morph_webhooks.queue.apply_attempt`): retries, giving up and the metrics are the same.
+runs (:func:`morph_webhooks.intake.apply_attempt`): retries, giving up and the metrics are the same.
 
 A claim leases one delivery, the one about to be applied: its ``next_attempt_at`` moves
 PENDING_TIMEOUT ahead, and its attempt is counted in the same committed UPDATE, before anything is
@@ -26,10 +26,10 @@ from datetime import timedelta
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
+from .apply import give_up
 from .conf import conf
+from .intake import apply_attempt
 from .models import Outcome, WebhookDelivery
-from .processing import give_up
-from .queue import apply_attempt
 from .statements import claim_due
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _drop_old_connections() -> None:
     """Django's ``close_old_connections``, as between requests, whenever the worker waits (none
     due, or a claim failed): close the connections that broke or outlived CONN_MAX_AGE, so that the
     next claim opens a new one. A delivery that failed on a broken connection closed it already
-    (see processing._record_failure). But not one in a transaction (a worker run inside a
+    (see apply._record_failure). But not one in a transaction (a worker run inside a
     test's), which that function would close under the caller."""
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:

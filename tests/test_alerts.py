@@ -14,8 +14,8 @@ from django.core.cache import caches
 from django.urls import reverse
 
 from morph_webhooks import alerts
+from morph_webhooks.intake import run_delivery
 from morph_webhooks.models import WebhookDelivery
-from morph_webhooks.queue import run_delivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import opportunity_event
 from tests.helpers import SECRET, raising_receiver

@@ -12,11 +12,13 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_tasks_db.models import DBTaskResult
 
+from morph_webhooks.apply import PROCESS_DELIVERY_TASK
 from morph_webhooks.deferred import process_delivery, sweep_pending
+from morph_webhooks.intake import run_delivery
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.queue import run_delivery, sweep
 from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.signals import delivery_failed, opportunity_created
+from morph_webhooks.sweeper import sweep
 from morph_webhooks.testing import opportunity_event
 from tests.helpers import raising_receiver
 
@@ -75,6 +77,11 @@ def test_tasks_queued_under_their_former_path_still_run():
     # Stored tasks name their function by its path; tasks queued before it moved name this one.
     assert import_string("morph_webhooks.tasks.process_delivery") is process_delivery
     assert import_string("morph_webhooks.tasks.sweep_pending") is sweep_pending
+
+
+def test_the_delivery_task_is_found_by_the_path_it_is_queued_under():
+    assert import_string(PROCESS_DELIVERY_TASK) is process_delivery
+    assert process_delivery.module_path == PROCESS_DELIVERY_TASK
 
 
 def test_duplicate_is_answered_without_a_second_task(send):

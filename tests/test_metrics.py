@@ -37,8 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from morph_webhooks import metrics, signals
 from morph_webhooks.checks import check_settings
+from morph_webhooks.intake import run_delivery
 from morph_webhooks.models import Connection, Outcome, SyncOutcome, WebhookDelivery
-from morph_webhooks.queue import run_delivery
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
 from morph_webhooks.testing.factories import WebhookDeliveryFactory
 from tests.helpers import SECRET, URL, at, free_port, postgresql_only, raising_receiver
@@ -462,7 +462,7 @@ class TestWithoutPrometheusClient:
         script = (
             "import sys; sys.modules['prometheus_client'] = None\n"
             "import django; django.setup()\n"
-            "from morph_webhooks import metrics, processing, urls, views\n"
+            "from morph_webhooks import apply, metrics, urls, views\n"
             "assert not metrics.INSTALLED\n"
             "print('imported')\n"
         )

@@ -10,6 +10,7 @@ from morph_webhooks.models import Opportunity, WebhookDelivery
 from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.testing.factories import WebhookDeliveryFactory
+from morph_webhooks.worker import Worker
 from tests.helpers import SECRET, raw_post
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +51,20 @@ def test_reprocess_applies_the_endpoint_policy(admin_client, settings):
     reprocess_delivery(delivery)
 
     delivery.refresh_from_db()
+    assert (delivery.status, delivery.http_status) == ("rejected", 403)
+    assert "permission_denied" in delivery.error
+    assert Opportunity.objects.count() == 0
+
+
+def test_a_worker_applies_the_endpoint_policy(send, settings):
+    # Queued while the connector was let in, applied after it no longer is.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred", "QUEUE": "deliveries"}
+    assert send(opportunity_event()).json() == {"status": "queued"}
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "ALLOWED_CONNECTORS": ["salesforce"]}
+
+    assert Worker(until_empty=True).run() == 1
+
+    delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.http_status) == ("rejected", 403)
     assert "permission_denied" in delivery.error
     assert Opportunity.objects.count() == 0

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from morph_webhooks.apply import Result
 from morph_webhooks.models import IdempotencyKey, Opportunity, Outcome, WebhookDelivery
-from morph_webhooks.processing import Result
 from morph_webhooks.reprocess import reprocess_delivery, reprocess_many
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.testing.factories import WebhookDeliveryFactory

@@ -707,7 +707,7 @@ def test_the_command_refuses_what_it_cannot_do(fake_api, settings, configured, a
     ("hidden", "importers", "args", "extra"),
     [
         (["httpx"], ["api", "sync", "management.commands.morph_webhooks_sync"], ["--all"], "sync"),
-        (["django.tasks", "django_tasks"], ["deferred"], ["--all", "--enqueue"], "tasks"),
+        (["django.tasks", "django_tasks"], ["deferred", "sync_queue"], ["--all", "--enqueue"], "tasks"),
     ],
 )
 def test_a_missing_optional_dependency_is_a_command_error_naming_its_extra(

@@ -193,7 +193,7 @@ def test_invalid_event_is_400_logged_and_consumes_no_key(client, send):
 
 
 def test_database_unreachable_is_503_json(client):
-    with mock.patch("morph_webhooks.views.process_event", side_effect=OperationalError("could not connect")):
+    with mock.patch("morph_webhooks.apply.process_event", side_effect=OperationalError("could not connect")):
         response = post_event(client, opportunity_event())
 
     assert response.status_code == 503

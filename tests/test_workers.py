@@ -20,7 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from morph_webhooks.models import Connection, IdempotencyKey, Opportunity, WebhookDelivery
-from morph_webhooks.queue import sweep
+from morph_webhooks.sweeper import sweep
 from morph_webhooks.testing import opportunity_event
 from morph_webhooks.testing.fake_api import FakeMorphAPI
 from tests.helpers import postgresql_only

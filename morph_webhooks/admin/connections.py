@@ -123,7 +123,7 @@ class ConnectionAdmin(ModelAdmin):
         connections = list(queryset.order_by("connector_id", "owner_id"))
         try:
             # Only syncing from here needs the task framework (and a loadable TASKS).
-            from ..deferred import enqueue_sync, sync_backend_problem
+            from ..sync_queue import enqueue_sync, sync_backend_problem
         except ImportError as exc:
             problem = f"Django's task framework is not available ({exc})."
         else:

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...conf import conf
-from ...queue import sweep
+from ...sweeper import sweep
 from ..options import seconds_or_zero
 
 

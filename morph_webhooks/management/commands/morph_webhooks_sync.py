@@ -155,7 +155,7 @@ class Command(BaseCommand):
     def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
         try:
             # Only --enqueue needs the task framework and a loadable TASKS setting.
-            from ...deferred import enqueue_sync, sync_backend_problem
+            from ...sync_queue import enqueue_sync, sync_backend_problem
         except ImportError as exc:
             problem = f"Django's task framework is not available ({exc})."
         else:

@@ -1,41 +1,32 @@
-"""The one function that applies a Morph event.
-
-The endpoint, replays of logged deliveries and deferred-mode workers call :func:`process_event`;
-nothing else writes a mirrored resource (an :class:`Opportunity`...). This module knows nothing of
-how it is called: what a failure leads to beyond being recorded (a retry, in deferred mode) is its
-caller's to decide.
-"""
+"""Every write of the event path, within its caller's transaction, and the reads that go with
+them: a resource's version and its signals (a webhook's, an expanded reference's, a sync's page)
+over its locked row, the idempotency key's claim and settling, and the delivery's record. The
+event path's statements are compiled once (:mod:`morph_webhooks.statements`); what to write, and
+when, is :mod:`morph_webhooks.apply`'s."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
-from django.db import DatabaseError, IntegrityError, OperationalError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections
 from django.db.models import QuerySet
 from django.db.models.functions import Collate
 from django.utils import timezone
 
 from . import statements
 from .conf import conf
-from .errors import ConcurrentDeliveryError, http_status_for
 from .events import MorphEvent, ResourceEvent
-from .metrics import observe_processing
-from .models import AWAITING_APPLY, IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
+from .models import IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
 from .resources.registry import REGISTRY
-from .signals import delivery_failed, event_received
 
 R = TypeVar("R", bound=MirroredResource)
+
 # A resource among a connection's: its Morph model and id.
 Key = tuple[str, str]
-
-logger = logging.getLogger(__name__)
 
 # What storing_outcome reads of a stored row: its version and how it was deleted.
 STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
@@ -45,122 +36,12 @@ STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
 ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    # A reprocess of a delivery that was already settled: nothing was run again.
-    already_applied: bool = False
-    # Why a reprocess rejected the delivery: the error it recorded.
-    reason: str = ""
-
-
-# What becomes of a delivery whose processing failed, once its transaction has rolled back.
-FailureRecorder = Callable[[WebhookDelivery, Exception], None]
-
-
 class Collision(Exception):
     """A concurrent transaction created the same row first."""
 
 
-class _AlreadyApplied(Exception):
+class AlreadyApplied(Exception):
     pass
-
-
-def record_failure(delivery: WebhookDelivery, exc: Exception) -> None:
-    """A request's delivery fails with the status Morph is answered (Morph retries it). One whose
-    key is held for it (a queued delivery replayed outside deferred mode) dies: nothing here would
-    run a retry."""
-    if delivery.status in AWAITING_APPLY:
-        give_up(delivery, exc)
-    else:
-        delivery.fail(exc, http_status_for(exc))
-
-
-def give_up(delivery: WebhookDelivery, exc: Exception) -> None:
-    if delivery.die(exc):
-        delivery_failed.send(sender=WebhookDelivery, delivery=delivery, exception=exc)
-
-
-def process_event(
-    event: MorphEvent,
-    delivery: WebhookDelivery,
-    on_failure: FailureRecorder = record_failure,
-    mode: str = "sync",
-) -> Result:
-    """Apply ``event`` exactly once, in ``updatedAt`` order, and record the outcome on ``delivery``.
-
-    Runs in its own transaction: the idempotency key, the resource, the delivery record and
-    whatever signal receivers write are committed together or not at all. On failure
-    ``on_failure`` records it on the delivery (with the traceback) and the exception propagates.
-    ``mode`` labels the time it took in the metrics: "sync" in the calling process, "deferred" in
-    a worker (a task's, or morph_webhooks_worker).
-    """
-    started = time.perf_counter()
-    try:
-        return run_atomically(_apply, event, delivery, on_failure)
-    finally:
-        observe_processing(event, mode, time.perf_counter() - started)
-
-
-def run_atomically(
-    body: Callable[[MorphEvent, WebhookDelivery], Result],
-    event: MorphEvent,
-    delivery: WebhookDelivery,
-    on_failure: FailureRecorder = record_failure,
-) -> Result:
-    """Run ``body`` in a transaction, starting over after a collision with a concurrent twin.
-
-    ``body`` bounds its lock waits itself, before its first statement that may wait for a lock:
-    with :func:`first_delivery` as that statement (it carries LOCK_TIMEOUT), otherwise with
-    :func:`bound_lock_wait`."""
-    # What the delivery was before this run: a rolled-back run's changes to it never happened.
-    outcome_before = delivery.status
-    try:
-        for _ in range(ATTEMPTS):
-            committed = _Committed()
-            try:
-                with transaction.atomic():
-                    # The first callback to run after the commit, before any receiver's: once it
-                    # has run, the event is stored whatever fails next.
-                    transaction.on_commit(committed.mark)
-                    result = body(event, delivery)
-            except Collision:
-                continue
-            except _AlreadyApplied:
-                # Another run of this very delivery (a task delivered twice) got there first.
-                return Result(Outcome.DUPLICATE)
-            except Exception as exc:
-                if not committed:
-                    if deadlocked(exc):
-                        continue
-                    raise
-                # Only a receiver's transaction.on_commit callback failed, after the commit.
-                # Answering 5xx (or recording a failure) would make Morph retry an event that is
-                # already stored, and the retry would be answered as a duplicate.
-                logger.exception(
-                    "A transaction.on_commit callback failed after %s was stored", event.idempotency_key
-                )
-            return result
-        raise ConcurrentDeliveryError(
-            f"gave up after {ATTEMPTS} collisions or deadlocks with concurrent deliveries"
-        )
-    except Exception as exc:
-        delivery.status = outcome_before
-        _record_failure(delivery, exc, on_failure)
-        raise
-
-
-class _Committed:
-    """Whether the transaction it was registered in (with ``transaction.on_commit``) committed."""
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def mark(self) -> None:
-        self.done = True
-
-    def __bool__(self) -> bool:
-        return self.done
 
 
 def deadlocked(exc: BaseException) -> bool:
@@ -183,45 +64,6 @@ def bound_lock_wait() -> None:
     statements.bound_lock_wait(IdempotencyKey, conf.LOCK_TIMEOUT)
 
 
-def _apply(event: MorphEvent, delivery: WebhookDelivery) -> Result:
-    # A queued delivery's key was claimed when it arrived: it is this run's to settle.
-    queued = delivery.status in AWAITING_APPLY
-    if queued:
-        bound_lock_wait()
-    # Claimed as if it were to be applied: only a stale event changes the key's outcome after.
-    elif not first_delivery(
-        event, Outcome.PROCESSED if isinstance(event, ResourceEvent) else Outcome.IGNORED
-    ):
-        return settle(event, delivery, Outcome.DUPLICATE)
-    if not isinstance(event, ResourceEvent):
-        if queued:
-            claim_queued_key(event, Outcome.IGNORED)
-        return settle(event, delivery, Outcome.IGNORED)
-
-    # The row lock orders concurrent events for one resource; the key's unique index orders
-    # concurrent deliveries of one event.
-    if event.related:
-        # Its expanded references' rows too, all locked first, in the one order.
-        locked = lock_in_order(event.connector_id, event.owner_id, map(_key, (event, *event.related)))
-        # Stored first, under their own updatedAt and with their own signals, so that the event's
-        # receivers find them (a deal's new stage).
-        for related in event.related:
-            store_resource(related, locked)
-        row = locked[_key(event)]
-    else:
-        row = _locked_row(event)
-    if row is not None and not _supersedes(event, row):
-        if queued:
-            claim_queued_key(event, Outcome.STALE)
-        else:
-            _correct_key_outcome(event, Outcome.STALE)
-        return settle(event, delivery, Outcome.STALE)
-    if queued:
-        claim_queued_key(event, Outcome.PROCESSED)
-    _write(event, row)
-    return settle(event, delivery, Outcome.PROCESSED)
-
-
 def store_resource(event: ResourceEvent, locked: dict[Key, MirroredResource | None] | None = None) -> str:
     """Store the version of a resource that ``event`` describes, within the caller's transaction
     and without an idempotency key: for a resource carried by another event, or read from Morph's
@@ -230,15 +72,15 @@ def store_resource(event: ResourceEvent, locked: dict[Key, MirroredResource | No
     transaction created the row first: the caller's transaction is spoilt and must start over.
     ``locked`` holds rows :func:`lock_in_order` locked, the resource's among them; what is
     stored here is kept in it."""
-    key = _key(event)
-    row = locked[key] if locked is not None else _locked_row(event)
+    key = resource_key(event)
+    row = locked[key] if locked is not None else locked_row(event)
     outcome = storing_outcome(event, row)
     if outcome == "created" and event.action == "updated":
         # New here (an expanded reference's resource, typically): a receiver of *_created hears
         # of every row created, whatever brought it.
         event = replace(event, action="created")
     if outcome in ("created", "updated"):
-        row = _write(event, row)
+        row = write_resource(event, row)
         if locked is not None:
             locked[key] = row
     return outcome
@@ -352,20 +194,20 @@ def storing_outcome(event: ResourceEvent, row: MirroredResource | None) -> str:
     :func:`store_resource`; ``row`` needs only its :data:`STORED_STATE`."""
     if row is None:
         return "created"
-    if not _supersedes(event, row):
+    if not supersedes(event, row):
         return "unchanged" if row.remote_updated_at == event.remote_updated_at else "stale"
     return "updated"
 
 
-def _locked_row(event: ResourceEvent) -> MirroredResource | None:
+def locked_row(event: ResourceEvent) -> MirroredResource | None:
     return statements.locked_row(event.spec.model, event.connector_id, event.owner_id, event.remote_id)
 
 
-def _key(event: ResourceEvent) -> Key:
+def resource_key(event: ResourceEvent) -> Key:
     return event.model, event.remote_id
 
 
-def _write(event: ResourceEvent, row: MirroredResource | None) -> MirroredResource:
+def write_resource(event: ResourceEvent, row: MirroredResource | None) -> MirroredResource:
     """Store the version ``event`` describes over ``row`` (None: a resource new here) and send
     the event's signal, then whatever the model's spec adds (``after_apply``). Returns the row."""
     created = row is None
@@ -405,47 +247,7 @@ def _announce(event: ResourceEvent, row: MirroredResource, before: dict[str, obj
         event.spec.after_apply(event, row, before)
 
 
-def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
-    """Claim the event's key with ``outcome``, or count one more delivery of it: False when it was
-    claimed before (the event is a duplicate). The transaction's first statement: it bounds the
-    transaction's lock waits (LOCK_TIMEOUT) from its own on, in the same round trip.
-
-    A concurrent twin's claim makes it wait on the key's unique index until the twin's transaction
-    ends: once committed, this is its duplicate; rolled back, this claims the key."""
-    return statements.claim_or_count_key(IdempotencyKey, key_claim(event, outcome), conf.LOCK_TIMEOUT)
-
-
-def key_claim(event: MorphEvent, outcome: Outcome) -> statements.KeyClaim:
-    """What claiming ``event``'s key for ``outcome`` writes."""
-    return statements.KeyClaim(
-        connector_id=event.connector_id,
-        owner_id=event.owner_id,
-        key=event.idempotency_key,
-        event=event.type,
-        remote_id=event.remote_id,
-        outcome=outcome,
-    )
-
-
-def _correct_key_outcome(event: MorphEvent, outcome: Outcome) -> None:
-    """Record on the key, claimed by :func:`first_delivery` in this transaction, what became of
-    its event after all."""
-    statements.settle_key(IdempotencyKey, key_claim(event, outcome))
-
-
-def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
-    """Settle the key that a queued delivery claimed on arrival (outcome "queued") with ``outcome``."""
-    # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
-    # second waits, then finds the key settled and changes nothing.
-    if statements.settle_key(IdempotencyKey, key_claim(event, outcome), was=Outcome.QUEUED):
-        return
-    # No key held for it: claim it now. Found claimed, another run of this
-    # delivery settled it first: this run is that run's duplicate (its count rolls back with it).
-    if not first_delivery(event, outcome):
-        raise _AlreadyApplied
-
-
-def _supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
+def supersedes(event: ResourceEvent, row: MirroredResource) -> bool:
     """Whether ``event`` is newer than what is stored.
 
     The newer ``updatedAt`` wins. At an equal ``updatedAt`` only a delete of a live row applies:
@@ -475,42 +277,95 @@ def _copy_event(event: ResourceEvent, row: MirroredResource) -> None:
         row.deleted_at = row.deleted_at or timezone.now()
     else:
         row.deleted_at = None
-    # A sync's delete is one that its scan did not list the resource (see _supersedes).
+    # A sync's delete is one that its scan did not list the resource (see supersedes).
     row.deleted_by_sync = event.action == "deleted" and event.source == "sync"
 
 
-def settle(event: MorphEvent, delivery: WebhookDelivery, outcome: Outcome) -> Result:
-    if outcome in (Outcome.PROCESSED, Outcome.IGNORED):
-        # After the resource's own signals: a receiver finds the event's row stored.
-        event_received.send(
-            sender=MorphEvent,
-            event=event,
-            outcome=outcome.value,
-            connector_id=event.connector_id,
-            owner_id=event.owner_id,
-        )
-    delivery.finish(outcome, _ignored_keys_note(event))
-    return Result(outcome)
+def first_delivery(event: MorphEvent, outcome: Outcome) -> bool:
+    """Claim the event's key with ``outcome``, or count one more delivery of it: False when it was
+    claimed before (the event is a duplicate). The transaction's first statement: it bounds the
+    transaction's lock waits (LOCK_TIMEOUT) from its own on, in the same round trip.
+
+    A concurrent twin's claim makes it wait on the key's unique index until the twin's transaction
+    ends: once committed, this is its duplicate; rolled back, this claims the key."""
+    return statements.claim_or_count_key(IdempotencyKey, key_claim(event, outcome), conf.LOCK_TIMEOUT)
 
 
-def _ignored_keys_note(event: MorphEvent) -> str:
-    """What the delivery log shows of keys the app did not read: a typo such as ``data.fileds``
-    is found where the request is, not only in a log file."""
-    if not event.ignored_keys:
-        return ""
-    logger.warning("Morph event %r: ignored unknown keys %r", event.idempotency_key, event.ignored_keys)
-    message = "Not a key Morph sends; ignored."
-    return json.dumps({"warnings": {key: [message] for key in event.ignored_keys}})
+def key_claim(event: MorphEvent, outcome: Outcome) -> statements.KeyClaim:
+    """What claiming ``event``'s key for ``outcome`` writes."""
+    return statements.KeyClaim(
+        connector_id=event.connector_id,
+        owner_id=event.owner_id,
+        key=event.idempotency_key,
+        event=event.type,
+        remote_id=event.remote_id,
+        outcome=outcome,
+    )
 
 
-def _record_failure(delivery: WebhookDelivery, exc: Exception, on_failure: FailureRecorder) -> None:
-    connection = connections[router.db_for_write(WebhookDelivery)]
-    if not connection.in_atomic_block and connection.connection is not None and not connection.is_usable():
-        # The connection died mid-transaction (server restart, failover, killed backend): a new
-        # one can still record why, as Django would open at the next request anyway.
-        connection.close()
-    try:
-        on_failure(delivery, exc)
-    except DatabaseError:
-        # The database is what failed; the original error is what the caller needs to see.
-        logger.exception("Could not record failed delivery %s", delivery.idempotency_key)
+def correct_key_outcome(event: MorphEvent, outcome: Outcome) -> None:
+    """Record on the key, claimed by :func:`first_delivery` in this transaction, what became of
+    its event after all."""
+    statements.settle_key(IdempotencyKey, key_claim(event, outcome))
+
+
+def claim_queued_key(event: MorphEvent, outcome: Outcome) -> None:
+    """Settle the key that a queued delivery claimed on arrival (outcome "queued") with ``outcome``."""
+    # The row lock taken by this update is what keeps two runs of one queued delivery apart: the
+    # second waits, then finds the key settled and changes nothing.
+    if statements.settle_key(IdempotencyKey, key_claim(event, outcome), was=Outcome.QUEUED):
+        return
+    # No key held for it: claim it now. Found claimed, another run of this
+    # delivery settled it first: this run is that run's duplicate (its count rolls back with it).
+    if not first_delivery(event, outcome):
+        raise AlreadyApplied
+
+
+def claims_with_insert() -> bool:
+    """Whether :func:`claim_and_record` claims the key and inserts the delivery in one statement
+    (PostgreSQL); otherwise the delivery is written once the claim is known."""
+    return statements.claims_with_insert(IdempotencyKey, WebhookDelivery)
+
+
+def claim_and_record(event: MorphEvent, delivery: WebhookDelivery) -> bool:
+    """:func:`first_delivery` of ``event`` as queued, and ``delivery``'s insert, in one round trip
+    (see morph_webhooks.statements); False when the key was claimed before."""
+    return statements.claim_key_and_insert(
+        IdempotencyKey, delivery, key_claim(event, Outcome.QUEUED), conf.LOCK_TIMEOUT
+    )
+
+
+def delivery_by_pk(delivery_id: int) -> WebhookDelivery | None:
+    # Read with a statement compiled once (see morph_webhooks.statements): one per delivery a task runs.
+    delivery = statements.by_pk(WebhookDelivery, delivery_id)
+    assert delivery is None or isinstance(delivery, WebhookDelivery)
+    return delivery
+
+
+def save_delivery(delivery: WebhookDelivery) -> None:
+    """Write the delivery's transition (see the WebhookDelivery's methods)."""
+    # Every request's delivery is written by its transitions: with statements compiled once, not
+    # by the ORM on every request (see morph_webhooks.statements). One deleted meanwhile (pruned)
+    # is inserted again, as save() would.
+    if delivery._state.adding and delivery.pk is None:
+        statements.insert(delivery)
+    elif not statements.update(delivery):
+        delivery.save()
+
+
+def save_attempt_end(delivery: WebhookDelivery) -> bool:
+    """Write how a worker's attempt at a queued delivery ended (a retry scheduled, or given up),
+    only while it is still queued: a concurrent run of the same delivery may have succeeded
+    meanwhile. False when it was not: nothing was written."""
+    updated = WebhookDelivery.objects.filter(pk=delivery.pk, status=Outcome.QUEUED).update(
+        status=delivery.status,
+        error=delivery.error,
+        attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at,
+    )
+    return updated > 0
+
+
+def save_reprocessed(delivery: WebhookDelivery) -> None:
+    """Write when a settled delivery was last reprocessed: nothing else of it changes."""
+    delivery.save(update_fields=["reprocessed_at"])
