@@ -34,16 +34,22 @@ class Rejection:
 
 
 def take_in(
-    delivery: WebhookDelivery, headers: Mapping[str, str], read_body: Callable[[], bytes]
+    delivery: WebhookDelivery,
+    headers: Mapping[str, str],
+    read_body: Callable[[], bytes],
+    *,
+    admitted: bool = False,
 ) -> MorphEvent | Rejection:
     """The event in the body that ``read_body`` returns, validated with ``headers`` and let in by
-    the policy, and ``delivery`` identified as its; or the rejection, recorded on ``delivery``
-    (which consumes no idempotency key). ``read_body`` may refuse the body itself (too large, not
-    JSON): an APIException, rejected as the others."""
+    the policy (unless it was ``admitted`` when it arrived: a queued delivery's), and ``delivery``
+    identified as its; or the rejection, recorded on ``delivery`` (which consumes no idempotency
+    key). ``read_body`` may refuse the body itself (too large, not JSON): an APIException,
+    rejected as the others."""
     try:
         event = parse_event(headers, read_body())
-        # The same policy for every path: a replay or a worker must not let in what a request could not.
-        check_allowed(event)
+        if not admitted:
+            # A replay must not let in what a request could not.
+            check_allowed(event)
     except (InvalidEvent, APIException) as exc:
         rejection = Rejection(http_status_for(exc), error_body(exc))
         delivery.reject(rejection.status, rejection.detail)
@@ -91,8 +97,9 @@ def run_delivery(delivery_id: int) -> Outcome | None:
 def apply_attempt(delivery: WebhookDelivery) -> Outcome:
     """Apply a queued delivery, as read from the database, its attempt begun: a task's, or one
     that morph_webhooks_worker claimed (the claim records the attempt)."""
-    # Valid when it arrived; only a change of the app's rules can reject it now.
-    event = take_in(delivery, delivery.headers, delivery.received_body)
+    # Valid and let in when it arrived, its key claimed: only a change of the app's rules can
+    # reject it now. The policy is not asked again: a queued event is applied as it was accepted.
+    event = take_in(delivery, delivery.headers, delivery.received_body, admitted=True)
     if isinstance(event, Rejection):
         return Outcome.REJECTED
     return process_event(event, delivery, on_failure=retry_later, mode="deferred").outcome
