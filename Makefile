@@ -30,3 +30,4 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy morph_webhooks
+	$(BIN)/lint-imports --no-cache
