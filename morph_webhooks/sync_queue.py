@@ -1,6 +1,6 @@
 """Queueing a connection's sync for the task backend's workers (the admin's action and
-``morph_webhooks_sync --enqueue``). Importing it loads the task framework: its callers import it
-only when they are asked to queue a sync."""
+``morph_webhooks_sync --enqueue``). Only queueing a sync needs the task framework: it is loaded
+(with the tasks) when a sync is to be queued, not when this module is imported."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from django.db import transaction
 
 from .apply import stores_tasks_in_the_database
 from .conf import conf
-from .deferred import sync_connection_task
 from .models import Connection
 
 # The task framework's backends without workers: one runs a task in the enqueueing process at
@@ -20,8 +19,13 @@ NEVER_RUNS = "DummyBackend"
 
 
 def sync_backend_problem(*, inline_is_usable: bool) -> str:
-    """Why the configured task backend cannot run syncs in workers, or "" when it can. A backend
-    that runs tasks inline is usable only where the caller may wait for the syncs."""
+    """Why the configured task backend cannot run syncs in workers, or "" when it can (the task
+    framework installed, TASKS loadable). A backend that runs tasks inline is usable only where
+    the caller may wait for the syncs."""
+    try:
+        from .deferred import sync_connection_task
+    except ImportError as exc:
+        return f"Django's task framework is not available ({exc})."
     try:
         backend = sync_connection_task.using(
             backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE
@@ -40,7 +44,10 @@ def sync_backend_problem(*, inline_is_usable: bool) -> str:
 
 def enqueue_sync(connection: Connection, models: list[str], delete_missing: bool = False) -> None:
     """Queue a sync of ``connection`` on the configured task backend (TASK_BACKEND, TASK_QUEUE), of
-    ``models`` (Morph model names; empty: every stored model)."""
+    ``models`` (Morph model names; empty: every stored model), once :func:`sync_backend_problem`
+    has found none."""
+    from .deferred import sync_connection_task
+
     queued = sync_connection_task.using(backend=conf.TASK_BACKEND, queue_name=conf.TASK_QUEUE)
     if stores_tasks_in_the_database(queued.get_backend()):
         queued.enqueue(connection.pk, models, delete_missing)

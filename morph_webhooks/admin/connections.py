@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import Connection
+from ..sync_queue import enqueue_sync, sync_backend_problem
 from .display import EMPTY, ModelAdmin, field_as, moment, pretty_json
 
 # What the list shows of a failed sync's error; the connection's page shows all of it.
@@ -121,14 +122,8 @@ class ConnectionAdmin(ModelAdmin):
     @admin.action(permissions=["sync"], description=_("Sync now from Morph's API"))
     def sync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         connections = list(queryset.order_by("connector_id", "owner_id"))
-        try:
-            # Only syncing from here needs the task framework (and a loadable TASKS).
-            from ..sync_queue import enqueue_sync, sync_backend_problem
-        except ImportError as exc:
-            problem = f"Django's task framework is not available ({exc})."
-        else:
-            # A sync takes minutes: it must not run inside this request.
-            problem = sync_backend_problem(inline_is_usable=False)
+        # A sync takes minutes: it must not run inside this request.
+        problem = sync_backend_problem(inline_is_usable=False)
         if problem:
             commands = "; ".join(connection.sync_command() for connection in connections)
             self.message_user(

@@ -13,6 +13,7 @@ from ...conf import conf
 from ...extras import MissingDependency
 from ...models import ID_LENGTH, Connection
 from ...resources.registry import REGISTRY
+from ...sync_queue import enqueue_sync, sync_backend_problem
 from ..progress import Progress
 
 try:
@@ -153,13 +154,7 @@ class Command(BaseCommand):
         return problems
 
     def enqueue(self, connections: list[Connection], options: dict[str, Any]) -> None:
-        try:
-            # Only --enqueue needs the task framework and a loadable TASKS setting.
-            from ...sync_queue import enqueue_sync, sync_backend_problem
-        except ImportError as exc:
-            problem = f"Django's task framework is not available ({exc})."
-        else:
-            problem = sync_backend_problem(inline_is_usable=True)
+        problem = sync_backend_problem(inline_is_usable=True)
         if problem:
             raise CommandError(
                 f"{problem} Configure a task backend with workers (TASKS, MORPH_WEBHOOKS['TASK_BACKEND']), "
