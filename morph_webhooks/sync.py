@@ -106,10 +106,11 @@ class SyncReport:
         failed = [
             f"{model.model} ({model.counts['failed']})" for model in self.models if model.counts["failed"]
         ]
-        invalid = (
-            f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}." if failed else ""
+        if refused and not failed:
+            return " ".join(refused)
+        return " ".join(
+            [*refused, f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."]
         )
-        return " ".join([*refused, invalid]).strip()
 
 
 def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: MirroredResource) -> bool:
