@@ -41,6 +41,9 @@ DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 # cursors for ever, each page renewing the sync's lease): a scan ends on a page whose next is null,
 # and a few empty pages before it (resources deleted during the scan) are no reason to stop.
 MAX_EMPTY_PAGES = 20
+# Morph's error codes for a model whose list its connector does not implement (HubSpot retrieves
+# engagements, stages and workspaces one at a time): the other models can still be listed.
+LIST_NOT_IMPLEMENTED = frozenset({"CONNECTOR::RESOURCE_MODEL::NOT_FOUND", "CONNECTOR::OPERATION::NOT_FOUND"})
 # What is kept of Morph's error code and message, in messages and in what a sync records.
 CODE_CHARS = 100
 MESSAGE_CHARS = 500
@@ -71,6 +74,11 @@ class CursorLoop(MorphAPIError):
 
 class AccessDenied(MorphAPIError):
     """401/403: the connection's credentials or enabled operations are wrong."""
+
+
+class ListRefused(MorphAPIError):
+    """Morph will not list this model for the connection: its connector cannot. The connection's
+    other models are not concerned."""
 
 
 class MorphAPI:
@@ -242,6 +250,12 @@ class MorphAPI:
         status = response.status_code
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         text = f"Morph's API answered {status}{tries} for {self.connection} ({model}): {code}: {message}"
+        if 400 <= status < 500 and code in LIST_NOT_IMPLEMENTED:
+            return ListRefused(
+                f"Morph cannot list {model} for {self.connection}: its connector reads them one at a "
+                f"time, so a sync cannot copy them; their webhooks still do. ({text})",
+                status,
+            )
         if status in (401, 403):
             return AccessDenied(
                 f"{text}. Check MORPH_WEBHOOKS['API_KEY'] and ['API_SECRET'], and that the connection "

@@ -28,12 +28,17 @@ from .resources.base import MirroredResource as MirroredResource
 from .resources.base import ResourceQuerySet as ResourceQuerySet
 from .resources.company import Company as Company
 from .resources.contact import Contact as Contact
+from .resources.engagement import Engagement as Engagement
+from .resources.engagement import EngagementDirection as EngagementDirection
+from .resources.engagement import EngagementStatus as EngagementStatus
+from .resources.engagement import EngagementType as EngagementType
 from .resources.opportunity import Opportunity as Opportunity
 from .resources.opportunity import OpportunityQuerySet as OpportunityQuerySet
 from .resources.pipeline import Pipeline as Pipeline
 from .resources.stage import Stage as Stage
 from .resources.stage import StageType as StageType
 from .resources.user import CrmUser as CrmUser
+from .resources.workspace import Workspace as Workspace
 
 
 class Outcome(models.TextChoices):

@@ -138,6 +138,7 @@ class ResourceDataSerializer(serializers.Serializer[Any]):
         required = action in ACTIONS_WITH_FIELDS
         message = f"Required for a {spec.morph_model}::{action} event; only a delete may leave it out."
         fields["fields"] = spec.fields(
+            action=action,
             required=required,
             allow_null=not required,
             error_messages={"required": message, "null": message},

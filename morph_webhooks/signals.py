@@ -44,6 +44,12 @@ company_deleted = Signal()
 contact_created = Signal()
 contact_updated = Signal()
 contact_deleted = Signal()
+engagement_created = Signal()
+engagement_updated = Signal()
+engagement_deleted = Signal()
+workspace_created = Signal()
+workspace_updated = Signal()
+workspace_deleted = Signal()
 
 # Sent when an applied opportunity event changes ``stage_id`` (a create with a stage included),
 # after ``opportunity_created``/``opportunity_updated``, with ``sender=Opportunity`` and keyword
@@ -53,14 +59,14 @@ contact_deleted = Signal()
 opportunity_stage_changed = Signal()
 
 # Sent once for every event applied, after the signals above, whether its Morph model is mirrored
-# (outcome "processed") or not (outcome "ignored": crmEngagement, telephonyCall...); never for a
+# (outcome "processed") or not (outcome "ignored": telephonyCall...); never for a
 # duplicate or a stale event, which change nothing, nor for what a sync reads from Morph's API.
 # Sent with ``sender=MorphEvent`` and keyword arguments ``event`` (the
 # :class:`~morph_webhooks.events.MorphEvent`: ``type``, ``model``, ``action``, ``remote_id``,
 # ``idempotency_key``, ``payload``...; a ``ResourceEvent`` for a mirrored model), ``outcome``
 # ("processed" or "ignored"), ``connector_id`` and ``owner_id`` (the connection it came from).
 # Inside the transaction, as the others: a receiver that raises rolls the event back and Morph
-# retries it. morph_webhooks_check's test event (a crmEngagement whose id starts with
+# retries it. morph_webhooks_check's test event (a telephonyCall whose id starts with
 # "morph-webhooks-check-") reaches it too.
 event_received = Signal()
 

@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .api import CursorLoop, MorphAPI, MorphAPIError, Page
+from .api import CursorLoop, ListRefused, MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent
 from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
@@ -66,6 +66,8 @@ class ModelSync:
     complete: bool = False
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Why Morph would not list the model for the connection ("" when it did).
+    refused: str = ""
 
     @property
     def resources(self) -> int:
@@ -73,6 +75,8 @@ class ModelSync:
 
     def summary(self) -> str:
         counts = ", ".join(f"{self.counts[outcome]} {outcome}" for outcome in OUTCOMES)
+        if self.refused:
+            return f"{self.model}: not synced: {self.refused}"
         state = "" if self.complete else " (incomplete)"
         pages = f"{self.pages} page{'' if self.pages == 1 else 's'}"
         return f"{self.model}: {pages}, {self.resources} resources{state}: {counts}"
@@ -98,10 +102,15 @@ class SyncReport:
         """Why the sync did not succeed, in a sentence naming the connection."""
         if self.error:
             return self.error
+        refused = [model.refused for model in self.models if model.refused]
         failed = [
             f"{model.model} ({model.counts['failed']})" for model in self.models if model.counts["failed"]
         ]
-        return f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."
+        if refused and not failed:
+            return " ".join(refused)
+        return " ".join(
+            [*refused, f"Invalid resources for {self.connection}, not stored: {', '.join(failed)}."]
+        )
 
 
 def _is_stored_version(spec: ResourceSpec, resource: dict[str, Any], row: MirroredResource) -> bool:
@@ -194,6 +203,9 @@ def sync_connection(
                     _ModelScan(connection, spec, api, model, dry_run=dry_run, on_page=on_page).run(
                         delete_missing
                     )
+                except ListRefused as exc:
+                    # That model only: the others are listed, and the sync ends incomplete.
+                    model.refused = str(exc)
                 finally:
                     # What was applied before a failure is shown too.
                     if progress is not None:
@@ -259,6 +271,8 @@ class _ModelScan:
                 # Resuming from a cursor of the loop would only go round it again.
                 self.connection.save_cursor(self.spec.morph_model, None, self.started_at)
             raise CursorLoop(f"{exc} The next sync starts {self.spec.morph_model} over.") from None
+        except ListRefused:
+            raise  # whatever the cursor: the model cannot be listed at all
         except MorphAPIError as exc:
             if self.report.resumed and self.report.pages == 0 and exc.status in REFUSED_CURSOR:
                 # A saved cursor Morph no longer accepts would otherwise fail every run from now on.

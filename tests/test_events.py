@@ -310,7 +310,7 @@ def test_keys_morph_does_not_send_are_named_as_ignored():
     assert parse(payload).ignored_keys == ("extra", "data.fileds")
     assert parse(opportunity_event()).ignored_keys == ()
     contact = copy.deepcopy(payload)
-    contact["event"], contact["data"]["model"] = "crmEngagement::created", "crmEngagement"
+    contact["event"], contact["data"]["model"] = "telephonyCall::created", "telephonyCall"
     assert parse(contact).ignored_keys == ("extra", "data.fileds")
 
 

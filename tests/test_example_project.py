@@ -158,16 +158,17 @@ def test_send_example_events_to_a_live_server(
     answers = [line.rpartition("-> ")[2] for line in sent.stdout.splitlines() if "-> " in line]
     assert all(answer.startswith("200 ") for answer in answers), sent.stdout
     statuses = Counter(json.loads(answer.removeprefix("200 "))["status"] for answer in answers)
-    # The CRM's set-up (a pipeline, 6 stages, 2 users, 3 companies, 3 contacts), then the deals.
-    assert statuses == {"processed": 24, "duplicate": 1, "stale": 1, "ignored": 1}
-    assert "Sent 27 events: 24 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
+    # The CRM's set-up (a pipeline, 6 stages, 2 users, 3 companies, 3 contacts), then the deals,
+    # a call and a workspace; a phone system's call record is the one model not stored.
+    assert statuses == {"processed": 26, "duplicate": 1, "stale": 1, "ignored": 1}
+    assert "Sent 29 events: 26 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
     # No login exists yet in this database: the command says how to make one.
     assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
     # Again: the same events (ids, keys), answered as Morph's re-sends are, and no new deal.
     again = manage(env, "send_example_events", "--url", url)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "Sent 27 events: 27 duplicate." in again.stdout
+    assert "Sent 29 events: 29 duplicate." in again.stdout
     assert "Every event was sent before, with the same ids and keys" in again.stdout
 
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
@@ -179,6 +180,10 @@ def test_send_example_events_to_a_live_server(
             " JOIN morph_webhooks_opportunity o ON o.id = s.opportunity_id ORDER BY s.id"
         ).fetchall()
         stages = db.execute("SELECT remote_id, name, type FROM morph_webhooks_stage").fetchall()
+        engagements = db.execute(
+            "SELECT type, direction, status, duration, crm_owner_id, contact_ids FROM morph_webhooks_engagement"
+        ).fetchall()
+        workspaces = db.execute("SELECT remote_id, name FROM morph_webhooks_workspace").fetchall()
         names = [
             db.execute(f"SELECT COUNT(*) FROM morph_webhooks_{table}").fetchone()[0]
             for table in ("pipeline", "crmuser", "company", "contact")
@@ -190,6 +195,8 @@ def test_send_example_events_to_a_live_server(
             [GLOBEX],
         ).fetchone()
 
+    assert engagements == [("call", "outbound", "completed", 120, "user_2201", '["contact_ada"]')]
+    assert workspaces == [("workspace_sales", "Sales")]
     assert sorted(opportunities) == [
         (ACME, "presentationscheduled", 52500, "EUR", 0),
         (GLOBEX, "closedwon", 91000, "USD", 0),
@@ -225,9 +232,9 @@ def test_send_example_events_to_a_server_in_deferred_mode_says_to_start_a_worker
         sent = manage(env, "send_example_events", "--url", f"{site}/webhooks/morph/")
 
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    assert "Sent 27 events: 26 queued, 1 duplicate." in sent.stdout
+    assert "Sent 29 events: 28 queued, 1 duplicate." in sent.stdout
     assert (
-        "26 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
+        "28 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
         "another terminal: python manage.py db_worker"
     ) in sent.stdout
     assert "Every answer was as expected" not in sent.stdout
@@ -292,8 +299,8 @@ def test_a_post_without_the_trailing_slash_is_taken_with_the_secret_out_of_the_c
     url, log_path = server
     # DEBUG is on: were the URL not routed, CommonMiddleware would raise rather than redirect a POST.
     event = {
-        "event": "crmEngagement::created",
-        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {}},
+        "event": "telephonyCall::created",
+        "data": {"object": "resource", "model": "telephonyCall", "id": "c1", "fields": {}},
     }
     request = urllib.request.Request(
         f"{url.rstrip('/')}?token={DEV_SECRET}",
@@ -350,8 +357,8 @@ def test_chunked_body_is_read_by_gunicorn_and_refused_by_runserver(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     event = {
-        "event": "crmEngagement::created",
-        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {}},
+        "event": "telephonyCall::created",
+        "data": {"object": "resource", "model": "telephonyCall", "id": "c1", "fields": {}},
     }
     body = json.dumps(event).encode()
     too_large = body + b" " * (1024 * 1024)

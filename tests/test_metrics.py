@@ -164,7 +164,7 @@ class TestDeliveries:
             opportunity_event("updated", remote_id="opp_1", updated_at=at(-60)),
             headers=morph_headers(),
         )
-        post_event(client, resource_event("crmEngagement"), headers=morph_headers())
+        post_event(client, resource_event("telephonyCall"), headers=morph_headers())
         post_event(client, {"event": "nonsense"}, headers=morph_headers())
         client.post(URL, data="{}", content_type="text/csv", headers={"Authorization": f"Bearer {SECRET}"})
         with raising_receiver(signals.opportunity_created, RuntimeError, "receiver exploded"):
@@ -250,7 +250,7 @@ class TestProcessing:
 
         for number in range(3):
             post_event(client, opportunity_event(remote_id=f"opp_{number}"))
-        post_event(client, resource_event("crmEngagement"))
+        post_event(client, resource_event("telephonyCall"))
         post_event(client, {"event": "nonsense"})  # refused before processing
 
         after = scrape(client)
@@ -623,7 +623,7 @@ def counts_add_up(example: Site) -> None:
     again = [
         *((opportunity_event(remote_id=f"opp_{number}"), f"key_{number}") for number in range(3)),
         (opportunity_event("updated", remote_id="opp_5", updated_at=at(-60)), "key_stale"),
-        (resource_event("crmEngagement"), "key_ignored"),
+        (resource_event("telephonyCall"), "key_ignored"),
         ({"event": "nonsense"}, "key_invalid_1"),
         ({"data": {}}, "key_invalid_2"),
     ]

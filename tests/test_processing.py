@@ -239,8 +239,8 @@ def test_keys_are_scoped_by_connector_and_owner(send, sent_signals):
 
 def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
     payload = {
-        "event": "crmEngagement::created",
-        "data": {"object": "resource", "model": "crmEngagement", "id": "c1", "fields": {"x": 1}},
+        "event": "telephonyCall::created",
+        "data": {"object": "resource", "model": "telephonyCall", "id": "c1", "fields": {"x": 1}},
     }
     first = send(payload, key="k")
     again = send(payload, key="k")
@@ -250,7 +250,7 @@ def test_other_models_are_acknowledged_and_ignored(send, sent_signals):
     assert Opportunity.objects.count() == 0
     assert sent_signals.names == []
     assert IdempotencyKey.objects.get().outcome == "ignored"
-    assert WebhookDelivery.objects.first().event == "crmEngagement::created"
+    assert WebhookDelivery.objects.first().event == "telephonyCall::created"
 
 
 def test_event_received_once_per_applied_event_ignored_ones_included(send, sent_signals):
@@ -261,7 +261,7 @@ def test_event_received_once_per_applied_event_ignored_ones_included(send, sent_
         stored = Opportunity.objects.filter(remote_id=event.remote_id).exists()
         received.append((sender, event.type, event.remote_id, outcome, connector_id, owner_id, stored))
 
-    engagement = resource_event("crmEngagement", "created", "call_1", fields={"type": "call"})
+    engagement = resource_event("telephonyCall", "created", "call_1", fields={"type": "call"})
     event_received.connect(receiver)
     try:
         send(opportunity_event("created", updated_at=at(10)), key="created")
@@ -275,14 +275,14 @@ def test_event_received_once_per_applied_event_ignored_ones_included(send, sent_
 
     assert received == [
         (MorphEvent, "crmOpportunity::created", "opp_1", "processed", "hubspot", "tenant_1", True),
-        (MorphEvent, "crmEngagement::created", "call_1", "ignored", "hubspot", "tenant_1", False),
+        (MorphEvent, "telephonyCall::created", "call_1", "ignored", "hubspot", "tenant_1", False),
         (MorphEvent, "crmOpportunity::deleted", "opp_1", "processed", "hubspot", "tenant_1", True),
     ]
     assert sent_signals.names == ["created", "deleted"]
 
 
 def test_an_event_received_receiver_that_raises_rolls_an_ignored_event_back(send):
-    engagement = resource_event("crmEngagement", "created", "call_1", fields={"type": "call"})
+    engagement = resource_event("telephonyCall", "created", "call_1", fields={"type": "call"})
     with raising_receiver(event_received, RuntimeError, "receiver bug"):
         response = send(engagement, key="call")
 

@@ -15,7 +15,19 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from morph_webhooks.models import CrmUser, IdempotencyKey, Opportunity, Pipeline, Stage, WebhookDelivery
+from morph_webhooks.intake import run_delivery
+from morph_webhooks.models import (
+    Contact,
+    CrmUser,
+    Engagement,
+    IdempotencyKey,
+    Opportunity,
+    Pipeline,
+    Stage,
+    WebhookDelivery,
+    Workspace,
+)
+from morph_webhooks.reprocess import reprocess_delivery
 from morph_webhooks.resources.base import ResourceSpec
 from morph_webhooks.resources.registry import REGISTRY
 from morph_webhooks.signals import opportunity_stage_changed
@@ -75,6 +87,52 @@ SAMPLES = {
             "phone": "+44 20 7946 0001",
         },
         ("phone", "1234"),
+    ),
+    "crmEngagement": Sample(
+        {
+            "type": "Call",
+            "direction": "outbound",
+            "status": "inProgress",
+            "title": "Renewal call",
+            "startedAt": "2025-03-06T09:00:00.000Z",
+            "duration": 300,
+            "owner": reference("genericUser", "u1"),
+            "users": [reference("genericUser", "u2"), "u3"],
+            "companies": [reference("genericCompany", "c1")],
+            "contacts": ["p1"],
+            "opportunities": [reference("crmOpportunity", "o1")],
+        },
+        {
+            "title": "Renewal call",
+            "type": "call",
+            "direction": "outbound",
+            "status": "inProgress",
+            "started_at": T0,
+            "duration": 300,
+            "crm_owner_id": "u1",
+            "user_ids": ["u2", "u3"],
+            "company_ids": ["c1"],
+            "contact_ids": ["p1"],
+            "opportunity_ids": ["o1"],
+        },
+        {"status": "completed", "duration": 420, "contacts": None},
+        {
+            "title": "Renewal call",
+            "type": "call",
+            "direction": "outbound",
+            "status": "completed",
+            "started_at": T0,
+            "duration": 420,
+            "crm_owner_id": "u1",
+            "user_ids": ["u2", "u3"],
+            "company_ids": ["c1"],
+            "contact_ids": [],
+            "opportunity_ids": ["o1"],
+        },
+        ("type", "visit"),
+    ),
+    "genericWorkspace": Sample(
+        {"name": "Sales"}, {"name": "Sales"}, {"name": "Sales EU"}, {"name": "Sales EU"}, ("name", "")
     ),
 }
 RELATED = sorted(SAMPLES)
@@ -463,3 +521,132 @@ def test_each_model_has_an_admin_list_and_change_page(admin_client, send, spec, 
     assert listed.status_code == shown.status_code == 200
     first_value = str(next(iter(sample.columns.values())))
     assert first_value in listed.text and first_value in shown.text
+
+
+@pytest.mark.django_db
+class TestEngagement:
+    def test_its_type_is_stored_lower_case_whatever_the_case_sent(self, send):
+        for index, kind in enumerate(["CALL", "Meeting", "email", "tAsK", "note"]):
+            fields = {"type": kind, "startedAt": "2025-03-06T09:00:00Z"}
+            assert (
+                send(resource_event("crmEngagement", "created", f"e{index}", fields=fields)).status_code
+                == 200
+            )
+
+        assert sorted(Engagement.objects.values_list("type", flat=True)) == [
+            "call",
+            "email",
+            "meeting",
+            "note",
+            "task",
+        ]
+
+    @pytest.mark.parametrize(
+        ("fields", "bad"),
+        [
+            ({"startedAt": "2025-03-06T09:00:00Z"}, ["data.fields.type"]),
+            ({"type": "call"}, ["data.fields.startedAt"]),
+            ({"type": None, "startedAt": None}, ["data.fields.type", "data.fields.startedAt"]),
+            ({"type": "visit", "startedAt": "2025-03-06T09:00:00Z"}, ["data.fields.type"]),
+            ({"type": "call", "startedAt": "yesterday"}, ["data.fields.startedAt"]),
+            ({"type": "call", "startedAt": "2025-03-06T09:00:00Z", "duration": -1}, ["data.fields.duration"]),
+            ({"type": "call", "startedAt": "2025-03-06T09:00:00Z", "status": "done"}, ["data.fields.status"]),
+            (
+                {"type": "call", "startedAt": "2025-03-06T09:00:00Z", "direction": "in"},
+                ["data.fields.direction"],
+            ),
+        ],
+    )
+    def test_morph_requires_a_type_and_a_start_when_it_creates_one(self, send, fields, bad):
+        response = send(resource_event("crmEngagement", "created", "e1", fields=fields))
+
+        assert response.status_code == 400
+        assert sorted(response.json()["fields"]) == sorted(bad)
+        assert not Engagement.objects.exists()
+
+    def test_an_update_may_leave_type_and_start_out(self, send):
+        response = send(resource_event("crmEngagement", "updated", "e1", fields={"title": "Follow-up"}))
+
+        assert response.json() == {"status": "processed"}
+        assert Engagement.objects.values_list("title", "type", "started_at").get() == ("Follow-up", "", None)
+
+    def test_expanded_references_are_stored_as_their_resources(self, send):
+        contact = {
+            "object": "resource",
+            "model": "genericContact",
+            "id": "p1",
+            "fields": {"firstName": "Ada"},
+            "createdAt": "2025-03-06T09:00:00Z",
+            "updatedAt": "2025-03-06T09:00:00Z",
+        }
+        fields = {"type": "note", "startedAt": "2025-03-06T09:00:00Z", "contacts": [contact]}
+        assert send(resource_event("crmEngagement", "created", "e1", fields=fields)).status_code == 200
+
+        assert Engagement.objects.get().contact_ids == ["p1"]
+        assert Contact.objects.get(remote_id="p1").first_name == "Ada"
+
+
+@pytest.mark.django_db
+def test_a_workspace_needs_a_name_when_morph_creates_it(send):
+    response = send(resource_event("genericWorkspace", "created", "w1", fields={}))
+
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["data.fields.name"]
+    assert not Workspace.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_engagement_list_filters_by_type_status_direction_and_searches_titles(admin_client, send):
+    for remote_id, kind, status, direction, title in [
+        ("e1", "call", "completed", "outbound", "Renewal call"),
+        ("e2", "call", "planned", "outbound", "Renewal follow-up"),
+        ("e3", "meeting", "completed", "outbound", "Renewal meeting"),
+        ("e4", "call", "completed", "inbound", "Renewal question"),
+        ("e5", "call", "completed", "outbound", "Kick-off"),
+    ]:
+        fields = {
+            "type": kind,
+            "status": status,
+            "direction": direction,
+            "title": title,
+            "startedAt": "2025-03-06T09:00:00Z",
+        }
+        send(resource_event("crmEngagement", "created", remote_id, fields=fields))
+
+    listed = admin_client.get(
+        "/admin/morph_webhooks/engagement/",
+        {"type__exact": "call", "status__exact": "completed", "direction__exact": "outbound", "q": "renewal"},
+    )
+
+    assert listed.status_code == 200
+    assert [row.remote_id for row in listed.context["cl"].result_list] == ["e1"]
+
+
+@pytest.mark.django_db
+def test_deferred_mode_queues_and_a_worker_applies_it(send, spec, sample, signals, settings):
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "PROCESSING": "deferred"}
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+    assert send(event(spec, "created", 0, sample.fields)).json() == {"status": "queued"}
+    assert not spec.model._default_manager.exists() and signals == []
+
+    assert run_delivery(WebhookDelivery.objects.get().pk) == "processed"
+    assert stored(spec, sample) == sample.columns
+    assert [action for action, _ in signals] == ["created"]
+
+
+@pytest.mark.django_db
+def test_a_failed_delivery_is_reprocessed(send, spec, sample, signals):
+    def boom(**kwargs: Any) -> None:
+        raise RuntimeError("receiver down")
+
+    spec.signals["created"].connect(boom, weak=False, dispatch_uid="test-resources-boom")
+    try:
+        assert send(event(spec, "created", 0, sample.fields)).status_code == 500
+    finally:
+        spec.signals["created"].disconnect(dispatch_uid="test-resources-boom")
+    assert not spec.model._default_manager.exists()
+
+    delivery = WebhookDelivery.objects.get()
+    assert reprocess_delivery(delivery).outcome == "processed"
+    assert stored(spec, sample) == sample.columns

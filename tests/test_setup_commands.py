@@ -166,7 +166,7 @@ class TestCheck:
         assert f"OK: delivery {delivery.pk} was authenticated, validated and processed (ignored)" in out
         assert "Answer: 200" in out and SECRET not in out + err
         assert (delivery.event, delivery.status, delivery.http_status) == (
-            "crmEngagement::created",
+            "telephonyCall::created",
             "ignored",
             200,
         )

@@ -31,14 +31,22 @@ from morph_webhooks import signals
 from morph_webhooks.deferred import sync_connection_task
 from morph_webhooks.models import (
     Connection,
+    Engagement,
     IdempotencyKey,
     Opportunity,
     Stage,
     SyncLeaseLost,
     WebhookDelivery,
+    Workspace,
 )
 from morph_webhooks.sync import ModelSync, models_to_sync, sync_connection
-from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
+from morph_webhooks.testing import (
+    engagement_event,
+    morph_headers,
+    opportunity_event,
+    post_event,
+    resource_event,
+)
 from morph_webhooks.testing.fake_api import FakeMorphAPI
 from tests.helpers import T0, postgresql_only, raising_receiver, statements
 
@@ -1301,3 +1309,52 @@ class TestFailedSyncTask:
         result = sync_connection_task.enqueue(connection.pk, [OPPORTUNITIES], False)
 
         assert (str(result.status), result.return_value) == ("SUCCESSFUL", "succeeded")
+
+
+def test_a_model_morph_cannot_list_is_named_and_the_others_are_synced(fake_api):
+    # HubSpot retrieves engagements one at a time: Morph refuses to list them.
+    fake_api.refuse_list("crmEngagement")
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        "genericWorkspace",
+        [resource_event("genericWorkspace", "updated", "w1", fields={"name": "Sales"})["data"]],
+    )
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as error:
+        call_command(
+            "morph_webhooks_sync", "--connector", CONNECTOR, "--owner", OWNER, stdout=out, stderr=out
+        )
+
+    refused = "Morph cannot list crmEngagement for connector 'hubspot', owner 'tenant_1'"
+    assert refused in str(error.value) and "CONNECTOR::RESOURCE_MODEL::NOT_FOUND" in str(error.value)
+    assert f"crmEngagement: not synced: {refused}" in out.getvalue()
+    # The models before and after it were synced all the same.
+    assert "crmOpportunity: 1 page, 1 resources: 1 created" in out.getvalue()
+    assert list(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_1"]
+    assert Workspace.objects.get().name == "Sales"
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "failed" and refused in connection.last_sync_error
+    assert [request.status for request in fake_api.requests if request.model == "crmEngagement"] == [404]
+
+
+def test_engagements_and_workspaces_are_synced_with_the_other_models(fake_api):
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1")])
+    call = engagement_event("updated", "call_1", updated_at=T0)["data"]
+    fake_api.add(CONNECTOR, OWNER, "crmEngagement", [call])
+    fake_api.add(
+        CONNECTOR,
+        OWNER,
+        "genericWorkspace",
+        [resource_event("genericWorkspace", "updated", "w1", fields={"name": "Sales"})["data"]],
+    )
+
+    output = sync("--connector", CONNECTOR, "--owner", OWNER)
+
+    assert "crmEngagement: 1 page, 1 resources: 1 created" in output
+    assert "genericWorkspace: 1 page, 1 resources: 1 created" in output
+    engagement = Engagement.objects.get()
+    assert (engagement.type, engagement.opportunity_ids, engagement.duration) == ("call", ["opp_1"], 300)
+    assert Connection.objects.get().last_sync_outcome == "succeeded"

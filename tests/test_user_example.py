@@ -17,9 +17,22 @@ import pytest
 from django.core import mail
 from django.db import transaction
 
+from morph_webhooks.models import Engagement
 from morph_webhooks.signals import opportunity_stage_changed, opportunity_updated
-from morph_webhooks.testing import morph_headers, opportunity_event, post_event, reference, resource_event
-from morph_webhooks.testing.factories import IdempotencyKeyFactory, OpportunityFactory
+from morph_webhooks.testing import (
+    engagement_event,
+    morph_headers,
+    opportunity_event,
+    post_event,
+    reference,
+    resource_event,
+)
+from morph_webhooks.testing.factories import (
+    EngagementFactory,
+    IdempotencyKeyFactory,
+    OpportunityFactory,
+    WorkspaceFactory,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -91,6 +104,21 @@ def test_factories_match_the_events_the_helpers_build(client):
     assert response.json() == {"status": "processed"}
     deleted.refresh_from_db()
     assert (deleted.name, deleted.is_deleted) == ("Back", False)
+
+
+@pytest.mark.django_db
+def test_engagement_and_workspace_factories_match_the_events_the_helpers_build(client):
+    call = EngagementFactory(deleted=True)
+    assert call.is_deleted and (call.type, call.crm_owner_id) == ("call", "user_42")
+    assert WorkspaceFactory().name == "Sales" and WorkspaceFactory().pk == WorkspaceFactory().pk
+
+    # The default event is newer than a factory-made engagement: it applies, and restores it.
+    response = post_event(client, engagement_event("updated", call.remote_id))
+    assert response.json() == {"status": "processed"}
+    call.refresh_from_db()
+    assert (call.title, call.opportunity_ids, call.is_deleted) == ("Renewal call", ["opp_1"], False)
+    assert post_event(client, engagement_event()).json() == {"status": "processed"}
+    assert Engagement.objects.get(remote_id="call_1").contact_ids == ["contact_1"]
 
 
 def test_without_factory_boy_the_factories_say_how_to_install_it(monkeypatch):

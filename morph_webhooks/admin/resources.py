@@ -345,12 +345,31 @@ class OpportunityAdmin(ResourceAdmin):
 
     @admin.display(description=_("engagements"))
     def engagements(self, obj: Opportunity) -> str:
-        # Not mirrored: their ids are all there is.
+        # Their ids, as the opportunity lists them.
         return ", ".join(str(remote_id) for remote_id in obj.engagement_ids or []) or EMPTY
 
     @admin.display(description=_("amount"), ordering="amount")
     def amount_with_currency(self, obj: Opportunity) -> str:
         return EMPTY if obj.amount is None else amount_text(obj.amount, obj.currency)
+
+
+class EngagementAdmin(ResourceAdmin):
+    columns = ["type", "title", "status", "direction", "started_at", "crm_owner"]
+    filters = ["type", "status", "direction", "crm_owner"]
+    searched = ["title"]
+    resource_fields = [
+        "type",
+        "title",
+        "description",
+        "status",
+        "direction",
+        "started_at",
+        "ended_at",
+        "duration",
+        "crm_owner",
+    ]
+    more_fieldsets = [(_("Related records"), ["users", "companies", "contacts", "opportunities"])]
+    references = REGISTRY["crmEngagement"].references
 
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:

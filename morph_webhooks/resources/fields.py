@@ -54,11 +54,17 @@ class ResourceFields(serializers.Serializer[Any]):
     """``data.fields`` of a Morph model. Every field is optional (an event carries those that
     changed); each field's ``source`` is the column it is stored in."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    # The fields Morph requires when it creates the resource (crmEngagement's ``type``): a
+    # ``created`` event without one, or with null, is refused; other events may leave them out.
+    required_when_created: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, action: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Set here, not on the declared fields: DRF rebuilds those from their arguments per instance.
-        for field in self.fields.values():
-            field.required = False
+        for name, field in self.fields.items():
+            field.required = action == "created" and name in self.required_when_created
+            if name in self.required_when_created:
+                field.allow_null = False
 
 
 class UpperCaseChoiceField(serializers.ChoiceField):
@@ -66,6 +72,13 @@ class UpperCaseChoiceField(serializers.ChoiceField):
 
     def to_internal_value(self, data: Any) -> Any:
         return super().to_internal_value(data.upper() if isinstance(data, str) else data)
+
+
+class LowerCaseChoiceField(serializers.ChoiceField):
+    """One of lower-case ``choices``, sent in any case (``call``, ``Call``, ``CALL``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(data.lower() if isinstance(data, str) else data)
 
 
 class AmountField(serializers.DecimalField):

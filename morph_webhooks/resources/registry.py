@@ -7,18 +7,21 @@ takes a module beside :mod:`.opportunity`, its line below, its signals in
 
 from __future__ import annotations
 
-from . import company, contact, opportunity, pipeline, stage, user
+from . import company, contact, engagement, opportunity, pipeline, stage, user, workspace
 from .base import ResourceSpec
 
 REGISTRY: dict[str, ResourceSpec] = {
     spec.morph_model: spec
     for spec in (
-        # Related models first: a sync reads them before the opportunities that refer to them.
+        # Related models first: a sync reads them before the opportunities and engagements that refer
+        # to them.
         pipeline.SPEC,
         stage.SPEC,
         user.SPEC,
         company.SPEC,
         contact.SPEC,
         opportunity.SPEC,
+        engagement.SPEC,
+        workspace.SPEC,
     )
 }

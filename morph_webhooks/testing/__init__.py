@@ -1,6 +1,6 @@
 """Helpers for testing code that receives Morph events, without Morph.
 
-``opportunity_event`` (``resource_event`` for any Morph model) builds a body shaped like what Morph
+``opportunity_event`` (``engagement_event`` for a call, ``resource_event`` for any Morph model) builds a body shaped like what Morph
 really sends; ``morph_headers`` the headers that go with it; ``post_event`` sends both to the
 endpoint with Django's test client. :mod:`.fake_api` is a fake of Morph's REST API, served over
 real HTTP, for testing a sync.
@@ -77,6 +77,43 @@ def opportunity_event(
         }
     return resource_event(
         "crmOpportunity",
+        action,
+        remote_id,
+        fields=fields,
+        updated_at=updated_at,
+        created_at=created_at,
+        **data,
+    )
+
+
+def engagement_event(
+    action: str = "created",
+    remote_id: str = "call_1",
+    *,
+    updated_at: datetime | str = "2025-03-06T09:15:04.596Z",
+    created_at: datetime | str = "2025-03-06T09:05:04.596Z",
+    fields: dict[str, Any] | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """A ``crmEngagement::<action>`` body: by default a completed call about ``opportunity_event``'s
+    deal. ``fields`` replaces the default fields entirely."""
+    if fields is None:
+        fields = {
+            "type": "call",
+            "direction": "outbound",
+            "status": "completed",
+            "title": "Renewal call",
+            "startedAt": "2025-03-06T09:00:00.000Z",
+            "endedAt": "2025-03-06T09:05:00.000Z",
+            "duration": 300,
+            "owner": reference("genericUser", "user_42"),
+            "users": [],
+            "contacts": [reference("genericContact", "contact_1")],
+            "companies": [reference("genericCompany", "company_1")],
+            "opportunities": [reference("crmOpportunity", "opp_1")],
+        }
+    return resource_event(
+        "crmEngagement",
         action,
         remote_id,
         fields=fields,

@@ -26,6 +26,10 @@ from django.utils import timezone as django_timezone
 
 from ..models import (
     CrmUser,
+    Engagement,
+    EngagementDirection,
+    EngagementStatus,
+    EngagementType,
     IdempotencyKey,
     MirroredResource,
     Opportunity,
@@ -34,6 +38,7 @@ from ..models import (
     Stage,
     StageType,
     WebhookDelivery,
+    Workspace,
 )
 from . import morph_headers, opportunity_event
 
@@ -110,6 +115,36 @@ class CrmUserFactory(MirroredResourceFactory[CrmUser]):
     first_name = "Ada"
     last_name = "Lovelace"
     email = "ada@example.com"
+
+
+class EngagementFactory(MirroredResourceFactory[Engagement]):
+    """An engagement as a processed ``crmEngagement::created`` leaves it: a completed call owned by
+    :class:`OpportunityFactory`'s ``crm_owner_id``. ``EngagementFactory(deleted=True)`` makes one
+    that Morph reported deleted."""
+
+    class Meta:
+        model = Engagement
+
+    class Params:
+        deleted = Trait(deleted_at=LazyFunction(django_timezone.now))
+
+    remote_id = Sequence(lambda n: f"call_{n}")
+    type = EngagementType.CALL
+    direction = EngagementDirection.OUTBOUND
+    status = EngagementStatus.COMPLETED
+    title = Sequence(lambda n: f"Call {n}")
+    started_at = REMOTE_TIMESTAMP
+    duration = 300
+    crm_owner_id = "user_42"
+
+
+class WorkspaceFactory(MirroredResourceFactory[Workspace]):
+    class Meta:
+        model = Workspace
+        django_get_or_create = ("connector_id", "owner_id", "remote_id")
+
+    remote_id = "workspace_1"
+    name = "Sales"
 
 
 class IdempotencyKeyFactory(DjangoModelFactory[IdempotencyKey]):

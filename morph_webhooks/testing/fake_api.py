@@ -83,6 +83,7 @@ class FakeMorphAPI:
         self.secret = secret
         self.resources: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.faults: list[Fault] = []
+        self.unlisted: set[str] = set()
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -136,6 +137,12 @@ class FakeMorphAPI:
         with self.lock:
             served = self.resources.get((connector_id, owner_id, model), [])
             served[:] = [resource for resource in served if resource["id"] != remote_id]
+
+    def refuse_list(self, model: str) -> None:
+        """Answer every list of ``model`` as Morph does for a connector that cannot list it (HubSpot
+        and engagements): 404, ``CONNECTOR::RESOURCE_MODEL::NOT_FOUND``."""
+        with self.lock:
+            self.unlisted.add(model)
 
     def fail(
         self,
@@ -199,6 +206,12 @@ class FakeMorphAPI:
             answer = _error(401, "MORPH::UNAUTHORIZED", "Invalid API key or secret.")
         elif not connector_id or not owner_id:
             answer = _error(400, "MORPH::BAD_REQUEST", "x-connector-id and x-owner-id are required.")
+        elif model in self.unlisted:
+            answer = _error(
+                404,
+                "CONNECTOR::RESOURCE_MODEL::NOT_FOUND",
+                f'Entity "{model}" not implemented on the "{connector_id}" connector.',
+            )
         else:
             with self.lock:
                 # The page alone: copying every resource served would make a scan quadratic.

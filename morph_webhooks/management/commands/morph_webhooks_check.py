@@ -27,7 +27,7 @@ from ..options import positive_seconds
 # A well-formed event for a model the app does not store: it goes through authentication,
 # validation, the idempotency key and processing (or a worker), yet changes no opportunity and
 # sends no signal that a project's receivers would act on.
-CHECK_EVENT = "crmEngagement::created"
+CHECK_EVENT = "telephonyCall::created"
 CHECK_ID = "morph-webhooks-check"
 
 # What an answer from the app itself means, by its "error" code and what the command sent.

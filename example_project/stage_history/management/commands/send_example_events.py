@@ -150,11 +150,41 @@ def build_story() -> list[Step]:
         "crmEngagement",
         "created",
         "30022510001",
-        fields={"type": "CALL"},
+        fields={
+            "type": "CALL",
+            "direction": "outbound",
+            "status": "completed",
+            "title": "Renewal call with Ada",
+            "startedAt": timestamp(at(48)),
+            "endedAt": timestamp(at(50)),
+            "duration": 120,
+            "owner": reference("genericUser", "user_2201"),
+            "contacts": [reference("genericContact", "contact_ada")],
+            "companies": [reference("genericCompany", "company_acme")],
+            "opportunities": [reference("crmOpportunity", acme.remote_id)],
+        },
         created_at=at(50),
         updated_at=at(50),
     )
-    steps.append(Step("a call logged with Ada (a model the app does not store)", "ignored", call))
+    steps.append(Step("a call logged with Ada about the Acme deal", "processed", call))
+    workspace = resource_event(
+        "genericWorkspace",
+        "created",
+        "workspace_sales",
+        fields={"name": "Sales"},
+        created_at=at(0),
+        updated_at=at(0),
+    )
+    steps.append(Step("the CRM's Sales workspace", "processed", workspace))
+    recording = resource_event(
+        "telephonyCall",
+        "created",
+        "recording_7",
+        fields={"duration": 120},
+        created_at=at(50),
+        updated_at=at(50),
+    )
+    steps.append(Step("a phone system's call record (a model the app does not store)", "ignored", recording))
     return steps
 
 
