@@ -26,7 +26,13 @@ from django.utils import timezone
 from morph_webhooks.admin.filters import CONNECTION_CHOICES
 from morph_webhooks.models import Connection, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
-from morph_webhooks.testing import morph_headers, opportunity_event, reference, resource_event
+from morph_webhooks.testing import (
+    engagement_event,
+    morph_headers,
+    opportunity_event,
+    reference,
+    resource_event,
+)
 from morph_webhooks.testing.factories import WebhookDeliveryFactory
 from tests.helpers import raising_receiver
 
@@ -483,6 +489,20 @@ def test_lists_fit_with_the_sidebar_open(live_server, admin_user, browser, scree
             ),
             opportunity_event("created", "opp_2", fields={"name": f"{deal} – lost to a competitor"}),
             opportunity_event("deleted", "opp_2", updated_at="2025-03-07T10:00:00Z"),
+            engagement_event(
+                "created",
+                "call_1",
+                fields={
+                    "type": "call",
+                    "direction": "outbound",
+                    "status": "completed",
+                    "title": f"Renewal call: {deal}",
+                    "startedAt": "2025-03-06T09:00:00.000Z",
+                    "duration": 1800,
+                    "owner": reference("genericUser", "user_42"),
+                    "opportunities": [reference("crmOpportunity", "opp_1")],
+                },
+            ),
         ]
         for event in events:
             # Morph's keys are long: the list shows their start.
@@ -497,6 +517,7 @@ def test_lists_fit_with_the_sidebar_open(live_server, admin_user, browser, scree
         ("12-keys-two-tenants", "idempotencykey", ["key", "first seen"]),
         ("13-stages-two-tenants", "stage", ["deleted"]),
         ("14-connections-two-tenants", "connection", ["error"]),
+        ("14b-engagements-two-tenants", "engagement", ["type", "started", "deleted"]),
     ]:
         browser.get(f"{base}{reverse(f'admin:morph_webhooks_{url}_changelist')}")
         WebDriverWait(browser, WAIT).until(lambda driver: rows(driver))

@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
+from ..models import Engagement, MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
 from .display import (
@@ -354,8 +354,10 @@ class OpportunityAdmin(ResourceAdmin):
 
 
 class EngagementAdmin(ResourceAdmin):
-    columns = ["type", "title", "status", "direction", "started_at", "crm_owner"]
-    filters = ["type", "status", "direction", "crm_owner"]
+    # Direction and status under the type: fewer columns keep the list within a laptop's width
+    # with the navigation sidebar open. No filter by owner: a CRM has too many users for links.
+    columns = ["title", "activity", "started", "crm_owner"]
+    filters = ["type", "status", "direction"]
     searched = ["title"]
     resource_fields = [
         "type",
@@ -370,6 +372,18 @@ class EngagementAdmin(ResourceAdmin):
     ]
     more_fieldsets = [(_("Related records"), ["users", "companies", "contacts", "opportunities"])]
     references = REGISTRY["crmEngagement"].references
+
+    @admin.display(description=_("type"), ordering="type")
+    def activity(self, obj: Engagement) -> SafeString | str:
+        details = " · ".join(
+            str(label) for label in (obj.get_direction_display(), obj.get_status_display()) if label
+        )
+        kind = obj.get_type_display() or EMPTY
+        return format_html('{}<br><span class="quiet">{}</span>', kind, details) if details else kind
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, obj: Engagement) -> str:
+        return moment(obj.started_at) or EMPTY
 
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
