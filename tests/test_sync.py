@@ -567,6 +567,22 @@ def test_an_expanded_reference_with_an_unusable_id_fails_its_resource_only(fake_
     assert "failed: crmOpportunity 'opp_1': data.fields.customRef.id" in out.getvalue()
 
 
+@pytest.mark.parametrize("where", ["listed", "expanded"])
+def test_a_resource_or_expanded_reference_whose_id_holds_a_nul_fails_alone(fake_api, where):
+    # Its id is looked up (and locked) before it is validated: a NUL in it would make PostgreSQL
+    # fail the page's transaction, and every later run, with a DataError.
+    stage = {**resource_event("crmStage", remote_id="won", fields={"name": "Won"})["data"], "id": "w\x00n"}
+    first = deal("opp\x001") if where == "listed" else deal("opp_1", customRef=stage)
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [first, deal("opp_2"), deal("opp_3")])
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        sync_tenant()
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_2", "opp_3"]
+    assert not Stage.objects.exists()
+    assert (counts()["created"], counts()["failed"]) == (2, 1)
+
+
 def company(remote_id: str, **fields: Any) -> dict[str, Any]:
     data: dict[str, Any] = resource_event("genericCompany", remote_id=remote_id, fields=fields)["data"]
     return data
