@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
 from .redaction import redact
-from .text import is_storable
+from .text import is_storable, storable
 
 if TYPE_CHECKING:
     from .events import MorphEvent
@@ -427,6 +427,9 @@ class Connection(models.Model):
     def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:
         """Record the sync's outcome and give its lease back; a sync whose lease expired and was
         taken by another records nothing: the other one's run is the connection's last."""
+        # The error may quote Morph's answer, which may hold what no column can (a NUL): were it
+        # refused, the lease would stay held and the next sync wait SYNC_LEASE_SECONDS.
+        error = storable(error)
         self.last_sync_finished_at = now()
         self.last_sync_outcome = outcome
         self.last_sync_counts = counts

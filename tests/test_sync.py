@@ -267,6 +267,18 @@ def test_morphs_error_is_stored_and_shown_cut_short(deals):
         assert len(text) < 2000
 
 
+def test_morphs_error_holding_a_nul_is_recorded_and_frees_the_connection(deals):
+    # PostgreSQL stores no NUL: refused, the record would leave the connection held.
+    deals.fail(403, body=json.dumps({"error": {"code": "MORPH::\x00", "message": "No\x00"}}).encode())
+
+    with pytest.raises(CommandError, match="answered 403"):
+        sync_tenant()
+
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "failed" and "answered 403" in connection.last_sync_error
+    assert connection.sync_lease is None
+
+
 def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
     fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
