@@ -273,7 +273,8 @@ class WebhookDelivery(models.Model):
 def format_traceback(exc: BaseException) -> str:
     """The traceback a delivery keeps and the admin shows, the credentials masked: a receiver's
     exception may quote a URL with its token, or a secret it was given."""
-    return redact("".join(traceback.format_exception(exc)))
+    # Stored as every database can: an exception may quote bytes a service sent (a NUL).
+    return storable(redact("".join(traceback.format_exception(exc))))
 
 
 class SignedMessage(models.Model):
