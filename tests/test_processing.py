@@ -295,9 +295,9 @@ def test_an_event_received_receiver_that_raises_rolls_an_ignored_event_back(send
 def test_a_receiver_error_holding_a_nul_is_recorded_on_its_delivery(send):
     # A receiver may quote bytes a service sent it; PostgreSQL stores no NUL, and a delivery whose
     # failure cannot be written is neither logged nor, queued, ever given up on.
-    engagement = resource_event("crmEngagement", "created", "call_1", fields={"type": "call"})
+    call = resource_event("telephonyCall", "created", "call_1", fields={"type": "call"})
     with raising_receiver(event_received, RuntimeError, "service answered b\x00d"):
-        response = send(engagement, key="call")
+        response = send(call, key="call")
 
     assert response.status_code == 500
     delivery = WebhookDelivery.objects.get()
