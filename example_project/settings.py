@@ -10,7 +10,7 @@ works with no setup. Environment variables override the defaults:
   ``example_project/db.sqlite3``). PostgreSQL connections persist for 10 minutes, checked before
   each reuse.
 - ``MORPH_WEBHOOKS_PROCESSING``: ``sync`` (default) or ``deferred`` (run ``python manage.py
-  db_worker`` beside the server to apply the queued events).
+  db_worker`` beside the server, with the same variable, to apply the queued events).
 - ``MORPH_WEBHOOKS_QUEUE``: deferred mode's queue, ``tasks`` (default: a task per event, run by
   ``db_worker``) or ``deliveries`` (run ``python manage.py morph_webhooks_worker`` instead).
 - ``MORPH_WEBHOOKS_SECRET``: the shared secret(s) Morph sends in ``?token=``, comma-separated so

@@ -21,6 +21,7 @@ from .body import ascii_number
 from .conf import conf
 from .extras import MissingDependency
 from .parsing import unique_keys
+from .text import is_storable
 
 try:
     import httpx
@@ -226,13 +227,17 @@ class MorphAPI:
                 200,
             )
         # Anything else would be taken for the end of the scan, and --delete-missing would delete
-        # what the pages not read hold; an empty cursor would ask for the first page again.
+        # what the pages not read hold; an empty cursor would ask for the first page again, and
+        # one the database cannot store (a NUL) would fail the page's transaction that saves it.
         if not (
             isinstance(answer, dict)
             and answer.get("object") == "list"
             and isinstance(answer.get("data"), list)
             and "next" in answer
-            and (answer["next"] is None or (isinstance(answer["next"], str) and answer["next"]))
+            and (
+                answer["next"] is None
+                or (isinstance(answer["next"], str) and answer["next"] and is_storable(answer["next"]))
+            )
         ):
             raise MorphAPIError(
                 f"Morph's API answered {model} for {self.connection} with something other than a "

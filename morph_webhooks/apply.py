@@ -129,6 +129,10 @@ def run_atomically(
     outcome_before = delivery.status
     try:
         for _ in range(ATTEMPTS):
+            # Each attempt starts from the delivery as it was: a rolled-back one may have settled
+            # it in memory (a deadlock at its own write), and a queued delivery would then be
+            # taken for a new delivery of its held key, a duplicate, and its event never applied.
+            delivery.status = outcome_before
             committed = _Committed()
             try:
                 with transaction.atomic():

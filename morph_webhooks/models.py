@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
 from .redaction import redact
-from .text import is_storable
+from .text import is_storable, storable
 
 if TYPE_CHECKING:
     from .events import MorphEvent
@@ -278,7 +278,8 @@ class WebhookDelivery(models.Model):
 def format_traceback(exc: BaseException) -> str:
     """The traceback a delivery keeps and the admin shows, the credentials masked: a receiver's
     exception may quote a URL with its token, or a secret it was given."""
-    return redact("".join(traceback.format_exception(exc)))
+    # Stored as every database can: an exception may quote bytes a service sent (a NUL).
+    return storable(redact("".join(traceback.format_exception(exc))))
 
 
 class SignedMessage(models.Model):
@@ -432,6 +433,9 @@ class Connection(models.Model):
     def finish_sync(self, outcome: SyncOutcome, counts: dict[str, dict[str, int]], error: str = "") -> None:
         """Record the sync's outcome and give its lease back; a sync whose lease expired and was
         taken by another records nothing: the other one's run is the connection's last."""
+        # The error may quote Morph's answer, which may hold what no column can (a NUL): were it
+        # refused, the lease would stay held and the next sync wait SYNC_LEASE_SECONDS.
+        error = storable(error)
         self.last_sync_finished_at = now()
         self.last_sync_outcome = outcome
         self.last_sync_counts = counts

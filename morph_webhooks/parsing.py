@@ -14,7 +14,7 @@ from django.db import models
 
 from .conf import conf
 from .events import InvalidEvent, MorphEvent, ResourceEvent
-from .resources.base import ACTIONS, ResourceSpec
+from .resources.base import ACTIONS, ID_LENGTH, ResourceSpec
 from .resources.registry import REGISTRY
 from .serializers import (
     EnvelopeSerializer,
@@ -253,9 +253,20 @@ def expanded_keys(spec: ResourceSpec, data: Any) -> Iterator[tuple[str, str]]:
         return
     for _, reference in _expanded_references(spec, fields, "", {}):
         remote_id = reference["id"]
-        if isinstance(remote_id, (str, int)) and not isinstance(remote_id, bool):
-            yield reference["model"], str(remote_id)
+        if isinstance(remote_id, int) and not isinstance(remote_id, bool):
+            remote_id = str(remote_id)
+        if lookup_id(remote_id) is not None:
+            yield reference["model"], remote_id
             yield from expanded_keys(REGISTRY[reference["model"]], reference)
+
+
+def lookup_id(remote_id: Any) -> str | None:
+    """``remote_id``, read before it is validated, when it is an id the database can be asked
+    for (text within ID_LENGTH that every database can store); None otherwise: PostgreSQL fails
+    the whole transaction on a NUL, and no such resource is stored anyway."""
+    if isinstance(remote_id, str) and len(remote_id) <= ID_LENGTH and is_storable(remote_id):
+        return remote_id
+    return None
 
 
 def _stored_value(spec: ResourceSpec, name: str, value: Any) -> Any:

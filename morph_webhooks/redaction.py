@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
+from functools import partial
 from pprint import pformat
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -21,7 +22,7 @@ from django.http import HttpRequest, QueryDict
 from django.utils.safestring import SafeString, mark_safe
 from django.views import debug
 
-from .conf import conf
+from .conf import InvalidSetting, conf
 
 TOKEN_PARAMETER = "token"
 REDACTED = "[redacted]"
@@ -130,7 +131,12 @@ class RedactToken(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed call is for the handler to report, not for this to raise
             return True
-        redact = redacter()
+        try:
+            redact = redacter()
+        except InvalidSetting:
+            # Settings it cannot read (manage.py check names them): the token= values are still
+            # masked, and Django's request loggers, which log every 404 of the project, go on.
+            redact = partial(_redact, masked=())
         redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()

@@ -28,8 +28,8 @@ from django.utils.dateparse import parse_datetime
 from .api import CursorLoop, ListRefused, MorphAPI, MorphAPIError, Page
 from .errors import ConcurrentDeliveryError
 from .events import InvalidEvent, ResourceEvent
-from .models import ID_LENGTH, Connection, MirroredResource, SyncOutcome
-from .parsing import expanded_keys, parse_resource
+from .models import Connection, MirroredResource, SyncOutcome
+from .parsing import expanded_keys, lookup_id, parse_resource
 from .resources.base import ResourceSpec
 from .resources.registry import REGISTRY
 from .store import (
@@ -300,9 +300,7 @@ class _ModelScan:
         ids = [
             resource["id"]
             for resource in page.resources
-            if isinstance(resource, dict)
-            and isinstance(resource.get("id"), str)
-            and len(resource["id"]) <= ID_LENGTH
+            if isinstance(resource, dict) and lookup_id(resource.get("id")) is not None
         ]
         if self.dry_run:
             events, failed = self.parse(page.resources)

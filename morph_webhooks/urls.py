@@ -17,9 +17,13 @@ def webhook_urls(route: str = "webhooks/morph/") -> list[URLPattern | URLResolve
     """The app's URLs at ``route``, for a project's ``urlpatterns``; Morph's endpoint answers there
     with and without its trailing slash. A URL pasted in Morph without it would otherwise meet
     APPEND_SLASH: a 301 that turns Morph's POST into a GET (the event is lost), or with DEBUG on
-    a RuntimeError."""
+    a RuntimeError. ``route`` may be written with or without its slash: the app's other URLs
+    (``health/``, ``metrics/``) go below it either way."""
+    bare = route.rstrip("/")
+    if not bare:
+        return [path("", include("morph_webhooks.urls"))]
     return [
-        path(route, include("morph_webhooks.urls")),
+        path(f"{bare}/", include("morph_webhooks.urls")),
         # Unnamed: reverse("morph_webhooks:receive") keeps giving the spelling with the slash.
-        path(route.rstrip("/"), ReceiveView.as_view()),
+        path(bare, ReceiveView.as_view()),
     ]

@@ -154,6 +154,9 @@ def test_an_answer_that_is_not_a_list_is_an_error(settings, waits):
         (b'{"data": [], "next": null}', "something other than a list"),
         (b'{"object": "list", "data": [], "next": ""}', "something other than a list"),
         (b'{"object": "list", "data": [], "next": 2}', "something other than a list"),
+        # A cursor no database can store: saving it would fail the page (PostgreSQL, every run).
+        (b'{"object": "list", "data": [], "next": "c\\u0000d"}', "something other than a list"),
+        (b'{"object": "list", "data": [], "next": "c\\ud800d"}', "something other than a list"),
         (
             b'{"object": "error", "data": [], "next": null, "error": {"code": "MORPH::X", "message": "Down."}}',
             "answered 200 for connector 'hubspot', owner 'tenant_1' .* with an error: MORPH::X: Down.",

@@ -8,10 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_tasks_db.models import DBTaskResult
 
+from morph_webhooks import apply
 from morph_webhooks.apply import PROCESS_DELIVERY_TASK
 from morph_webhooks.deferred import process_delivery, sweep_pending
 from morph_webhooks.intake import run_delivery
@@ -99,6 +101,30 @@ def test_ordering_guard_applies_in_workers(send):
 
     assert [run_delivery(pk) for pk in task_ids()] == ["processed", "stale"]
     assert Opportunity.objects.get().stage_id == "new"
+
+
+def test_a_queued_delivery_whose_transaction_deadlocked_is_applied_when_started_over(send, monkeypatch):
+    # PostgreSQL may end a deadlock at any statement, the delivery's own write included, once the
+    # delivery was settled in memory: the transaction starts over, and must start as it began,
+    # from a queued delivery whose key is held for it, not as a new delivery of a claimed key.
+    send(opportunity_event(), key="k1")
+    (delivery_id,) = task_ids()
+    deadlocks = [OperationalError("deadlock detected")]
+    deadlocks[0].__cause__ = type("DeadlockDetected", (Exception,), {"sqlstate": "40P01"})()
+    written = apply.save_delivery
+
+    def deadlocking_once(delivery: WebhookDelivery) -> None:
+        if deadlocks:
+            raise deadlocks.pop()
+        written(delivery)
+
+    monkeypatch.setattr(apply, "save_delivery", deadlocking_once)
+
+    assert run_delivery(delivery_id) == "processed"
+    assert not deadlocks
+    assert WebhookDelivery.objects.get().status == "processed"
+    assert IdempotencyKey.objects.get().outcome == "processed"
+    assert Opportunity.objects.count() == 1
 
 
 def test_rolled_back_request_leaves_no_task(send):

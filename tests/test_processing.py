@@ -292,6 +292,18 @@ def test_an_event_received_receiver_that_raises_rolls_an_ignored_event_back(send
     assert send(engagement, key="call").json() == {"status": "ignored"}  # Morph's retry applies it
 
 
+def test_a_receiver_error_holding_a_nul_is_recorded_on_its_delivery(send):
+    # A receiver may quote bytes a service sent it; PostgreSQL stores no NUL, and a delivery whose
+    # failure cannot be written is neither logged nor, queued, ever given up on.
+    call = resource_event("telephonyCall", "created", "call_1", fields={"type": "call"})
+    with raising_receiver(event_received, RuntimeError, "service answered b\x00d"):
+        response = send(call, key="call")
+
+    assert response.status_code == 500
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed" and "RuntimeError: service answered b\ufffdd" in delivery.error
+
+
 def test_receiver_error_rolls_back_everything_and_answers_500(send):
     def broken(**kwargs):
         Opportunity.objects.update(name="written by the receiver")

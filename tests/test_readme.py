@@ -164,3 +164,12 @@ def post_when_listening(request: urllib.request.Request) -> Any:
             if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_the_quickstarts_worker_runs_in_deferred_mode_as_the_server_does() -> None:
+    # The example reads PROCESSING from the environment: a worker started without the variable
+    # would take itself for sync mode, and give up on a failed event at its first attempt.
+    quickstart = README.read_text().partition("\n## Quickstart\n")[2].partition("\n## ")[0]
+    commands = re.findall(r"`([^`]*manage\.py (?:db_worker|morph_webhooks_worker)[^`]*)`", quickstart)
+    assert commands
+    assert all(command.startswith("MORPH_WEBHOOKS_PROCESSING=deferred ") for command in commands), commands

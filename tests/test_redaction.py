@@ -196,6 +196,24 @@ def test_djangos_request_loggers_mask_the_secret_without_configuration(caplog, n
     assert SECRET not in caplog.text
 
 
+@pytest.mark.urls("tests.urls")
+@pytest.mark.parametrize("invalid", [{"SECRETS": 123}, {"API_SECRET": None}])
+def test_an_invalid_setting_breaks_no_page_of_the_project_through_djangos_request_loggers(
+    client, settings, caplog, invalid
+):
+    # The filter is on Django's own loggers, which log every 404 of the whole project: a setting
+    # it cannot read (manage.py check reports it) must not turn those pages into crashes.
+    settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, **invalid}
+
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = client.get(f"/no-such-page/?token={SECRET}")
+
+    assert response.status_code == 404
+    assert caplog.records[-1].getMessage() == "Not Found: /no-such-page/"
+    logging.getLogger("django.server").warning('"%s" %s', f"GET /?token={SECRET} HTTP/1.1", "404")
+    assert caplog.records[-1].getMessage() == '"GET /?token=[redacted] HTTP/1.1" 404'
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("processing", ["sync", "deferred"])
 def test_a_receivers_exception_is_stored_and_shown_with_the_credentials_masked(

@@ -275,6 +275,18 @@ def test_morphs_error_is_stored_and_shown_cut_short(deals):
         assert len(text) < 2000
 
 
+def test_morphs_error_holding_a_nul_is_recorded_and_frees_the_connection(deals):
+    # PostgreSQL stores no NUL: refused, the record would leave the connection held.
+    deals.fail(403, body=json.dumps({"error": {"code": "MORPH::\x00", "message": "No\x00"}}).encode())
+
+    with pytest.raises(CommandError, match="answered 403"):
+        sync_tenant()
+
+    connection = Connection.objects.get()
+    assert connection.last_sync_outcome == "failed" and "answered 403" in connection.last_sync_error
+    assert connection.sync_lease is None
+
+
 def test_an_interrupted_sync_resumes_after_the_last_page_applied(fake_api):
     fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [deal(f"opp_{index}") for index in range(5)])
     fake_api.fail(500, times=3, page=1)  # more than API_RETRIES allows
@@ -573,6 +585,22 @@ def test_an_expanded_reference_with_an_unusable_id_fails_its_resource_only(fake_
     assert not Stage.objects.exists()
     assert (counts()["created"], counts()["failed"]) == (2, 1)
     assert "failed: crmOpportunity 'opp_1': data.fields.customRef.id" in out.getvalue()
+
+
+@pytest.mark.parametrize("where", ["listed", "expanded"])
+def test_a_resource_or_expanded_reference_whose_id_holds_a_nul_fails_alone(fake_api, where):
+    # Its id is looked up (and locked) before it is validated: a NUL in it would make PostgreSQL
+    # fail the page's transaction, and every later run, with a DataError.
+    stage = {**resource_event("crmStage", remote_id="won", fields={"name": "Won"})["data"], "id": "w\x00n"}
+    first = deal("opp\x001") if where == "listed" else deal("opp_1", customRef=stage)
+    fake_api.add(CONNECTOR, OWNER, OPPORTUNITIES, [first, deal("opp_2"), deal("opp_3")])
+
+    with pytest.raises(CommandError, match=r"crmOpportunity \(1\)"):
+        sync_tenant()
+
+    assert sorted(Opportunity.objects.values_list("remote_id", flat=True)) == ["opp_2", "opp_3"]
+    assert not Stage.objects.exists()
+    assert (counts()["created"], counts()["failed"]) == (2, 1)
 
 
 def company(remote_id: str, **fields: Any) -> dict[str, Any]:

@@ -8,12 +8,15 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import Resolver404, URLResolver, reverse
+from django.urls.resolvers import RegexPattern
 
 from morph_webhooks.models import IdempotencyKey, Opportunity, WebhookDelivery
 from morph_webhooks.redaction import RECORD_ATTRIBUTES
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event, resource_event
+from morph_webhooks.urls import webhook_urls
+from morph_webhooks.views import HealthView, MetricsView, ReceiveView
 from tests.helpers import SECRET, URL, raising_receiver, raw_post
 
 pytestmark = pytest.mark.django_db
@@ -332,3 +335,21 @@ def test_a_refused_request_keeps_hostile_header_values_as_bounded_values(client,
         }
     )
     assert "\n" not in record.getMessage()
+
+
+@pytest.mark.parametrize("route", ["webhooks/morph/", "webhooks/morph"])
+def test_webhook_urls_puts_the_app_below_its_route_written_with_or_without_its_slash(route):
+    # A route written as Morph's dashboard shows the endpoint must not make "webhooks/morphhealth/".
+    resolver = URLResolver(RegexPattern(r"^/"), webhook_urls(route))
+
+    assert {path: resolver.resolve(path).func.view_class for path in ENDPOINT_PATHS} == ENDPOINT_PATHS
+    with pytest.raises(Resolver404):
+        resolver.resolve("/webhooks/morphhealth/")
+
+
+ENDPOINT_PATHS = {
+    "/webhooks/morph/": ReceiveView,
+    "/webhooks/morph": ReceiveView,
+    "/webhooks/morph/health/": HealthView,
+    "/webhooks/morph/metrics/": MetricsView,
+}
