@@ -32,6 +32,12 @@ from .resources.engagement import Engagement as Engagement
 from .resources.engagement import EngagementDirection as EngagementDirection
 from .resources.engagement import EngagementStatus as EngagementStatus
 from .resources.engagement import EngagementType as EngagementType
+from .resources.links import EngagementCompany as EngagementCompany
+from .resources.links import EngagementContact as EngagementContact
+from .resources.links import EngagementOpportunity as EngagementOpportunity
+from .resources.links import EngagementUser as EngagementUser
+from .resources.links import OpportunityCompany as OpportunityCompany
+from .resources.links import OpportunityContact as OpportunityContact
 from .resources.opportunity import Opportunity as Opportunity
 from .resources.opportunity import OpportunityQuerySet as OpportunityQuerySet
 from .resources.pipeline import Pipeline as Pipeline

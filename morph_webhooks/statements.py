@@ -15,6 +15,7 @@ INSERT when the UPDATE found nothing).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from .resources.base import MirroredResource
+from .resources.links import Link
 
 T = TypeVar("T")
 
@@ -514,3 +516,70 @@ def _claim_inserting(
         "SELECT claim.*, logged.* FROM claim, logged"
     )
     return sql, _fields(key_model), insert.fields
+
+
+# The pairs of a Morph list (see morph_webhooks.resources.links), written from one JSON
+# parameter: one statement whatever the list's length, compiled once.
+
+
+def add_pairs(link: Link, refs: Sequence[tuple[str, str]]) -> None:
+    """Insert the (source ref, target ref) pairs ``refs`` of ``link``'s table, those already
+    there left as they are but for this side's mark, set."""
+    if not refs:
+        return
+    connection = connections[router.db_for_write(link.through)]
+    sql = _compiled(("add pairs", link, connection.alias), lambda: _add_pairs_sql(link, connection))
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(refs)])
+
+
+def drop_pairs(link: Link, source_ref: str, kept: Sequence[str]) -> None:
+    """Remove the pairs of ``source_ref`` whose target is not in ``kept``: this side's mark taken
+    off those the other side lists, the others deleted."""
+    connection = connections[router.db_for_write(link.through)]
+    for sql in _compiled(("drop pairs", link, connection.alias), lambda: _drop_pairs_sql(link, connection)):
+        with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(sql, [source_ref, json.dumps(list(kept))])
+
+
+def _pair_columns(link: Link, connection: BaseDatabaseWrapper) -> tuple[str, str, str]:
+    meta = link.through._meta
+    quote = connection.ops.quote_name
+    source, target = (meta.get_field(name) for name in (link.source, link.target))
+    assert isinstance(source, Field) and isinstance(target, Field), "the pairs' foreign keys"
+    return quote(meta.db_table), quote(str(source.column)), quote(str(target.column))
+
+
+def _add_pairs_sql(link: Link, connection: BaseDatabaseWrapper) -> str:
+    table, source, target = _pair_columns(link, connection)
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        listed = "SELECT pair->>0, pair->>1{mark} FROM jsonb_array_elements(%s::jsonb) AS item(pair)"
+    else:
+        # WHERE true: SQLite reads ON CONFLICT after a bare FROM as a join's constraint.
+        listed = "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'){mark} FROM json_each(%s) WHERE true"
+    if link.listed_by is None:
+        return f"INSERT INTO {table} ({source}, {target}) {listed.format(mark='')} ON CONFLICT DO NOTHING"
+    mark, other = quote(link.listed_by), quote(str(link.listed_by_other))
+    return (
+        f"INSERT INTO {table} ({source}, {target}, {mark}, {other}) {listed.format(mark=', TRUE, FALSE')} "
+        f"ON CONFLICT ({source}, {target}) DO UPDATE SET {mark} = TRUE"
+    )
+
+
+def _drop_pairs_sql(link: Link, connection: BaseDatabaseWrapper) -> list[str]:
+    table, source, target = _pair_columns(link, connection)
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        kept = "SELECT jsonb_array_elements_text(%s::jsonb)"
+    else:
+        kept = "SELECT value FROM json_each(%s)"
+    dropped = f"{source} = %s AND {target} NOT IN ({kept})"
+    if link.listed_by is None:
+        return [f"DELETE FROM {table} WHERE {dropped}"]
+    mark, other = quote(link.listed_by), quote(str(link.listed_by_other))
+    return [
+        # Listed by this side only: gone. Listed by the other side too: no longer by this one.
+        f"DELETE FROM {table} WHERE {dropped} AND NOT {other}",
+        f"UPDATE {table} SET {mark} = FALSE WHERE {dropped} AND {mark}",
+    ]

@@ -21,7 +21,9 @@ from . import statements
 from .conf import conf
 from .events import MorphEvent, ResourceEvent
 from .models import IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
+from .resources.links import Link
 from .resources.registry import REGISTRY
+from .resources.relations import tenant_ref
 
 R = TypeVar("R", bound=MirroredResource)
 
@@ -30,6 +32,9 @@ Key = tuple[str, str]
 
 # What storing_outcome reads of a stored row: its version and how it was deleted.
 STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
+
+# The spec of each mirrored model.
+REGISTRY_BY_MODEL = {spec.model: spec for spec in REGISTRY.values()}
 
 # A collision (a concurrent event created the resource first) is resolved by starting over: the
 # next attempt sees the committed row; so is a deadlock. More than a few in a row is pathological.
@@ -141,6 +146,7 @@ def store_page(
         except IntegrityError as exc:
             # A concurrent event created one of the rows first: start over, and this time see it.
             raise Collision from exc
+        pair_new_rows(rows)
         for event, row in zip(new.values(), rows, strict=True):
             _announce(event, row, {}, True)
         written.update(new)
@@ -220,8 +226,55 @@ def write_resource(event: ResourceEvent, row: MirroredResource | None) -> Mirror
             raise Collision from exc
     elif not statements.update(row):
         raise DatabaseError(f"{row} was deleted while locked")  # the lock forbids it
+    if created:
+        pair_new_rows([row])
+    else:
+        repair(row, before)
     _announce(event, row, before, created)
     return row
+
+
+def pair_new_rows(rows: Sequence[MirroredResource]) -> None:
+    """Write the pairs that the lists of ``rows``, new rows of one model, name (see
+    :mod:`morph_webhooks.resources.links`): one INSERT per list that any of them fills, however
+    long, none for empty lists. A pair the other side listed already is marked listed by this one."""
+    if not rows:
+        return
+    for link in REGISTRY_BY_MODEL[type(rows[0])].links:
+        statements.add_pairs(link, [pair for row in rows for pair in _pairs(row, link, _listed(row, link))])
+
+
+def repair(row: MirroredResource, before: Mapping[str, object]) -> None:
+    """Rewrite the pairs of the lists of ``row`` that its event changed (``before`` holds their
+    values before it): a newer event's list replaces the pairs this side listed, an empty one
+    removes them. An unchanged list costs nothing; a changed one a DELETE unless it was empty (plus
+    an UPDATE of the other side's pairs, for a table both sides list), and an INSERT unless it is
+    empty now."""
+    for link in REGISTRY_BY_MODEL[type(row)].links:
+        if link.column not in before:
+            continue
+        listed, was = _listed(row, link), set(_ids(before[link.column]))
+        if listed == was:
+            continue
+        pairs = _pairs(row, link, listed)
+        if was:  # an empty list had no pairs to drop
+            statements.drop_pairs(link, str(row.ref), [target for _, target in pairs])
+        statements.add_pairs(link, pairs)
+
+
+def _pairs(row: MirroredResource, link: Link, listed: set[str]) -> list[tuple[str, str]]:
+    return [
+        (str(row.ref), tenant_ref(row.connector_id, row.owner_id, remote_id)) for remote_id in sorted(listed)
+    ]
+
+
+def _listed(row: MirroredResource, link: Link) -> set[str]:
+    return set(_ids(getattr(row, link.column)))
+
+
+def _ids(value: object) -> list[str]:
+    # A list of Morph ids as stored; a null list (Morph's null) lists nothing.
+    return [item for item in value if isinstance(item, str) and item] if isinstance(value, list) else []
 
 
 def _changed_row(

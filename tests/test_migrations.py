@@ -106,3 +106,76 @@ def test_old_deliveries_are_scrubbed_of_tokens_and_signatures_in_batches(monkeyp
     migrate(BEFORE_SCRUB)
     assert Delivery.objects.get(pk=first.pk).headers == first.headers
     migrate(executor.loader.graph.leaf_nodes(APP))
+
+
+BEFORE_RELATIONS = [(APP, "0012_mirrored_engagements_and_workspaces")]
+RELATIONS = [(APP, "0013_relations")]
+
+
+def test_the_relations_are_derived_from_the_stored_ids_in_batches_and_back(monkeypatch) -> None:
+    executor = migrate(BEFORE_RELATIONS)
+    old = executor.loader.project_state(BEFORE_RELATIONS).apps
+
+    def stored(model: str, tenant: str, remote_id: str, **fields: object) -> None:
+        old.get_model(APP, model).objects.create(
+            connector_id="hubspot",
+            owner_id=tenant,
+            remote_id=remote_id,
+            remote_created_at=T0,
+            remote_updated_at=T0,
+            **fields,
+        )
+
+    for tenant in ("tenant_1", "tenant_2"):
+        stored("Stage", tenant, "s1", name=f"stage of {tenant}", pipeline_id="p1")
+        stored("Pipeline", tenant, "p1", name=f"pipeline of {tenant}")
+        stored("Contact", tenant, "c1", email=f"c1@{tenant}")
+        stored(
+            "Engagement", tenant, "e1", title=f"call of {tenant}", opportunity_ids=["d2"], contact_ids=["c1"]
+        )
+    # A deal listing the engagement that lists it back, one listing it alone, and ids of no row.
+    stored(
+        "Opportunity",
+        "tenant_1",
+        "d1",
+        name="one",
+        stage_id="s1",
+        contact_ids=["c1", "c9"],
+        engagement_ids=["e1"],
+    )
+    stored("Opportunity", "tenant_1", "d2", name="two", stage_id="", contact_ids=[], engagement_ids=["e1"])
+    stored("Opportunity", "tenant_2", "d1", name="other", stage_id="s1", contact_ids="not a list")
+    # Batches of two rows: every table is filled over several.
+    module = sys.modules[executor.loader.get_migration(*RELATIONS[0]).__module__]
+    monkeypatch.setattr(module, "BATCH", 2)
+
+    new = migrate(RELATIONS).loader.project_state(RELATIONS).apps
+    from morph_webhooks.models import Contact, Engagement, Opportunity, Stage
+
+    one = Opportunity.objects.get(owner_id="tenant_1", remote_id="d1")
+    assert one.stage.name == "stage of tenant_1"
+    assert one.stage.pipeline.name == "pipeline of tenant_1"
+    assert [c.email for c in one.contacts.all()] == ["c1@tenant_1"]
+    assert Opportunity.objects.get(owner_id="tenant_2").stage.name == "stage of tenant_2"
+    assert list(Opportunity.objects.get(owner_id="tenant_2").contacts.all()) == []
+    assert Opportunity.objects.get(remote_id="d2").stage is None
+    call = Engagement.objects.get(owner_id="tenant_1")
+    assert sorted(call.opportunities.values_list("name", flat=True)) == ["one", "two"]
+    assert [c.email for c in call.contacts.all()] == ["c1@tenant_1"]
+    assert list(Engagement.objects.get(owner_id="tenant_2").opportunities.all()) == []
+    assert Stage.objects.filter(opportunities__name="other").get().owner_id == "tenant_2"
+    assert Contact.objects.get(owner_id="tenant_1").opportunities.get().name == "one"
+    link = new.get_model(APP, "EngagementOpportunity")
+    assert sorted(link.objects.values_list("listed_by_engagement", "listed_by_opportunity")) == [
+        (False, True),  # tenant_1's d1: by the deal only
+        (True, False),  # tenant_2's d2, which has not arrived: by the engagement only
+        (True, True),  # tenant_1's d2: by both sides
+    ]
+
+    # Back: the columns and tables go, the ids stay.
+    migrate(BEFORE_RELATIONS)
+    assert old.get_model(APP, "Opportunity").objects.get(owner_id="tenant_1", remote_id="d1").contact_ids == [
+        "c1",
+        "c9",
+    ]
+    migrate(executor.loader.graph.leaf_nodes(APP))

@@ -22,7 +22,7 @@ from morph_webhooks.statements import (
     _settle_sql,
     insert_many,
 )
-from morph_webhooks.testing import opportunity_event, reference
+from morph_webhooks.testing import engagement_event, opportunity_event, reference
 from morph_webhooks.worker import Worker
 from tests.helpers import T0, postgresql_only, statements
 
@@ -67,13 +67,16 @@ def test_statements_per_delivery(send, make_event):
     claim = f'{set_local}INSERT INTO "morph_webhooks_idempotencykey"'
     # 1. claim the key, or count a redelivery of it (one upsert);
     # 2. lock the opportunity's row (FOR UPDATE: orders concurrent events for one resource);
-    # 3. write it (INSERT when new, UPDATE when newer);
+    # 3. write it (INSERT when new, UPDATE when newer), and the pairs of each list it fills
+    #    (its contacts, its companies: one INSERT each, however long);
     # 4. log the delivery.
-    assert [statement.startswith(claim) for statement in new] == [True, False, False, False]
+    assert [statement.startswith(claim) for statement in new] == [True, False, False, False, False, False]
     assert "ON CONFLICT" in new[0] and "RETURNING" in new[0]
     assert verbs(new[1:]) == [
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_opportunitycontact"',
+        'INSERT INTO "morph_webhooks_opportunitycompany"',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
     assert "FOR UPDATE" in new[1] or connection.vendor == "sqlite"
@@ -92,6 +95,62 @@ def test_statements_per_delivery(send, make_event):
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
+    ]
+
+
+def test_statements_of_an_opportunitys_lists(send):
+    """An empty or unchanged list costs no statement; a changed one a DELETE of the pairs it no
+    longer lists and an INSERT of those it does, whatever its length."""
+
+    def listing(minutes, *contacts, action="updated"):
+        fields = {"name": "Deal", "contacts": [reference("genericContact", c) for c in contacts]}
+        return opportunity_event(action, updated_at=T0 + timedelta(minutes=minutes), fields=fields)
+
+    written = []
+    for event in (
+        listing(0, action="created"),
+        listing(1, "c1", "c2"),
+        listing(2, "c2", "c1"),
+        listing(3, *(f"c{i}" for i in range(3, 700))),
+        listing(4),
+    ):
+        with statements() as sql:
+            assert send(event).json() == {"status": "processed"}
+        written.append(verbs(sql[2:-1]))
+    update = 'UPDATE "morph_webhooks_opportunity" SET'
+    pairs = "morph_webhooks_opportunitycontact"
+    assert written == [
+        ['INSERT INTO "morph_webhooks_opportunity"'],  # a new row with empty lists: as before
+        [update, f'INSERT INTO "{pairs}"'],  # was empty: nothing to delete
+        [update],  # the same contacts in another order
+        [update, f'DELETE FROM "{pairs}"', f'INSERT INTO "{pairs}"'],
+        [update, f'DELETE FROM "{pairs}"'],
+    ]
+
+
+def test_statements_of_a_list_both_sides_keep(send):
+    """An engagement's opportunities, which the opportunities list too: a changed list takes this
+    side's mark off the pairs the other side lists (an UPDATE) besides the DELETE and INSERT."""
+
+    def listing(minutes, *deals):
+        fields = {"type": "call", "opportunities": [reference("crmOpportunity", d) for d in deals]}
+        return engagement_event("updated", updated_at=T0 + timedelta(minutes=minutes), fields=fields)
+
+    written = []
+    for event in (listing(0, "d1"), listing(1, "d2"), listing(2)):
+        with statements() as sql:
+            assert send(event).json() == {"status": "processed"}
+        written.append(verbs(sql[2:-1]))
+    pairs = "morph_webhooks_engagementopportunity"
+    assert written == [
+        ['INSERT INTO "morph_webhooks_engagement"', f'INSERT INTO "{pairs}"'],
+        [
+            'UPDATE "morph_webhooks_engagement" SET',
+            f'DELETE FROM "{pairs}"',
+            f'UPDATE "{pairs}" SET',
+            f'INSERT INTO "{pairs}"',
+        ],
+        ['UPDATE "morph_webhooks_engagement" SET', f'DELETE FROM "{pairs}"', f'UPDATE "{pairs}" SET'],
     ]
 
 
@@ -152,6 +211,8 @@ def test_statements_per_delivery_queued_in_its_table(send, settings):
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'UPDATE "morph_webhooks_idempotencykey" SET',
         'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_opportunitycontact"',
+        'INSERT INTO "morph_webhooks_opportunitycompany"',
         'UPDATE "morph_webhooks_webhookdelivery" SET',
         claim,
     ]
@@ -165,7 +226,7 @@ def test_lock_timeout_can_be_switched_off(send, settings):
     settings.MORPH_WEBHOOKS = {**settings.MORPH_WEBHOOKS, "LOCK_TIMEOUT": 0}
     with statements() as sql:
         assert send(small_event("created", 0), key="k1").json() == {"status": "processed"}
-    assert len(sql) == 4
+    assert len(sql) == 6  # the four of test_statements_per_delivery, and the two lists' pairs
     assert verbs(sql)[0] == 'INSERT INTO "morph_webhooks_idempotencykey"'
 
 

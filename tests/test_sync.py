@@ -31,6 +31,7 @@ from morph_webhooks import signals
 from morph_webhooks.deferred import sync_connection_task
 from morph_webhooks.models import (
     Connection,
+    Contact,
     Engagement,
     IdempotencyKey,
     Opportunity,
@@ -45,6 +46,7 @@ from morph_webhooks.testing import (
     morph_headers,
     opportunity_event,
     post_event,
+    reference,
     resource_event,
 )
 from morph_webhooks.testing.fake_api import FakeMorphAPI
@@ -800,17 +802,20 @@ def test_a_first_sync_inserts_a_pages_new_rows_in_one_statement(fake_api, settin
         sync_tenant()
 
     table = Opportunity._meta.db_table
-    page = [statement for statement in sql if table in statement]
+    page = [statement for statement in sql if f'"{table}"' in statement]
     assert [statement.split()[0] for statement in page] == 2 * [
         "SELECT",  # the page's stored rows, locked
         "INSERT",  # its 20 new rows, marked seen as they are written
     ]
-    # A page of new rows costs what a page of a re-sync does: an INSERT for the re-sync's UPDATE
-    # marking its rows seen.
+    # And the pairs of their lists (each deal lists a contact and a company): one INSERT per list.
+    pairs = [statement.split()[2] for statement in sql if f'"{table}c' in statement]
+    assert pairs == 2 * ['"morph_webhooks_opportunitycontact"', '"morph_webhooks_opportunitycompany"']
+    # A page of new rows costs what a page of a re-sync does, but for its pairs: an INSERT for the
+    # re-sync's UPDATE marking its rows seen.
     first_sync_pages = len(sql)
     with statements() as sql:
         sync_tenant()
-    assert first_sync_pages == len(sql)
+    assert first_sync_pages == len(sql) + len(pairs)
     assert not Opportunity.objects.filter(synced_at__isnull=True).exists()
     assert Opportunity.objects.count() == 40 and counts()["unchanged"] == 40
 
@@ -1386,3 +1391,34 @@ def test_engagements_and_workspaces_are_synced_with_the_other_models(fake_api):
     engagement = Engagement.objects.get()
     assert (engagement.type, engagement.opportunity_ids, engagement.duration) == ("call", ["opp_1"], 300)
     assert Connection.objects.get().last_sync_outcome == "succeeded"
+
+
+def test_a_synced_page_fills_the_relations_and_a_changed_list_replaces_its_pairs(fake_api):
+    contacts = [
+        resource_event("genericContact", remote_id=f"c{i}", fields={"email": f"c{i}@example.com"})["data"]
+        for i in (1, 2, 3)
+    ]
+    fake_api.add(CONNECTOR, OWNER, "genericContact", contacts)
+    listing = {"contacts": [reference("genericContact", "c1"), reference("genericContact", "c2")]}
+    fake_api.add(
+        CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", **listing), deal("opp_2"), deal("opp_3", **listing)]
+    )
+    sync("--connector", CONNECTOR, "--owner", OWNER)
+    for remote_id, emails in (
+        ("opp_1", ["c1@example.com", "c2@example.com"]),
+        ("opp_2", []),
+        ("opp_3", ["c1@example.com", "c2@example.com"]),
+    ):
+        assert (
+            sorted(Opportunity.objects.get(remote_id=remote_id).contacts.values_list("email", flat=True))
+            == emails
+        )
+
+    fake_api.add(
+        CONNECTOR, OWNER, OPPORTUNITIES, [deal("opp_1", 5, contacts=[reference("genericContact", "c3")])]
+    )
+    sync_tenant()
+    assert list(Opportunity.objects.get(remote_id="opp_1").contacts.values_list("email", flat=True)) == [
+        "c3@example.com"
+    ]
+    assert Contact.objects.get(remote_id="c1").opportunities.get().remote_id == "opp_3"

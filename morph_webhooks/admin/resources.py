@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from ..models import Engagement, MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.registry import REGISTRY
+from ..resources.relations import Ref
 from .display import (
     EMPTY,
     ReadOnlyAdmin,
@@ -141,6 +142,13 @@ class ResourceChangeList(ChangeList):
         load_related(list(self.result_list), shown, link=False)
 
 
+def shown_as(reference: Reference) -> str:
+    """The admin's name for what shows ``reference``: not the reference's own name, which is the
+    model's relation (the admin would show the relation's value, a query per row, or refuse a
+    many-to-many one)."""
+    return f"listed_{reference.name}" if reference.many else f"{reference.name}_named"
+
+
 def show_reference(reference: Reference) -> Callable[[Any, MirroredResource], Any]:
     @admin.display(description=reference.label, ordering=None if reference.many else reference.column)
     def show(self: ResourceAdmin, obj: MirroredResource) -> Any:
@@ -189,9 +197,9 @@ class ResourceAdmin(ReadOnlyAdmin):
         super().__init_subclass__(**kwargs)
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
-            setattr(cls, reference.name, show_reference(reference))
+            setattr(cls, shown_as(reference), show_reference(reference))
         if "listed_references" not in cls.__dict__:
-            cls.listed_references = [name for name in by_name if name in cls.columns]
+            cls.listed_references = [r.name for r in cls.references if shown_as(r) in cls.columns]
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
             ConnectionFilter,
@@ -326,12 +334,12 @@ class ResourceAdmin(ReadOnlyAdmin):
 class OpportunityAdmin(ResourceAdmin):
     # The pipeline under the stage, which belongs to it: one column less keeps the list within a
     # laptop's width with the navigation sidebar open.
-    columns = ["name", "amount_with_currency", "stage_in_pipeline", "crm_owner"]
+    columns = ["name", "amount_with_currency", "stage_in_pipeline", "crm_owner_named"]
     listed_references = ["stage", "pipeline", "crm_owner"]
     filters = ["stage", "pipeline"]
     searched = ["name"]
-    resource_fields = ["name", "amount_with_currency", "stage", "pipeline", "crm_owner"]
-    more_fieldsets = [(_("Related records"), ["contacts", "companies", "engagements"])]
+    resource_fields = ["name", "amount_with_currency", "stage_named", "pipeline_named", "crm_owner_named"]
+    more_fieldsets = [(_("Related records"), ["listed_contacts", "listed_companies", "listed_engagements"])]
     references = REGISTRY["crmOpportunity"].references
 
     @admin.display(description=_("stage"), ordering="stage_id")
@@ -344,7 +352,7 @@ class OpportunityAdmin(ResourceAdmin):
         return format_html('{}<br><span class="quiet">{}</span>', stage, pipeline)
 
     @admin.display(description=_("engagements"))
-    def engagements(self, obj: Opportunity) -> str:
+    def listed_engagements(self, obj: Opportunity) -> str:
         # Their ids, as the opportunity lists them.
         return ", ".join(str(remote_id) for remote_id in obj.engagement_ids or []) or EMPTY
 
@@ -356,7 +364,7 @@ class OpportunityAdmin(ResourceAdmin):
 class EngagementAdmin(ResourceAdmin):
     # Direction and status under the type: fewer columns keep the list within a laptop's width
     # with the navigation sidebar open. No filter by owner: a CRM has too many users for links.
-    columns = ["title", "activity", "started", "crm_owner"]
+    columns = ["title", "activity", "started", "crm_owner_named"]
     filters = ["type", "status", "direction"]
     searched = ["title"]
     resource_fields = [
@@ -368,9 +376,14 @@ class EngagementAdmin(ResourceAdmin):
         "started_at",
         "ended_at",
         "duration",
-        "crm_owner",
+        "crm_owner_named",
     ]
-    more_fieldsets = [(_("Related records"), ["users", "companies", "contacts", "opportunities"])]
+    more_fieldsets = [
+        (
+            _("Related records"),
+            ["listed_users", "listed_companies", "listed_contacts", "listed_opportunities"],
+        )
+    ]
     references = REGISTRY["crmEngagement"].references
 
     @admin.display(description=_("type"), ordering="type")
@@ -391,8 +404,12 @@ def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     list (a reference by the name of what it refers to), searched by the first of them too, filtered
     by its references, and its own fields on the change page."""
     shared = {field.name for field in MirroredResource._meta.get_fields()} | {"id"}
-    own = [field.name for field in spec.model._meta.concrete_fields if field.name not in shared]
-    names = {reference.column: reference.name for reference in spec.references}
+    own = [
+        field.name
+        for field in spec.model._meta.concrete_fields
+        if field.name not in shared and not isinstance(field, Ref)
+    ]
+    names = {reference.column: shown_as(reference) for reference in spec.references}
     attributes = {
         "columns": [names.get(column, column) for column in spec.admin_columns],
         "searched": list(spec.admin_columns[:1]),

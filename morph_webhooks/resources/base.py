@@ -17,6 +17,8 @@ from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
 from ..events import ResourceEvent
+from .links import Link
+from .relations import Ref
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -48,6 +50,10 @@ class MirroredResource(models.Model):
     connector_id = models.CharField(_("connector"), max_length=ID_LENGTH)
     owner_id = models.CharField(_("owner (tenant)"), max_length=ID_LENGTH)
     remote_id = models.CharField(max_length=ID_LENGTH)
+    # The three above as one column: what relations to this resource join on (see .relations).
+    ref = Ref(
+        _("reference"), help_text=_("Its connector, owner and Morph id, which relations to it join on.")
+    )
 
     extra_fields = models.JSONField(
         default=dict, blank=True, help_text=_("Fields Morph sent that this model has no column for.")
@@ -83,6 +89,8 @@ class MirroredResource(models.Model):
                 fields=["remote_id", "connector_id", "owner_id"],
                 name="%(app_label)s_%(class)s_unique_remote",
             ),
+            # Implied by the one above; declared because a relation joins to a unique column.
+            models.UniqueConstraint(fields=["ref"], name="%(app_label)s_%(class)s_unique_ref"),
         ]
 
     def __str__(self) -> str:
@@ -117,7 +125,8 @@ class ResourceSpec:
     model's own columns the admin lists, after the ones every resource has. ``after_apply``, if
     set, runs after an applied event was stored and its signal sent, in the same transaction, with
     the event, the row and the row's values before the event of the columns it changed (empty for
-    a row it created). ``references`` are the model's columns that name other mirrored resources.
+    a row it created). ``references`` are the model's columns that name other mirrored resources;
+    ``links`` the lists among them that many-to-many relations read (see :mod:`.links`).
     """
 
     morph_model: str
@@ -127,6 +136,7 @@ class ResourceSpec:
     admin_columns: tuple[str, ...] = ()
     references: tuple[Reference, ...] = ()
     after_apply: Callable[[ResourceEvent, MirroredResource, Mapping[str, Any]], None] | None = None
+    links: tuple[Link, ...] = ()
     field_names: frozenset[str] = field(init=False)
     # The Morph model each reference field of ``data.fields`` (``stage``) refers to.
     reference_models: Mapping[str, str] = field(init=False)

@@ -10,6 +10,8 @@ from rest_framework import serializers
 from ..signals import engagement_created, engagement_deleted, engagement_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 from .fields import LowerCaseChoiceField, ReferenceField, ResourceFields, TimestampField
+from .links import EngagementCompany, EngagementContact, EngagementOpportunity, EngagementUser, Link
+from .relations import MirrorReference, Ref
 
 # The largest duration the column holds on every database (a PositiveIntegerField): 68 years.
 MAX_DURATION = 2_147_483_647
@@ -62,11 +64,34 @@ class Engagement(MirroredResource):
     contact_ids = models.JSONField(_("contacts"), default=list, blank=True)
     opportunity_ids = models.JSONField(_("opportunities"), default=list, blank=True)
 
+    # The relations over the ids above, within the engagement's connection (see .relations).
+    crm_owner_ref = Ref(source="crm_owner_id")
+    crm_owner = MirrorReference(
+        "morph_webhooks.CrmUser",
+        morph_id="crm_owner_id",
+        ref="crm_owner_ref",
+        related_name="owned_engagements",
+        verbose_name=_("owner"),
+    )
+    users = models.ManyToManyField(
+        "morph_webhooks.CrmUser", through=EngagementUser, related_name="engagements", blank=True
+    )
+    companies = models.ManyToManyField(
+        "morph_webhooks.Company", through=EngagementCompany, related_name="engagements", blank=True
+    )
+    contacts = models.ManyToManyField(
+        "morph_webhooks.Contact", through=EngagementContact, related_name="engagements", blank=True
+    )
+    opportunities = models.ManyToManyField(
+        "morph_webhooks.Opportunity", through=EngagementOpportunity, related_name="engagements", blank=True
+    )
+
     objects = EngagementQuerySet.as_manager()
 
     class Meta(MirroredResource.Meta):
         verbose_name = _("engagement")
         verbose_name_plural = _("engagements")
+        indexes = [models.Index(fields=["crm_owner_ref"], name="morph_eng_crm_owner_ref_idx")]
 
     def __str__(self) -> str:
         return self.title or self.remote_id
@@ -106,5 +131,18 @@ SPEC = ResourceSpec(
         Reference("companies", "company_ids", "genericCompany", _("companies"), many=True),
         Reference("contacts", "contact_ids", "genericContact", _("contacts"), many=True),
         Reference("opportunities", "opportunity_ids", "crmOpportunity", _("opportunities"), many=True),
+    ),
+    links=(
+        Link("user_ids", EngagementUser, source="engagement", target="user"),
+        Link("company_ids", EngagementCompany, source="engagement", target="company"),
+        Link("contact_ids", EngagementContact, source="engagement", target="contact"),
+        Link(
+            "opportunity_ids",
+            EngagementOpportunity,
+            source="engagement",
+            target="opportunity",
+            listed_by="listed_by_engagement",
+            listed_by_other="listed_by_opportunity",
+        ),
     ),
 )

@@ -14,6 +14,8 @@ from ..events import ResourceEvent
 from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 from .fields import AmountField, ReferenceField, ResourceFields
+from .links import EngagementOpportunity, Link, OpportunityCompany, OpportunityContact
+from .relations import MirrorReference, Ref
 from .stage import Stage
 
 
@@ -38,6 +40,34 @@ class Opportunity(MirroredResource):
     company_ids = models.JSONField(default=list, blank=True)
     engagement_ids = models.JSONField(default=list, blank=True)
 
+    # The relations over the ids above, within the opportunity's connection (see .relations).
+    stage_ref = Ref(source="stage_id")
+    pipeline_ref = Ref(source="pipeline_id")
+    crm_owner_ref = Ref(source="crm_owner_id")
+    stage = MirrorReference(
+        Stage, morph_id="stage_id", ref="stage_ref", related_name="opportunities", verbose_name=_("stage")
+    )
+    pipeline = MirrorReference(
+        "morph_webhooks.Pipeline",
+        morph_id="pipeline_id",
+        ref="pipeline_ref",
+        related_name="opportunities",
+        verbose_name=_("pipeline"),
+    )
+    crm_owner = MirrorReference(
+        "morph_webhooks.CrmUser",
+        morph_id="crm_owner_id",
+        ref="crm_owner_ref",
+        related_name="opportunities",
+        verbose_name=_("owner"),
+    )
+    contacts = models.ManyToManyField(
+        "morph_webhooks.Contact", through=OpportunityContact, related_name="opportunities", blank=True
+    )
+    companies = models.ManyToManyField(
+        "morph_webhooks.Company", through=OpportunityCompany, related_name="opportunities", blank=True
+    )
+
     objects = OpportunityQuerySet.as_manager()
 
     class Meta(MirroredResource.Meta):
@@ -48,6 +78,9 @@ class Opportunity(MirroredResource):
             models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
             models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
             models.Index(fields=["remote_updated_at"], name="morph_opp_remote_updated_idx"),
+            models.Index(fields=["stage_ref"], name="morph_opp_stage_ref_idx"),
+            models.Index(fields=["pipeline_ref"], name="morph_opp_pipeline_ref_idx"),
+            models.Index(fields=["crm_owner_ref"], name="morph_opp_crm_owner_ref_idx"),
             models.Index(
                 fields=["deleted_at"], condition=Q(deleted_at__isnull=False), name="morph_opp_deleted_idx"
             ),
@@ -109,6 +142,18 @@ SPEC = ResourceSpec(
         Reference("crm_owner", "crm_owner_id", "genericUser", _("owner")),
         Reference("contacts", "contact_ids", "genericContact", _("contacts"), many=True),
         Reference("companies", "company_ids", "genericCompany", _("companies"), many=True),
+    ),
+    links=(
+        Link("contact_ids", OpportunityContact, source="opportunity", target="contact"),
+        Link("company_ids", OpportunityCompany, source="opportunity", target="company"),
+        Link(
+            "engagement_ids",
+            EngagementOpportunity,
+            source="opportunity",
+            target="engagement",
+            listed_by="listed_by_opportunity",
+            listed_by_other="listed_by_engagement",
+        ),
     ),
     after_apply=announce_stage_change,
 )

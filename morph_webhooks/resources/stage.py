@@ -9,6 +9,7 @@ from rest_framework import serializers
 from ..signals import stage_created, stage_deleted, stage_updated
 from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
 from .fields import ReferenceField, ResourceFields, UpperCaseChoiceField
+from .relations import MirrorReference, Ref
 
 
 class StageType(models.TextChoices):
@@ -26,12 +27,21 @@ class Stage(MirroredResource):
     name = models.CharField(_("name"), max_length=250, blank=True, default="")
     type = models.CharField(_("type"), max_length=16, choices=StageType.choices, blank=True, default="")
     pipeline_id = models.CharField(_("pipeline"), max_length=ID_LENGTH, blank=True, default="")
+    pipeline_ref = Ref(source="pipeline_id")
+    pipeline = MirrorReference(
+        "morph_webhooks.Pipeline",
+        morph_id="pipeline_id",
+        ref="pipeline_ref",
+        related_name="stages",
+        verbose_name=_("pipeline"),
+    )
 
     objects = StageQuerySet.as_manager()
 
     class Meta(MirroredResource.Meta):
         verbose_name = _("stage")
         verbose_name_plural = _("stages")
+        indexes = [models.Index(fields=["pipeline_ref"], name="morph_stage_pipeline_ref_idx")]
 
 
 class StageFields(ResourceFields):

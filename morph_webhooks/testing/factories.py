@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..extras import MissingDependency
 
@@ -40,6 +40,7 @@ from ..models import (
     WebhookDelivery,
     Workspace,
 )
+from ..store import pair_new_rows
 from . import morph_headers, opportunity_event
 
 # Before opportunity_event()'s default updatedAt (2025-03-06T09:15:04.596Z).
@@ -50,10 +51,17 @@ SETTLED = (Outcome.PROCESSED, Outcome.STALE, Outcome.IGNORED, Outcome.DUPLICATE)
 
 class MirroredResourceFactory(DjangoModelFactory[R], Generic[R]):
     """What every mirrored resource's factory shares: the helpers' connection, and timestamps
-    older than their events' default ``updatedAt``."""
+    older than their events' default ``updatedAt``. A row created with lists (``contact_ids``...)
+    gets their pairs too, as the event path writes them: its many-to-many relations read them."""
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def _create(cls, model_class: type[R], *args: Any, **kwargs: Any) -> R:
+        row: R = super()._create(model_class, *args, **kwargs)
+        pair_new_rows([row])
+        return row
 
     connector_id = "hubspot"
     owner_id = "tenant_1"
