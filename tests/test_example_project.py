@@ -220,7 +220,10 @@ def test_send_example_events_to_a_live_server(
     server_log = log_path.read_text()
     # Written by the on_commit callback, so the transaction did commit.
     # The stage's name and type read through the relation, within the deal's connection.
-    assert f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon, now in 'Closed won' (WON)" in server_log
+    assert (
+        f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon, now in 'Closed won' (WON)"
+        in server_log
+    )
     assert "token=[redacted]" in server_log
     assert DEV_SECRET not in server_log
 

@@ -327,6 +327,8 @@ def test_with_server_side_binding_the_lock_timeout_is_a_statement_of_its_own(sen
         'INSERT INTO "morph_webhooks_idempotencykey"',
         'SELECT "morph_webhooks_opportunity"."id", "morph_webhooks_opportunity"."connector_id",',
         'INSERT INTO "morph_webhooks_opportunity"',
+        'INSERT INTO "morph_webhooks_opportunitycontact"',
+        'INSERT INTO "morph_webhooks_opportunitycompany"',
         'INSERT INTO "morph_webhooks_webhookdelivery"',
     ]
     assert len(duplicate) == 3
