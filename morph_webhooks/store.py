@@ -237,11 +237,14 @@ def write_resource(event: ResourceEvent, row: MirroredResource | None) -> Mirror
 def pair_new_rows(rows: Sequence[MirroredResource]) -> None:
     """Write the pairs that the lists of ``rows``, new rows of one model, name (see
     :mod:`morph_webhooks.resources.links`): one INSERT per list that any of them fills, however
-    long, none for empty lists. A pair the other side listed already is marked listed by this one."""
+    long (all in one statement on PostgreSQL), none for empty lists. A pair the other side listed
+    already is marked listed by this one."""
     if not rows:
         return
-    for link in REGISTRY_BY_MODEL[type(rows[0])].links:
-        statements.add_pairs(link, [pair for row in rows for pair in _pairs(row, link, _listed(row, link))])
+    links = REGISTRY_BY_MODEL[type(rows[0])].links
+    statements.add_pairs(
+        [(link, [pair for row in rows for pair in _pairs(row, link, _listed(row, link))]) for link in links]
+    )
 
 
 def repair(row: MirroredResource, before: Mapping[str, object]) -> None:
@@ -259,7 +262,7 @@ def repair(row: MirroredResource, before: Mapping[str, object]) -> None:
         pairs = _pairs(row, link, listed)
         if was:  # an empty list had no pairs to drop
             statements.drop_pairs(link, str(row.ref), [target for _, target in pairs])
-        statements.add_pairs(link, pairs)
+        statements.add_pairs([(link, pairs)])
 
 
 def _pairs(row: MirroredResource, link: Link, listed: set[str]) -> list[tuple[str, str]]:

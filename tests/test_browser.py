@@ -283,7 +283,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
 
     # One opportunity in full.
     row_with(browser, GLOBEX).find_element(By.CSS_SELECTOR, "th a").click()
-    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage .readonly")))
+    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage_named .readonly")))
     assert stage.text == "Closed won (won)"
     assert (
         browser.find_element(By.CSS_SELECTOR, ".field-amount_with_currency .readonly").text == "48,000.00 USD"
