@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple, TypeVar, cast
 
 from django.db import connections, router, transaction
@@ -531,20 +532,13 @@ def add_pairs(pairs: Sequence[tuple[Link, Sequence[tuple[str, str]]]]) -> None:
     if not filled:
         return
     connection = connections[router.db_for_write(filled[0][0].through)]
-    links = tuple(link for link, _ in filled)
-    params = [json.dumps(refs) for _, refs in filled]
+    together = connection.vendor == "postgresql"
+    groups = [filled] if together else [[one] for one in filled]
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                _compiled(("add pairs", links, connection.alias), lambda: _together(links, connection)),
-                params,
-            )
-            return
-        for link, param in zip(links, params, strict=True):
-            sql = _compiled(
-                ("add pairs", (link,), connection.alias), lambda: _add_pairs_sql(link, connection)
-            )
-            cursor.execute(sql, [param])
+        for group in groups:
+            links = tuple(link for link, _ in group)
+            sql = _compiled(("add pairs", links, connection.alias), partial(_together, links, connection))
+            cursor.execute(sql, [json.dumps(refs) for _, refs in group])
 
 
 def _together(links: tuple[Link, ...], connection: BaseDatabaseWrapper) -> str:
