@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..signals import engagement_created, engagement_deleted, engagement_updated
-from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec, listed_indexes
 from .fields import LowerCaseChoiceField, ReferenceField, ResourceFields, TimestampField
 
 # The largest duration the column holds on every database (a PositiveIntegerField): 68 years.
@@ -67,6 +67,7 @@ class Engagement(MirroredResource):
     class Meta(MirroredResource.Meta):
         verbose_name = _("engagement")
         verbose_name_plural = _("engagements")
+        indexes = listed_indexes("morph_eng")
 
     def __str__(self) -> str:
         return self.title or self.remote_id
