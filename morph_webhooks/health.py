@@ -197,9 +197,9 @@ def cutoff(current: datetime, seconds: float) -> datetime:
     return current - timedelta(seconds=seconds) if seconds > 0 else NEVER
 
 
-def is_silent(connection: Connection, last_event_at: datetime, current: datetime) -> bool:
-    # The admin overview judges each connection by this too.
-    threshold = silence_threshold(connection.connector_id, connection.owner_id)
+def is_silent(threshold: float, last_event_at: datetime, current: datetime) -> bool:
+    """The admin overview's verdict for one connection, ``threshold`` its silence_threshold(): the
+    one silence() gives in SQL."""
     return threshold > 0 and last_event_at < current - timedelta(seconds=threshold)
 
 

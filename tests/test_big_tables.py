@@ -80,6 +80,17 @@ class TestEstimatedCounts:
         assert "about" in paginator_line(response)
         assert len(response.context["cl"].result_list) == 6
 
+    @postgresql_only
+    def test_a_big_search_says_its_count_of_results_is_an_estimate(self, admin_client, monkeypatch):
+        monkeypatch.setattr(counting, "ESTIMATE_ABOVE", 3)
+        WebhookDeliveryFactory.create_batch(5, idempotency_key="same")
+        analyze(WebhookDelivery)
+
+        response = admin_client.get(DELIVERIES, {"q": "same"})
+
+        assert response.context["cl"].paginator.estimated
+        assert "about 5 results" in response.content.decode()
+
     def test_below_the_threshold_the_count_is_exact_in_one_statement(self, admin_client, monkeypatch):
         monkeypatch.setattr(counting, "ESTIMATE_ABOVE", 3)
         WebhookDeliveryFactory.create_batch(3)
