@@ -19,9 +19,9 @@ connections) sends new crmOpportunity events (``benchmarks/lua/events.lua``). Ea
 With ``--migrate``, a last round rebuilds migration 0015's indexes (migrated back to 0014, then
 forward: DROP/CREATE INDEX CONCURRENTLY) while wrk runs.
 
-Meanwhile a sampler reads ``pg_stat_activity`` every 20 ms: the longest any session of the
-database waited for a lock, and the longest transaction of the prune or migration (its locks are
-held until it ends). The ratios compare figures of the same run: other work on a small machine
+Meanwhile a sampler reads ``pg_stat_activity`` every 20 ms: the longest any other session (the
+endpoint's) waited for a lock, and the longest transaction of the prune or migration (its locks
+are held until it ends). The ratios compare figures of the same run: other work on a small machine
 moves absolute figures between runs.
 """
 
@@ -63,13 +63,16 @@ BARE_PATH = "/bench/bare/"
 
 
 class Sampler(threading.Thread):
-    """Polls pg_stat_activity: the longest lock wait of any session, and the longest transaction
-    of a session whose query matches ``pattern`` (the prune's DELETEs, the migration's DDL)."""
+    """Polls pg_stat_activity: the longest lock wait of the other sessions (the endpoint's), and
+    of the session whose query matches ``pattern`` (the prune's DELETEs, the migration's DDL:
+    CREATE INDEX CONCURRENTLY waits for older transactions without stopping anyone), and that
+    session's longest transaction (its locks are held until it ends)."""
 
     def __init__(self, url: str, pattern: str) -> None:
         super().__init__(daemon=True)
         self.url, self.pattern = url, pattern
         self.longest_wait = 0.0
+        self.longest_own_wait = 0.0
         self.longest_transaction = 0.0
         self.waits_seen = 0
         self.stopping = threading.Event()
@@ -90,7 +93,9 @@ class Sampler(threading.Thread):
                     [self.pattern],
                 ).fetchall()
                 for waiting, waited, ours, transaction in rows:
-                    if waiting:
+                    if waiting and ours:
+                        self.longest_own_wait = max(self.longest_own_wait, float(waited or 0))
+                    elif waiting:
                         self.waits_seen += 1
                         self.longest_wait = max(self.longest_wait, float(waited or 0))
                     if ours and transaction is not None:
@@ -103,6 +108,7 @@ class Sampler(threading.Thread):
         return {
             "longest_lock_wait_s": round(self.longest_wait, 3),
             "lock_wait_samples": self.waits_seen,
+            "longest_own_lock_wait_s": round(self.longest_own_wait, 3),
             "longest_transaction_s": round(self.longest_transaction, 3),
         }
 
@@ -243,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
                 rounds.append({"idle": idle, "migrate": forward})
                 log(
                     f"migration 0015 under load: {forward['rps']} req/s against {idle['rps']} idle "
-                    f"({forward['rps'] / idle['rps']:.2f}x) in {forward['seconds']} s; longest lock wait "
-                    f"{forward['longest_lock_wait_s']} s; {forward['output']!r}"
+                    f"({forward['rps'] / idle['rps']:.2f}x) in {forward['seconds']} s; longest lock wait of "
+                    f"the endpoint {forward['longest_lock_wait_s']} s, of the migration itself (waiting for "
+                    f"older transactions) {forward['longest_own_lock_wait_s']} s"
                 )
             problems = big.problems() + empty.problems()
     finally:
