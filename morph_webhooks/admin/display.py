@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from ..parsing import unique_keys
+from .counting import EstimatingPaginator
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -122,8 +123,10 @@ def deleted_mark(deleted_at: datetime | None, *, when: bool = False) -> SafeStri
 class ReadOnlyAdmin(ModelAdmin):
     """Rows are written by processing only; the admin shows them."""
 
-    # Counting a large table on every page is slower than the page itself.
+    # Counting a large table on every page is slower than the page itself: the list's own count
+    # is PostgreSQL's estimate when it is big, and the unfiltered total is not counted.
     show_full_result_count = False
+    paginator = EstimatingPaginator
     empty_value_display = EMPTY
     change_list_template = "morph_webhooks/admin/change_list.html"
 

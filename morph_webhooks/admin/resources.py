@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..models import Engagement, MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
+from ..resources.person import Person
 from ..resources.registry import REGISTRY
 from ..resources.relations import Ref
 from .display import (
@@ -36,6 +37,10 @@ from .related import label_of, load_related, referenced_ids, related_of
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
+
+# What a contact's or a CRM user's search looks in; on PostgreSQL each has a trigram index
+# (migration 0014) for contacts.
+PERSON_SEARCHED = ["first_name", "last_name", "email"]
 
 # The most choices a filter by a referenced resource offers: a CRM has a few dozen stages, and a
 # filter is no place for thousands.
@@ -401,7 +406,8 @@ class EngagementAdmin(ResourceAdmin):
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     """The admin of a mirrored model that needs nothing of its own: its spec's columns in the
-    list (a reference by the name of what it refers to), searched by the first of them too, filtered
+    list (a reference by the name of what it refers to), searched by the first of them too (a
+    person by names and email), filtered
     by its references, and its own fields on the change page."""
     shared = {field.name for field in MirroredResource._meta.get_fields()} | {"id"}
     own = [
@@ -412,7 +418,8 @@ def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     names = {reference.column: shown_as(reference) for reference in spec.references}
     attributes = {
         "columns": [names.get(column, column) for column in spec.admin_columns],
-        "searched": list(spec.admin_columns[:1]),
+        # A person is looked for by either name or the email address.
+        "searched": PERSON_SEARCHED if issubclass(spec.model, Person) else list(spec.admin_columns[:1]),
         "filters": [reference.name for reference in spec.references if not reference.many],
         "resource_fields": [names.get(column, column) for column in own],
         "references": spec.references,

@@ -2,15 +2,22 @@
 
 from django.db import migrations, models
 
+from ._operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # The index is built CONCURRENTLY on PostgreSQL, which cannot run in a transaction: a request
+    # log of millions of rows stays writable while it builds, where AddIndex stopped the endpoint
+    # for as long. Changed in place: a database that already applied this migration never runs it
+    # again, and holds the same index either way.
+    atomic = False
 
     dependencies = [
         ('morph_webhooks', '0005_connections'),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='webhookdelivery',
             index=models.Index(fields=['connector_id', 'owner_id', 'received_at'], name='morph_delivery_conn_idx'),
         ),

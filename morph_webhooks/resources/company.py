@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..signals import company_created, company_deleted, company_updated
-from .base import MirroredResource, ResourceQuerySet, ResourceSpec
+from .base import MirroredResource, ResourceQuerySet, ResourceSpec, listed_indexes
 from .fields import ResourceFields
 
 
@@ -23,6 +23,7 @@ class Company(MirroredResource):
     class Meta(MirroredResource.Meta):
         verbose_name = _("company")
         verbose_name_plural = _("companies")
+        indexes = listed_indexes("morph_company")
 
 
 class CompanyFields(ResourceFields):

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..signals import contact_created, contact_deleted, contact_updated
-from .base import ResourceQuerySet, ResourceSpec
+from .base import ResourceQuerySet, ResourceSpec, listed_indexes
 from .person import Person, PersonFields
 
 
@@ -23,6 +23,7 @@ class Contact(Person):
     class Meta(Person.Meta):
         verbose_name = _("contact")
         verbose_name_plural = _("contacts")
+        indexes = listed_indexes("morph_contact")
 
 
 class ContactFields(PersonFields):

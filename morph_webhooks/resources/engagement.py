@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..signals import engagement_created, engagement_deleted, engagement_updated
-from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec, listed_indexes
 from .fields import LowerCaseChoiceField, ReferenceField, ResourceFields, TimestampField
 from .links import EngagementCompany, EngagementContact, EngagementOpportunity, EngagementUser, Link
 from .relations import MirrorReference, Ref
@@ -91,7 +91,10 @@ class Engagement(MirroredResource):
     class Meta(MirroredResource.Meta):
         verbose_name = _("engagement")
         verbose_name_plural = _("engagements")
-        indexes = [models.Index(fields=["crm_owner_ref"], name="morph_eng_crm_owner_ref_idx")]
+        indexes = [
+            *listed_indexes("morph_eng"),
+            models.Index(fields=["crm_owner_ref"], name="morph_eng_crm_owner_ref_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.title or self.remote_id

@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from ..events import ResourceEvent
 from ..signals import opportunity_created, opportunity_deleted, opportunity_stage_changed, opportunity_updated
-from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec
+from .base import ID_LENGTH, MirroredResource, Reference, ResourceQuerySet, ResourceSpec, listed_indexes
 from .fields import AmountField, ReferenceField, ResourceFields
 from .links import EngagementOpportunity, Link, OpportunityCompany, OpportunityContact
 from .relations import MirrorReference, Ref
@@ -74,6 +74,7 @@ class Opportunity(MirroredResource):
         verbose_name = _("opportunity")
         verbose_name_plural = _("opportunities")
         indexes = [
+            *listed_indexes("morph_opp", updated=False),
             models.Index(fields=["connector_id"], name="morph_opp_connector_idx"),
             models.Index(fields=["stage_id"], name="morph_opp_stage_idx"),
             models.Index(fields=["pipeline_id"], name="morph_opp_pipeline_idx"),
