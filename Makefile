@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint
+.PHONY: install run test lint docs docs-build screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy morph_webhooks
 	$(BIN)/lint-imports --no-cache
+
+# The documentation site, rebuilt as pages change; stop it with Ctrl-C.
+docs: install
+	@echo "Documentation: http://127.0.0.1:8008/"
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8008
+
+# What CI builds: any warning (a broken link, a reference page out of step with the code) fails.
+docs-build: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# The admin's screenshots in the documentation, made again by the browser test (headless Chromium).
+screenshots: install
+	bash scripts/screenshots.sh

@@ -1,5 +1,5 @@
 """Reporting: the machine a run measured on, the rows of the targets table with their verdicts,
-and that table for the README."""
+and that table for CONTRIBUTING.md (Benchmark)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ stretch, met or not.
 ``--preload N`` then stores N opportunities, N keys and N deliveries (server-side INSERT ... SELECT)
 and measures the app again; ``--admin`` times the admin's changelists on that data;
 ``--memory-events N`` sends N mixed events and samples each worker's RSS.
-Results go to ``benchmarks/results/latest.json`` and, as a table ready for the README with the
+Results go to ``benchmarks/results/latest.json`` and, as a table ready for CONTRIBUTING.md with the
 machine it ran on, ``benchmarks/results/latest.md``.
 """
 
@@ -275,7 +275,7 @@ def main() -> None:
     if rows:
         table = args.output.with_suffix(".md")
         table.write_text(markdown(report, rows))
-        log(f"The table for the README: {table}")
+        log(f"The table for CONTRIBUTING.md: {table}")
     if problems:
         log(f"\n{len(problems)} problems: these figures do not count")
         for problem in problems[:20]:

@@ -190,7 +190,7 @@ class Settings:
             values[compute] = result
         return result
 
-    # One line per setting; README's Configuration section documents each.
+    # One line per setting; docs/reference/settings.md documents each (its build fails without).
     SECRETS = Setting([], STRINGS, secret=True)
     SIGNING_SECRETS = Setting([], STRINGS, secret=True)
     SIGNATURE_TOLERANCE = Setting(300, INTEGER, minimum=1)

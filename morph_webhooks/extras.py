@@ -1,5 +1,5 @@
 """The optional dependencies: what the app says when one is missing. Each comes with an extra of
-the package (``pyproject.toml``), installed from a checkout as the README's Setup shows."""
+the package (``pyproject.toml``), installed from a checkout as docs/getting-started/install.md shows."""
 
 from __future__ import annotations
 

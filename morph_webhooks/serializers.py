@@ -3,8 +3,8 @@ envelope, and the ``data`` every resource has; built once and shared by the pars
 (:mod:`.parsing`, the only module that imports this one). Each model's ``data.fields`` is
 validated by its own serializer, in :mod:`.resources`.
 
-Morph's documentation and its real payloads disagree (see README, "What Morph sends"); these
-accept both shapes and nothing else.
+Morph's documentation and its real payloads disagree (see "What Morph sends" in
+docs/guides/events.md); these accept both shapes and nothing else.
 """
 
 from __future__ import annotations

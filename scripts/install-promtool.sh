@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs promtool, which tests/test_alerting.py uses to check README's Prometheus alerting rules
-# and to unit-test that each fires. Debian ships it in the prometheus package; no server is started
+# Installs promtool, which tests/test_alerting.py uses to check the Prometheus alerting rules of
+# docs/guides/operations.md and to unit-test that each fires. Debian ships it in the prometheus package; no server is started
 # (no systemd here). Safe to run again: it does nothing when promtool is present.
 set -euo pipefail
 

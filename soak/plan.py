@@ -2,7 +2,7 @@
 
 Everything here follows from the seed alone, and the expected final state is computed from the
 plan, never from what the server answered: the newest ``updatedAt`` of an opportunity wins. Plans
-never give two events of one opportunity the same ``updatedAt``, so the README's tie rule is not
+never give two events of one opportunity the same ``updatedAt``, so the tie rule (docs/guides/events.md) is not
 needed to predict the result.
 """
 

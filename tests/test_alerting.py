@@ -1,4 +1,4 @@
-"""The README's Alerting section: its JSON logging example, run as a project would paste it, and
+"""The operations guide: its JSON logging example, run as a project would paste it, and
 its Prometheus rules, one for each metric the app serves."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from morph_webhooks.conf import DECLARED
+from tests.docs_pages import ROOT, blocks, page, section
 
-ROOT = Path(__file__).resolve().parent.parent
-ALERTING = (ROOT / "README.md").read_text().partition("\n## Alerting\n")[2].partition("\n## ")[0]
+OPERATIONS = page("guides/operations.md")
+ALERTING = section(OPERATIONS, "## Alerting")
 METRICS = [
     "morph_webhooks_deliveries_total",
     "morph_webhooks_processing_seconds",
@@ -28,7 +29,7 @@ METRICS = [
     "morph_webhooks_last_sync_timestamp_seconds",
 ]
 
-# Three requests through the real endpoint, with the README's LOGGING as the project's settings.
+# Three requests through the real endpoint, with the guide's LOGGING as the project's settings.
 REQUESTS = """
 import django
 django.setup()
@@ -45,7 +46,7 @@ post_event(client, opportunity_event(), headers=morph_headers("readme-3"), secre
 
 
 def python_block(starting: str) -> str:
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", ALERTING, flags=re.DOTALL) if starting in b]
+    [block] = [b for b in blocks(OPERATIONS) if starting in b]
     return block
 
 
@@ -124,9 +125,8 @@ def test_a_rule_for_each_metric() -> None:
     assert [metric for metric in METRICS if not any(metric in expr for expr in expressions)] == []
 
 
-def test_the_metrics_down_rule_watches_the_readmes_scrape_job() -> None:
-    readme = (ROOT / "README.md").read_text()
-    [job] = re.findall(r"scrape_configs:\n  - job_name: (\S+)", readme)
+def test_the_metrics_down_rule_watches_the_guides_scrape_job() -> None:
+    [job] = re.findall(r"scrape_configs:\n  - job_name: (\S+)", OPERATIONS)
     assert re.findall(r"up\{job=\"([^\"]+)\"\} == 0", ALERTING) == [job]
 
 

@@ -30,6 +30,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from tests.docs_pages import page, section
 from tests.helpers import free_port
 from tests.test_views import MORPH_EXAMPLE
 
@@ -259,9 +260,8 @@ def test_send_example_events_to_a_server_in_deferred_mode_says_to_start_a_worker
     assert "Every answer was as expected" not in sent.stdout
 
 
-def test_the_readmes_quickstart_curl_gets_the_answers_it_shows(env: dict[str, str], tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    quickstart = readme.partition("\n## Quickstart\n")[2].partition("\n## ")[0]
+def test_the_quickstarts_curl_gets_the_answers_it_shows(env: dict[str, str], tmp_path: Path) -> None:
+    quickstart = section(page("getting-started/example-project.md"), "## Run it")
     [curl] = re.findall(r"```sh\n(curl .*?)```", quickstart, flags=re.DOTALL)
     shown = re.findall(r"It answers `(.*?)`, and the same request again `(.*?)`", quickstart)
     # Straight to the server, whatever proxy the environment names.

@@ -1,12 +1,11 @@
-"""The README's "Querying the mirror" examples, run: each answers in one query, within its tenant.
-The last test keeps the README's copies identical to these."""
+"""The examples of the docs' "Querying the mirror" page, run: each answers in one query, within its
+tenant. The last test keeps the page's copies identical to these."""
 
 from __future__ import annotations
 
 import inspect
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from morph_webhooks.testing.factories import (
     OpportunityFactory,
     StageFactory,
 )
+from tests.docs_pages import page
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 pytestmark = pytest.mark.django_db
 
 
@@ -126,7 +125,7 @@ def test_the_deals_won_this_month_by_owner(crm: dict[str, Any], django_assert_nu
         ]
 
 
-def test_the_readme_shows_these_examples() -> None:
-    readme = README.read_text()
+def test_the_docs_show_these_examples() -> None:
+    shown = page("guides/querying.md")
     for example in (pipeline_value_by_stage_type, open_deals_of, last_call, won_this_month_by_owner):
-        assert inspect.getsource(example) in readme, f"README.md's example differs from {example.__name__}"
+        assert inspect.getsource(example) in shown, f"the page's example differs from {example.__name__}"

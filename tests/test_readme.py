@@ -1,5 +1,5 @@
-"""The README's Setup, followed literally: its snippets pasted into a project fresh from
-``startproject``, then the commands a newcomer runs next."""
+"""The setup page (and the README's minimal setup), followed literally: its snippets pasted into a
+project fresh from ``startproject``, then the commands a newcomer runs next."""
 
 from __future__ import annotations
 
@@ -17,17 +17,16 @@ from typing import Any
 import pytest
 
 from morph_webhooks.testing import morph_headers, opportunity_event
+from tests.docs_pages import ROOT, blocks, page, pages, section
 from tests.helpers import free_port
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SETUP = page("getting-started/setup.md")
 SECRET = "a-long-random-secret-0123456789abcdef"
 
 
-def setup_snippets(file_name: str) -> list[str]:
-    """The Python blocks of README's Setup section that start with ``# <file_name>``."""
-    setup = README.read_text().partition("\n## Setup\n")[2].partition("\n## ")[0]
-    blocks = re.findall(r"```python\n(.*?)```", setup, flags=re.DOTALL)
-    return [block for block in blocks if block.startswith(f"# {file_name}\n")]
+def setup_snippets(file_name: str, text: str = SETUP) -> list[str]:
+    """The Python blocks of a page that start with ``# <file_name>``."""
+    return [block for block in blocks(text) if block.startswith(f"# {file_name}\n")]
 
 
 def pasted(snippet: str) -> str:
@@ -61,7 +60,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert created.returncode == 0, created.stderr
     for file_name in ("settings.py", "urls.py"):
         snippets = setup_snippets(file_name)
-        assert snippets, f"README's Setup shows no {file_name} snippet"
+        assert snippets, f"The setup page shows no {file_name} snippet"
         with (root / "mysite" / file_name).open("a") as module:
             module.write("\n" + "\n".join(pasted(snippet) for snippet in snippets))
     return root
@@ -89,12 +88,13 @@ def extras() -> dict[str, list[str]]:
         import tomllib
     except ImportError:  # Python 3.10: pytest's own dependency
         import tomli as tomllib
-    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return dict(pyproject["project"]["optional-dependencies"])
 
 
 def test_every_install_command_is_the_checkouts_and_names_an_extra_the_package_has() -> None:
-    commands = re.findall(r"pip install ([^`\n#]*?)\s*(?:`|#|\n)", README.read_text())
+    text = "\n".join(page(name) for name in pages())
+    commands = re.findall(r"pip install ([^`\n#]*?)\s*(?:`|#|\n)", text)
     ours = [command for command in commands if "morph-webhooks" in command]
     # The package is not on PyPI: each command installs the checkout, with an extra or without.
     shapes = [
@@ -108,7 +108,7 @@ def test_every_install_command_is_the_checkouts_and_names_an_extra_the_package_h
 
 def test_the_rq_extra_brings_the_rq_backend_and_the_readme_installs_django_rq() -> None:
     assert any(requirement.startswith("django-tasks-rq") for requirement in extras()["tasks-rq"])
-    deferred = README.read_text().partition("\n## Deferred processing\n")[2].partition("\n## ")[0]
+    deferred = page("guides/deferred.md")
     # rqworker is django-rq's command: it exists only with its app installed.
     assert 'INSTALLED_APPS += ["django_rq"]' in deferred
 
@@ -169,7 +169,13 @@ def post_when_listening(request: urllib.request.Request) -> Any:
 def test_the_quickstarts_worker_runs_in_deferred_mode_as_the_server_does() -> None:
     # The example reads PROCESSING from the environment: a worker started without the variable
     # would take itself for sync mode, and give up on a failed event at its first attempt.
-    quickstart = README.read_text().partition("\n## Quickstart\n")[2].partition("\n## ")[0]
+    quickstart = section(page("getting-started/example-project.md"), "## Run it")
     commands = re.findall(r"`([^`]*manage\.py (?:db_worker|morph_webhooks_worker)[^`]*)`", quickstart)
     assert commands
     assert all(command.startswith("MORPH_WEBHOOKS_PROCESSING=deferred ") for command in commands), commands
+
+
+def test_the_readmes_minimal_setup_is_the_setup_pages() -> None:
+    # The README shows the same snippets as the page the tests above paste.
+    for file_name in ("settings.py", "urls.py"):
+        assert setup_snippets(file_name, page("README.md")) == setup_snippets(file_name)

@@ -1,11 +1,10 @@
-"""The README's troubleshooting section quotes what users see: each quote is produced here, by
+"""The troubleshooting page quotes what users see: each quote is produced here, by
 the mistake the section attributes it to."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from django.urls import include, path
 from morph_webhooks.management.commands import morph_webhooks_check
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import morph_headers, opportunity_event, post_event
+from tests.docs_pages import page
 from tests.helpers import SECRET, raising_receiver
 
 pytestmark = pytest.mark.django_db
@@ -24,14 +24,12 @@ ENDPOINT = "/webhooks/morph/"
 
 
 def troubleshooting() -> str:
-    """The section as one line of text: quotes may be wrapped or set in code spans."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.partition("## Troubleshooting")[2].partition("\n## ")[0]
-    return " ".join(section.replace("`", "").split())
+    """The page as one line of text: quotes may be wrapped or set in code spans."""
+    return " ".join(page("troubleshooting.md").replace("`", "").split())
 
 
 def answer(response: Any) -> str:
-    """The part of an answer the README quotes: the detail, or the field errors of a 400."""
+    """The part of an answer the page quotes: the detail, or the field errors of a 400."""
     data = response.json()
     return json.dumps(data["fields"]) if "fields" in data else data["detail"]
 

@@ -1,7 +1,7 @@
-"""How a project tests its own receivers with morph_webhooks.testing: the README's example, run.
+"""How a project tests its own receivers with morph_webhooks.testing: the documentation's example, run.
 
 The receiver below stands for one in the project's code; the test after it is the one the
-README shows, and the last test keeps the two identical.
+testing guide shows, and the last test keeps the two identical.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import importlib
 import inspect
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,7 @@ from morph_webhooks.testing.factories import (
     OpportunityFactory,
     WorkspaceFactory,
 )
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests.docs_pages import page
 
 
 def announce_won_deals(sender: Any, instance: Any, event: Any, created: bool, **kwargs: Any) -> None:
@@ -131,7 +129,10 @@ def test_without_factory_boy_the_factories_say_how_to_install_it(monkeypatch):
         importlib.import_module("morph_webhooks.testing.factories")
 
 
-def test_the_readme_shows_this_example() -> None:
-    readme = README.read_text()
-    for example in (announce_won_deals, test_a_won_deal_is_announced_once, celebrate_won_deals):
-        assert inspect.getsource(example) in readme, f"README.md's example differs from {example.__name__}"
+def test_the_guides_show_these_examples() -> None:
+    for name, example in [
+        ("guides/testing.md", announce_won_deals),
+        ("guides/testing.md", test_a_won_deal_is_announced_once),
+        ("guides/signals.md", celebrate_won_deals),
+    ]:
+        assert inspect.getsource(example) in page(name), f"{name}'s example differs from {example.__name__}"

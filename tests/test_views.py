@@ -107,7 +107,7 @@ def test_only_post_is_allowed(client, method):
 
 @pytest.mark.parametrize("method", ["get", "put", "patch", "delete", "options"])
 def test_any_method_without_credentials_is_401(client, method):
-    # Authentication comes first, as the README's table of answers says: a stranger learns nothing.
+    # Authentication comes first, as the table of answers says (docs/reference/answers.md): a stranger learns nothing.
     response = getattr(client, method)(URL)
 
     assert response.status_code == 401

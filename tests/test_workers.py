@@ -109,7 +109,7 @@ def worker_command(backend: str, burst: bool = True) -> list[str]:
             "0.1",
         ]
     # RQ must run jobs with the backend's Job class, which knows how to call a Task, and its
-    # scheduler, which enqueues retries when they fall due: the command the README gives.
+    # scheduler, which enqueues retries when they fall due: the command docs/guides/deferred.md gives.
     return [
         sys.executable,
         "-m",

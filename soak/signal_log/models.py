@@ -18,7 +18,7 @@ class SignalRecord(models.Model):
     remote_updated_at = models.DateTimeField()
     created = models.BooleanField(help_text="The signal's `created` argument.")
     opportunity_pk = models.BigIntegerField()
-    # The README promises the signal is sent inside the transaction that applies the event.
+    # The documentation promises the signal is sent inside the transaction that applies the event.
     in_atomic_block = models.BooleanField()
     worker_pid = models.IntegerField()
     recorded_at = models.DateTimeField(auto_now_add=True)
