@@ -68,6 +68,13 @@ def field(content: str, name: str) -> str:
     return strip_tags(content[start : content.index('<div class="form-row', start + 1)])
 
 
+def table_rows(content: str, name: str) -> list[tuple[str, ...]]:
+    """The cells of each row of the table in the change page's field ``name``."""
+    start = content.index(f'class="form-row field-{name}')
+    body = content[content.index("<tbody>", start) : content.index("</tbody>", start)]
+    return [tuple(strip_tags(cell) for cell in row.split("<td>")[1:]) for row in body.split("<tr>")[1:]]
+
+
 @pytest.fixture
 def deal() -> Opportunity:
     """A won deal of tenant_1 with two contacts (one not arrived yet), a company and three
@@ -122,9 +129,7 @@ def test_a_deals_engagements_are_a_timeline_newest_first(admin_client, deal):
     content = admin_client.get(admin_url(deal, "change")).content.decode()
 
     assert "Engagements:" in field(content, "timeline")
-    rows = content[content.index('class="morph-related"') :]
-    rows = rows[: rows.index("</table>")].split("<tr>")[2:]
-    assert [tuple(strip_tags(cell) for cell in row.split("<td>")[1:]) for row in rows] == [
+    assert table_rows(content, "timeline") == [
         ("emailoutbound · completed", "Proposal", "2025-03-03 09:00:00", "Ada Lovelace", "Jane Doe"),
         ("meetingoutbound · completed", "Demo", "2025-03-02 09:00:00", "Ada Lovelace", "Jane Doe"),
         ("calloutbound · completed", "Discovery call", "2025-03-01 09:00:00", "Ada Lovelace", "Jane Doe"),
@@ -190,7 +195,6 @@ def test_contacts_and_companies_list_their_deals_and_engagements(admin_client, d
 
 
 def test_stages_pipelines_and_users_list_their_deals(admin_client, deal):
-    tenant_1 = {"connector_id": "hubspot", "owner_id": "tenant_1"}
     stage, pipeline, user = deal.stage, deal.pipeline, deal.crm_owner
     for row in (stage, pipeline, user):
         content = admin_client.get(admin_url(row, "change")).content.decode()
@@ -198,7 +202,16 @@ def test_stages_pipelines_and_users_list_their_deals(admin_client, deal):
         assert "Their call" not in content
     content = admin_client.get(admin_url(user, "change")).content.decode()
     assert "Proposal" in field(content, "owned_timeline")
-    assert Opportunity.objects.filter(**tenant_1).count() == 1
+    # A pipeline's stages in the order it lists them, with their deals, counted in its tenant.
+    StageFactory(remote_id="stage_a", name="A first", pipeline_id="pipeline_sales")
+    pipeline.stage_ids = ["stage_won", "stage_a", "stage_gone"]
+    pipeline.save()
+    content = admin_client.get(admin_url(pipeline, "change")).content.decode()
+    assert table_rows(content, "stages_in_order") == [
+        ("Closed won", "won", "1"),
+        ("A first", "open", "0"),
+        ("stage_gone", "—", "—"),
+    ]
 
 
 def test_the_deal_list_filters_by_stage_type_in_each_deals_tenant(admin_client):

@@ -372,7 +372,10 @@ def test_related_models_show_names_too(admin_client):
     ]
     assert pipeline.search_help_text
     content = admin_client.get(admin_url(Pipeline.objects.get(), "change")).content.decode()
-    assert "Qualified (open)</a>, stage_x" in content
+    # Its stages, linked, with their type and deals; one it lists that has not arrived, by its id.
+    qualified = admin_url(Stage.objects.get(), "change")
+    assert f'<td><a href="{qualified}">Qualified</a></td><td>open</td><td>0</td>' in content
+    assert "<td>stage_x</td><td>—</td><td>—</td>" in content
 
 
 def test_show_counts_counts_each_connection_and_stage(admin_client):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from django.db.models import F, Model, Prefetch, QuerySet
+from django.db.models import Count, F, Model, Prefetch, QuerySet
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -45,7 +45,12 @@ def named(row: MirroredResource | None, morph_id: str, url_of: UrlOf | None) -> 
     if not morph_id:
         return EMPTY
     if row is None:
-        return morph_id
+        # On a change page, said: an id alone reads as a broken name.
+        return (
+            format_html('{} <span class="quiet">({})</span>', morph_id, _("not received yet"))
+            if url_of
+            else morph_id
+        )
     return linked(url_of(row) if url_of else None, label_of(row))
 
 
@@ -87,6 +92,11 @@ def newest_engagements(related: QuerySet[Engagement]) -> list[Engagement]:
     return list(ordered[: SHOWN + 1])
 
 
+def unbroken(text: str) -> SafeString:
+    """A time or an amount, kept on one line in a narrow column."""
+    return format_html('<span class="morph-unbroken">{}</span>', text)
+
+
 def table(
     headers: Sequence[Any], cells: Iterable[Sequence[Any]], *, empty: str, more: SafeString | str = ""
 ) -> SafeString:
@@ -119,10 +129,10 @@ def deals_table(rows: Sequence[Opportunity], url_of: UrlOf, all_url: str | None)
                 format_html("{} {}", linked(url_of(deal), str(deal)), deleted_mark(deal.deleted_at))
                 if deal.deleted_at
                 else linked(url_of(deal), str(deal)),
-                EMPTY if deal.amount is None else amount_text(deal.amount, deal.currency),
+                EMPTY if deal.amount is None else unbroken(amount_text(deal.amount, deal.currency)),
                 named(deal.stage, deal.stage_id, None),
                 named(deal.crm_owner, deal.crm_owner_id, None),
-                moment(deal.remote_updated_at),
+                unbroken(moment(deal.remote_updated_at)),
             )
             for deal in rows[:SHOWN]
         ),
@@ -163,7 +173,7 @@ def timeline_table(rows: Sequence[Engagement], url_of: UrlOf, all_url: str | Non
                 )
                 if engagement.deleted_at
                 else linked(url_of(engagement), str(engagement)),
-                moment(engagement.started_at) or EMPTY,
+                unbroken(moment(engagement.started_at)) if engagement.started_at else EMPTY,
                 named(engagement.crm_owner, engagement.crm_owner_id, None),
                 contacts_of(engagement),
             )
@@ -171,4 +181,38 @@ def timeline_table(rows: Sequence[Engagement], url_of: UrlOf, all_url: str | Non
         ),
         empty=str(_("No engagements.")),
         more=all_of_them(rows, all_url, str(_("All engagements"))),
+    )
+
+
+def stages_with_deals(related: QuerySet[Stage], listed: Sequence[str]) -> list[Stage]:
+    """A pipeline's stages, each with its number of deals, in the order the pipeline lists them
+    (those it does not list after them, by name); one more than shown."""
+    rows = list(related.annotate(deals=Count("opportunities")).order_by("name", "pk")[: SHOWN + 1])
+    position = {remote_id: index for index, remote_id in enumerate(listed)}
+    return sorted(rows, key=lambda stage: position.get(stage.remote_id, len(position)))
+
+
+def stages_table(
+    rows: Sequence[Stage], listed: Sequence[str], url_of: UrlOf, all_url: str | None
+) -> SafeString:
+    """The stages and their deals; a stage the pipeline lists that has not arrived, by its id."""
+    found = {stage.remote_id for stage in rows}
+    # Only when every stage was read: past SHOWN, a stage not read is not missing.
+    missing = [(remote_id, EMPTY, EMPTY) for remote_id in listed if remote_id not in found]
+    missing = missing if len(rows) <= SHOWN else []
+    return table(
+        [_("stage"), _("type"), _("opportunities")],
+        [
+            *(
+                (
+                    linked(url_of(stage), str(stage)),
+                    stage.get_type_display() or EMPTY,
+                    getattr(stage, "deals", 0),
+                )
+                for stage in rows[:SHOWN]
+            ),
+            *missing[: max(0, SHOWN - len(rows))],
+        ],
+        empty=str(_("No stages.")),
+        more=all_of_them(rows, all_url, str(_("All stages"))),
     )

@@ -41,6 +41,8 @@ from .related import (
     newest_deals,
     newest_engagements,
     referenced_ids,
+    stages_table,
+    stages_with_deals,
     timeline_table,
 )
 from .resource_filters import DeletedFilter, StageTypeFilter, reference_filter, related_filter
@@ -86,7 +88,8 @@ class ResourceAdmin(ReadOnlyAdmin):
     searched: ClassVar[Sequence[str]] = ()
     # The change page's first group.
     resource_fields: ClassVar[Sequence[str]] = ()
-    # Further groups of the resource's own fields, (title, fields), shown after its Morph ids.
+    # Further groups, (title, fields), shown before Morph's ids: what the resource relates to is
+    # what a reader of the CRM's records looks for next.
     more_fieldsets: ClassVar[Sequence[tuple[StrOrPromise, Sequence[str]]]] = ()
     # The columns naming other mirrored resources (the spec's), each read through the model's
     # relation of the same name. A reference not among the filters can still filter the list on
@@ -139,6 +142,7 @@ class ResourceAdmin(ReadOnlyAdmin):
         ]
         cls.fieldsets = [
             (None, {"fields": list(cls.resource_fields)}),
+            *more_fieldsets,
             (
                 _("Morph"),
                 {
@@ -153,7 +157,6 @@ class ResourceAdmin(ReadOnlyAdmin):
                     ]
                 },
             ),
-            *more_fieldsets,
             (_("As Morph sent it"), {"fields": ["extra_fields_json", "warnings_json", "raw_resource_json"]}),
             (_("Local copy"), {"fields": ["copied", "last_written"]}),
         ]
@@ -227,6 +230,12 @@ class ResourceAdmin(ReadOnlyAdmin):
         rows = newest_deals(self.related(obj, "opportunities"))
         return deals_table(rows, self.change_url, self.all_related_url(obj, "opportunities"))
 
+    @admin.display(description=_("stages"))
+    def stages_in_order(self, obj: MirroredResource) -> SafeString:
+        listed = referenced_ids(obj, "stage_ids")
+        rows = stages_with_deals(self.related(obj, "stages"), listed)
+        return stages_table(rows, listed, self.change_url, self.all_related_url(obj, "stages"))
+
     @admin.display(description=_("engagements"))
     def timeline(self, obj: MirroredResource) -> SafeString:
         rows = newest_engagements(self.related(obj, "engagements"))
@@ -282,10 +291,7 @@ class OpportunityAdmin(ResourceAdmin):
     filters = ["stage", StageTypeFilter, "pipeline"]
     searched = ["name"]
     resource_fields = ["name", "amount_with_currency", "stage_linked", "pipeline_linked", "crm_owner_linked"]
-    more_fieldsets = [
-        (_("Related records"), ["listed_contacts", "listed_companies"]),
-        (_("Engagements"), ["timeline"]),
-    ]
+    more_fieldsets = [(_("Related records"), ["listed_contacts", "listed_companies", "timeline"])]
     references = REGISTRY["crmOpportunity"].references
 
     @admin.display(description=_("stage"), ordering="stage_id")
@@ -314,8 +320,8 @@ class EngagementAdmin(ResourceAdmin):
         "description",
         "status",
         "direction",
-        "started_at",
-        "ended_at",
+        "started",
+        "ended",
         "duration",
         "crm_owner_linked",
     ]
@@ -335,6 +341,10 @@ class EngagementAdmin(ResourceAdmin):
     def started(self, obj: Engagement) -> str:
         return moment(obj.started_at) or EMPTY
 
+    @admin.display(description=_("ended"))
+    def ended(self, obj: Engagement) -> str:
+        return moment(obj.ended_at) or EMPTY
+
 
 # The rows of other models that a resource's page lists, by the methods listing them: those
 # referring to it (a contact's deals and engagements, a stage's deals).
@@ -342,9 +352,12 @@ RELATED_LISTS: dict[str, list[str]] = {
     "genericContact": ["deals", "timeline"],
     "genericCompany": ["deals", "timeline"],
     "crmStage": ["deals"],
-    "crmPipeline": ["deals"],
+    "crmPipeline": ["stages_in_order", "deals"],
     "genericUser": ["deals", "owned_timeline"],
 }
+# The fields a related list shows better, left out where it is shown: a pipeline's stages, read
+# through the relation in the order Morph lists them, with their deals, instead of that list.
+SHOWN_INSTEAD = {"stages_in_order": "listed_stages"}
 
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
@@ -360,12 +373,13 @@ def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     ]
     names = {reference.column: shown_as(reference) for reference in spec.references}
     links = {reference.column: shown_as(reference, linked=True) for reference in spec.references}
-    related = RELATED_LISTS.get(spec.morph_model)
+    related = RELATED_LISTS.get(spec.morph_model, [])
+    replaced = {SHOWN_INSTEAD[name] for name in related if name in SHOWN_INSTEAD}
     attributes = {
         "columns": [names.get(column, column) for column in spec.admin_columns],
         "searched": list(spec.admin_columns[:1]),
         "filters": [reference.name for reference in spec.references if not reference.many],
-        "resource_fields": [links.get(column, column) for column in own],
+        "resource_fields": [links.get(c, c) for c in own if links.get(c, c) not in replaced],
         "more_fieldsets": [(_("Related records"), related)] if related else [],
         "references": spec.references,
         "__module__": __name__,
