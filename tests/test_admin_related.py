@@ -154,17 +154,21 @@ def test_an_empty_related_list_says_so(admin_client):
 def test_a_long_timeline_shows_the_newest_and_links_to_all(admin_client, deal):
     for i in range(SHOWN):
         EngagementFactory(
-            title=f"Later call {i}", started_at=T0 + timedelta(days=10 + i), opportunity_ids=["opp_1"]
+            title=f"Later call {i}", started_at=T0 + timedelta(days=10 + SHOWN - i), opportunity_ids=["opp_1"]
         )
 
     content = admin_client.get(admin_url(deal, "change")).content.decode()
 
     assert f"Later call {SHOWN - 1}" in content and "Later call 0" in content
+    assert table_rows(content, "timeline")[0][1] == "Later call 0"
     assert "Proposal" not in content  # the 51st newest
-    all_of_them = f"{reverse(ENGAGEMENTS)}?opportunities={deal.pk}"
-    assert f'<a href="{all_of_them}">All engagements</a>' in content
+    all_of_them = f"{reverse(ENGAGEMENTS)}?opportunities={deal.pk}&o=-2"
+    assert f'<a href="{all_of_them.replace("&", "&amp;")}">All engagements</a>' in content
     # The list behind the link: every engagement of this deal, in its tenant only, and says whose.
     response = admin_client.get(all_of_them)
+    # Newest first by when they happened, as the timeline.
+    shown = list(response.context["cl"].result_list)
+    assert [e.title for e in shown[:2]] == ["Later call 0", "Later call 1"]
     assert len(listed(admin_client, ENGAGEMENTS, f"opportunities={deal.pk}")) == SHOWN + 3
     [chosen] = [spec for spec in response.context["cl"].filter_specs if str(spec.title) == "opportunities"]
     assert chosen.lookup_choices == [(str(deal.pk), "Acme renewal")]
@@ -202,6 +206,8 @@ def test_stages_pipelines_and_users_list_their_deals(admin_client, deal):
         assert "Their call" not in content
     content = admin_client.get(admin_url(user, "change")).content.decode()
     assert "Proposal" in field(content, "owned_timeline")
+    assert listed(admin_client, OPPORTUNITIES, f"crm_owner={user.pk}") == [deal]
+    assert len(listed(admin_client, ENGAGEMENTS, f"crm_owner={user.pk}")) == 3
     # A pipeline's stages in the order it lists them, with their deals, counted in its tenant.
     StageFactory(remote_id="stage_a", name="A first", pipeline_id="pipeline_sales")
     pipeline.stage_ids = ["stage_won", "stage_a", "stage_gone"]
@@ -299,7 +305,10 @@ def test_change_pages_of_100_related_rows_cost_a_fixed_number_of_queries(
         assert "All opportunities" in content
     # The session, the user, the stage with its pipeline; its deals.
     with django_assert_num_queries(4):
-        admin_client.get(admin_url(stage, "change"))
+        content = admin_client.get(admin_url(stage, "change")).content.decode()
+    # All of them: the list's own filter by stage, in the stage's connection.
+    query = "stage_id=stage_qualified&amp;connector_id=hubspot&amp;owner_id=tenant_1"
+    assert f'<a href="{reverse(OPPORTUNITIES)}?{query}">All opportunities</a>' in content
     # The session, the user, the pipeline; its stages shown; its deals.
     with django_assert_num_queries(5):
         admin_client.get(admin_url(pipeline, "change"))

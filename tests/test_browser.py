@@ -850,3 +850,14 @@ def test_a_deals_relations(live_server, admin_user, browser, screenshot):
         "Acme Industries – Analytics add-on"
     ]
     page("27-opportunities-won")
+
+    # All the engagements of the deal, as its page links to them past the newest 50: the filter
+    # names the deal.
+    engagements = reverse("admin:morph_webhooks_engagement_changelist")
+    browser.get(f"{base}{engagements}?opportunities={deal.pk}&o=-2")
+    wait.until(lambda driver: len(rows(driver)) == len(TIMELINE))
+    chosen = browser.find_element(
+        By.CSS_SELECTOR, "#changelist-filter details[data-filter-title='opportunities'] li.selected a"
+    )
+    assert chosen.text == BIG_DEAL
+    page("28-engagements-of-a-deal")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ORDER_VAR
 from django.db.models import Field, Model, QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -95,6 +96,9 @@ class ResourceAdmin(ReadOnlyAdmin):
     # relation of the same name. A reference not among the filters can still filter the list on
     # one referenced row (?contacts=<its pk>), as the referenced row's page links to it.
     references: ClassVar[Sequence[Reference]] = ()
+    # The column a list of the rows related to another row is ordered by, newest first, as that
+    # row's page lists them; by the latest update when None.
+    newest_by: ClassVar[str | None] = None
 
     ordering = ["-remote_updated_at"]
     change_form_template = "morph_webhooks/admin/resource_change_form.html"
@@ -207,11 +211,18 @@ class ResourceAdmin(ReadOnlyAdmin):
         relation = obj._meta.get_field(accessor).remote_field
         assert isinstance(relation, Field)
         other = self.admin_site._registry.get(relation.model)
+        query: dict[str, Any] = {relation.name: obj.pk}
         if isinstance(other, ResourceAdmin) and relation.name in other.filters:
             [reference] = [r for r in other.references if r.name == relation.name]
-            connection = {"connector_id": obj.connector_id, "owner_id": obj.owner_id}
-            return self.changelist_url(relation.model, {reference.column: obj.remote_id, **connection})
-        return self.changelist_url(relation.model, {relation.name: obj.pk})
+            query = {
+                reference.column: obj.remote_id,
+                "connector_id": obj.connector_id,
+                "owner_id": obj.owner_id,
+            }
+        if isinstance(other, ResourceAdmin) and other.newest_by:
+            # The admin's ordering parameter: the column's position in the list, "-" for descending.
+            query[ORDER_VAR] = f"-{list(other.list_display).index(other.newest_by)}"
+        return self.changelist_url(relation.model, query)
 
     def listed(self, obj: MirroredResource, reference: Reference) -> SafeString | str:
         """The rows a Morph list names, read through the relation: those shown, in one query."""
@@ -314,6 +325,7 @@ class EngagementAdmin(ResourceAdmin):
     columns = ["title", "activity", "started", "crm_owner_named"]
     filters = ["type", "status", "direction"]
     searched = ["title"]
+    newest_by = "started"
     resource_fields = [
         "type",
         "title",
