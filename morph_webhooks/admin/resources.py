@@ -83,7 +83,8 @@ class ResourceAdmin(ReadOnlyAdmin):
     # The list's columns, before its connection, update time and deleted mark. A reference's name
     # shows the referenced resource's name.
     columns: ClassVar[Sequence[str]] = ()
-    # The list's filters, between the connection and deleted ones; a reference's name filters on it.
+    # The list's filters, between the connection and deleted ones; a reference's name filters on
+    # its column, a filter class filters as it says.
     filters: ClassVar[Sequence[str | type[admin.ListFilter]]] = ()
     # Searched besides the Morph id.
     searched: ClassVar[Sequence[str]] = ()
