@@ -229,7 +229,7 @@ def write_resource(event: ResourceEvent, row: MirroredResource | None) -> Mirror
     if created:
         pair_new_rows([row])
     else:
-        repair(row, before)
+        replace_pairs(row, before)
     _announce(event, row, before, created)
     return row
 
@@ -237,14 +237,17 @@ def write_resource(event: ResourceEvent, row: MirroredResource | None) -> Mirror
 def pair_new_rows(rows: Sequence[MirroredResource]) -> None:
     """Write the pairs that the lists of ``rows``, new rows of one model, name (see
     :mod:`morph_webhooks.resources.links`): one INSERT per list that any of them fills, however
-    long, none for empty lists. A pair the other side listed already is marked listed by this one."""
+    long (all in one statement on PostgreSQL), none for empty lists. A pair the other side listed
+    already is marked listed by this one."""
     if not rows:
         return
-    for link in REGISTRY_BY_MODEL[type(rows[0])].links:
-        statements.add_pairs(link, [pair for row in rows for pair in _pairs(row, link, _listed(row, link))])
+    links = REGISTRY_BY_MODEL[type(rows[0])].links
+    statements.add_pairs(
+        [(link, [pair for row in rows for pair in _pairs(row, _listed(row, link))]) for link in links]
+    )
 
 
-def repair(row: MirroredResource, before: Mapping[str, object]) -> None:
+def replace_pairs(row: MirroredResource, before: Mapping[str, object]) -> None:
     """Rewrite the pairs of the lists of ``row`` that its event changed (``before`` holds their
     values before it): a newer event's list replaces the pairs this side listed, an empty one
     removes them. An unchanged list costs nothing; a changed one a DELETE unless it was empty (plus
@@ -256,13 +259,14 @@ def repair(row: MirroredResource, before: Mapping[str, object]) -> None:
         listed, was = _listed(row, link), set(_ids(before[link.column]))
         if listed == was:
             continue
-        pairs = _pairs(row, link, listed)
+        pairs = _pairs(row, listed)
         if was:  # an empty list had no pairs to drop
             statements.drop_pairs(link, str(row.ref), [target for _, target in pairs])
-        statements.add_pairs(link, pairs)
+        statements.add_pairs([(link, pairs)])
 
 
-def _pairs(row: MirroredResource, link: Link, listed: set[str]) -> list[tuple[str, str]]:
+def _pairs(row: MirroredResource, listed: set[str]) -> list[tuple[str, str]]:
+    """(the row's ref, a listed row's ref) for each Morph id ``listed``."""
     return [
         (str(row.ref), tenant_ref(row.connector_id, row.owner_id, remote_id)) for remote_id in sorted(listed)
     ]

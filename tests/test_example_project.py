@@ -159,16 +159,17 @@ def test_send_example_events_to_a_live_server(
     assert all(answer.startswith("200 ") for answer in answers), sent.stdout
     statuses = Counter(json.loads(answer.removeprefix("200 "))["status"] for answer in answers)
     # The CRM's set-up (a pipeline, 6 stages, 2 users, 3 companies, 3 contacts), then the deals,
-    # a call and a workspace; a phone system's call record is the one model not stored.
-    assert statuses == {"processed": 26, "duplicate": 1, "stale": 1, "ignored": 1}
-    assert "Sent 29 events: 26 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
+    # a call, a meeting, an email and a workspace; a phone system's call record is the one model
+    # not stored.
+    assert statuses == {"processed": 28, "duplicate": 1, "stale": 1, "ignored": 1}
+    assert "Sent 31 events: 28 processed, 1 duplicate, 1 stale, 1 ignored." in sent.stdout
     # No login exists yet in this database: the command says how to make one.
     assert "create a login with: python manage.py createsuperuser" in sent.stdout
 
     # Again: the same events (ids, keys), answered as Morph's re-sends are, and no new deal.
     again = manage(env, "send_example_events", "--url", url)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "Sent 29 events: 29 duplicate." in again.stdout
+    assert "Sent 31 events: 31 duplicate." in again.stdout
     assert "Every event was sent before, with the same ids and keys" in again.stdout
 
     with closing(sqlite3.connect(db_path)) as db:  # sqlite3's own `with` does not close
@@ -182,6 +183,15 @@ def test_send_example_events_to_a_live_server(
         stages = db.execute("SELECT remote_id, name, type FROM morph_webhooks_stage").fetchall()
         engagements = db.execute(
             "SELECT type, direction, status, duration, crm_owner_id, contact_ids FROM morph_webhooks_engagement"
+            " ORDER BY id"
+        ).fetchall()
+        # The Acme deal's timeline, through the relation's pairs.
+        timeline = db.execute(
+            "SELECT e.type FROM morph_webhooks_engagement e"
+            " JOIN morph_webhooks_engagementopportunity p ON p.engagement_ref = e.ref"
+            " JOIN morph_webhooks_opportunity o ON o.ref = p.opportunity_ref"
+            " WHERE o.name = ? ORDER BY e.started_at",
+            [ACME],
         ).fetchall()
         workspaces = db.execute("SELECT remote_id, name FROM morph_webhooks_workspace").fetchall()
         names = [
@@ -195,7 +205,12 @@ def test_send_example_events_to_a_live_server(
             [GLOBEX],
         ).fetchone()
 
-    assert engagements == [("call", "outbound", "completed", 120, "user_2201", '["contact_ada"]')]
+    assert engagements == [
+        ("call", "outbound", "completed", 120, "user_2201", '["contact_ada"]'),
+        ("meeting", "outbound", "planned", None, "user_2201", '["contact_ada"]'),
+        ("email", "outbound", "completed", None, "user_2201", '["contact_ada"]'),
+    ]
+    assert timeline == [("call",), ("email",), ("meeting",)]
     assert workspaces == [("workspace_sales", "Sales")]
     assert sorted(opportunities) == [
         (ACME, "presentationscheduled", 52500, "EUR", 0),
@@ -219,7 +234,11 @@ def test_send_example_events_to_a_live_server(
 
     server_log = log_path.read_text()
     # Written by the on_commit callback, so the transaction did commit.
-    assert f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon" in server_log
+    # The stage's name and type read through the relation, within the deal's connection.
+    assert (
+        f"Opportunity 2 ('{GLOBEX}') moved from contractsent to closedwon, now in 'Closed won' (WON)"
+        in server_log
+    )
     assert "token=[redacted]" in server_log
     assert DEV_SECRET not in server_log
 
@@ -232,9 +251,9 @@ def test_send_example_events_to_a_server_in_deferred_mode_says_to_start_a_worker
         sent = manage(env, "send_example_events", "--url", f"{site}/webhooks/morph/")
 
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    assert "Sent 29 events: 28 queued, 1 duplicate." in sent.stdout
+    assert "Sent 31 events: 30 queued, 1 duplicate." in sent.stdout
     assert (
-        "28 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
+        "30 events queued, none applied yet: the server runs in deferred mode. Start a worker in "
         "another terminal: python manage.py db_worker"
     ) in sent.stdout
     assert "Every answer was as expected" not in sent.stdout

@@ -265,12 +265,14 @@ def test_statements_per_event_are_the_opportunitys(send, spec, sample):
         send(event(spec, "created", 0, sample.fields), key="k1")
 
     # key claim (with PostgreSQL's SET LOCAL lock_timeout), row lock, row write, the pairs of each
-    # list the sample fills (one INSERT each), delivery log; a duplicate: the first and last
+    # list the sample fills (one INSERT each, all in one statement on PostgreSQL), delivery log; a
+    # duplicate: the first and last
     sources = {
         field.source for name, field in spec.fields._declared_fields.items() if sample.fields.get(name)
     }
     filled = [link for link in spec.links if link.column in sources]
-    assert (len(new), len(duplicate)) == (4 + len(filled), 2)
+    pairs = min(len(filled), 1) if connection.vendor == "postgresql" else len(filled)
+    assert (len(new), len(duplicate)) == (4 + pairs, 2)
 
 
 @pytest.mark.django_db(transaction=True)

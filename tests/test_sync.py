@@ -807,9 +807,11 @@ def test_a_first_sync_inserts_a_pages_new_rows_in_one_statement(fake_api, settin
         "SELECT",  # the page's stored rows, locked
         "INSERT",  # its 20 new rows, marked seen as they are written
     ]
-    # And the pairs of their lists (each deal lists a contact and a company): one INSERT per list.
-    pairs = [statement.split()[2] for statement in sql if f'"{table}c' in statement]
-    assert pairs == 2 * ['"morph_webhooks_opportunitycontact"', '"morph_webhooks_opportunitycompany"']
+    # And the pairs of their lists (each deal lists a contact and a company): one INSERT per list,
+    # in one statement on PostgreSQL.
+    pairs = [statement for statement in sql if f'"{table}c' in statement]
+    per_page = 1 if db_connection.vendor == "postgresql" else 2
+    assert len(pairs) == 2 * per_page
     # A page of new rows costs what a page of a re-sync does, but for its pairs: an INSERT for the
     # re-sync's UPDATE marking its rows seen.
     first_sync_pages = len(sql)

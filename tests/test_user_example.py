@@ -108,7 +108,7 @@ def test_factories_match_the_events_the_helpers_build(client):
 
 @pytest.mark.django_db
 def test_engagement_and_workspace_factories_match_the_events_the_helpers_build(client):
-    call = EngagementFactory(deleted=True)
+    call = EngagementFactory(deleted=True, remote_id="call_old")  # not the default event's call_1
     assert call.is_deleted and (call.type, call.crm_owner_id) == ("call", "user_42")
     assert WorkspaceFactory().name == "Sales" and WorkspaceFactory().pk == WorkspaceFactory().pk
 

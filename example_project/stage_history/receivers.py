@@ -74,17 +74,22 @@ def record(opportunity: Opportunity, to_stage_id: str, event: MorphEvent) -> Sta
     # runs it only once the change is stored. robust=True logs a failure of the callback instead of
     # raising it: the event is already committed, so an error there must not turn into a 500
     # (Morph would retry, and the retry would only be answered "duplicate").
+    # The stage itself, read through the relation: the stage of the deal's own connection (another
+    # tenant's CRM may use the same id), or None while Morph has not sent it.
+    stage = opportunity.stage if to_stage_id != DELETED else None
+    now_in = f"{stage.name!r} ({stage.type})" if stage is not None else "a stage not received yet"
     transaction.on_commit(
-        partial(announce, opportunity.pk, str(opportunity), from_stage_id, to_stage_id), robust=True
+        partial(announce, opportunity.pk, str(opportunity), from_stage_id, to_stage_id, now_in), robust=True
     )
     return change
 
 
-def announce(opportunity_pk: int, name: str, from_stage_id: str, to_stage_id: str) -> None:
+def announce(opportunity_pk: int, name: str, from_stage_id: str, to_stage_id: str, now_in: str) -> None:
     logger.info(
-        "Opportunity %s (%r) moved from %s to %s",
+        "Opportunity %s (%r) moved from %s to %s, now in %s",
         opportunity_pk,
         name,
         from_stage_id or "-",
         to_stage_id or "-",
+        now_in,
     )

@@ -26,7 +26,11 @@ MIRRORED = ["company", "contact", "crmuser", "engagement", "opportunity", "pipel
 REFS = {
     **{model: [("ref", "remote_id")] for model in MIRRORED},
 }
-REFS["opportunity"] += [("stage_ref", "stage_id"), ("pipeline_ref", "pipeline_id"), ("crm_owner_ref", "crm_owner_id")]
+REFS["opportunity"] += [
+    ("stage_ref", "stage_id"),
+    ("pipeline_ref", "pipeline_id"),
+    ("crm_owner_ref", "crm_owner_id"),
+]
 REFS["stage"] += [("pipeline_ref", "pipeline_id")]
 REFS["engagement"] += [("crm_owner_ref", "crm_owner_id")]
 
@@ -35,11 +39,43 @@ REFS["engagement"] += [("crm_owner_ref", "crm_owner_id")]
 LINKS = [
     ("opportunity", "contact_ids", "opportunitycontact", "opportunity_ref", "contact_ref", None),
     ("opportunity", "company_ids", "opportunitycompany", "opportunity_ref", "company_ref", None),
-    ("opportunity", "engagement_ids", "engagementopportunity", "opportunity_ref", "engagement_ref", "listed_by_opportunity"),
+    (
+        "opportunity",
+        "engagement_ids",
+        "engagementopportunity",
+        "opportunity_ref",
+        "engagement_ref",
+        "listed_by_opportunity",
+    ),
     ("engagement", "user_ids", "engagementuser", "engagement_ref", "user_ref", None),
     ("engagement", "company_ids", "engagementcompany", "engagement_ref", "company_ref", None),
     ("engagement", "contact_ids", "engagementcontact", "engagement_ref", "contact_ref", None),
-    ("engagement", "opportunity_ids", "engagementopportunity", "engagement_ref", "opportunity_ref", "listed_by_engagement"),
+    (
+        "engagement",
+        "opportunity_ids",
+        "engagementopportunity",
+        "engagement_ref",
+        "opportunity_ref",
+        "listed_by_engagement",
+    ),
+]
+
+# (model, relation, its Morph id, target, reverse name, verbose name)
+SINGLE = [
+    ("opportunity", "stage", "stage_id", "stage", "opportunities", "stage"),
+    ("opportunity", "pipeline", "pipeline_id", "pipeline", "opportunities", "pipeline"),
+    ("opportunity", "crm_owner", "crm_owner_id", "crmuser", "opportunities", "owner"),
+    ("stage", "pipeline", "pipeline_id", "pipeline", "stages", "pipeline"),
+    ("engagement", "crm_owner", "crm_owner_id", "crmuser", "owned_engagements", "owner"),
+]
+# (model, relation, target, the pairs' model, reverse name)
+MANY = [
+    ("opportunity", "contacts", "contact", "OpportunityContact", "opportunities"),
+    ("opportunity", "companies", "company", "OpportunityCompany", "opportunities"),
+    ("engagement", "users", "crmuser", "EngagementUser", "engagements"),
+    ("engagement", "companies", "company", "EngagementCompany", "engagements"),
+    ("engagement", "contacts", "contact", "EngagementContact", "engagements"),
+    ("engagement", "opportunities", "opportunity", "EngagementOpportunity", "engagements"),
 ]
 
 
@@ -89,7 +125,9 @@ def fill_pairs(apps, schema_editor):
                 f"THEN {listed} ELSE '[]'::jsonb END) AS item(value)"
             )
         else:
-            items = f", json_each(CASE WHEN json_type({listed}) = 'array' THEN {listed} ELSE '[]' END) AS item"
+            items = (
+                f", json_each(CASE WHEN json_type({listed}) = 'array' THEN {listed} ELSE '[]' END) AS item"
+            )
         target_ref = SQL_REF.format(connector="s.connector_id", owner="s.owner_id", remote="item.value")
         into = [quote(source), quote(target)]
         values = ["s.ref", target_ref]
@@ -130,7 +168,10 @@ def _pairs(name, verbose_name, source, target, constraint, index, *extra):
     return migrations.CreateModel(
         name=name,
         fields=[
-            ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+            (
+                "id",
+                models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
+            ),
             *extra,
             (source_name, _end(source_model, source_column, source=cascades)),
             (target_name, _end(target_model, target_column)),
@@ -145,7 +186,8 @@ def _pairs(name, verbose_name, source, target, constraint, index, *extra):
 
 def _ref():
     return morph_webhooks.resources.relations.Ref(
-        help_text="Its connector, owner and Morph id, which relations to it join on.", verbose_name="reference"
+        help_text="Its connector, owner and Morph id, which relations to it join on.",
+        verbose_name="reference",
     )
 
 
@@ -171,7 +213,9 @@ class Migration(migrations.Migration):
         *(
             AddUniqueConstraintConcurrently(
                 model_name=model,
-                constraint=models.UniqueConstraint(fields=("ref",), name=f"morph_webhooks_{model}_unique_ref"),
+                constraint=models.UniqueConstraint(
+                    fields=("ref",), name=f"morph_webhooks_{model}_unique_ref"
+                ),
             )
             for model in MIRRORED
         ),
@@ -247,69 +291,31 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(fill_pairs, migrations.RunPython.noop, elidable=True),
         # The relations themselves: no column of their own.
-        migrations.AddField(
-            model_name="opportunity",
-            name="stage",
-            field=morph_webhooks.resources.relations.MirrorReference(
-                morph_id="stage_id", ref="stage_ref", related_name="opportunities", to="morph_webhooks.stage", verbose_name="stage"
-            ),
+        *(
+            migrations.AddField(
+                model_name=model,
+                name=name,
+                field=morph_webhooks.resources.relations.MirrorReference(
+                    morph_id=morph_id,
+                    ref=f"{name}_ref",
+                    related_name=related_name,
+                    to=f"morph_webhooks.{to}",
+                    verbose_name=verbose_name,
+                ),
+            )
+            for model, name, morph_id, to, related_name, verbose_name in SINGLE
         ),
-        migrations.AddField(
-            model_name="opportunity",
-            name="pipeline",
-            field=morph_webhooks.resources.relations.MirrorReference(
-                morph_id="pipeline_id", ref="pipeline_ref", related_name="opportunities", to="morph_webhooks.pipeline", verbose_name="pipeline"
-            ),
-        ),
-        migrations.AddField(
-            model_name="opportunity",
-            name="crm_owner",
-            field=morph_webhooks.resources.relations.MirrorReference(
-                morph_id="crm_owner_id", ref="crm_owner_ref", related_name="opportunities", to="morph_webhooks.crmuser", verbose_name="owner"
-            ),
-        ),
-        migrations.AddField(
-            model_name="stage",
-            name="pipeline",
-            field=morph_webhooks.resources.relations.MirrorReference(
-                morph_id="pipeline_id", ref="pipeline_ref", related_name="stages", to="morph_webhooks.pipeline", verbose_name="pipeline"
-            ),
-        ),
-        migrations.AddField(
-            model_name="engagement",
-            name="crm_owner",
-            field=morph_webhooks.resources.relations.MirrorReference(
-                morph_id="crm_owner_id", ref="crm_owner_ref", related_name="owned_engagements", to="morph_webhooks.crmuser", verbose_name="owner"
-            ),
-        ),
-        migrations.AddField(
-            model_name="opportunity",
-            name="contacts",
-            field=models.ManyToManyField(blank=True, related_name="opportunities", through="morph_webhooks.OpportunityContact", to="morph_webhooks.contact"),
-        ),
-        migrations.AddField(
-            model_name="opportunity",
-            name="companies",
-            field=models.ManyToManyField(blank=True, related_name="opportunities", through="morph_webhooks.OpportunityCompany", to="morph_webhooks.company"),
-        ),
-        migrations.AddField(
-            model_name="engagement",
-            name="users",
-            field=models.ManyToManyField(blank=True, related_name="engagements", through="morph_webhooks.EngagementUser", to="morph_webhooks.crmuser"),
-        ),
-        migrations.AddField(
-            model_name="engagement",
-            name="companies",
-            field=models.ManyToManyField(blank=True, related_name="engagements", through="morph_webhooks.EngagementCompany", to="morph_webhooks.company"),
-        ),
-        migrations.AddField(
-            model_name="engagement",
-            name="contacts",
-            field=models.ManyToManyField(blank=True, related_name="engagements", through="morph_webhooks.EngagementContact", to="morph_webhooks.contact"),
-        ),
-        migrations.AddField(
-            model_name="engagement",
-            name="opportunities",
-            field=models.ManyToManyField(blank=True, related_name="engagements", through="morph_webhooks.EngagementOpportunity", to="morph_webhooks.opportunity"),
+        *(
+            migrations.AddField(
+                model_name=model,
+                name=name,
+                field=models.ManyToManyField(
+                    blank=True,
+                    related_name=related_name,
+                    through=f"morph_webhooks.{through}",
+                    to=f"morph_webhooks.{to}",
+                ),
+            )
+            for model, name, to, through, related_name in MANY
         ),
     ]

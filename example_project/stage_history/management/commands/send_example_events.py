@@ -167,6 +167,29 @@ def build_story() -> list[Step]:
         updated_at=at(50),
     )
     steps.append(Step("a call logged with Ada about the Acme deal", "processed", call))
+    # The deal's timeline goes on: a meeting booked for next week, and the email confirming it.
+    for remote_id, kind, title, minutes in (
+        ("30022510002", "meeting", "Contract review with Ada", 60 * 24 * 7),
+        ("30022510003", "email", "Agenda for the contract review", 55),
+    ):
+        activity = resource_event(
+            "crmEngagement",
+            "created",
+            remote_id,
+            fields={
+                "type": kind,
+                "direction": "outbound",
+                "status": "planned" if kind == "meeting" else "completed",
+                "title": title,
+                "startedAt": timestamp(at(minutes)),
+                "owner": reference("genericUser", "user_2201"),
+                "contacts": [reference("genericContact", "contact_ada")],
+                "opportunities": [reference("crmOpportunity", acme.remote_id)],
+            },
+            created_at=at(55),
+            updated_at=at(55),
+        )
+        steps.append(Step(f"a {kind} with Ada about the Acme deal", "processed", activity))
     workspace = resource_event(
         "genericWorkspace",
         "created",
