@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from morph_webhooks.admin.filters import CONNECTION_CHOICES
-from morph_webhooks.models import Connection, Opportunity, WebhookDelivery
+from morph_webhooks.models import Company, Connection, Opportunity, WebhookDelivery
 from morph_webhooks.signals import opportunity_created
 from morph_webhooks.testing import (
     engagement_event,
@@ -283,7 +283,7 @@ def test_admin_end_to_end(live_server, admin_user, browser, screenshot, receiver
 
     # One opportunity in full.
     row_with(browser, GLOBEX).find_element(By.CSS_SELECTOR, "th a").click()
-    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage_named .readonly")))
+    stage = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-stage_linked .readonly")))
     assert stage.text == "Closed won (won)"
     assert (
         browser.find_element(By.CSS_SELECTOR, ".field-amount_with_currency .readonly").text == "48,000.00 USD"
@@ -574,3 +574,290 @@ def test_lists_fit_with_the_sidebar_open(live_server, admin_user, browser, scree
     }
     assert_fits(browser)
     screenshot("19-deliveries-filtered-by-a-typed-connection")
+
+
+# A deal as sales operations follow it: its buying committee, the companies involved, and the
+# calls, meetings and emails that moved it, by two sales reps.
+PEOPLE = {
+    "contact_cfo": ("Margaret", "Hamilton-Whitfield", "m.hamilton@acme.example"),
+    "contact_it": ("Grace", "Hopper", "grace.hopper@acme.example"),
+    "contact_buyer": ("Alan", "Turing", "procurement@acme.example"),
+}
+REPS = {"user_ada": ("Ada", "Lovelace"), "user_linus": ("Linus", "Pauling")}
+BIG_DEAL = "Acme Industries – Enterprise platform renewal 2027 (EMEA, 3-year)"
+TIMELINE = [
+    # (id, type, direction, status, title, started, owner, contacts)
+    (
+        "call_1",
+        "call",
+        "outbound",
+        "completed",
+        "Discovery call with the CFO",
+        "2025-02-03T09:00:00Z",
+        "user_ada",
+        ["contact_cfo"],
+    ),
+    (
+        "meeting_1",
+        "meeting",
+        None,
+        "completed",
+        "Platform demo for IT and procurement",
+        "2025-02-10T14:00:00Z",
+        "user_ada",
+        ["contact_it", "contact_buyer"],
+    ),
+    (
+        "email_1",
+        "email",
+        "outbound",
+        "completed",
+        "Proposal and pricing for the 3-year renewal",
+        "2025-02-12T08:30:00Z",
+        "user_linus",
+        ["contact_cfo", "contact_buyer"],
+    ),
+    (
+        "call_2",
+        "call",
+        "inbound",
+        "completed",
+        "Procurement questions on the master agreement",
+        "2025-02-20T11:15:00Z",
+        "user_linus",
+        ["contact_buyer"],
+    ),
+    (
+        "meeting_2",
+        "meeting",
+        None,
+        "planned",
+        "Contract review with legal",
+        "2025-03-12T15:00:00Z",
+        "user_ada",
+        ["contact_cfo", "contact_it", "contact_buyer"],
+    ),
+]
+
+
+def relations_events() -> list[dict[str, Any]]:
+    events = [
+        resource_event(
+            "crmPipeline",
+            "created",
+            "pipeline_sales",
+            fields={
+                "name": "Enterprise sales",
+                "stages": [
+                    reference("crmStage", stage) for stage in ("stage_negotiation", "stage_won", "stage_lost")
+                ],
+            },
+        ),
+        *(
+            resource_event(
+                "crmStage",
+                "created",
+                remote_id,
+                fields={"name": name, "type": kind, "pipeline": "pipeline_sales"},
+            )
+            for remote_id, name, kind in [
+                ("stage_negotiation", "Negotiation", "OPEN"),
+                ("stage_won", "Closed won", "WON"),
+                ("stage_lost", "Closed lost", "LOST"),
+            ]
+        ),
+        *(
+            resource_event(
+                "genericUser",
+                "created",
+                remote_id,
+                fields={"firstName": first, "lastName": last, "email": f"{first.lower()}@example.com"},
+            )
+            for remote_id, (first, last) in REPS.items()
+        ),
+        *(
+            resource_event(
+                "genericContact",
+                "created",
+                remote_id,
+                fields={"firstName": first, "lastName": last, "email": email},
+            )
+            for remote_id, (first, last, email) in PEOPLE.items()
+        ),
+        resource_event("genericCompany", "created", "company_acme", fields={"name": "Acme Industries GmbH"}),
+        resource_event(
+            "genericCompany", "created", "company_partner", fields={"name": "Initrode Consulting"}
+        ),
+        resource_event("genericCompany", "created", "company_quiet", fields={"name": "Quiet Ltd"}),
+        opportunity_event(
+            "created",
+            "opp_big",
+            fields={
+                "name": BIG_DEAL,
+                "amount": 1250000.75,
+                "currency": "EUR",
+                "stage": "stage_negotiation",
+                "pipeline": "pipeline_sales",
+                "owner": "user_ada",
+                "contacts": [reference("genericContact", c) for c in [*PEOPLE, "contact_not_synced"]],
+                "companies": [reference("genericCompany", "company_acme"), "company_partner"],
+            },
+        ),
+        opportunity_event(
+            "created",
+            "opp_won",
+            fields={
+                "name": "Acme Industries – Analytics add-on",
+                "amount": 84000,
+                "currency": "EUR",
+                "stage": "stage_won",
+                "pipeline": "pipeline_sales",
+                "owner": "user_linus",
+                "contacts": ["contact_cfo"],
+                "companies": ["company_acme"],
+            },
+        ),
+        opportunity_event(
+            "created",
+            "opp_lost",
+            fields={
+                "name": "Acme Industries – Support upgrade",
+                "amount": 12000,
+                "currency": "EUR",
+                "stage": "stage_lost",
+                "pipeline": "pipeline_sales",
+                "owner": "user_linus",
+                "companies": ["company_acme"],
+            },
+        ),
+    ]
+    for remote_id, kind, direction, status, title, started, owner, contacts in TIMELINE:
+        fields: dict[str, Any] = {
+            "type": kind,
+            "status": status,
+            "title": title,
+            "startedAt": started,
+            "owner": reference("genericUser", owner),
+            "contacts": [reference("genericContact", c) for c in contacts],
+            "companies": [reference("genericCompany", "company_acme")],
+            "opportunities": [reference("crmOpportunity", "opp_big")],
+            "users": [reference("genericUser", owner)],
+        }
+        if direction:
+            fields["direction"] = direction
+        events.append(engagement_event("created", remote_id, fields=fields))
+    return events
+
+
+def test_a_deals_relations(live_server, admin_user, browser, screenshot):
+    """A deal's page, the pages of what it relates to, and the deals filtered by stage type."""
+    base = live_server.url
+    for number, event in enumerate(relations_events()):
+        assert post_webhook(base, event, f"relations-{number}") == (200, {"status": "processed"})
+    log_in(browser, base, admin_user)
+    wait = WebDriverWait(browser, WAIT)
+
+    def page(name: str) -> str:
+        # The window at a laptop's width with the navigation sidebar open, as Django opens it.
+        assert browser.find_element(By.ID, "nav-sidebar").is_displayed()
+        assert_fits(browser)
+        screenshot(name)
+        return str(browser.find_element(By.ID, "content").text)
+
+    def text_of(field: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, f".field-{field} .readonly").text)
+
+    # The deal: its stage with its type, pipeline, owner, people and companies, then its timeline.
+    deal = Opportunity.objects.get(remote_id="opp_big")
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[deal.pk])}")
+    assert text_of("stage_linked") == "Negotiation (open)"
+    assert text_of("pipeline_linked") == "Enterprise sales"
+    assert text_of("crm_owner_linked") == "Ada Lovelace"
+    assert text_of("listed_contacts") == (
+        "Margaret Hamilton-Whitfield, Grace Hopper, Alan Turing, contact_not_synced (not received yet)"
+    )
+    assert text_of("listed_companies") == "Acme Industries GmbH, Initrode Consulting"
+    timeline = browser.find_elements(By.CSS_SELECTOR, ".field-timeline tbody tr")
+    # Newest first.
+    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in timeline] == [
+        entry[4] for entry in reversed(TIMELINE)
+    ]
+    assert "Linus Pauling" in timeline[1].text and "Hopper" not in timeline[1].text
+    page("20-opportunity-with-timeline")
+
+    # From the deal to its stage: the deals in that stage.
+    browser.find_element(By.CSS_SELECTOR, ".field-stage_linked a").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-deals")))
+    assert BIG_DEAL in text_of("deals")
+    page("21-stage")
+
+    # A contact: their deals and the engagements they took part in.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[deal.pk])}")
+    browser.find_element(By.LINK_TEXT, "Margaret Hamilton-Whitfield").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-timeline")))
+    deals = text_of("deals")
+    assert BIG_DEAL in deals and "Analytics add-on" in deals and "Closed won (won)" in deals
+    timeline_text = text_of("timeline")
+    assert "Discovery call with the CFO" in timeline_text and "Platform demo" not in timeline_text
+    page("22-contact")
+
+    # A company: every deal and engagement it is part of; one without says so.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[deal.pk])}")
+    browser.find_element(By.LINK_TEXT, "Acme Industries GmbH").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-deals")))
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".field-deals tbody tr")) == 3
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".field-timeline tbody tr")) == len(TIMELINE)
+    page("23-company")
+    quiet = reverse(
+        "admin:morph_webhooks_company_change", args=[Company.objects.get(remote_id="company_quiet").pk]
+    )
+    browser.get(f"{base}{quiet}")
+    assert text_of("deals") == "No opportunities."
+    assert text_of("timeline") == "No engagements."
+    page("23b-company-without-deals")
+
+    # An engagement: what it was, and whom and what it involved.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[deal.pk])}")
+    browser.find_element(By.LINK_TEXT, "Platform demo for IT and procurement").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-listed_opportunities")))
+    assert text_of("listed_opportunities") == BIG_DEAL
+    assert text_of("listed_contacts") == "Grace Hopper, Alan Turing"
+    assert text_of("crm_owner_linked") == "Ada Lovelace"
+    page("24-engagement")
+
+    # A sales rep: the deals and engagements they own.
+    browser.find_element(By.CSS_SELECTOR, ".field-crm_owner_linked a").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-owned_timeline")))
+    assert BIG_DEAL in text_of("deals")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".field-owned_timeline tbody tr")) == 3
+    page("25-crm-user")
+
+    # The pipeline: its stages in order, and its deals.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_change', args=[deal.pk])}")
+    browser.find_element(By.CSS_SELECTOR, ".field-pipeline_linked a").click()
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".field-deals")))
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".field-deals tbody tr")) == 3
+    # Its stages in the pipeline's order, each with its number of deals.
+    stages = browser.find_elements(By.CSS_SELECTOR, ".field-stages_in_order tbody tr")
+    assert [row.text for row in stages] == ["Negotiation open 1", "Closed won won 1", "Closed lost lost 1"]
+    page("26-pipeline")
+
+    # The deals won, by their stage's type.
+    browser.get(f"{base}{reverse('admin:morph_webhooks_opportunity_changelist')}")
+    browser.find_element(By.ID, "changelist-filter").find_element(By.LINK_TEXT, "won").click()
+    wait.until(EC.url_contains("stage__type=WON"))
+    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows(browser)] == [
+        "Acme Industries – Analytics add-on"
+    ]
+    page("27-opportunities-won")
+
+    # All the engagements of the deal, as its page links to them past the newest 50: the filter
+    # names the deal.
+    engagements = reverse("admin:morph_webhooks_engagement_changelist")
+    browser.get(f"{base}{engagements}?opportunities={deal.pk}&o=-2")
+    wait.until(lambda driver: len(rows(driver)) == len(TIMELINE))
+    chosen = browser.find_element(
+        By.CSS_SELECTOR, "#changelist-filter details[data-filter-title='opportunities'] li.selected a"
+    )
+    assert chosen.text == BIG_DEAL
+    page("28-engagements-of-a-deal")

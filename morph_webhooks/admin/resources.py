@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.db.models import Model, QuerySet
+from django.contrib.admin.views.main import ORDER_VAR
+from django.db.models import Field, Model, QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Engagement, MirroredResource, Opportunity, ResourceQuerySet, WebhookDelivery
+from ..models import Engagement, MirroredResource, Opportunity, WebhookDelivery
 from ..resources.base import Reference, ResourceSpec
 from ..resources.person import Person
 from ..resources.registry import REGISTRY
@@ -32,8 +32,22 @@ from .display import (
     moment,
     pretty_json,
 )
-from .filters import ConnectionFilter, chosen_connection, with_counts
-from .related import label_of, load_related, referenced_ids, related_of
+from .filters import ConnectionFilter
+from .related import (
+    NOT_SHOWN,
+    SHOWN,
+    deals_table,
+    engagement_activity,
+    in_listed_order,
+    named,
+    newest_deals,
+    newest_engagements,
+    referenced_ids,
+    stages_table,
+    stages_with_deals,
+    timeline_table,
+)
+from .resource_filters import DeletedFilter, StageTypeFilter, reference_filter, related_filter
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -42,122 +56,25 @@ if TYPE_CHECKING:
 # (migration 0014) for contacts.
 PERSON_SEARCHED = ["first_name", "last_name", "email"]
 
-# The most choices a filter by a referenced resource offers: a CRM has a few dozen stages, and a
-# filter is no place for thousands.
-FILTER_CHOICES = 100
 
-
-class DeletedFilter(admin.SimpleListFilter):
-    title = _("deleted")
-    parameter_name = "deleted"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
-        return [("yes", _("Yes")), ("no", _("No"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        assert isinstance(queryset, ResourceQuerySet)
-        if self.value() == "yes":
-            return queryset.deleted()
-        if self.value() == "no":
-            return queryset.alive()
-        return None
-
-
-class ReferenceFilter(admin.SimpleListFilter):
-    """Filters on a reference column (``?stage_id=...``), its choices named from the referenced
-    model's table rather than a SELECT DISTINCT over the rows listed. A Morph id means something
-    within its connection only: when several connections are offered, each choice says whose it
-    is and filters on that connection too; once the list is filtered on a connection, only that
-    connection's are offered."""
-
-    reference: ClassVar[Reference]
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, Any]]:
-        model = REGISTRY[self.reference.morph_model].model
-        resources = model._default_manager.filter(deleted_at__isnull=True, **chosen_connection(request))
-        found = list(resources.order_by("remote_id", "connector_id", "owner_id")[:FILTER_CHOICES])
-        several = len({(resource.connector_id, resource.owner_id) for resource in found}) > 1
-        # (remote id, its connection's lookup, label); no connection: the id in any connection.
-        self.offered: list[tuple[str, dict[str, str], str]] = sorted(
-            (
-                (
-                    resource.remote_id,
-                    {"connector_id": resource.connector_id, "owner_id": resource.owner_id},
-                    f"{label_of(resource)} · {connection_text(resource.connector_id, resource.owner_id)}"
-                    if several
-                    else label_of(resource),
-                )
-                for resource in found
-            ),
-            key=lambda choice: (choice[2].casefold(), choice[2]),
-        )
-        chosen = self.value()
-        if chosen and chosen not in {remote_id for remote_id, _whose, _label in self.offered}:
-            # Filtered on an id whose resource has not arrived (a link from the overview): say so.
-            self.offered.append((chosen, {}, chosen))
-        return [(remote_id, label) for remote_id, _whose, label in self.offered]
-
-    def has_output(self) -> bool:
-        # The admin applies only the filters it shows: a filter with a value must show.
-        return super().has_output() or self.value() is not None
-
-    def choices(self, changelist: ChangeList) -> Any:
-        connection = chosen_connection(self.request)
-        parameter = str(self.parameter_name)
-        yield {
-            "selected": self.value() is None,
-            "query_string": changelist.get_query_string(remove=[parameter]),
-            "display": _("All"),
-        }
-        labels = with_counts(
-            self,
-            changelist,
-            [(label, {parameter: remote_id, **whose}) for remote_id, whose, label in self.offered],
-        )
-        for (remote_id, whose, _label), label in zip(self.offered, labels, strict=True):
-            yield {
-                "selected": self.value() == remote_id
-                and all(connection.get(name, value) == value for name, value in whose.items()),
-                "query_string": changelist.get_query_string({parameter: remote_id, **whose}),
-                "display": label,
-            }
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        return queryset.filter(**{self.reference.column: value}) if value else None
-
-
-def reference_filter(reference: Reference) -> type[ReferenceFilter]:
-    attributes = {
-        "reference": reference,
-        "title": reference.label,
-        "parameter_name": reference.column,
-        "__module__": __name__,
-    }
-    return type(f"{reference.name.title().replace('_', '')}Filter", (ReferenceFilter,), attributes)
-
-
-class ResourceChangeList(ChangeList):
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        # The names behind the ids the list shows, for the whole page at once.
-        assert isinstance(self.model_admin, ResourceAdmin)
-        listed = self.model_admin.listed_references
-        shown = [r for r in self.model_admin.references if r.name in listed]
-        load_related(list(self.result_list), shown, link=False)
-
-
-def shown_as(reference: Reference) -> str:
+def shown_as(reference: Reference, *, linked: bool = False) -> str:
     """The admin's name for what shows ``reference``: not the reference's own name, which is the
-    model's relation (the admin would show the relation's value, a query per row, or refuse a
-    many-to-many one)."""
-    return f"listed_{reference.name}" if reference.many else f"{reference.name}_named"
+    model's relation (the admin would show the relation's value, or refuse a many-to-many one).
+    A list names a single reference (``stage_named``); a change page links it (``stage_linked``):
+    in a list, a column of links would read as busier than the one link that opens the row."""
+    if reference.many:
+        return f"listed_{reference.name}"
+    return f"{reference.name}_linked" if linked else f"{reference.name}_named"
 
 
-def show_reference(reference: Reference) -> Callable[[Any, MirroredResource], Any]:
+def show_reference(reference: Reference, *, linked: bool) -> Callable[[Any, MirroredResource], Any]:
     @admin.display(description=reference.label, ordering=None if reference.many else reference.column)
     def show(self: ResourceAdmin, obj: MirroredResource) -> Any:
-        return self.referenced(obj, reference)
+        if reference.many:
+            return self.listed(obj, reference)
+        return named(
+            getattr(obj, reference.name), getattr(obj, reference.column), self.change_url if linked else None
+        )
 
     return show
 
@@ -171,19 +88,23 @@ class ResourceAdmin(ReadOnlyAdmin):
     # The list's columns, before its connection, update time and deleted mark. A reference's name
     # shows the referenced resource's name.
     columns: ClassVar[Sequence[str]] = ()
-    # The list's filters, between the connection and deleted ones; a reference's name filters on it.
-    filters: ClassVar[Sequence[str]] = ()
+    # The list's filters, between the connection and deleted ones; a reference's name filters on
+    # its column, a filter class filters as it says.
+    filters: ClassVar[Sequence[str | type[admin.ListFilter]]] = ()
     # Searched besides the Morph id.
     searched: ClassVar[Sequence[str]] = ()
     # The change page's first group.
     resource_fields: ClassVar[Sequence[str]] = ()
-    # Further groups of the resource's own fields, (title, fields), shown after its Morph ids.
+    # Further groups, (title, fields), shown before Morph's ids: what the resource relates to is
+    # what a reader of the CRM's records looks for next.
     more_fieldsets: ClassVar[Sequence[tuple[StrOrPromise, Sequence[str]]]] = ()
-    # The columns naming other mirrored resources (the spec's).
+    # The columns naming other mirrored resources (the spec's), each read through the model's
+    # relation of the same name. A reference not among the filters can still filter the list on
+    # one referenced row (?contacts=<its pk>), as the referenced row's page links to it.
     references: ClassVar[Sequence[Reference]] = ()
-    # The references the list names, loaded for its page: those among its columns unless a
-    # subclass shows more within another column.
-    listed_references: ClassVar[Sequence[str]] = ()
+    # The column a list of the rows related to another row is ordered by, newest first, as that
+    # row's page lists them; by the latest update when None.
+    newest_by: ClassVar[str | None] = None
 
     ordering = ["-remote_updated_at"]
     change_form_template = "morph_webhooks/admin/resource_change_form.html"
@@ -202,14 +123,18 @@ class ResourceAdmin(ReadOnlyAdmin):
         super().__init_subclass__(**kwargs)
         by_name = {reference.name: reference for reference in cls.references}
         for reference in cls.references:
-            setattr(cls, shown_as(reference), show_reference(reference))
-        if "listed_references" not in cls.__dict__:
-            cls.listed_references = [r.name for r in cls.references if shown_as(r) in cls.columns]
+            for linked in (False, True):
+                setattr(cls, shown_as(reference, linked=linked), show_reference(reference, linked=linked))
         cls.list_display = [*cls.columns, "connection", "updated", "deleted"]
         cls.list_filter = [
             ConnectionFilter,
             *(reference_filter(by_name[name]) if name in by_name else name for name in cls.filters),
             DeletedFilter,
+            *(
+                related_filter(r.name, REGISTRY[r.morph_model].model, r.label)
+                for r in cls.references
+                if r.name not in cls.filters
+            ),
         ]
         # Morph ids are matched exactly: "=" would compare case-insensitively, which no index serves.
         cls.search_fields = [*cls.searched, "remote_id__exact"]
@@ -227,6 +152,7 @@ class ResourceAdmin(ReadOnlyAdmin):
         ]
         cls.fieldsets = [
             (None, {"fields": list(cls.resource_fields)}),
+            *more_fieldsets,
             (
                 _("Morph"),
                 {
@@ -241,7 +167,6 @@ class ResourceAdmin(ReadOnlyAdmin):
                     ]
                 },
             ),
-            *more_fieldsets,
             (_("As Morph sent it"), {"fields": ["extra_fields_json", "warnings_json", "raw_resource_json"]}),
             (_("Local copy"), {"fields": ["copied", "last_written"]}),
         ]
@@ -250,8 +175,12 @@ class ResourceAdmin(ReadOnlyAdmin):
     def model_label(name: str) -> str:
         return name.replace("_", " ")
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return ResourceChangeList
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # A page's referenced rows in its own query, whatever its length (None where a row has not
+        # arrived).
+        single = [reference.name for reference in self.references if not reference.many]
+        rows = super().get_queryset(request)
+        return rows.select_related(*single) if single else rows
 
     def render_change_form(
         self,
@@ -266,12 +195,6 @@ class ResourceAdmin(ReadOnlyAdmin):
             context["deleted_at"] = moment(obj.deleted_at)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if isinstance(obj, MirroredResource):
-            load_related([obj], self.references)
-        return obj
-
     def change_url(self, obj: Model) -> str | None:
         opts = obj._meta
         try:
@@ -279,24 +202,66 @@ class ResourceAdmin(ReadOnlyAdmin):
         except NoReverseMatch:  # not registered on this site
             return None
 
-    def referenced(self, obj: MirroredResource, reference: Reference) -> SafeString | str:
-        """The referenced resources' names, linked to them; an id whose resource has not arrived
-        yet is shown as it is."""
-        related = related_of(obj, self.references)
-        shown: list[tuple[str | None, str]] = []
-        for remote_id in referenced_ids(obj, reference):
-            resource = related.get(obj, reference, remote_id)
-            if resource is None:
-                shown.append((None, remote_id))
-            else:
-                shown.append((self.change_url(resource) if related.link else None, label_of(resource)))
-        if not shown:
-            return EMPTY
-        return format_html_join(
-            ", ",
-            "{}",
-            ((format_html('<a href="{}">{}</a>', url, text) if url else text,) for url, text in shown),
-        )
+    def changelist_url(self, model: type[Model], query: dict[str, Any]) -> str | None:
+        opts = model._meta
+        try:
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
+        except NoReverseMatch:
+            return None
+        return f"{url}?{urlencode(query)}"
+
+    def all_related_url(self, obj: MirroredResource, accessor: str) -> str | None:
+        """The list of all the rows ``obj.<accessor>`` reaches: filtered by the referenced row's
+        Morph id in its connection where that list offers a filter by it (a stage's deals), by
+        the row otherwise (a contact's deals)."""
+        relation = obj._meta.get_field(accessor).remote_field
+        assert isinstance(relation, Field)
+        other = self.admin_site._registry.get(relation.model)
+        query: dict[str, Any] = {relation.name: obj.pk}
+        if isinstance(other, ResourceAdmin) and relation.name in other.filters:
+            [reference] = [r for r in other.references if r.name == relation.name]
+            query = {
+                reference.column: obj.remote_id,
+                "connector_id": obj.connector_id,
+                "owner_id": obj.owner_id,
+            }
+        if isinstance(other, ResourceAdmin) and other.newest_by:
+            # The admin's ordering parameter: the column's position in the list, "-" for descending.
+            query[ORDER_VAR] = f"-{list(other.list_display).index(other.newest_by)}"
+        return self.changelist_url(relation.model, query)
+
+    def listed(self, obj: MirroredResource, reference: Reference) -> SafeString | str:
+        """The rows a Morph list names, read through the relation: those shown, in one query."""
+        ids = referenced_ids(obj, reference.column)
+        shown = ids[:SHOWN]
+        rows = getattr(obj, reference.name).defer(*NOT_SHOWN).filter(remote_id__in=shown) if shown else []
+        return in_listed_order(ids, rows, self.change_url)
+
+    @staticmethod
+    def related(obj: MirroredResource, accessor: str) -> QuerySet[Any]:
+        # By name: each model has its own relations, declared where it is.
+        return getattr(obj, accessor).all()  # type: ignore[no-any-return]
+
+    @admin.display(description=_("opportunities"))
+    def deals(self, obj: MirroredResource) -> SafeString:
+        rows = newest_deals(self.related(obj, "opportunities"))
+        return deals_table(rows, self.change_url, self.all_related_url(obj, "opportunities"))
+
+    @admin.display(description=_("stages"))
+    def stages_in_order(self, obj: MirroredResource) -> SafeString:
+        listed = referenced_ids(obj, "stage_ids")
+        rows = stages_with_deals(self.related(obj, "stages"), listed)
+        return stages_table(rows, listed, self.change_url, self.all_related_url(obj, "stages"))
+
+    @admin.display(description=_("engagements"))
+    def timeline(self, obj: MirroredResource) -> SafeString:
+        rows = newest_engagements(self.related(obj, "engagements"))
+        return timeline_table(rows, self.change_url, self.all_related_url(obj, "engagements"))
+
+    @admin.display(description=_("engagements owned"))
+    def owned_timeline(self, obj: MirroredResource) -> SafeString:
+        rows = newest_engagements(self.related(obj, "owned_engagements"))
+        return timeline_table(rows, self.change_url, self.all_related_url(obj, "owned_engagements"))
 
     @admin.display(description=_("connection"), ordering="connector_id")
     def connection(self, obj: MirroredResource) -> str:
@@ -340,26 +305,20 @@ class OpportunityAdmin(ResourceAdmin):
     # The pipeline under the stage, which belongs to it: one column less keeps the list within a
     # laptop's width with the navigation sidebar open.
     columns = ["name", "amount_with_currency", "stage_in_pipeline", "crm_owner_named"]
-    listed_references = ["stage", "pipeline", "crm_owner"]
-    filters = ["stage", "pipeline"]
+    filters = ["stage", StageTypeFilter, "pipeline"]
     searched = ["name"]
-    resource_fields = ["name", "amount_with_currency", "stage_named", "pipeline_named", "crm_owner_named"]
-    more_fieldsets = [(_("Related records"), ["listed_contacts", "listed_companies", "listed_engagements"])]
+    resource_fields = ["name", "amount_with_currency", "stage_linked", "pipeline_linked", "crm_owner_linked"]
+    more_fieldsets = [(_("Related records"), ["listed_contacts", "listed_companies", "timeline"])]
     references = REGISTRY["crmOpportunity"].references
 
     @admin.display(description=_("stage"), ordering="stage_id")
     def stage_in_pipeline(self, obj: Opportunity) -> SafeString | str:
-        by_name = {reference.name: reference for reference in self.references}
-        stage = self.referenced(obj, by_name["stage"])
-        pipeline = self.referenced(obj, by_name["pipeline"])
-        if pipeline == EMPTY:
+        stage = named(obj.stage, obj.stage_id, None)
+        if not obj.pipeline_id:
             return stage
-        return format_html('{}<br><span class="quiet">{}</span>', stage, pipeline)
-
-    @admin.display(description=_("engagements"))
-    def listed_engagements(self, obj: Opportunity) -> str:
-        # Their ids, as the opportunity lists them.
-        return ", ".join(str(remote_id) for remote_id in obj.engagement_ids or []) or EMPTY
+        return format_html(
+            '{}<br><span class="quiet">{}</span>', stage, named(obj.pipeline, obj.pipeline_id, None)
+        )
 
     @admin.display(description=_("amount"), ordering="amount")
     def amount_with_currency(self, obj: Opportunity) -> str:
@@ -372,16 +331,17 @@ class EngagementAdmin(ResourceAdmin):
     columns = ["title", "activity", "started", "crm_owner_named"]
     filters = ["type", "status", "direction"]
     searched = ["title"]
+    newest_by = "started"
     resource_fields = [
         "type",
         "title",
         "description",
         "status",
         "direction",
-        "started_at",
-        "ended_at",
+        "started",
+        "ended",
         "duration",
-        "crm_owner_named",
+        "crm_owner_linked",
     ]
     more_fieldsets = [
         (
@@ -393,22 +353,36 @@ class EngagementAdmin(ResourceAdmin):
 
     @admin.display(description=_("type"), ordering="type")
     def activity(self, obj: Engagement) -> SafeString | str:
-        details = " · ".join(
-            str(label) for label in (obj.get_direction_display(), obj.get_status_display()) if label
-        )
-        kind = obj.get_type_display() or EMPTY
-        return format_html('{}<br><span class="quiet">{}</span>', kind, details) if details else kind
+        return engagement_activity(obj)
 
     @admin.display(description=_("started"), ordering="started_at")
     def started(self, obj: Engagement) -> str:
         return moment(obj.started_at) or EMPTY
 
+    @admin.display(description=_("ended"))
+    def ended(self, obj: Engagement) -> str:
+        return moment(obj.ended_at) or EMPTY
+
+
+# The rows of other models that a resource's page lists, by the methods listing them: those
+# referring to it (a contact's deals and engagements, a stage's deals).
+RELATED_LISTS: dict[str, list[str]] = {
+    "genericContact": ["deals", "timeline"],
+    "genericCompany": ["deals", "timeline"],
+    "crmStage": ["deals"],
+    "crmPipeline": ["stages_in_order", "deals"],
+    "genericUser": ["deals", "owned_timeline"],
+}
+# The fields a related list shows better, left out where it is shown: a pipeline's stages, read
+# through the relation in the order Morph lists them, with their deals, instead of that list.
+SHOWN_INSTEAD = {"stages_in_order": "listed_stages"}
+
 
 def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
     """The admin of a mirrored model that needs nothing of its own: its spec's columns in the
     list (a reference by the name of what it refers to), searched by the first of them too (a
-    person by names and email), filtered
-    by its references, and its own fields on the change page."""
+    person by names and email), filtered by its references, its own fields on the change page
+    (references linked), and the rows of other models that refer to it."""
     shared = {field.name for field in MirroredResource._meta.get_fields()} | {"id"}
     own = [
         field.name
@@ -416,12 +390,16 @@ def resource_admin(spec: ResourceSpec) -> type[ResourceAdmin]:
         if field.name not in shared and not isinstance(field, Ref)
     ]
     names = {reference.column: shown_as(reference) for reference in spec.references}
+    links = {reference.column: shown_as(reference, linked=True) for reference in spec.references}
+    related = RELATED_LISTS.get(spec.morph_model, [])
+    replaced = {SHOWN_INSTEAD[name] for name in related if name in SHOWN_INSTEAD}
     attributes = {
         "columns": [names.get(column, column) for column in spec.admin_columns],
         # A person is looked for by either name or the email address.
         "searched": PERSON_SEARCHED if issubclass(spec.model, Person) else list(spec.admin_columns[:1]),
         "filters": [reference.name for reference in spec.references if not reference.many],
-        "resource_fields": [names.get(column, column) for column in own],
+        "resource_fields": [links.get(c, c) for c in own if links.get(c, c) not in replaced],
+        "more_fieldsets": [(_("Related records"), related)] if related else [],
         "references": spec.references,
         "__module__": __name__,
     }
