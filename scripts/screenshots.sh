@@ -16,6 +16,8 @@ while read -r step name; do
 done <<'STEPS'
 02-opportunities admin-opportunities
 02b-opportunity admin-opportunity
+20-opportunity-with-timeline admin-opportunity-timeline
+22-contact admin-contact
 06-reprocessed admin-deliveries
 05-delivery-body admin-delivery
 07b-overview-of-a-connection admin-overview
