@@ -248,3 +248,33 @@ def sqlite_version_errors(databases: Mapping[str, Mapping[str, Any]]) -> list[Ch
             id="morph_webhooks.E016",
         )
     ]
+
+
+def check_search_extension(**kwargs: Any) -> list[CheckMessage]:
+    """On each PostgreSQL database the check is run on (``check --database``, ``migrate``), that
+    the ``pg_trgm`` extension migration 0014 created is still there: without it, and the trigram
+    indexes that go with it, the admin's name, email and title searches read every row."""
+    from django.db import connections, router
+
+    messages: list[CheckMessage] = []
+    for alias in kwargs.get("databases") or []:
+        connection = connections[alias]
+        if connection.vendor != "postgresql" or not router.allow_migrate(alias, "morph_webhooks"):
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
+            if cursor.fetchone() is not None:
+                continue
+        messages.append(
+            Warning(
+                f"The PostgreSQL database {alias!r} has no pg_trgm extension: the admin's searches "
+                "of names, emails and titles read every row.",
+                hint=(
+                    "As a user allowed to, run CREATE EXTENSION pg_trgm; then "
+                    "manage.py migrate morph_webhooks 0013 and manage.py migrate to build the "
+                    "trigram indexes again."
+                ),
+                id="morph_webhooks.W005",
+            )
+        )
+    return messages

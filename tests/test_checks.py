@@ -275,3 +275,22 @@ def test_sqlite_older_than_3_35_is_an_error(monkeypatch):
     assert checks.sqlite_version_errors(sqlite) == []
     # Registered: manage.py check runs it.
     assert checks.check_sqlite_version in registry.get_checks()
+
+
+@pytest.mark.django_db
+def test_a_postgresql_database_without_the_search_extension_is_warned_of():
+    from django.db import connection
+
+    from morph_webhooks.checks import check_search_extension
+
+    assert check_search_extension(databases=["default"]) == []
+    if connection.vendor != "postgresql":
+        return  # SQLite searches without it
+    with connection.cursor() as cursor:
+        # Rolled back with the test's transaction, the trigram indexes with it.
+        cursor.execute("DROP EXTENSION pg_trgm CASCADE")
+    (warning,) = check_search_extension(databases=["default"])
+    assert warning.id == "morph_webhooks.W005" and "'default' has no pg_trgm" in warning.msg
+    assert "CREATE EXTENSION pg_trgm" in warning.hint
+    # Run with the database checks, as `check --database default` and migrate do.
+    assert "morph_webhooks.W005" in {message.id for message in registry.run_checks(databases=["default"])}
