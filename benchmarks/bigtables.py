@@ -9,7 +9,9 @@ Each page is requested through Django's test client in this process, as a logged
 "cold" is its first request in the process (PostgreSQL's cache holds what earlier pages read, as
 on a server in use), "warm" the best of ``--repeats`` more. The health check and the scrape are
 called in-process too (``run_checks()``, ``database_metrics()``) and through their views.
-``--explain`` prints the plan of each page's slowest query (EXPLAIN ANALYZE).
+``--explain`` prints the plan of each page's slowest query (EXPLAIN ANALYZE). ``--memory N``
+requests every page N times over instead, and prints this process's resident memory after each
+round: what a worker serving the admin holds as it goes.
 """
 
 from __future__ import annotations
@@ -121,11 +123,10 @@ def explain(sql: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def measure(repeats: int, only: str | None, show_plans: bool) -> list[dict[str, Any]]:
+def admin_client() -> Any:
+    """A test client logged in as a superuser of the benchmark."""
     from django.contrib.auth import get_user_model
     from django.test import Client
-
-    from morph_webhooks import health, metrics
 
     user_model = get_user_model()
     user = user_model.objects.filter(username="bench-admin").first() or user_model.objects.create_superuser(
@@ -133,14 +134,49 @@ def measure(repeats: int, only: str | None, show_plans: bool) -> list[dict[str, 
     )
     client = Client()
     client.force_login(user)
+    return client
+
+
+def bearer() -> dict[str, str]:
+    # The health and metrics views take the webhook secret, as a monitor presents it.
+    return {"authorization": f"Bearer {os.environ['MORPH_WEBHOOKS_SECRET']}"}
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def memory(rounds: int) -> dict[str, Any]:
+    """Every page requested ``rounds`` times over in this process, as one worker serving the
+    admin would be: its resident memory after the first round (imports, caches and connection in
+    place) and after each later one, in MiB."""
+    client = admin_client()
+    logging.getLogger("django.request").setLevel(logging.CRITICAL)
+    after: list[float] = []
+    for _ in range(rounds):
+        for _label, url in pages():
+            client.get(url, headers=bearer())
+        after.append(round(rss_mib(), 1))
+    log(
+        f"  RSS after round 1: {after[0]} MiB; after round {rounds}: {after[-1]} MiB ({len(pages())} pages a round)"
+    )
+    log(f"  every round: {after}")
+    return {"rounds": rounds, "pages": len(pages()), "rss_mib": after}
+
+
+def measure(repeats: int, only: str | None, show_plans: bool) -> list[dict[str, Any]]:
+    from morph_webhooks import health, metrics
+
+    client = admin_client()
     calls: list[tuple[str, Callable[[], Any]]] = [
         ("run_checks()", health.run_checks),
         ("database_metrics()", lambda: list(metrics.database_metrics())),
     ]
-    # The health and metrics views take the webhook secret, as a monitor presents it.
-    bearer = {"authorization": f"Bearer {os.environ['MORPH_WEBHOOKS_SECRET']}"}
     for label, url in pages():
-        calls.append((label, lambda url=url: client.get(url, headers=bearer)))
+        calls.append((label, lambda url=url: client.get(url, headers=bearer())))
     logging.getLogger("django.request").setLevel(logging.CRITICAL)
     results = []
     log(f"  {'what':<34}{'cold ms':>9}{'warm ms':>9}{'queries':>8}{'SQL ms':>9}  slowest query")
@@ -182,6 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help="only what starts with this")
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: request every page ROUNDS times, RSS after each",
+    )
     args = parser.parse_args(argv)
     setup_django({**bench_env(f"{args.server}/{args.database}"), "BENCH_CONN_MAX_AGE": "0"})
     from django.db import connection
@@ -193,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         connections, deliveries = cursor.fetchone()
     log(f"{args.database}: about {deliveries:,} deliveries, {connections:,} connections")
-    results = measure(args.repeats, args.only, args.explain)
+    results: Any = memory(args.memory) if args.memory else measure(args.repeats, args.only, args.explain)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
