@@ -108,6 +108,10 @@ def test_every_answer_the_endpoint_gives_is_on_its_page() -> None:
     assert sorted(code for code in codes if f'"{code}"' not in answers) == []
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("material") is None,
+    reason="mkdocs-material needs Python 3.11+: the dev extra leaves it out on 3.10 (CI builds the site on 3.12)",
+)
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     built = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
