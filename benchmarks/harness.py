@@ -30,6 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 HOST = "127.0.0.1"
+# The connections and the stages (HubSpot's default pipeline's) that the generated data and the
+# soak test's events both use.
+CONNECTORS = ("hubspot", "salesforce", "pipedrive")
+OWNERS = ("tenant_1", "tenant_2")
+STAGES = (
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+)
 # What gunicorn's and the app's logs say when something went wrong: worker timeouts and crashes,
 # 5xx answers, tracebacks.
 PROBLEM_MARKERS = ("WARNING", "ERROR", "CRITICAL", "Traceback", "TIMEOUT")

@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.harness import log
-
-CONNECTORS = ["hubspot", "salesforce", "pipedrive"]
-OWNERS = ["tenant_1", "tenant_2"]
-STAGES = [
-    "appointmentscheduled",
-    "qualifiedtobuy",
-    "presentationscheduled",
-    "decisionmakerboughtin",
-    "contractsent",
-    "closedwon",
-    "closedlost",
-]
+from benchmarks.harness import CONNECTORS, OWNERS, STAGES, log
 
 
-def _array(values: list[str]) -> str:
+def _array(values: tuple[str, ...]) -> str:
     return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 

@@ -15,20 +15,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from benchmarks.harness import CONNECTORS, OWNERS, STAGES
 from morph_webhooks.testing import morph_headers, opportunity_event, reference, timestamp
 
-CONNECTORS = ("hubspot", "salesforce", "pipedrive")
-OWNERS = ("tenant_1", "tenant_2")
 SCOPES = [(connector, owner) for connector in CONNECTORS for owner in OWNERS]
-STAGES = (
-    "appointmentscheduled",
-    "qualifiedtobuy",
-    "presentationscheduled",
-    "decisionmakerboughtin",
-    "contractsent",
-    "closedwon",
-    "closedlost",
-)
 CURRENCIES = ("EUR", "USD", "GBP")
 PIPELINE = "default"
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
