@@ -22,7 +22,7 @@ from .conf import conf
 from .events import MorphEvent, ResourceEvent
 from .models import IdempotencyKey, MirroredResource, Outcome, WebhookDelivery
 from .resources.links import Link
-from .resources.registry import REGISTRY
+from .resources.registry import REGISTRY, SPECS_BY_MODEL
 from .resources.relations import tenant_ref
 
 R = TypeVar("R", bound=MirroredResource)
@@ -32,9 +32,6 @@ Key = tuple[str, str]
 
 # What storing_outcome reads of a stored row: its version and how it was deleted.
 STORED_STATE = ("remote_updated_at", "deleted_at", "deleted_by_sync")
-
-# The spec of each mirrored model.
-REGISTRY_BY_MODEL = {spec.model: spec for spec in REGISTRY.values()}
 
 # A collision (a concurrent event created the resource first) is resolved by starting over: the
 # next attempt sees the committed row; so is a deadlock. More than a few in a row is pathological.
@@ -241,7 +238,7 @@ def pair_new_rows(rows: Sequence[MirroredResource]) -> None:
     already is marked listed by this one."""
     if not rows:
         return
-    links = REGISTRY_BY_MODEL[type(rows[0])].links
+    links = SPECS_BY_MODEL[type(rows[0])].links
     statements.add_pairs(
         [(link, [pair for row in rows for pair in _pairs(row, _listed(row, link))]) for link in links]
     )
@@ -253,7 +250,7 @@ def replace_pairs(row: MirroredResource, before: Mapping[str, object]) -> None:
     removes them. An unchanged list costs nothing; a changed one a DELETE unless it was empty (plus
     an UPDATE of the other side's pairs, for a table both sides list), and an INSERT unless it is
     empty now."""
-    for link in REGISTRY_BY_MODEL[type(row)].links:
+    for link in SPECS_BY_MODEL[type(row)].links:
         if link.column not in before:
             continue
         listed, was = _listed(row, link), set(_ids(before[link.column]))

@@ -25,3 +25,6 @@ REGISTRY: dict[str, ResourceSpec] = {
         workspace.SPEC,
     )
 }
+
+# The same specs by Django model: for code that holds a row rather than an event.
+SPECS_BY_MODEL: dict[type, ResourceSpec] = {spec.model: spec for spec in REGISTRY.values()}
